@@ -1,0 +1,5 @@
+"""`python -m herdsman` is the `herd` command."""
+
+from herdsman.cli import main
+
+main()

@@ -1,0 +1,44 @@
+"""Durations as people write them in herd.toml ("250ms", "1s", "2m", "1m30s"), parsed to seconds.
+
+A bare number is refused on purpose: "timeout = 5" could mean seconds or milliseconds, and a
+deploy that waits 5 ms for health is a bad surprise. The unit is always written.
+"""
+
+from __future__ import annotations
+
+import re
+
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+HINT = 'write a number with a unit: "250ms", "1s", "2m", "1h" or "1m30s"'
+
+
+def parse_duration(text: object) -> float:
+    """Return the duration in seconds, or raise ValueError with a message fit for a user."""
+    if isinstance(text, bool) or not isinstance(text, str):
+        raise ValueError(f"a duration must be a string with a unit, not {text!r}")
+    value = text.strip()
+    if not value:
+        raise ValueError("a duration cannot be empty")
+    pos = 0
+    total = 0.0
+    for match in _PART.finditer(value):
+        if match.start() != pos:
+            break
+        total += float(match.group(1)) * _UNITS[match.group(2)]
+        pos = match.end()
+    if pos != len(value) or pos == 0:
+        raise ValueError(f"{text!r} is not a duration")
+    return total
+
+
+def format_duration(seconds: float) -> str:
+    """The shortest of "250ms", "1s", "2m" that says exactly ``seconds`` (used in output and docs)."""
+    if seconds < 1 and seconds * 1000 == int(seconds * 1000):
+        return f"{int(seconds * 1000)}ms"
+    for unit, size in (("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    if seconds == int(seconds):
+        return f"{int(seconds)}s"
+    return f"{seconds:g}s"

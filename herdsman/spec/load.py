@@ -1,0 +1,177 @@
+"""Reading herd.toml: TOML, then the frozen models, then the cross-key rules — errors with key paths.
+
+Everything else in herdsman receives a `Project` (the parsed stack plus where it lives) and never
+looks at the raw TOML again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from herdsman.errors import Problem, SpecError
+from herdsman.spec.durations import HINT as DURATION_HINT
+from herdsman.spec.models import Stack
+from herdsman.spec.rules import check_stack
+
+STACK_FILE = "herd.toml"
+
+
+@dataclass(frozen=True)
+class Project:
+    """A parsed stack and the directory its relative paths are resolved from."""
+
+    file: Path
+    stack: Stack
+
+    @property
+    def root(self) -> Path:
+        return self.file.parent
+
+    @property
+    def lock_file(self) -> Path:
+        return self.root / "herd.lock"
+
+    def service_digest(self, name: str) -> str:
+        """A digest of one service's resolved spec (canonical JSON), recorded in its image."""
+        data = self.stack.service[name].model_dump(mode="json", by_alias=True)
+        blob = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+        return "sha256:" + hashlib.sha256(blob).hexdigest()
+
+
+def find_stack_file(start: Path | None = None) -> Path:
+    """herd.toml in ``start`` (a file or directory) or the nearest parent directory holding one."""
+    here = (start or Path.cwd()).resolve()
+    if here.is_file() or here.suffix == ".toml":
+        return here
+    for directory in (here, *here.parents):
+        candidate = directory / STACK_FILE
+        if candidate.is_file():
+            return candidate
+    raise SpecError(
+        Problem("", f"no {STACK_FILE} here or in any parent of {here}", "run `herd init` to write a starter one"),
+    )
+
+
+def load_project(path: Path | None = None) -> Project:
+    file = find_stack_file(path)
+    return Project(file=file, stack=parse_stack(_read(file), file=str(file)))
+
+
+def _read(file: Path) -> str:
+    try:
+        return file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError(
+            Problem("", "file not found", "run `herd init` to write a starter herd.toml"), file=str(file)
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(Problem("", f"cannot read it: {exc}"), file=str(file)) from None
+
+
+def parse_stack(text: str, *, file: str = STACK_FILE) -> Stack:
+    """Parse and validate a herd.toml document; raise SpecError listing every problem."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(
+            Problem("", f"not valid TOML: {exc}", "check quotes, brackets and '=' near that line"), file=file
+        ) from None
+    try:
+        stack = Stack.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError([_problem(err) for err in exc.errors()], file=file) from None
+    problems = check_stack(stack)
+    if problems:
+        raise SpecError(problems, file=file)
+    return stack
+
+
+def _problem(err: Any) -> Problem:
+    loc = tuple(err["loc"])
+    key = _key_path(loc)
+    kind = err["type"]
+    message = str(err["msg"]).removeprefix("Value error, ")
+    hint = ""
+    if kind == "extra_forbidden":
+        allowed = _allowed_keys(loc[:-1])
+        message = f"unknown key {loc[-1]!r}"
+        hint = f"allowed here: {', '.join(allowed)}" if allowed else "remove it"
+    elif kind == "missing":
+        message = "required key is missing"
+        hint = f"add {loc[-1]} = ..."
+    elif "duration" in message:
+        hint = DURATION_HINT
+    elif kind.startswith("int_") or kind == "bool_type" or kind.endswith("_type"):
+        hint = f"got {err.get('input')!r}"
+    elif kind == "string_pattern_mismatch":
+        message = f"{err.get('input')!r} is not allowed here"
+        hint = _pattern_hint(loc)
+    return Problem(key, message, hint)
+
+
+def _key_path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif str(part).startswith("function-") or part in ("[key]",):
+            continue
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _pattern_hint(loc: tuple[Any, ...]) -> str:
+    if loc and loc[-1] == "[key]" or (len(loc) >= 2 and loc[0] in ("service", "volume", "environment")):
+        return "names use lower-case letters, digits and '-', starting with a letter"
+    return "see `herd init` for a commented example"
+
+
+def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
+    """The keys a table at ``loc`` accepts, by walking the models (for 'unknown key' hints)."""
+    current: Any = Stack
+    for part in loc:
+        model = _model_in(current)
+        if model is not None and isinstance(part, str):
+            field = next(
+                (f for n, f in model.model_fields.items() if (f.alias or n) == part),
+                None,
+            )
+            if field is None:
+                return []
+            current = field.annotation
+        else:
+            current = _container_item(current)
+    model = _model_in(current)
+    if model is None:
+        return []
+    return sorted(f.alias or n for n, f in model.model_fields.items())
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        for arg in typing.get_args(annotation):
+            found = _model_in(arg)
+            if found is not None:
+                return found
+    if typing.get_origin(annotation) is typing.Annotated:
+        return _model_in(typing.get_args(annotation)[0])
+    return None
+
+
+def _container_item(annotation: Any) -> Any:
+    if typing.get_origin(annotation) is typing.Annotated:
+        annotation = typing.get_args(annotation)[0]
+    args = typing.get_args(annotation)
+    return args[-1] if args else None
