@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import tomllib
 import types
 import typing
@@ -40,9 +41,15 @@ class Project:
     def lock_file(self) -> Path:
         return self.root / "herd.lock"
 
-    def service_digest(self, name: str) -> str:
-        """A digest of one service's resolved spec (canonical JSON), recorded in its image."""
-        data = self.stack.service[name].model_dump(mode="json", by_alias=True)
+    def image_spec_digest(self, name: str) -> str:
+        """A digest of what of a service's spec goes into its image (recipe, command, port).
+        Replicas, env or health are release config: changing them must not make a new image."""
+        service = self.stack.service[name]
+        data = {
+            "image": service.image.model_dump(mode="json", by_alias=True),
+            "command": list(service.command),
+            "port": service.port,
+        }
         blob = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
         return "sha256:" + hashlib.sha256(blob).hexdigest()
 
@@ -175,3 +182,9 @@ def _container_item(annotation: Any) -> Any:
         annotation = typing.get_args(annotation)[0]
     args = typing.get_args(annotation)
     return args[-1] if args else None
+
+
+def herd_home(project: Project) -> Path:
+    """Where herdsman keeps images, state, logs and volumes: `.herd/` beside herd.toml, or $HERD_HOME."""
+    override = os.environ.get("HERD_HOME")
+    return Path(override).resolve() if override else project.root / ".herd"

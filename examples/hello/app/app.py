@@ -1,0 +1,77 @@
+"""hello: a tiny web app run by herdsman.
+
+It reads its port from $PORT (herdsman gives every instance its own), answers /healthz for the
+health check, and counts visits in a file on the `counter` volume (mounted at $DATA_DIR, /data by
+default), so the count survives every deploy: the instance is disposable, the data is not.
+"""
+
+import html
+import os
+import signal
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+DATA = Path(os.environ.get("DATA_DIR", "/data"))
+COUNTER = DATA / "visits"
+GREETING = os.environ.get("GREETING", "Hello")
+RELEASE = os.environ.get("HERD_RELEASE", "dev")
+INSTANCE = os.environ.get("HERD_INSTANCE", "local")
+
+
+def count_visit() -> int:
+    """Add one visit and return the total (written atomically: a killed instance never corrupts it)."""
+    try:
+        visits = int(COUNTER.read_text() or "0")
+    except (FileNotFoundError, ValueError):
+        visits = 0
+    visits += 1
+    tmp = COUNTER.with_name(f".visits.{os.getpid()}")
+    tmp.write_text(str(visits))
+    os.replace(tmp, COUNTER)
+    return visits
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        if self.path == "/healthz":
+            self.reply(200, "text/plain", "ok\n")
+        elif self.path == "/":
+            visits = count_visit()
+            body = (
+                f"<!doctype html><title>hello</title><h1>{html.escape(GREETING)}</h1>"
+                f"<p>visit number <b id=visits>{visits}</b></p>"
+                f"<p>served by instance <code>{html.escape(INSTANCE)}</code> of release {html.escape(RELEASE)}</p>\n"
+            )
+            self.reply(200, "text/html; charset=utf-8", body)
+        else:
+            self.reply(404, "text/plain", "not found\n")
+
+    def reply(self, status: int, content_type: str, body: str) -> None:
+        data = body.encode()
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("X-Herd-Release", RELEASE)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - http.server's signature
+        sys.stdout.write(f"{self.address_string()} {format % args}\n")
+        sys.stdout.flush()
+
+
+def main() -> None:
+    DATA.mkdir(parents=True, exist_ok=True)
+    port = int(os.environ.get("PORT", "8000"))
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    server.daemon_threads = True
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop at once; data is written atomically
+    print(f"hello listening on 127.0.0.1:{port}", flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,199 @@
+"""The `herd` command: a thin shell over the Python API (parse options, call, format, exit code).
+
+Every command takes `--file` to point at a herd.toml (default: the nearest one upwards). Errors are
+HerdErrors printed as one line plus a hint; `--verbose` adds the traceback.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import time
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from herdsman import __version__
+from herdsman.errors import HerdError, SpecError
+from herdsman.image.bake import ANNOTATION_REVISION, ANNOTATION_SERVICE, ANNOTATION_STACK, bake, image_store
+from herdsman.image.lock import Lock
+from herdsman.spec import STACK_FILE, Project, load_project
+from herdsman.spec.starter import starter
+from herdsman.ui import RichReporter, console, human_size, print_error, short
+
+HELP = """herdsman: immutable infrastructure for a stack described in one herd.toml.
+
+\b
+  herd init      write a commented starter herd.toml
+  herd check     validate herd.toml (and herd.lock)
+  herd bake      bake reproducible OCI images into .herd/images, pinning inputs in herd.lock
+  herd images    list baked images
+  herd image export IMAGE -o FILE   write an image as a `docker load` / OCI archive
+"""
+
+
+class Context:
+    def __init__(self, file: Path | None, verbose: bool) -> None:
+        self.file = file
+        self.verbose = verbose
+
+    def project(self) -> Project:
+        return load_project(self.file)
+
+
+pass_context = click.make_pass_decorator(Context)
+
+
+@click.group(help=HELP, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("-f", "--file", type=click.Path(path_type=Path), help="The herd.toml to use (default: the nearest one).")
+@click.option("-v", "--verbose", is_flag=True, help="Show tracebacks on errors.")
+@click.version_option(__version__, prog_name="herd")
+@click.pass_context
+def cli(ctx: click.Context, file: Path | None, verbose: bool) -> None:
+    ctx.obj = Context(file, verbose)
+
+
+@cli.command()
+@click.argument("directory", type=click.Path(path_type=Path), default=".")
+@click.option("--name", help="The stack name (default: the directory's name).")
+@click.option("--force", is_flag=True, help="Overwrite an existing herd.toml.")
+def init(directory: Path, name: str | None, force: bool) -> None:
+    """Write a commented starter herd.toml for a Python web app into DIRECTORY."""
+    directory.mkdir(parents=True, exist_ok=True)
+    target = directory / STACK_FILE
+    if target.exists() and not force:
+        raise HerdError(f"{target} already exists", hint="pass --force to overwrite it")
+    stack_name = name or re.sub(r"[^a-z0-9-]+", "-", directory.resolve().name.lower()).strip("-") or "app"
+    if not re.match(r"^[a-z]", stack_name):
+        stack_name = f"app-{stack_name}"
+    target.write_text(starter(stack_name[:40]))
+    console.print(f"wrote {target}: edit it, then run `herd check` and `herd bake`")
+
+
+@cli.command()
+@pass_context
+def check(ctx: Context) -> None:
+    """Validate herd.toml and herd.lock; exit non-zero and list every problem if one is wrong."""
+    project = ctx.project()
+    Lock.load(project.lock_file)
+    stack = project.stack
+    console.print(
+        f"[green]ok[/] {project.file}: stack {stack.name!r}, "
+        f"{len(stack.service)} service(s), {len(stack.volume)} volume(s)"
+    )
+
+
+@cli.command(name="bake")
+@click.argument("services", nargs=-1)
+@click.option("--refresh", is_flag=True, help="Resolve bases and requirements anew and rewrite herd.lock.")
+@pass_context
+def bake_command(ctx: Context, services: tuple[str, ...], refresh: bool) -> None:
+    """Bake the images of SERVICES (default: all) into .herd/images.
+
+    Layers are reused when their inputs are unchanged; unpinned inputs (a base tag, a requirements
+    file) are resolved once and pinned in herd.lock, which every later bake follows.
+    """
+    project = ctx.project()
+    started = time.monotonic()
+    with RichReporter() as reporter:
+        results = bake(project, services, refresh=refresh, reporter=reporter)
+    table = Table(box=None, pad_edge=False)
+    for column in ("service", "image", "size", "layers"):
+        table.add_column(column)
+    for result in results:
+        layers = f"{len(result.built)} built, {len(result.reused)} cached"
+        table.add_row(result.service, result.image.digest, human_size(result.size), layers)
+    console.print(table)
+    console.print(f"[dim]baked {len(results)} image(s) in {time.monotonic() - started:.2f}s[/]")
+
+
+@cli.command()
+@click.option("--all", "show_all", is_flag=True, help="Also list images of other stacks and bases.")
+@pass_context
+def images(ctx: Context, show_all: bool) -> None:
+    """List the baked images: service, digest, size and the revision they were baked from."""
+    project = ctx.project()
+    store = image_store(project)
+    table = Table(box=None, pad_edge=False)
+    for column in ("service", "digest", "size", "revision"):
+        table.add_column(column)
+    for entry in reversed(store.index()):
+        annotations = entry.annotations
+        own = annotations.get(ANNOTATION_STACK) == project.stack.name
+        if not show_all and not own:
+            continue
+        manifest = store.manifest(entry.digest)
+        size = manifest["config"]["size"] + sum(layer["size"] for layer in manifest["layers"])
+        name = annotations.get(ANNOTATION_SERVICE) or annotations.get("org.opencontainers.image.ref.name", "")
+        table.add_row(name, short(entry.digest), human_size(size), annotations.get(ANNOTATION_REVISION, "")[:12])
+    console.print(table)
+
+
+@cli.group()
+def image() -> None:
+    """Work with one baked image."""
+
+
+@image.command(name="export")
+@click.argument("ref")
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="The archive to write.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["docker", "oci"]),
+    default="docker",
+    show_default=True,
+    help="docker: one tar that `docker load` reads (and that is also an OCI layout); oci: an OCI layout tar.",
+)
+@pass_context
+def export_command(ctx: Context, ref: str, output: Path, fmt: str) -> None:
+    """Write image REF (a service name, digest or digest prefix) as an archive.
+
+    \b
+    herd image export web -o web.tar && docker load -i web.tar
+    """
+    from herdsman.image.export import export_image
+
+    project = ctx.project()
+    store = image_store(project)
+    descriptor = _find_image(project, ref)
+    tag = f"{project.stack.name}/{descriptor.annotations.get(ANNOTATION_SERVICE, 'image')}:{short(descriptor.digest)}"
+    export_image(store, descriptor.digest, output, fmt=fmt, tag=tag)
+    console.print(f"wrote {output} ({human_size(output.stat().st_size)}) tagged {tag}")
+
+
+def _find_image(project: Project, ref: str):  # type: ignore[no-untyped-def]
+    store = image_store(project)
+    if ref in project.stack.service:
+        for entry in reversed(store.index()):
+            ann = entry.annotations
+            if ann.get(ANNOTATION_SERVICE) == ref and ann.get(ANNOTATION_STACK) == project.stack.name:
+                return entry
+        raise HerdError(f"service {ref!r} has no baked image yet", hint=f"run `herd bake {ref}`")
+    return store.find(ref)
+
+
+def main() -> None:
+    verbose = "-v" in sys.argv[1:] or "--verbose" in sys.argv[1:]
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        print_error(HerdError("aborted"), verbose=False)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except SpecError as exc:
+        print_error(exc, verbose=verbose)
+        sys.exit(2)
+    except HerdError as exc:
+        print_error(exc, verbose=verbose)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:  # a bug: say so plainly, traceback on --verbose
+        print_error(exc, verbose=verbose)
+        sys.exit(70)
