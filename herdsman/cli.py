@@ -46,7 +46,9 @@ pass_context = click.make_pass_decorator(Context)
 
 
 @click.group(help=HELP, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.option("-f", "--file", type=click.Path(path_type=Path), help="The herd.toml to use (default: the nearest one).")
+@click.option(
+    "-f", "--file", type=click.Path(path_type=Path), help="The herd.toml to use (default: the nearest one)."
+)
 @click.option("-v", "--verbose", is_flag=True, help="Show tracebacks on errors.")
 @click.version_option(__version__, prog_name="herd")
 @click.pass_context
@@ -126,7 +128,9 @@ def images(ctx: Context, show_all: bool) -> None:
         manifest = store.manifest(entry.digest)
         size = manifest["config"]["size"] + sum(layer["size"] for layer in manifest["layers"])
         name = annotations.get(ANNOTATION_SERVICE) or annotations.get("org.opencontainers.image.ref.name", "")
-        table.add_row(name, short(entry.digest), human_size(size), annotations.get(ANNOTATION_REVISION, "")[:12])
+        table.add_row(
+            name, short(entry.digest), human_size(size), annotations.get(ANNOTATION_REVISION, "")[:12]
+        )
     console.print(table)
 
 
@@ -158,7 +162,8 @@ def export_command(ctx: Context, ref: str, output: Path, fmt: str) -> None:
     project = ctx.project()
     store = image_store(project)
     descriptor = _find_image(project, ref)
-    tag = f"{project.stack.name}/{descriptor.annotations.get(ANNOTATION_SERVICE, 'image')}:{short(descriptor.digest)}"
+    service = descriptor.annotations.get(ANNOTATION_SERVICE, "image")
+    tag = f"{project.stack.name}/{service}:{short(descriptor.digest)}"
     export_image(store, descriptor.digest, output, fmt=fmt, tag=tag)
     console.print(f"wrote {output} ({human_size(output.stat().st_size)}) tagged {tag}")
 

@@ -1,7 +1,7 @@
 """The one small tree of errors herdsman raises, so the CLI can print them without a traceback.
 
     HerdError                 anything a user can act on: message, where (file, key path), hint
-    ├── SpecError             herd.toml or herd.lock is wrong (file + key path such as service.web.health.interval)
+    ├── SpecError             herd.toml or herd.lock is wrong (file + key path: service.web.health.interval)
     ├── BakeError             an image could not be baked (missing source, failing pip, unsafe archive)
     ├── DeployError           a rollout could not proceed (later issues)
     └── DriverError           a driver could not start, stop or list instances (later issues)

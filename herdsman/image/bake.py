@@ -64,7 +64,9 @@ def bake(
     for name in names:
         if name not in project.stack.service:
             known = ", ".join(sorted(project.stack.service))
-            raise BakeError(f"there is no service {name!r} in {project.file}", hint=f"known services: {known}")
+            raise BakeError(
+                f"there is no service {name!r} in {project.file}", hint=f"known services: {known}"
+            )
     store = image_store(project)
     lock = Lock.load(project.lock_file)
     baker = _Baker(project, store, lock, refresh, reporter)
@@ -80,7 +82,9 @@ def bake(
 
 
 class _Baker:
-    def __init__(self, project: Project, store: ImageStore, lock: Lock, refresh: bool, reporter: Reporter) -> None:
+    def __init__(
+        self, project: Project, store: ImageStore, lock: Lock, refresh: bool, reporter: Reporter
+    ) -> None:
         self.project = project
         self.store = store
         self.lock = lock
@@ -106,9 +110,12 @@ class _Baker:
             (reused if was_cached else built).append(label)
 
         if recipe.requirements:
-            add(f"requirements {recipe.requirements} -> {recipe.python_path}", *self._requirements_layer(name, recipe))
+            add(
+                f"requirements {recipe.requirements} -> {recipe.python_path}",
+                *self._requirements_layer(name, recipe),
+            )
         else:
-            self.lock.set(name, "requirements", None)
+            self.lock.put(name, "requirements", None)
         for step in recipe.copy_steps:
             add(f"copy {step.src} -> {step.dest}", *self._copy_layer(step.src, step.dest))
 
@@ -147,7 +154,7 @@ class _Baker:
             recipe.base, recipe.packages, self.project.root, self.store, pinned, self.refresh, self.reporter
         )
         base = resolve_base(request)
-        self.lock.set(name, "base", base.pin)
+        self.lock.put(name, "base", base.pin)
         return base
 
     def _requirements_layer(self, name: str, recipe: ImageRecipe) -> tuple[Layer, bool]:
@@ -158,8 +165,8 @@ class _Baker:
         if why or pinned is None:
             self.reporter.note(f"{name}: resolving {recipe.requirements} ({why})")
             pinned = requirements.resolve(root, recipe.requirements, self.reporter)
-            self.lock.set(name, "requirements", pinned)
-        key = layer_key("requirements", requirements.layer_material(pinned, recipe.python_path))
+            self.lock.put(name, "requirements", pinned)
+        key = layer_key("requirements", requirements.layer_material(pinned, recipe.python_path), self.epoch)
         cached = self.cache.get(key)
         if cached is not None:
             return cached, True
@@ -174,7 +181,7 @@ class _Baker:
 
     def _copy_layer(self, src: str, dest: str) -> tuple[Layer, bool]:
         files = sources.scan(self.project.root, src, dest, self.stat_cache)
-        key = layer_key("copy", sources.layer_key(files))
+        key = layer_key("copy", sources.layer_key(files), self.epoch)
         cached = self.cache.get(key)
         if cached is not None:
             return cached, True

@@ -20,8 +20,11 @@ from herdsman.image.tarball import COMPRESSOR, Layer
 WRITER_VERSION = 1
 
 
-def layer_key(kind: str, material: Any) -> str:
-    blob = canonical_json({"kind": kind, "writer": WRITER_VERSION, "compressor": COMPRESSOR, "in": material})
+def layer_key(kind: str, material: Any, epoch: int) -> str:
+    """The cache key of a layer: its kind, its inputs, the mtime stamped on it and the writer."""
+    blob = canonical_json(
+        {"kind": kind, "writer": WRITER_VERSION, "compressor": COMPRESSOR, "epoch": epoch, "in": material}
+    )
     return hashlib.sha256(blob).hexdigest()
 
 

@@ -45,20 +45,23 @@ class Lock:
         version = data.get("version")
         if version != LOCK_VERSION:
             raise SpecError(
-                Problem("version", f"lock version {version!r} is not {LOCK_VERSION}", "run `herd bake --refresh`"),
+                Problem(
+                    "version", f"lock version {version!r} is not {LOCK_VERSION}", "run `herd bake --refresh`"
+                ),
                 file=str(file),
             )
         services = data.get("service", {})
         if not isinstance(services, dict) or not all(isinstance(v, dict) for v in services.values()):
-            raise SpecError(Problem("service", "must be a table of services", "run `herd bake --refresh`"),
-                            file=str(file))
+            raise SpecError(
+                Problem("service", "must be a table of services", "run `herd bake --refresh`"), file=str(file)
+            )
         return cls(file, services)
 
     def get(self, service: str, part: str) -> dict[str, Any] | None:
         value = self.services.get(service, {}).get(part)
         return value if isinstance(value, dict) else None
 
-    def set(self, service: str, part: str, value: dict[str, Any] | None) -> None:
+    def put(self, service: str, part: str, value: dict[str, Any] | None) -> None:
         entry = self.services.setdefault(service, {})
         if value is None:
             entry.pop(part, None)

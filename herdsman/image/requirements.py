@@ -54,7 +54,9 @@ def needs_resolving(root: Path, requirements: str, pinned: dict[str, Any] | None
     if pinned.get("file") != requirements:
         return f"{requirements} is new"
     if not file.is_file():
-        raise BakeError(f"requirements file {file} does not exist", hint="fix image.requirements in herd.toml")
+        raise BakeError(
+            f"requirements file {file} does not exist", hint="fix image.requirements in herd.toml"
+        )
     if pinned.get("file_digest") != file_digest(file):
         return f"{requirements} changed"
     if pinned.get("python") != PYTHON_TAG:
@@ -66,12 +68,26 @@ def resolve(root: Path, requirements: str, reporter: Reporter) -> dict[str, Any]
     """Resolve a requirements file into exact wheels (the herd.lock entry)."""
     file = root / requirements
     if not file.is_file():
-        raise BakeError(f"requirements file {file} does not exist", hint="fix image.requirements in herd.toml")
-    with tempfile.TemporaryDirectory(prefix="herd-resolve-") as tmp, reporter.task(f"resolving {requirements}"):
+        raise BakeError(
+            f"requirements file {file} does not exist", hint="fix image.requirements in herd.toml"
+        )
+    with (
+        tempfile.TemporaryDirectory(prefix="herd-resolve-") as tmp,
+        reporter.task(f"resolving {requirements}"),
+    ):
         report_file = Path(tmp) / "report.json"
         _pip(
-            ["install", "--dry-run", "--quiet", "--ignore-installed", "--only-binary=:all:",
-             "--report", str(report_file), "-r", str(file)],
+            [
+                "install",
+                "--dry-run",
+                "--quiet",
+                "--ignore-installed",
+                "--only-binary=:all:",
+                "--report",
+                str(report_file),
+                "-r",
+                str(file),
+            ],
             cwd=root,
             what=f"resolve {requirements}",
         )
@@ -81,17 +97,31 @@ def resolve(root: Path, requirements: str, reporter: Reporter) -> dict[str, Any]
         info = item.get("download_info", {})
         url = str(info.get("url", ""))
         archive = info.get("archive_info", {})
-        sha = (archive.get("hashes") or {}).get("sha256") or str(archive.get("hash", "")).removeprefix("sha256=")
+        sha = (archive.get("hashes") or {}).get("sha256") or str(archive.get("hash", "")).removeprefix(
+            "sha256="
+        )
         name = item["metadata"]["name"]
         if not url.endswith(".whl"):
-            raise BakeError(f"{name} resolved to {url}, which is not a wheel", hint="pin a version with wheels")
+            raise BakeError(
+                f"{name} resolved to {url}, which is not a wheel", hint="pin a version with wheels"
+            )
         if not sha:
             raise BakeError(f"pip reported no sha256 for {name} ({url})")
         packages.append(
-            {"name": name, "version": item["metadata"]["version"], "url": _portable_url(url, root), "sha256": sha}
+            {
+                "name": name,
+                "version": item["metadata"]["version"],
+                "url": _portable_url(url, root),
+                "sha256": sha,
+            }
         )
     packages.sort(key=lambda p: p["name"].lower())
-    return {"file": requirements, "file_digest": file_digest(file), "python": PYTHON_TAG, "packages": packages}
+    return {
+        "file": requirements,
+        "file_digest": file_digest(file),
+        "python": PYTHON_TAG,
+        "packages": packages,
+    }
 
 
 def _portable_url(url: str, root: Path) -> str:
@@ -120,13 +150,27 @@ def layer_material(pinned: dict[str, Any], target: str) -> dict[str, Any]:
 def install(root: Path, pinned: dict[str, Any], target: str, stage: Path, reporter: Reporter) -> list[Entry]:
     """Install the pinned wheels under ``stage`` + ``target`` and return the layer's entries."""
     dest = stage / target.strip("/")
-    lines = [f"{p['name']} @ {_install_url(p['url'], root)} --hash=sha256:{p['sha256']}" for p in pinned["packages"]]
+    lines = [
+        f"{p['name']} @ {_install_url(p['url'], root)} --hash=sha256:{p['sha256']}"
+        for p in pinned["packages"]
+    ]
     req_file = stage.parent / "pinned-requirements.txt"
     req_file.write_text("\n".join(lines) + "\n")
     with reporter.task(f"installing {len(lines)} Python package(s)"):
         _pip(
-            ["install", "--quiet", "--no-compile", "--no-deps", "--only-binary=:all:", "--require-hashes",
-             "--no-warn-script-location", "--target", str(dest), "-r", str(req_file)],
+            [
+                "install",
+                "--quiet",
+                "--no-compile",
+                "--no-deps",
+                "--only-binary=:all:",
+                "--require-hashes",
+                "--no-warn-script-location",
+                "--target",
+                str(dest),
+                "-r",
+                str(req_file),
+            ],
             cwd=root,
             what="install the pinned wheels",
         )

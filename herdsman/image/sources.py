@@ -104,7 +104,9 @@ def scan(root: Path, src: str, dest: str, cache: StatCache) -> list[SourceFile]:
         elif stat.S_ISDIR(info.st_mode):
             out.append(SourceFile(image_path, "dir", False, "", path))
         elif stat.S_ISREG(info.st_mode):
-            out.append(SourceFile(image_path, "file", bool(info.st_mode & 0o111), cache.digest(path, info), path))
+            out.append(
+                SourceFile(image_path, "file", bool(info.st_mode & 0o111), cache.digest(path, info), path)
+            )
         else:
             raise BakeError(
                 f"{path} is neither a file, a directory nor a symlink",

@@ -125,7 +125,7 @@ def write_layer(
         compressed = _HashingWriter(handle)
         with gzip.GzipFile(filename="", mode="wb", fileobj=compressed, mtime=0, compresslevel=level) as gz:
             raw = _HashingWriter(gz)
-            with tarfile.open(fileobj=raw, mode="w|", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]
+            with tarfile.open(fileobj=raw, mode="w|", format=tarfile.PAX_FORMAT) as tar:
                 for entry in with_parents(entries):
                     info = _tarinfo(entry, stamp)
                     if entry.kind != "file":
@@ -146,14 +146,17 @@ def write_layer(
     return Layer(descriptor, "sha256:" + raw.hash.hexdigest())
 
 
-def compress_tar(store: ImageStore, source: Path, *, level: int = GZIP_LEVEL,
-                 on_bytes: Callable[[int], None] | None = None) -> Layer:
+def compress_tar(
+    store: ImageStore, source: Path, *, level: int = GZIP_LEVEL, on_bytes: Callable[[int], None] | None = None
+) -> Layer:
     """Gzip an existing (already reproducible) tar, such as mmdebstrap's output, into a layer blob."""
     with store.temp_file() as (tmp, handle):
         compressed = _HashingWriter(handle)
         raw_hash = hashlib.sha256()
-        with gzip.GzipFile(filename="", mode="wb", fileobj=compressed, mtime=0, compresslevel=level) as gz,\
-                source.open("rb") as src:
+        with (
+            gzip.GzipFile(filename="", mode="wb", fileobj=compressed, mtime=0, compresslevel=level) as gz,
+            source.open("rb") as src,
+        ):
             while chunk := src.read(1 << 20):
                 raw_hash.update(chunk)
                 gz.write(chunk)

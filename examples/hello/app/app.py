@@ -35,7 +35,7 @@ def count_visit() -> int:
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:
         if self.path == "/healthz":
             self.reply(200, "text/plain", "ok\n")
         elif self.path == "/":
@@ -43,7 +43,8 @@ class Handler(BaseHTTPRequestHandler):
             body = (
                 f"<!doctype html><title>hello</title><h1>{html.escape(GREETING)}</h1>"
                 f"<p>visit number <b id=visits>{visits}</b></p>"
-                f"<p>served by instance <code>{html.escape(INSTANCE)}</code> of release {html.escape(RELEASE)}</p>\n"
+                f"<p>served by instance <code>{html.escape(INSTANCE)}</code>"
+                f" of release {html.escape(RELEASE)}</p>\n"
             )
             self.reply(200, "text/html; charset=utf-8", body)
         else:
@@ -58,7 +59,7 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - http.server's signature
+    def log_message(self, format: str, *args: object) -> None:
         sys.stdout.write(f"{self.address_string()} {format % args}\n")
         sys.stdout.flush()
 

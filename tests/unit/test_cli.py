@@ -1,0 +1,75 @@
+"""The `herd` command as a user meets it: help that teaches, one-line errors, exit codes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from herdsman.spec import parse_stack
+from herdsman.spec.starter import starter
+
+
+def herd(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "herdsman", *args], capture_output=True, text=True, cwd=cwd, timeout=60
+    )
+
+
+def test_help_lists_the_commands() -> None:
+    result = herd("--help")
+    assert result.returncode == 0
+    for command in ("init", "check", "bake", "images", "image"):
+        assert command in result.stdout
+    bake_help = herd("bake", "--help").stdout
+    assert "--refresh" in bake_help and "herd.lock" in bake_help
+
+
+def test_starter_parses_for_any_reasonable_name() -> None:
+    for name in ("app", "my-shop", "x1"):
+        stack = parse_stack(starter(name))
+        assert stack.name == name
+        assert stack.service["web"].route is not None
+
+
+def test_init_then_check(tmp_path: Path) -> None:
+    project = tmp_path / "My Shop"
+    result = herd("init", str(project))
+    assert result.returncode == 0, result.stderr
+    assert (project / "herd.toml").exists()
+    assert 'name = "my-shop"' in (project / "herd.toml").read_text()
+    again = herd("init", str(project))
+    assert again.returncode == 1 and "already exists" in again.stderr and "--force" in again.stderr
+    check = herd("check", cwd=project)
+    assert check.returncode == 0, check.stderr
+    assert "ok" in check.stdout
+
+
+def test_check_reports_every_problem_one_line_each_without_traceback(tmp_path: Path) -> None:
+    (tmp_path / "herd.toml").write_text(
+        '[stack]\nname = "x"\n[service.web]\ncommand = "run"\nreplicas = -1\n'
+        '[service.web.health]\ninterval = "soon"\n'
+    )
+    result = herd("-f", str(tmp_path / "herd.toml"), "check")
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert any("service.web.replicas" in line for line in lines)
+    assert any("service.web.health.interval" in line for line in lines)
+    assert all(str(tmp_path / "herd.toml") in line for line in lines)
+    assert "Traceback" not in result.stderr
+
+
+def test_single_error_has_a_hint_and_verbose_shows_the_traceback(tmp_path: Path) -> None:
+    (tmp_path / "herd.toml").write_text('[stack]\nname = "x"\n[service.web]\ncommand = "run"\nreplica = 3\n')
+    result = herd("-f", str(tmp_path / "herd.toml"), "check")
+    assert result.returncode == 2
+    assert "service.web.replica" in result.stderr and "unknown key" in result.stderr
+    assert "hint:" in result.stderr and "replicas" in result.stderr
+    verbose = herd("-v", "-f", str(tmp_path / "herd.toml"), "check")
+    assert "Traceback" in verbose.stderr
+
+
+def test_no_herd_toml_says_what_to_do(tmp_path: Path) -> None:
+    result = herd("check", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "herd init" in result.stderr
