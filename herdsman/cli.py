@@ -18,6 +18,7 @@ from herdsman import __version__
 from herdsman.errors import HerdError, SpecError
 from herdsman.image.bake import ANNOTATION_REVISION, ANNOTATION_SERVICE, ANNOTATION_STACK, bake, image_store
 from herdsman.image.lock import Lock
+from herdsman.image.oci import Descriptor, ImageStore
 from herdsman.spec import STACK_FILE, Project, load_project
 from herdsman.spec.starter import starter
 from herdsman.ui import RichReporter, console, human_size, print_error, short
@@ -31,6 +32,9 @@ HELP = """herdsman: immutable infrastructure for a stack described in one herd.t
   herd images    list baked images
   herd image export IMAGE -o FILE   write an image as a `docker load` / OCI archive
 """
+
+
+_options = {"verbose": False}  # read by main() to decide whether errors show a traceback
 
 
 class Context:
@@ -54,6 +58,7 @@ pass_context = click.make_pass_decorator(Context)
 @click.pass_context
 def cli(ctx: click.Context, file: Path | None, verbose: bool) -> None:
     ctx.obj = Context(file, verbose)
+    _options["verbose"] = verbose
 
 
 @cli.command()
@@ -161,15 +166,16 @@ def export_command(ctx: Context, ref: str, output: Path, fmt: str) -> None:
 
     project = ctx.project()
     store = image_store(project)
-    descriptor = _find_image(project, ref)
+    descriptor = _find_image(store, project, ref)
+    stack = descriptor.annotations.get(ANNOTATION_STACK, project.stack.name)
     service = descriptor.annotations.get(ANNOTATION_SERVICE, "image")
-    tag = f"{project.stack.name}/{service}:{short(descriptor.digest)}"
+    tag = f"{stack}/{service}:{short(descriptor.digest)}"
     export_image(store, descriptor.digest, output, fmt=fmt, tag=tag)
     console.print(f"wrote {output} ({human_size(output.stat().st_size)}) tagged {tag}")
 
 
-def _find_image(project: Project, ref: str):  # type: ignore[no-untyped-def]
-    store = image_store(project)
+def _find_image(store: ImageStore, project: Project, ref: str) -> Descriptor:
+    """An image by service name (its newest bake), digest, digest prefix or ref name."""
     if ref in project.stack.service:
         for entry in reversed(store.index()):
             ann = entry.annotations
@@ -180,7 +186,6 @@ def _find_image(project: Project, ref: str):  # type: ignore[no-untyped-def]
 
 
 def main() -> None:
-    verbose = "-v" in sys.argv[1:] or "--verbose" in sys.argv[1:]
     try:
         cli.main(standalone_mode=False)
     except click.exceptions.Abort:
@@ -192,13 +197,13 @@ def main() -> None:
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except SpecError as exc:
-        print_error(exc, verbose=verbose)
+        print_error(exc, verbose=_options["verbose"])
         sys.exit(2)
     except HerdError as exc:
-        print_error(exc, verbose=verbose)
+        print_error(exc, verbose=_options["verbose"])
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
     except Exception as exc:  # a bug: say so plainly, traceback on --verbose
-        print_error(exc, verbose=verbose)
+        print_error(exc, verbose=_options["verbose"])
         sys.exit(70)

@@ -115,6 +115,7 @@ class ImageStore:
         path = self.blob_path(digest)
         if not path.exists():
             _atomic_write(path, data)
+            os.chmod(path, 0o444)  # blobs are immutable, like ingested ones
         return Descriptor(media_type, digest, len(data))
 
     def write_json(self, value: Any, media_type: str) -> Descriptor:
