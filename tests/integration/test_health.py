@@ -1,0 +1,89 @@
+"""Health probes against real sockets and processes on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from herdsman.health import HealthTracker, ProbeResult, probe
+from herdsman.spec.models import HealthCheck
+
+
+class _Handler(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        if self.path == "/slow":
+            threading.Event().wait(2)
+        status = 200 if self.path in ("/healthz", "/slow") else 503
+        self.send_response(status)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def server() -> Iterator[int]:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield httpd.server_address[1]
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def run(check: HealthCheck, port: int | None) -> ProbeResult:
+    return asyncio.run(probe(check, "127.0.0.1", port))
+
+
+def test_http_probe(server: int) -> None:
+    assert run(HealthCheck(path="/healthz"), server).ok
+    failed = run(HealthCheck(path="/broken"), server)
+    assert not failed.ok and failed.detail == "HTTP 503"
+    assert run(HealthCheck(path="/broken", status=503), server).ok
+
+
+def test_http_probe_times_out(server: int) -> None:
+    result = run(HealthCheck(path="/slow", timeout="200ms", interval="1s"), server)  # type: ignore[arg-type]
+    assert not result.ok and "timed out" in result.detail
+
+
+def test_refused_connection_is_a_failure_not_an_exception() -> None:
+    result = run(HealthCheck(), _free_port())
+    assert not result.ok and result.detail
+
+
+def test_tcp_probe(server: int) -> None:
+    assert run(HealthCheck(type="tcp"), server).ok
+    assert not run(HealthCheck(type="tcp"), _free_port()).ok
+
+
+def test_command_probe() -> None:
+    assert run(HealthCheck(type="command", command=("true",)), None).ok  # type: ignore[arg-type]
+    failed = run(HealthCheck(type="command", command=("sh", "-c", "echo sick; exit 3")), None)  # type: ignore[arg-type]
+    assert not failed.ok and failed.detail == "exit 3: sick"
+    hung = run(HealthCheck(type="command", command=("sleep", "5"), timeout="200ms"), None)  # type: ignore[arg-type]
+    assert not hung.ok and "timed out" in hung.detail
+
+
+def test_tracker_admits_after_successes_and_ejects_after_failures() -> None:
+    tracker = HealthTracker(successes_needed=2, failures_needed=3)
+    ok, bad = ProbeResult(True, "", 0), ProbeResult(False, "", 0)
+    assert tracker.record(ok) is None
+    assert tracker.record(ok) is True and tracker.healthy
+    assert tracker.record(bad) is None and tracker.record(bad) is None
+    assert tracker.record(ok) is None  # a success resets the failure streak
+    assert [tracker.record(bad) for _ in range(3)] == [None, None, False]
+    assert not tracker.healthy
