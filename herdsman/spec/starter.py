@@ -5,7 +5,7 @@ It doubles as documentation of every section, so it is tested to parse.
 
 from __future__ import annotations
 
-STARTER = '''# herd.toml: one stack, described once. `herd check` validates it, `herd bake` bakes its images.
+STARTER = """# herd.toml: one stack, described once. `herd check` validates it, `herd bake` bakes its images.
 # Durations are written with a unit: "250ms", "1s", "2m", "1h".
 
 [stack]
@@ -51,7 +51,7 @@ max_unavailable = 0                  # old instances that may stop before replac
 
 [volume.data]
 description = "what the app keeps between deploys"
-'''
+"""
 
 
 def starter(name: str) -> str:
