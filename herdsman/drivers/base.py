@@ -1,0 +1,91 @@
+"""The driver protocol: the few things deploy and agent need from whatever runs instances.
+
+Like httpx's transports, a driver is a handful of async methods over plain data classes. Every
+instance carries the labels of DESIGN.md principle 6, and `list()` rebuilds the actual state from
+the driver alone (no database needed), so a new agent can adopt what an old one started.
+Backend exceptions are translated here into `DriverError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol
+
+LABELS = ("herd.stack", "herd.env", "herd.service", "herd.release", "herd.instance", "herd.image")
+
+
+@dataclass(frozen=True)
+class VolumeMount:
+    name: str
+    source: Path  # where the data lives, outside every instance
+    target: str  # where the instance sees it
+
+
+@dataclass(frozen=True)
+class InstanceSpec:
+    """Everything needed to start one instance. ``env`` is complete except PORT, which the driver
+    sets to the port it gives the instance (each instance gets its own 127.0.0.1 port)."""
+
+    id: str
+    image: str  # manifest digest
+    labels: Mapping[str, str]
+    argv: tuple[str, ...]
+    env: Mapping[str, str]
+    workdir: str = "/"
+    user: str = ""
+    volumes: tuple[VolumeMount, ...] = ()
+    stop_grace: float = 10.0
+    log_file: Path | None = None
+    wants_port: bool = True
+
+
+State = Literal["running", "exited"]
+
+
+@dataclass(frozen=True)
+class InstanceState:
+    id: str
+    labels: Mapping[str, str]
+    state: State
+    port: int | None
+    started: float
+    pid: int | None = None
+    exit_code: int | None = None
+    detail: str = ""
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}" if self.port else ""
+
+    @property
+    def service(self) -> str:
+        return self.labels.get("herd.service", "")
+
+    @property
+    def release(self) -> int:
+        return int(self.labels.get("herd.release", "0") or 0)
+
+
+class Driver(Protocol):
+    name: str
+
+    async def start(self, spec: InstanceSpec) -> InstanceState:
+        """Start an instance; return once its process runs (health is checked by the caller)."""
+        ...
+
+    async def stop(self, instance_id: str, grace: float) -> None:
+        """SIGTERM, wait up to ``grace`` seconds, then SIGKILL; forget the instance. Idempotent."""
+        ...
+
+    async def list(self, labels: Mapping[str, str] | None = None) -> list[InstanceState]:
+        """Every instance whose labels include ``labels``, running or exited (not yet stopped)."""
+        ...
+
+    async def inspect(self, instance_id: str) -> InstanceState | None: ...
+
+    def log_file(self, instance_id: str) -> Path | None:
+        """Where the instance's stdout and stderr go (they outlive the instance)."""
+        ...

@@ -1,0 +1,260 @@
+"""The `process` driver, the embedded default: instances are detached processes on this machine.
+
+Each instance runs from its image unpacked once, read-only, in `.herd/rootfs/DIGEST`, inside
+bubblewrap when it is installed (see `sandbox.py`). It is started in a session of its own with
+stdout and stderr going straight to its log file, so it outlives the agent and its output does not
+pass through the agent. Its labels, pid and port are kept in `.herd/run/instances/ID.json`: `list()`
+rebuilds the actual state from those records and /proc alone, which is how a new agent adopts what
+an old one started. A pid is trusted only together with its start time, so a reused pid is never
+mistaken for a live instance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from herdsman.drivers.base import InstanceSpec, InstanceState
+from herdsman.drivers.sandbox import bwrap_launch, host_layout, plain_launch
+from herdsman.errors import DriverError
+from herdsman.image.oci import ImageStore
+from herdsman.image.unpack import unpack_image
+
+HOST_BASE_ANNOTATION = "org.opencontainers.image.base.name"
+Records = list[dict[str, Any]]
+States = list[InstanceState]
+
+
+class ProcessDriver:
+    name = "process"
+
+    def __init__(self, home: Path, store: ImageStore, *, sandbox: str = "auto") -> None:
+        self.home = home
+        self.store = store
+        self.records = home / "run" / "instances"
+        self.rootfs = home / "rootfs"
+        self.logs = home / "logs"
+        self.records.mkdir(parents=True, exist_ok=True)
+        if sandbox not in ("auto", "bwrap", "none"):
+            raise DriverError(f"unknown sandbox {sandbox!r}", hint="use auto, bwrap or none")
+        self.bwrap = shutil.which("bwrap") if sandbox != "none" else None
+        if sandbox == "bwrap" and self.bwrap is None:
+            raise DriverError("bubblewrap is not installed", hint="apt-get install bubblewrap")
+        self._children: dict[int, subprocess.Popen[bytes]] = {}
+        self._ports_given: set[int] = set()
+
+    # protocol ---------------------------------------------------------------------------------
+    async def start(self, spec: InstanceSpec) -> InstanceState:
+        return await asyncio.to_thread(self._start, spec)
+
+    async def stop(self, instance_id: str, grace: float) -> None:
+        await asyncio.to_thread(self._stop, instance_id, grace)
+
+    async def list(self, labels: Mapping[str, str] | None = None) -> States:
+        return await asyncio.to_thread(self.list_now, labels)
+
+    async def inspect(self, instance_id: str) -> InstanceState | None:
+        record = self._load(instance_id)
+        return self._state(record) if record else None
+
+    def log_file(self, instance_id: str) -> Path | None:
+        record = self._load(instance_id)
+        return Path(record["log"]) if record else None
+
+    # starting ---------------------------------------------------------------------------------
+    def rootfs_of(self, image: str) -> Path:
+        path = self.rootfs / image.removeprefix("sha256:")
+        if not path.exists():
+            unpack_image(self.store, image, path)
+        return path
+
+    def _is_host_image(self, image: str) -> bool:
+        annotations = self.store.manifest(image).get("annotations") or {}
+        return annotations.get(HOST_BASE_ANNOTATION) == "host"
+
+    def _start(self, spec: InstanceSpec) -> InstanceState:
+        if self._load(spec.id) is not None:
+            raise DriverError(f"instance {spec.id} already exists")
+        rootfs = self.rootfs_of(spec.image)
+        host_image = self._is_host_image(spec.image)
+        port = self._free_port() if spec.wants_port else None
+        env = dict(spec.env)
+        if port is not None:
+            env["PORT"] = str(port)
+        if host_image:
+            env["PATH"] = ":".join(
+                dict.fromkeys(p for p in (env.get("PATH", ""), os.environ.get("PATH", "")) if p)
+            )
+        if self.bwrap:
+            launch = bwrap_launch(
+                self.bwrap, spec, rootfs, host_image=host_image, env=env, layout=host_layout()
+            )
+        elif host_image:
+            launch = plain_launch(spec, rootfs, env=env)
+        else:
+            raise DriverError(
+                f"image {spec.image[:19]} is a full root file system and needs bubblewrap to run",
+                hint='apt-get install bubblewrap, or use base = "host"',
+            )
+        for volume in spec.volumes:
+            volume.source.mkdir(parents=True, exist_ok=True)
+        service = spec.labels.get("herd.service", "instance")
+        log = spec.log_file or self.logs / service / f"{spec.id}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("ab") as out:
+            try:
+                child = subprocess.Popen(
+                    launch.argv,
+                    env=launch.env,
+                    cwd=launch.cwd,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            except OSError as exc:
+                raise DriverError(
+                    f"cannot start {spec.argv[0]!r}: {exc.strerror}", hint="check `command`"
+                ) from exc
+        self._children[child.pid] = child
+        record: dict[str, Any] = {
+            "id": spec.id,
+            "labels": dict(spec.labels),
+            "image": spec.image,
+            "pid": child.pid,
+            "ticks": _start_ticks(child.pid),
+            "port": port,
+            "started": time.time(),
+            "sandboxed": bool(self.bwrap),
+            "log": str(log),
+            "argv": list(spec.argv),
+            "stop_grace": spec.stop_grace,
+        }
+        _write_json(self.records / f"{spec.id}.json", record)
+        return self._state(record)
+
+    def _free_port(self) -> int:
+        taken = {r.get("port") for r in self._records()} | self._ports_given
+        for _ in range(50):
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                sock.bind(("127.0.0.1", 0))
+                port = int(sock.getsockname()[1])
+            if port not in taken:
+                self._ports_given.add(port)
+                return port
+        raise DriverError("no free port on 127.0.0.1")
+
+    # state ------------------------------------------------------------------------------------
+    def list_now(self, labels: Mapping[str, str] | None = None) -> States:
+        wanted = dict(labels or {})
+        states = []
+        for record in self._records():
+            if all(record["labels"].get(k) == v for k, v in wanted.items()):
+                states.append(self._state(record))
+        return sorted(states, key=lambda s: (s.started, s.id))
+
+    def _records(self) -> Records:
+        out = []
+        for file in sorted(self.records.glob("*.json")):
+            with contextlib.suppress(OSError, ValueError):
+                out.append(json.loads(file.read_text()))
+        return out
+
+    def _load(self, instance_id: str) -> dict[str, Any] | None:
+        try:
+            value = json.loads((self.records / f"{instance_id}.json").read_text())
+        except (OSError, ValueError):
+            return None
+        return value if isinstance(value, dict) else None
+
+    def _state(self, record: dict[str, Any]) -> InstanceState:
+        pid = int(record["pid"])
+        code = self._exit_code(pid)
+        alive = code is None and _alive(pid, record.get("ticks"))
+        return InstanceState(
+            id=record["id"],
+            labels=record["labels"],
+            state="running" if alive else "exited",
+            port=record.get("port"),
+            started=float(record["started"]),
+            pid=pid,
+            exit_code=code,
+            detail="" if alive else ("exited" if code is None else f"exited with code {code}"),
+        )
+
+    def _exit_code(self, pid: int) -> int | None:
+        child = self._children.get(pid)
+        return child.poll() if child is not None else None
+
+    # stopping ---------------------------------------------------------------------------------
+    def _stop(self, instance_id: str, grace: float) -> None:
+        record = self._load(instance_id)
+        if record is None:
+            return
+        pid, ticks = int(record["pid"]), record.get("ticks")
+        if self._exit_code(pid) is None and _alive(pid, ticks):
+            # the app (and bwrap's pid-1 inside) get SIGTERM; the outer bwrap stays to report the exit
+            targets = [p for p in _group_members(pid) if not (record.get("sandboxed") and p == pid)]
+            for member in targets or [pid]:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(member, signal.SIGTERM)
+            deadline = time.monotonic() + grace
+            while time.monotonic() < deadline and self._exit_code(pid) is None and _alive(pid, ticks):
+                time.sleep(0.02)
+            if self._exit_code(pid) is None and _alive(pid, ticks):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGKILL)
+        for member in _group_members(pid):  # anything left of the instance
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(member, signal.SIGKILL)
+        child = self._children.pop(pid, None)
+        if child is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.wait(timeout=5)
+        (self.records / f"{instance_id}.json").unlink(missing_ok=True)
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text[text.rindex(")") + 2 :].split()  # fields from 3 (state) on
+
+
+def _start_ticks(pid: int) -> int | None:
+    fields = _stat_fields(pid)
+    return int(fields[19]) if fields else None
+
+
+def _alive(pid: int, ticks: int | None) -> bool:
+    fields = _stat_fields(pid)
+    if fields is None or fields[0] in ("Z", "X"):
+        return False
+    return ticks is None or int(fields[19]) == ticks
+
+
+def _group_members(pgid: int) -> list[int]:
+    members = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            fields = _stat_fields(int(entry.name))
+            if fields and int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+                members.append(int(entry.name))
+    return members
+
+
+def _write_json(path: Path, value: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(value, sort_keys=True))
+    os.replace(tmp, path)

@@ -1,0 +1,72 @@
+"""The state store's schema, as numbered migrations applied in order.
+
+Releases are immutable by construction: a trigger aborts any UPDATE or DELETE of a release row.
+What changes about a release over time (deployed, failed, rolled back) is its status, kept in a
+separate table, so the record of what was released can never be rewritten.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE releases (
+        env TEXT NOT NULL,
+        number INTEGER NOT NULL,
+        created REAL NOT NULL,
+        trigger TEXT NOT NULL,
+        revision TEXT NOT NULL DEFAULT '',
+        content TEXT NOT NULL,
+        content_digest TEXT NOT NULL,
+        copy_of INTEGER,
+        PRIMARY KEY (env, number)
+    );
+    CREATE TRIGGER releases_no_update BEFORE UPDATE ON releases
+    BEGIN SELECT RAISE(ABORT, 'releases are immutable'); END;
+    CREATE TRIGGER releases_no_delete BEFORE DELETE ON releases
+    BEGIN SELECT RAISE(ABORT, 'releases are immutable'); END;
+
+    CREATE TABLE release_status (
+        env TEXT NOT NULL,
+        number INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        reason TEXT NOT NULL DEFAULT '',
+        updated REAL NOT NULL,
+        PRIMARY KEY (env, number)
+    );
+
+    CREATE TABLE rollouts (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        env TEXT NOT NULL,
+        from_release INTEGER,
+        to_release INTEGER NOT NULL,
+        strategy TEXT NOT NULL,
+        state TEXT NOT NULL,
+        reason TEXT NOT NULL DEFAULT '',
+        started REAL NOT NULL,
+        finished REAL
+    );
+
+    CREATE TABLE rollout_steps (
+        rollout INTEGER NOT NULL REFERENCES rollouts(id),
+        seq INTEGER NOT NULL,
+        step TEXT NOT NULL,
+        state TEXT NOT NULL,
+        detail TEXT NOT NULL DEFAULT '',
+        updated REAL NOT NULL,
+        PRIMARY KEY (rollout, seq)
+    );
+
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at REAL NOT NULL,
+        env TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        service TEXT NOT NULL DEFAULT '',
+        instance TEXT NOT NULL DEFAULT '',
+        release INTEGER,
+        message TEXT NOT NULL,
+        data TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX events_env ON events (env, id);
+    """,
+]

@@ -1,0 +1,154 @@
+"""The process driver on real processes: sandboxed and plain, labels, ports, volumes, stop, adoption."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from herdsman.drivers.base import InstanceSpec, VolumeMount
+from herdsman.drivers.process import ProcessDriver
+from herdsman.health import probe
+from herdsman.image.bake import bake, image_store
+from herdsman.spec import load_project
+from herdsman.spec.models import HealthCheck
+from tests.conftest import need_command
+from tests.helpers import HELLO
+
+
+@pytest.fixture
+def hello(tmp_path: Path) -> tuple[Path, str]:
+    shutil.copytree(HELLO, tmp_path / "hello", ignore=shutil.ignore_patterns(".herd", "__pycache__"))
+    project = load_project(tmp_path / "hello" / "herd.toml")
+    digest = bake(project)[0].image.digest
+    return tmp_path / "hello" / ".herd", digest
+
+
+def _spec(
+    home: Path, digest: str, instance: str, volume: Path, argv: tuple[str, ...] = ("python3", "app.py")
+) -> InstanceSpec:
+    labels = {
+        "herd.stack": "hello",
+        "herd.env": "production",
+        "herd.service": "web",
+        "herd.release": "1",
+        "herd.instance": instance,
+        "herd.image": digest,
+    }
+    return InstanceSpec(
+        id=instance,
+        image=digest,
+        labels=labels,
+        argv=argv,
+        env={"PATH": "/usr/local/bin:/usr/bin:/bin", "DATA_DIR": "/data", "HERD_INSTANCE": instance},
+        workdir="/app",
+        volumes=(VolumeMount("counter", volume, "/data"),),
+        stop_grace=5,
+    )
+
+
+async def _wait_healthy(port: int) -> None:
+    for _ in range(100):
+        if (await probe(HealthCheck(), "127.0.0.1", port)).ok:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("instance never became healthy")
+
+
+@pytest.mark.parametrize("sandbox", ["bwrap", "none"])
+def test_instances_serve_share_a_volume_and_stop(hello: tuple[Path, str], sandbox: str) -> None:
+    if sandbox == "bwrap":
+        need_command("bwrap")
+    home, digest = hello
+    volume = home / "volumes" / "counter"
+
+    async def scenario() -> None:
+        driver = ProcessDriver(home, image_store(load_project(home.parent / "herd.toml")), sandbox=sandbox)
+        one = await driver.start(_spec(home, digest, "web-1", volume))
+        two = await driver.start(_spec(home, digest, "web-2", volume))
+        assert one.port and two.port and one.port != two.port
+        await _wait_healthy(one.port)
+        await _wait_healthy(two.port)
+        async with httpx.AsyncClient() as client:
+            first = await client.get(f"http://{one.address}/")
+            second = await client.get(f"http://{two.address}/")
+        assert "visit number <b id=visits>1</b>" in first.text
+        assert "visit number <b id=visits>2</b>" in second.text, "both instances see one volume"
+        assert (volume / "visits").read_text() == "2"
+        states = await driver.list({"herd.service": "web"})
+        assert [s.id for s in states] == ["web-1", "web-2"]
+        assert all(s.state == "running" and s.labels["herd.image"] == digest for s in states)
+        await driver.stop("web-1", 5)
+        await driver.stop("web-1", 5)  # idempotent
+        assert [s.id for s in await driver.list()] == ["web-2"]
+        log = driver.log_file("web-2")
+        await driver.stop("web-2", 5)
+        assert await driver.list() == []
+        assert log is not None and "hello listening" in log.read_text(), "logs outlive the instance"
+
+    asyncio.run(scenario())
+
+
+def test_sandbox_root_is_read_only_and_tmp_private(hello: tuple[Path, str]) -> None:
+    need_command("bwrap")
+    home, digest = hello
+    volume = home / "volumes" / "counter"
+    script = (
+        "import os\n"
+        "for path in ('/app/x', '/etc/herd-test', '/usr/herd-test'):\n"
+        "    try:\n        open(path, 'w')\n        print('WROTE', path)\n"
+        "    except OSError as e:\n        print('refused', path, e.errno)\n"
+        "open('/tmp/ok', 'w').write('1'); open('/data/ok', 'w').write('1'); print('done')\n"
+    )
+
+    async def scenario() -> None:
+        driver = ProcessDriver(home, image_store(load_project(home.parent / "herd.toml")), sandbox="bwrap")
+        spec = _spec(home, digest, "probe-1", volume, argv=("python3", "-c", script))
+        await driver.start(spec)
+        for _ in range(100):
+            state = await driver.inspect("probe-1")
+            if state is None or state.state == "exited":
+                break
+            await asyncio.sleep(0.05)
+        log = driver.log_file("probe-1")
+        assert state is not None and state.exit_code == 0
+        await driver.stop("probe-1", 1)
+        assert log is not None
+        text = log.read_text()
+        assert "WROTE" not in text and text.count("refused") == 3 and "done" in text
+        assert (volume / "ok").exists()
+        assert not Path("/tmp/ok").exists() or Path("/tmp/ok").stat().st_mtime < time.time() - 60
+
+    asyncio.run(scenario())
+
+
+def test_a_new_driver_adopts_running_instances_and_sees_crashes(hello: tuple[Path, str]) -> None:
+    home, digest = hello
+    volume = home / "volumes" / "counter"
+
+    async def scenario() -> None:
+        store = image_store(load_project(home.parent / "herd.toml"))
+        first = ProcessDriver(home, store)
+        started = await first.start(_spec(home, digest, "web-9", volume))
+        await _wait_healthy(started.port or 0)
+        adopter = ProcessDriver(home, store)  # as a restarted agent would
+        (adopted,) = await adopter.list()
+        assert adopted.id == "web-9" and adopted.state == "running" and adopted.port == started.port
+        assert adopted.pid is not None
+        os.killpg(adopted.pid, 9)  # the instance crashes
+        for _ in range(100):
+            (state,) = await adopter.list()
+            if state.state == "exited":
+                break
+            first.list_now()  # the parent reaps its child
+            await asyncio.sleep(0.05)
+        assert state.state == "exited"
+        await adopter.stop("web-9", 1)
+        assert await adopter.list() == []
+
+    asyncio.run(scenario())

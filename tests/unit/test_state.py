@@ -1,0 +1,69 @@
+"""The state store: immutable numbered releases, statuses, write-ahead rollout steps, events."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from herdsman.errors import DeployError
+from herdsman.state import StateStore
+
+
+def test_releases_are_numbered_per_environment_and_immutable(tmp_path: Path) -> None:
+    store = StateStore(tmp_path / "state.db")
+    one = store.create_release("production", {"services": {"web": {"image": "sha256:a"}}}, trigger="deploy")
+    two = store.create_release("production", {"services": {"web": {"image": "sha256:b"}}}, trigger="deploy")
+    preview = store.create_release("preview-1", {"services": {}}, trigger="deploy")
+    assert (one.number, two.number, preview.number) == (1, 2, 1)
+    assert one.status == "pending" and one.content_digest.startswith("sha256:")
+    with pytest.raises(sqlite3.DatabaseError, match="immutable"):
+        store._db.execute("UPDATE releases SET content = '{}' WHERE number = 1")
+    with pytest.raises(sqlite3.DatabaseError, match="immutable"):
+        store._db.execute("DELETE FROM releases")
+    with pytest.raises(DeployError, match="no release 7"):
+        store.release("production", 7)
+
+
+def test_current_and_previous_good(tmp_path: Path) -> None:
+    store = StateStore(tmp_path / "state.db")
+    for _ in range(3):
+        store.create_release("production", {"services": {}}, trigger="deploy")
+    store.set_release_status("production", 1, "superseded")
+    store.set_release_status("production", 2, "deployed")
+    store.set_release_status("production", 3, "failed", "never healthy")
+    assert store.current_release("production").number == 2  # type: ignore[union-attr]
+    assert store.previous_good("production", before=2).number == 1  # type: ignore[union-attr]
+    assert store.release("production", 3).reason == "never healthy"
+    copy = store.create_release(
+        "production", store.release("production", 1).content, trigger="rollback", copy_of=1
+    )
+    assert copy.number == 4 and copy.copy_of == 1
+
+
+def test_rollout_steps_are_written_ahead_and_survive_reopening(tmp_path: Path) -> None:
+    store = StateStore(tmp_path / "state.db")
+    rollout = store.start_rollout("production", 1, 2, "rolling", [{"op": "start"}, {"op": "stop"}])
+    store.mark_step(rollout.id, 0, "started")
+    store.close()
+    reopened = StateStore(tmp_path / "state.db")
+    (unfinished,) = reopened.unfinished_rollouts("production")
+    assert unfinished.id == rollout.id
+    assert [(seq, state) for seq, _, state, _ in reopened.steps(rollout.id)] == [
+        (0, "started"),
+        (1, "pending"),
+    ]
+    reopened.finish_rollout(rollout.id, "done")
+    assert reopened.unfinished_rollouts("production") == []
+
+
+def test_events_in_order(tmp_path: Path) -> None:
+    store = StateStore(tmp_path / "state.db")
+    first = store.event("production", "deploy", "started", release=2, service="web", count=3)
+    store.event("production", "deploy", "finished", release=2)
+    store.event("staging", "deploy", "other env")
+    events = store.events("production")
+    assert [e["message"] for e in events] == ["started", "finished"]
+    assert events[0]["data"] == {"count": 3} and events[0]["service"] == "web"
+    assert [e["message"] for e in store.events("production", after=first)] == ["finished"]
