@@ -1,0 +1,1 @@
+"""Deploying: a pure plan of steps, then an executor that applies them write-ahead."""

@@ -1,0 +1,147 @@
+"""Planning a rollout, purely: `plan(current, target, policy) -> steps`.
+
+No I/O here, so the rules are property-tested: the planner never lets the number of instances
+taking traffic drop below `replicas - max_unavailable`, never runs more than `replicas + max_surge`,
+and always ends with exactly `replicas` instances of the target release and none of any other.
+Resuming an interrupted rollout is planning again from what actually runs, so a step list never
+needs to be "continued" by a new agent.
+
+Steps are plain dicts (they are written ahead into the state store as JSON):
+
+    {"op": "start",  "service": s, "instances": [ids]}   start new instances of the target release
+    {"op": "admit",  "service": s, "instances": [ids]}   wait until healthy; fail the rollout if not
+    {"op": "pool",   "service": s, "instances": [ids]}   the complete pool the router sends traffic to
+    {"op": "retire", "service": s, "instances": [ids]}   drain (already out of the pool), then stop
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+Step = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Running:
+    """One instance as the planner sees it (only healthy, running ones count as serving)."""
+
+    id: str
+    release: int
+    serving: bool = True
+
+
+@dataclass(frozen=True)
+class Policy:
+    replicas: int
+    strategy: str = "rolling"  # rolling | blue-green (canary is planned as rolling for now)
+    max_surge: int = 1
+    max_unavailable: int = 0
+    routed: bool = True
+
+
+def plan_service(
+    service: str,
+    current: Sequence[Running],
+    release: int,
+    policy: Policy,
+    new_id: Callable[[], str],
+) -> list[Step]:
+    """The steps that take one service from ``current`` to ``policy.replicas`` instances of ``release``."""
+    keep = [i.id for i in current if i.release == release and i.serving]
+    broken = [i.id for i in current if i.release == release and not i.serving]
+    old = [i.id for i in current if i.release != release]
+    steps: list[Step] = []
+    if broken:
+        steps += _retire(service, broken, keep + old, policy.routed)
+    if len(keep) > policy.replicas:  # scale in: retire the newest extras
+        extra = keep[policy.replicas :]
+        keep = keep[: policy.replicas]
+        steps += _retire(service, extra, keep + old, policy.routed)
+    if policy.strategy == "blue-green":
+        return steps + _blue_green(service, keep, old, policy, new_id)
+    return steps + _rolling(service, keep, old, policy, new_id)
+
+
+def _rolling(
+    service: str, new: list[str], old: list[str], policy: Policy, new_id: Callable[[], str]
+) -> list[Step]:
+    steps: list[Step] = []
+    n, surge, unavailable = policy.replicas, policy.max_surge, policy.max_unavailable
+    new, old = list(new), list(old)
+    while len(new) < n or old:
+        if len(new) >= n:
+            removable = len(old)
+        else:
+            removable = min(len(old), max(0, len(old) + len(new) - max(n - unavailable, 0)))
+        if removable:
+            retiring, old = old[:removable], old[removable:]
+            steps += _retire(service, retiring, new + old, policy.routed)
+            continue
+        room = min(n - len(new), n + surge - (len(old) + len(new)))
+        if room <= 0:  # surge and unavailable both 0: rules.py refuses such a policy
+            raise ValueError("max_surge and max_unavailable cannot both be 0")
+        batch = [new_id() for _ in range(room)]
+        new += batch
+        steps += _admit(service, batch, new + old, policy.routed)
+    return steps
+
+
+def _blue_green(
+    service: str, new: list[str], old: list[str], policy: Policy, new_id: Callable[[], str]
+) -> list[Step]:
+    batch = [new_id() for _ in range(max(0, policy.replicas - len(new)))]
+    steps: list[Step] = []
+    if batch:
+        steps += [
+            {"op": "start", "service": service, "instances": batch},
+            {"op": "admit", "service": service, "instances": batch},
+        ]
+    green = new + batch
+    if policy.routed and (batch or old):
+        steps.append({"op": "pool", "service": service, "instances": green})
+    if old:
+        steps.append({"op": "retire", "service": service, "instances": old})
+    return steps
+
+
+def _admit(service: str, batch: list[str], pool: list[str], routed: bool) -> list[Step]:
+    steps: list[Step] = [
+        {"op": "start", "service": service, "instances": batch},
+        {"op": "admit", "service": service, "instances": batch},
+    ]
+    if routed:
+        steps.append({"op": "pool", "service": service, "instances": list(pool)})
+    return steps
+
+
+def _retire(service: str, retiring: list[str], pool: list[str], routed: bool) -> list[Step]:
+    steps: list[Step] = []
+    if routed:
+        steps.append({"op": "pool", "service": service, "instances": list(pool)})
+    steps.append({"op": "retire", "service": service, "instances": list(retiring)})
+    return steps
+
+
+def simulate(current: Sequence[Running], steps: Sequence[Step]) -> list[tuple[int, int, set[str]]]:
+    """Replay steps on a model: after each step (running count, serving count, pool). For tests and
+    for `herd deploy --dry-run`."""
+    running = {i.id for i in current}
+    healthy = {i.id for i in current if i.serving}
+    pool = set(healthy)
+    trace = []
+    for step in steps:
+        ids = set(step["instances"])
+        if step["op"] == "start":
+            running |= ids
+        elif step["op"] == "admit":
+            healthy |= ids
+        elif step["op"] == "pool":
+            pool = ids
+        elif step["op"] == "retire":
+            running -= ids
+            healthy -= ids
+            pool -= ids
+        trace.append((len(running), len(pool & healthy), set(pool)))
+    return trace
