@@ -12,14 +12,15 @@ import re
 import shlex
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
 
-from herdsman.spec.durations import parse_duration
+from herdsman.spec.durations import format_duration, parse_duration
 
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,40}$"
 ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
-Duration = Annotated[float, BeforeValidator(parse_duration)]
+# Seconds inside; written back as "250ms"/"2m" in JSON, so a dumped config parses again unchanged.
+Duration = Annotated[float, BeforeValidator(parse_duration), PlainSerializer(format_duration, when_used="json")]
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
 EnvName = Annotated[str, Field(pattern=ENV_NAME_PATTERN)]
 Port = Annotated[int, Field(ge=1, le=65535)]

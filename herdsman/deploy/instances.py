@@ -1,0 +1,80 @@
+"""From a release's service entry and its image config to the `InstanceSpec` a driver starts. Pure.
+
+The image says how to run (entrypoint, cmd, env, workdir, user); the release says with which config
+(service env, secrets by name, volumes). Per-instance values — HERD_INSTANCE, HERD_RELEASE,
+HERD_SERVICE, HERD_ENV, and PORT (set by the driver) — are the only things decided at start.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from herdsman.deploy.release import service_config
+from herdsman.drivers.base import InstanceSpec, VolumeMount
+from herdsman.errors import DeployError
+
+
+def instance_spec(
+    *,
+    instance_id: str,
+    stack: str,
+    env_name: str,
+    service: str,
+    release: int,
+    entry: Mapping[str, Any],
+    image_config: Mapping[str, Any],
+    home: Path,
+    secrets: Mapping[str, str],
+) -> InstanceSpec:
+    config = service_config(entry)
+    run = image_config.get("config") or {}
+    command = list(config.command) or list(run.get("Cmd") or [])
+    argv = list(run.get("Entrypoint") or []) + command
+    if not argv:
+        raise DeployError(f"service {service!r} has nothing to run", hint="set `command` in herd.toml")
+    env: dict[str, str] = {}
+    for pair in run.get("Env") or []:
+        key, _, value = str(pair).partition("=")
+        env[key] = value
+    env.update(config.env)
+    for name in config.secrets:
+        if name not in secrets:
+            raise DeployError(
+                f"secret {name} of service {service!r} is not set",
+                hint=f"export {name}=... in the environment that runs herd (secrets are never stored)",
+            )
+        env[name] = secrets[name]
+    env.update(
+        {
+            "HERD_INSTANCE": instance_id,
+            "HERD_RELEASE": str(release),
+            "HERD_SERVICE": service,
+            "HERD_ENV": env_name,
+        }
+    )
+    labels = {
+        "herd.stack": stack,
+        "herd.env": env_name,
+        "herd.service": service,
+        "herd.release": str(release),
+        "herd.instance": instance_id,
+        "herd.image": entry["image"],
+    }
+    volumes = tuple(
+        VolumeMount(name, home / "volumes" / name, target) for name, target in sorted(config.volumes.items())
+    )
+    return InstanceSpec(
+        id=instance_id,
+        image=entry["image"],
+        labels=labels,
+        argv=tuple(argv),
+        env=env,
+        workdir=str(run.get("WorkingDir") or "/"),
+        user=str(run.get("User") or ""),
+        volumes=volumes,
+        stop_grace=config.stop_grace,
+        log_file=home / "logs" / service / f"{instance_id}.log",
+        wants_port=config.port is not None,
+    )
