@@ -142,7 +142,7 @@ class StateStore:
     def previous_good(self, env: str, before: int) -> Release | None:
         """The newest release before ``before`` that was deployed successfully at some point."""
         rows = self._releases(
-            "WHERE r.env = ? AND r.number < ? AND s.status IN ('deployed', 'superseded', 'rolled back') "
+            "WHERE r.env = ? AND r.number < ? AND s.status IN ('deployed', 'superseded', 'stopped') "
             "ORDER BY r.number DESC LIMIT 1",
             (env, before),
         )

@@ -1,64 +1,22 @@
-"""The `herd` command: a thin shell over the Python API (parse options, call, format, exit code).
-
-Every command takes `--file` to point at a herd.toml (default: the nearest one upwards). Errors are
-HerdErrors printed as one line plus a hint; `--verbose` adds the traceback.
-"""
+"""Commands about the stack file and images: init, check, bake, images, image export."""
 
 from __future__ import annotations
 
 import re
-import sys
 import time
 from pathlib import Path
 
 import click
 from rich.table import Table
 
-from herdsman import __version__
-from herdsman.errors import HerdError, SpecError
+from herdsman.cli.app import Context, cli, pass_context
+from herdsman.cli.ui import RichReporter, console, human_size, short
+from herdsman.errors import HerdError
 from herdsman.image.bake import ANNOTATION_REVISION, ANNOTATION_SERVICE, ANNOTATION_STACK, bake, image_store
 from herdsman.image.lock import Lock
 from herdsman.image.oci import Descriptor, ImageStore
-from herdsman.spec import STACK_FILE, Project, load_project
+from herdsman.spec import STACK_FILE, Project
 from herdsman.spec.starter import starter
-from herdsman.ui import RichReporter, console, human_size, print_error, short
-
-HELP = """herdsman: immutable infrastructure for a stack described in one herd.toml.
-
-\b
-  herd init      write a commented starter herd.toml
-  herd check     validate herd.toml (and herd.lock)
-  herd bake      bake reproducible OCI images into .herd/images, pinning inputs in herd.lock
-  herd images    list baked images
-  herd image export IMAGE -o FILE   write an image as a `docker load` / OCI archive
-"""
-
-
-_options = {"verbose": False}  # read by main() to decide whether errors show a traceback
-
-
-class Context:
-    def __init__(self, file: Path | None, verbose: bool) -> None:
-        self.file = file
-        self.verbose = verbose
-
-    def project(self) -> Project:
-        return load_project(self.file)
-
-
-pass_context = click.make_pass_decorator(Context)
-
-
-@click.group(help=HELP, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.option(
-    "-f", "--file", type=click.Path(path_type=Path), help="The herd.toml to use (default: the nearest one)."
-)
-@click.option("-v", "--verbose", is_flag=True, help="Show tracebacks on errors.")
-@click.version_option(__version__, prog_name="herd")
-@click.pass_context
-def cli(ctx: click.Context, file: Path | None, verbose: bool) -> None:
-    ctx.obj = Context(file, verbose)
-    _options["verbose"] = verbose
 
 
 @cli.command()
@@ -183,27 +141,3 @@ def _find_image(store: ImageStore, project: Project, ref: str) -> Descriptor:
                 return entry
         raise HerdError(f"service {ref!r} has no baked image yet", hint=f"run `herd bake {ref}`")
     return store.find(ref)
-
-
-def main() -> None:
-    try:
-        cli.main(standalone_mode=False)
-    except click.exceptions.Abort:
-        print_error(HerdError("aborted"), verbose=False)
-        sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except SpecError as exc:
-        print_error(exc, verbose=_options["verbose"])
-        sys.exit(2)
-    except HerdError as exc:
-        print_error(exc, verbose=_options["verbose"])
-        sys.exit(1)
-    except KeyboardInterrupt:
-        sys.exit(130)
-    except Exception as exc:  # a bug: say so plainly, traceback on --verbose
-        print_error(exc, verbose=_options["verbose"])
-        sys.exit(70)

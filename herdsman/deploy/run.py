@@ -1,0 +1,154 @@
+"""Deploy, roll back and take down a project: bake, record an immutable release, roll it out.
+
+This is the effectful shell around `plan` and `execute`. A deploy lock (an flock on
+`.herd/run/deploy-ENV.lock`) keeps two deploys of one environment from interleaving; the kernel
+drops it when its holder dies, so a killed deploy never leaves a stale lock behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+from herdsman.deploy.execute import Executor, Pools, Target
+from herdsman.deploy.release import release_content
+from herdsman.drivers.base import Driver
+from herdsman.drivers.process import ProcessDriver
+from herdsman.errors import DeployError, DriverError
+from herdsman.image.bake import bake, git_revision, image_store
+from herdsman.image.progress import NullReporter, Reporter
+from herdsman.spec import Project, herd_home
+from herdsman.state import Release, StateStore
+
+
+@contextlib.contextmanager
+def deploy_lock(home: Path, env: str, wait: float = 0.0) -> Iterator[None]:
+    path = home / "run" / f"deploy-{env}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "another process"
+                    raise DeployError(
+                        f"another deploy of environment {env!r} is running (pid {holder})",
+                        hint="wait for it to finish, or pass --wait SECONDS",
+                        retryable=True,
+                    ) from None
+                time.sleep(0.1)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing drops the flock
+
+
+def make_driver(name: str, home: Path, project: Project) -> Driver:
+    if name == "process":
+        return ProcessDriver(home, image_store(project))
+    raise DriverError(f"the {name!r} driver is not available yet", hint='use driver = "process"')
+
+
+class Deployment:
+    """One environment of one project: its state store, driver and router pools."""
+
+    def __init__(
+        self,
+        project: Project,
+        env: str | None = None,
+        *,
+        driver: Driver | None = None,
+        pools: Pools | None = None,
+        reporter: Reporter | None = None,
+        secrets: Mapping[str, str] | None = None,
+    ) -> None:
+        self.project = project
+        self.env = env or project.stack.stack.environment
+        self.home = herd_home(project)
+        self.state = StateStore(self.home / "state.db")
+        environment = project.stack.environment.get(self.env)
+        self.driver = driver or make_driver(
+            environment.driver if environment else "process", self.home, project
+        )
+        self.pools = pools
+        self.reporter = reporter or NullReporter()
+        target = Target(
+            self.env, project.stack.name, self.home, image_store(project), secrets or dict(os.environ)
+        )
+        self.executor = Executor(target, self.state, self.driver, pools)
+
+    async def deploy(self, *, trigger: str = "herd deploy", wait: float = 0.0) -> Release:
+        """Bake, record a new release, roll it out. On failure the previous release keeps serving."""
+        with deploy_lock(self.home, self.env, wait):
+            results = await asyncio.to_thread(bake, self.project, None, reporter=self.reporter)
+            images = {r.service: r.image.digest for r in results}
+            content = release_content(self.project, self.env, images)
+            previous = self.state.current_release(self.env)
+            release = self.state.create_release(
+                self.env, content, trigger=trigger, revision=git_revision(self.project.root)
+            )
+            await self.executor.rollout(release, previous)
+            return self.state.release(self.env, release.number)
+
+    async def rollback(self, to: int | None = None, *, wait: float = 0.0) -> Release:
+        """A new release with release ``to``'s content (default: the previous good one), rolled out
+        like any deploy."""
+        with deploy_lock(self.home, self.env, wait):
+            current = self.state.current_release(self.env)
+            if to is None:
+                if current is None:
+                    raise DeployError(
+                        "nothing is deployed, so there is nothing to roll back", hint="herd deploy"
+                    )
+                found = self.state.previous_good(self.env, before=current.number)
+                if found is None:
+                    raise DeployError(f"release {current.number} has no earlier good release to go back to")
+                source = found
+            else:
+                source = self.state.release(self.env, to)
+            release = self.state.create_release(
+                self.env,
+                source.content,
+                trigger=f"herd rollback to {source.number}",
+                revision=source.revision,
+                copy_of=source.number,
+            )
+            await self.executor.rollout(release, current)
+            return self.state.release(self.env, release.number)
+
+    async def resume(self) -> Release | None:
+        """After an agent died mid-rollout: finish it by planning again from what actually runs."""
+        with deploy_lock(self.home, self.env):
+            unfinished = self.state.unfinished_rollouts(self.env)
+            if not unfinished:
+                return None
+            last = unfinished[-1]
+            for rollout in unfinished:
+                self.state.finish_rollout(rollout.id, "interrupted", "the agent stopped during the rollout")
+            release = self.state.release(self.env, last.to_release)
+            previous = self.state.release(self.env, last.from_release) if last.from_release else None
+            self.state.event(self.env, "rollout", f"resuming the rollout to release {release.number}")
+            await self.executor.rollout(release, previous)
+            return self.state.release(self.env, release.number)
+
+    async def down(self) -> int:
+        """Stop every instance of the environment; volumes and logs stay."""
+        with deploy_lock(self.home, self.env):
+            labels = {"herd.stack": self.project.stack.name, "herd.env": self.env}
+            instances = await self.driver.list(labels)
+            await asyncio.gather(*(self.driver.stop(i.id, 10) for i in instances))
+            current = self.state.current_release(self.env)
+            if current is not None:
+                self.state.set_release_status(self.env, current.number, "stopped")
+            self.state.event(self.env, "down", f"stopped {len(instances)} instance(s)")
+            return len(instances)
