@@ -130,3 +130,29 @@ def down(ctx: Context, env: str | None) -> None:
     deployment = _deployment(ctx, env)
     count = asyncio.run(deployment.down())
     console.print(f"stopped {count} instance(s) of {deployment.env}; volumes and logs are kept")
+
+
+@cli.command()
+@click.argument("services", nargs=-1)
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines as they arrive (Ctrl-C stops).")
+@click.option("--release", type=int, help="Only instances of this release (also ones replaced since).")
+@click.option("--since", help='Only lines newer than this, e.g. "10m" or "2h".')
+@pass_context
+def logs(
+    ctx: Context, services: tuple[str, ...], follow: bool, release: int | None, since: str | None
+) -> None:
+    """Print the logs of SERVICES (default: all), merged by time, including replaced instances."""
+    from herdsman import logs as log_store
+    from herdsman.spec import herd_home, parse_duration
+
+    project = ctx.project()
+    root = herd_home(project) / "logs"
+    try:
+        cutoff = time.time() - parse_duration(since) if since else 0.0
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--since") from None
+    for line in log_store.read(log_store.log_files(root, services, release), cutoff):
+        console.print(line.render(), markup=False, highlight=False, soft_wrap=True)
+    if follow:
+        for line in log_store.follow(root, services, release):
+            console.print(line.render(), markup=False, highlight=False, soft_wrap=True)

@@ -19,6 +19,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -29,6 +30,7 @@ from herdsman.drivers.sandbox import bwrap_launch, host_layout, plain_launch
 from herdsman.errors import DriverError
 from herdsman.image.oci import ImageStore
 from herdsman.image.unpack import unpack_image
+from herdsman.logs import STAMPER, write_labels
 
 HOST_BASE_ANNOTATION = "org.opencontainers.image.base.name"
 Records = list[dict[str, Any]]
@@ -111,21 +113,24 @@ class ProcessDriver:
         service = spec.labels.get("herd.service", "instance")
         log = spec.log_file or self.logs / service / f"{spec.id}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
-        with log.open("ab") as out:
-            try:
-                child = subprocess.Popen(
-                    launch.argv,
-                    env=launch.env,
-                    cwd=launch.cwd,
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            except OSError as exc:
-                raise DriverError(
-                    f"cannot start {spec.argv[0]!r}: {exc.strerror}", hint="check `command`"
-                ) from exc
+        write_labels(log, dict(spec.labels))
+        stamper, output = self._start_stamper(log)
+        try:
+            child = subprocess.Popen(
+                launch.argv,
+                env=launch.env,
+                cwd=launch.cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=output,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise DriverError(
+                f"cannot start {spec.argv[0]!r}: {exc.strerror}", hint="check `command`"
+            ) from exc
+        finally:
+            os.close(output)
         self._children[child.pid] = child
         record: dict[str, Any] = {
             "id": spec.id,
@@ -137,11 +142,33 @@ class ProcessDriver:
             "started": time.time(),
             "sandboxed": bool(self.bwrap),
             "log": str(log),
+            "stamper": stamper.pid,
+            "stamper_ticks": _start_ticks(stamper.pid),
             "argv": list(spec.argv),
             "stop_grace": spec.stop_grace,
         }
         _write_json(self.records / f"{spec.id}.json", record)
         return self._state(record)
+
+    def _start_stamper(self, log: Path) -> tuple[subprocess.Popen[bytes], int]:
+        """The process that stamps each output line with its time on the way to the log file.
+        Returns it and the write end of its pipe (for the instance's stdout and stderr)."""
+        read_end, write_end = os.pipe()
+        try:
+            stamper = subprocess.Popen(
+                [sys.executable, "-S", "-c", STAMPER, str(log)],
+                stdin=read_end,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        except OSError:
+            os.close(write_end)
+            raise
+        finally:
+            os.close(read_end)
+        self._children[stamper.pid] = stamper
+        return stamper, write_end
 
     def _free_port(self) -> int:
         taken = {r.get("port") for r in self._records()} | self._ports_given
@@ -192,6 +219,20 @@ class ProcessDriver:
             detail="" if alive else ("exited" if code is None else f"exited with code {code}"),
         )
 
+    def _reap(self, pid: int, ticks: int | None, wait: float) -> None:
+        if pid <= 0:
+            return
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and self._exit_code(pid) is None and _alive(pid, ticks):
+            time.sleep(0.02)
+        if self._exit_code(pid) is None and _alive(pid, ticks):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        child = self._children.pop(pid, None)
+        if child is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.wait(timeout=5)
+
     def _exit_code(self, pid: int) -> int | None:
         child = self._children.get(pid)
         return child.poll() if child is not None else None
@@ -217,10 +258,9 @@ class ProcessDriver:
         for member in _group_members(pid):  # anything left of the instance
             with contextlib.suppress(ProcessLookupError):
                 os.kill(member, signal.SIGKILL)
-        child = self._children.pop(pid, None)
-        if child is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                child.wait(timeout=5)
+        self._reap(pid, None, 5)
+        # the stamper ends by itself once the instance's output closes; end it if something holds it
+        self._reap(int(record.get("stamper") or 0), record.get("stamper_ticks"), 2)
         (self.records / f"{instance_id}.json").unlink(missing_ok=True)
 
 

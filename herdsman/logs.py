@@ -1,0 +1,113 @@
+"""The central log store: one file per instance under `.herd/logs/SERVICE/`, kept after it is gone.
+
+Instances write straight to their files, not through the agent, so logs keep flowing when the agent
+dies. Each line is stamped on arrival (UTC, microseconds) by a tiny stamper process beside the
+instance — see `STAMPER` — so that `herd logs` can merge the lines of many instances by time.
+A small JSON file beside each log records the instance's labels, so logs can be filtered by
+release after the instance has been replaced.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+# Run as `python -S -c STAMPER LOGFILE` with the instance's output on stdin: it outlives nothing
+# and needs nothing but the standard library; it exits when the instance closes its output.
+STAMPER = r"""
+import sys, time
+out = open(sys.argv[1], "ab", buffering=0)
+for line in sys.stdin.buffer:
+    now = time.time()
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + ".%06dZ " % int(now % 1 * 1e6)
+    out.write(stamp.encode() + (line if line.endswith(b"\n") else line + b"\n"))
+"""
+STAMP_LENGTH = len("2026-01-01T00:00:00.000000Z ")
+
+
+@dataclass(frozen=True, order=True)
+class LogLine:
+    at: float
+    instance: str
+    text: str
+
+    def render(self) -> str:
+        when = datetime.fromtimestamp(self.at, UTC).strftime("%H:%M:%S.%f")[:-3]
+        return f"{when} {self.instance} {self.text}"
+
+
+def write_labels(log_file: Path, labels: dict[str, str]) -> None:
+    log_file.with_suffix(".json").write_text(json.dumps(labels, sort_keys=True))
+
+
+def parse(line: str, instance: str, fallback: float) -> LogLine:
+    head = line[: STAMP_LENGTH - 1]
+    try:
+        at = datetime.strptime(head, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
+        return LogLine(at, instance, line[STAMP_LENGTH:])
+    except ValueError:
+        return LogLine(fallback, instance, line)
+
+
+def log_files(root: Path, services: Iterable[str] = (), release: int | None = None) -> list[Path]:
+    wanted = set(services)
+    files = []
+    for file in sorted(root.glob("*/*.log")):
+        if wanted and file.parent.name not in wanted:
+            continue
+        if release is not None:
+            try:
+                labels = json.loads(file.with_suffix(".json").read_text())
+            except (OSError, ValueError):
+                continue
+            if labels.get("herd.release") != str(release):
+                continue
+        files.append(file)
+    return files
+
+
+def _read(file: Path, since: float) -> Iterator[LogLine]:
+    fallback = file.stat().st_mtime
+    with file.open(encoding="utf-8", errors="replace") as handle:
+        for raw in handle:
+            line = parse(raw.rstrip("\n"), file.stem, fallback)
+            if line.at >= since:
+                yield line
+
+
+def read(files: Iterable[Path], since: float = 0.0) -> Iterator[LogLine]:
+    """Every line of ``files`` newer than ``since``, merged by time."""
+    return heapq.merge(*(_read(f, since) for f in files))
+
+
+def follow(
+    root: Path,
+    services: Iterable[str] = (),
+    release: int | None = None,
+    poll: float = 0.2,
+    stop_after: float | None = None,
+) -> Iterator[LogLine]:
+    """New lines as they arrive, from existing and newly created log files (like `tail -F`)."""
+    offsets: dict[Path, int] = {f: f.stat().st_size for f in log_files(root, services, release)}
+    started = time.monotonic()
+    while stop_after is None or time.monotonic() - started < stop_after:
+        batch: list[LogLine] = []
+        for file in log_files(root, services, release):
+            offset = offsets.get(file, 0)
+            size = file.stat().st_size
+            if size <= offset:
+                continue
+            with file.open("rb") as handle:
+                handle.seek(offset)
+                data = handle.read(size - offset)
+            complete = data.rfind(b"\n") + 1
+            offsets[file] = offset + complete
+            for raw in data[:complete].decode(errors="replace").splitlines():
+                batch.append(parse(raw, file.stem, time.time()))
+        yield from sorted(batch)
+        time.sleep(poll)

@@ -1,0 +1,65 @@
+"""The log store: stamped lines merged by time across instances, filtered by release, followed."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from herdsman import logs
+
+
+def _stamp(file: Path, lines: list[str]) -> None:
+    subprocess.run(
+        [sys.executable, "-S", "-c", logs.STAMPER, str(file)],
+        input="".join(f"{line}\n" for line in lines).encode(),
+        check=True,
+    )
+
+
+def test_stamper_and_merge_by_time(tmp_path: Path) -> None:
+    web = tmp_path / "web"
+    web.mkdir()
+    _stamp(web / "web-1-a1.log", ["one"])
+    time.sleep(0.01)
+    _stamp(web / "web-2-b1.log", ["two"])
+    time.sleep(0.01)
+    _stamp(web / "web-1-a1.log", ["three", "partial line without newline"])
+    logs.write_labels(web / "web-1-a1.log", {"herd.release": "1"})
+    logs.write_labels(web / "web-2-b1.log", {"herd.release": "2"})
+    merged = list(logs.read(logs.log_files(tmp_path)))
+    assert [line.text for line in merged] == ["one", "two", "three", "partial line without newline"]
+    assert [line.instance for line in merged][:2] == ["web-1-a1", "web-2-b1"]
+    only_two = list(logs.read(logs.log_files(tmp_path, release=2)))
+    assert [line.text for line in only_two] == ["two"]
+    recent = list(logs.read(logs.log_files(tmp_path), since=merged[2].at))
+    assert [line.text for line in recent] == ["three", "partial line without newline"]
+    assert json.loads((web / "web-1-a1.json").read_text()) == {"herd.release": "1"}
+
+
+def test_unstamped_lines_are_kept(tmp_path: Path) -> None:
+    (tmp_path / "api").mkdir()
+    (tmp_path / "api" / "api-1.log").write_text("plain line\n")
+    (line,) = logs.read(logs.log_files(tmp_path))
+    assert line.text == "plain line" and line.instance == "api-1"
+
+
+def test_follow_sees_new_files_and_lines(tmp_path: Path) -> None:
+    web = tmp_path / "web"
+    web.mkdir()
+    _stamp(web / "web-1.log", ["old"])
+
+    def later() -> None:
+        time.sleep(0.3)
+        _stamp(web / "web-1.log", ["new in old file"])
+        _stamp(web / "web-2.log", ["new file"])
+
+    thread = threading.Thread(target=later)
+    thread.start()
+    seen = [line.text for line in logs.follow(tmp_path, poll=0.05, stop_after=1.5)]
+    thread.join()
+    assert "old" not in seen
+    assert sorted(seen) == ["new file", "new in old file"]
