@@ -128,18 +128,22 @@ class Deployment:
 
     async def resume(self) -> Release | None:
         """After an agent died mid-rollout: finish it by planning again from what actually runs."""
-        with deploy_lock(self.home, self.env):
-            unfinished = self.state.unfinished_rollouts(self.env)
-            if not unfinished:
-                return None
-            last = unfinished[-1]
-            for rollout in unfinished:
-                self.state.finish_rollout(rollout.id, "interrupted", "the agent stopped during the rollout")
-            release = self.state.release(self.env, last.to_release)
-            previous = self.state.release(self.env, last.from_release) if last.from_release else None
-            self.state.event(self.env, "rollout", f"resuming the rollout to release {release.number}")
-            await self.executor.rollout(release, previous)
-            return self.state.release(self.env, release.number)
+        with deploy_lock(self.home, self.env, wait=60):
+            return await self.resume_locked()
+
+    async def resume_locked(self) -> Release | None:
+        """`resume` for a caller that already holds the deploy lock."""
+        unfinished = self.state.unfinished_rollouts(self.env)
+        if not unfinished:
+            return None
+        last = unfinished[-1]
+        for rollout in unfinished:
+            self.state.finish_rollout(rollout.id, "interrupted", "the agent stopped during the rollout")
+        release = self.state.release(self.env, last.to_release)
+        previous = self.state.release(self.env, last.from_release) if last.from_release else None
+        self.state.event(self.env, "rollout", f"resuming the rollout to release {release.number}")
+        await self.executor.rollout(release, previous)
+        return self.state.release(self.env, release.number)
 
     async def down(self) -> int:
         """Stop every instance of the environment; volumes and logs stay."""

@@ -64,7 +64,9 @@ def find_stack_file(start: Path | None = None) -> Path:
         if candidate.is_file():
             return candidate
     raise SpecError(
-        Problem("", f"no {STACK_FILE} here or in any parent of {here}", "run `herd init` to write a starter one"),
+        Problem(
+            "", f"no {STACK_FILE} here or in any parent of {here}", "run `herd init` to write a starter one"
+        ),
     )
 
 

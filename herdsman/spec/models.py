@@ -20,7 +20,9 @@ NAME_PATTERN = r"^[a-z][a-z0-9-]{0,40}$"
 ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
 # Seconds inside; written back as "250ms"/"2m" in JSON, so a dumped config parses again unchanged.
-Duration = Annotated[float, BeforeValidator(parse_duration), PlainSerializer(format_duration, when_used="json")]
+Duration = Annotated[
+    float, BeforeValidator(parse_duration), PlainSerializer(format_duration, when_used="json")
+]
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
 EnvName = Annotated[str, Field(pattern=ENV_NAME_PATTERN)]
 Port = Annotated[int, Field(ge=1, le=65535)]
@@ -96,7 +98,9 @@ class ImageRecipe(Model):
         default=(CopyStep(),), alias="copy"
     )
     workdir: AbsPath = "/app"
-    user: Annotated[str, Field(pattern=r"^$|^[A-Za-z0-9_][A-Za-z0-9_.-]*(:[A-Za-z0-9_][A-Za-z0-9_.-]*)?$")] = ""
+    user: Annotated[
+        str, Field(pattern=r"^$|^[A-Za-z0-9_][A-Za-z0-9_.-]*(:[A-Za-z0-9_][A-Za-z0-9_.-]*)?$")
+    ] = ""
     entrypoint: Argv = ()
     env: dict[EnvName, str] = Field(default_factory=dict)
     labels: dict[str, str] = Field(default_factory=dict)

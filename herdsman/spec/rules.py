@@ -17,7 +17,7 @@ from herdsman.spec.models import Service, Stack
 def check_stack(stack: Stack) -> list[Problem]:
     problems: list[Problem] = []
     if not stack.service:
-        problems.append(Problem("service", "the stack declares no service", 'add a [service.web] table'))
+        problems.append(Problem("service", "the stack declares no service", "add a [service.web] table"))
     routes: dict[tuple[str, str], str] = {}
     for name, service in stack.service.items():
         key = f"service.{name}"
@@ -122,7 +122,9 @@ def _check_service(key: str, service: Service, stack: Stack) -> list[Problem]:
     if health is not None:
         if health.type == "command" and not health.command:
             problems.append(
-                Problem(f"{key}.health.command", "a command health check needs a command", 'command = ["true"]')
+                Problem(
+                    f"{key}.health.command", "a command health check needs a command", 'command = ["true"]'
+                )
             )
         if health.type in ("http", "tcp") and service.port is None:
             problems.append(
@@ -137,7 +139,7 @@ def _check_service(key: str, service: Service, stack: Stack) -> list[Problem]:
                 Problem(
                     f"{key}.health.timeout",
                     "the health timeout is longer than its interval",
-                    "make timeout at most the interval, e.g. interval = \"2s\", timeout = \"1s\"",
+                    'make timeout at most the interval, e.g. interval = "2s", timeout = "1s"',
                 )
             )
     if service.route is not None and service.port is None:
