@@ -6,7 +6,7 @@ Three cases, each timed as whole commands (CLI start-up included on both sides),
   no-op       nothing changed
   one file    one source file changed (only the copy layer is rebuilt)
 
-The app is examples/hello on `debian:bookworm` + python3-minimal. The base is baked once by
+The app is examples/hello on `debian:bookworm` + python3. The base is baked once by
 herdsman (mmdebstrap), exported and `docker load`ed, so both tools start from the very same bytes;
 building the base is not part of the measurement. Prints a table and the ratios herd/docker.
 
@@ -53,7 +53,7 @@ port = 8000
 
 [service.web.image]
 base = "debian:bookworm"
-packages = ["python3-minimal"]
+packages = ["python3"]
 copy = [{ src = "app", dest = "/app" }]
 workdir = "/app"
 env = { PYTHONUNBUFFERED = "1" }

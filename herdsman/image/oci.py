@@ -16,7 +16,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import IO, Any, BinaryIO
 
 from herdsman.errors import BakeError
 
@@ -134,7 +134,7 @@ class ImageStore:
             os.chmod(path, 0o444)
         return Descriptor(media_type, digest, size)
 
-    def copy_in(self, stream: BinaryIO, media_type: str, expected: str | None = None) -> Descriptor:
+    def copy_in(self, stream: IO[bytes], media_type: str, expected: str | None = None) -> Descriptor:
         """Copy a stream into the store, verifying its digest when one is expected."""
         with self.temp_file() as (tmp, handle):
             hasher = hashlib.sha256()
