@@ -10,12 +10,16 @@ import sys
 
 import click
 
-from herdsman.cli import deploy, images  # noqa: F401  (they register their commands)
 from herdsman.cli.app import _options, cli
-from herdsman.cli.ui import print_error
 from herdsman.errors import HerdError, SpecError
 
 __all__ = ["cli", "main"]
+
+
+def print_error(error: BaseException, *, verbose: bool) -> None:
+    from herdsman.cli.ui import print_error as show  # rich loads only when there is something to show
+
+    show(error, verbose=verbose)
 
 
 def main() -> None:

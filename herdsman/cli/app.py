@@ -6,12 +6,16 @@ HerdErrors printed as one line plus a hint; `--verbose` adds the traceback.
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from herdsman import __version__
-from herdsman.spec import Project, load_project
+
+if TYPE_CHECKING:
+    from herdsman.spec import Project
 
 HELP = """herdsman: immutable infrastructure for a stack described in one herd.toml.
 
@@ -38,13 +42,49 @@ class Context:
         self.verbose = verbose
 
     def project(self) -> Project:
+        from herdsman.spec import load_project  # the models load only for commands that need them
+
         return load_project(self.file)
 
 
 pass_context = click.make_pass_decorator(Context)
 
 
-@click.group(help=HELP, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+# Commands are imported when used, not at start-up: `herd bake` must not pay for the deploy code.
+COMMANDS = {
+    "init": "herdsman.cli.images:init",
+    "check": "herdsman.cli.images:check",
+    "bake": "herdsman.cli.bake:bake_command",
+    "images": "herdsman.cli.images:images",
+    "image": "herdsman.cli.images:image",
+    "deploy": "herdsman.cli.deploy:deploy_command",
+    "rollback": "herdsman.cli.deploy:rollback",
+    "releases": "herdsman.cli.deploy:releases",
+    "ps": "herdsman.cli.deploy:ps",
+    "down": "herdsman.cli.deploy:down",
+    "logs": "herdsman.cli.deploy:logs",
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module, _, attr = target.partition(":")
+        command = getattr(importlib.import_module(module), attr)
+        assert isinstance(command, click.Command)
+        return command
+
+
+@click.group(
+    cls=LazyGroup,
+    help=HELP,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.option(
     "-f", "--file", type=click.Path(path_type=Path), help="The herd.toml to use (default: the nearest one)."
 )

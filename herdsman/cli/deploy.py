@@ -9,7 +9,7 @@ from datetime import datetime
 import click
 from rich.table import Table
 
-from herdsman.cli.app import Context, cli, pass_context
+from herdsman.cli.app import Context, pass_context
 from herdsman.cli.ui import RichReporter, console, short
 from herdsman.deploy.release import changed_keys
 from herdsman.deploy.run import Deployment
@@ -37,7 +37,7 @@ def _print_progress(deployment: Deployment) -> None:
     deployment.executor.progress.clear()
 
 
-@cli.command(name="deploy")
+@click.command(name="deploy")
 @ENV_OPTION
 @WAIT_OPTION
 @pass_context
@@ -59,7 +59,7 @@ def deploy_command(ctx: Context, env: str | None, wait: float) -> None:
     console.print(f"[green]release {release.number}[/] deployed to {deployment.env} in {seconds:.1f}s")
 
 
-@cli.command()
+@click.command()
 @click.argument("release", type=int, required=False)
 @ENV_OPTION
 @WAIT_OPTION
@@ -80,7 +80,7 @@ def rollback(ctx: Context, release: int | None, env: str | None, wait: float) ->
     )
 
 
-@cli.command()
+@click.command()
 @ENV_OPTION
 @pass_context
 def releases(ctx: Context, env: str | None) -> None:
@@ -101,7 +101,7 @@ def releases(ctx: Context, env: str | None) -> None:
     console.print(table)
 
 
-@cli.command()
+@click.command()
 @ENV_OPTION
 @pass_context
 def ps(ctx: Context, env: str | None) -> None:
@@ -122,7 +122,7 @@ def ps(ctx: Context, env: str | None) -> None:
     console.print(table)
 
 
-@cli.command()
+@click.command()
 @ENV_OPTION
 @pass_context
 def down(ctx: Context, env: str | None) -> None:
@@ -132,7 +132,7 @@ def down(ctx: Context, env: str | None) -> None:
     console.print(f"stopped {count} instance(s) of {deployment.env}; volumes and logs are kept")
 
 
-@cli.command()
+@click.command()
 @click.argument("services", nargs=-1)
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new lines as they arrive (Ctrl-C stops).")
 @click.option("--release", type=int, help="Only instances of this release (also ones replaced since).")

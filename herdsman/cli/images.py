@@ -3,23 +3,23 @@
 from __future__ import annotations
 
 import re
-import time
 from pathlib import Path
 
 import click
 from rich.table import Table
 
-from herdsman.cli.app import Context, cli, pass_context
-from herdsman.cli.ui import RichReporter, console, human_size, short
+from herdsman.cli.app import Context, pass_context
+from herdsman.cli.ui import console, human_size, short
 from herdsman.errors import HerdError
-from herdsman.image.bake import ANNOTATION_REVISION, ANNOTATION_SERVICE, ANNOTATION_STACK, bake, image_store
+from herdsman.image.assemble import ANNOTATION_REVISION, ANNOTATION_SERVICE, ANNOTATION_STACK
+from herdsman.image.bake import image_store
 from herdsman.image.lock import Lock
 from herdsman.image.oci import Descriptor, ImageStore
 from herdsman.spec import STACK_FILE, Project
 from herdsman.spec.starter import starter
 
 
-@cli.command()
+@click.command()
 @click.argument("directory", type=click.Path(path_type=Path), default=".")
 @click.option("--name", help="The stack name (default: the directory's name).")
 @click.option("--force", is_flag=True, help="Overwrite an existing herd.toml.")
@@ -36,7 +36,7 @@ def init(directory: Path, name: str | None, force: bool) -> None:
     console.print(f"wrote {target}: edit it, then run `herd check` and `herd bake`")
 
 
-@cli.command()
+@click.command()
 @pass_context
 def check(ctx: Context) -> None:
     """Validate herd.toml and herd.lock; exit non-zero and list every problem if one is wrong."""
@@ -49,31 +49,7 @@ def check(ctx: Context) -> None:
     )
 
 
-@cli.command(name="bake")
-@click.argument("services", nargs=-1)
-@click.option("--refresh", is_flag=True, help="Resolve bases and requirements anew and rewrite herd.lock.")
-@pass_context
-def bake_command(ctx: Context, services: tuple[str, ...], refresh: bool) -> None:
-    """Bake the images of SERVICES (default: all) into .herd/images.
-
-    Layers are reused when their inputs are unchanged; unpinned inputs (a base tag, a requirements
-    file) are resolved once and pinned in herd.lock, which every later bake follows.
-    """
-    project = ctx.project()
-    started = time.monotonic()
-    with RichReporter() as reporter:
-        results = bake(project, services, refresh=refresh, reporter=reporter)
-    table = Table(box=None, pad_edge=False)
-    for column in ("service", "image", "size", "layers"):
-        table.add_column(column)
-    for result in results:
-        layers = f"{len(result.built)} built, {len(result.reused)} cached"
-        table.add_row(result.service, result.image.digest, human_size(result.size), layers)
-    console.print(table)
-    console.print(f"[dim]baked {len(results)} image(s) in {time.monotonic() - started:.2f}s[/]")
-
-
-@cli.command()
+@click.command()
 @click.option("--all", "show_all", is_flag=True, help="Also list images of other stacks and bases.")
 @pass_context
 def images(ctx: Context, show_all: bool) -> None:
@@ -97,7 +73,7 @@ def images(ctx: Context, show_all: bool) -> None:
     console.print(table)
 
 
-@cli.group()
+@click.group()
 def image() -> None:
     """Work with one baked image."""
 

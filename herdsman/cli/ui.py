@@ -12,7 +12,10 @@ from types import TracebackType
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from herdsman.cli.fmt import human_size, short
 from herdsman.errors import HerdError, SpecError
+
+__all__ = ["RichReporter", "console", "err_console", "human_size", "print_error", "short"]
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
@@ -37,18 +40,6 @@ def print_error(error: BaseException, *, verbose: bool) -> None:
     if hint:
         err_console.print("[dim]hint:[/] ", end="")
         err_console.print(hint, markup=False, soft_wrap=True, style="dim")
-
-
-def short(digest: str) -> str:
-    return digest.removeprefix("sha256:")[:12]
-
-
-def human_size(size: float) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if size < 1000 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    return f"{size:.1f} GB"
 
 
 class _RichTask:

@@ -20,7 +20,8 @@ from herdsman.deploy.release import release_content
 from herdsman.drivers.base import Driver
 from herdsman.drivers.process import ProcessDriver
 from herdsman.errors import DeployError, DriverError
-from herdsman.image.bake import bake, git_revision, image_store
+from herdsman.image.assemble import git_revision
+from herdsman.image.bake import bake, image_store
 from herdsman.image.progress import NullReporter, Reporter
 from herdsman.spec import Project, herd_home
 from herdsman.state import Release, StateStore

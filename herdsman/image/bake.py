@@ -9,42 +9,37 @@ changed only hashes files it has not seen and writes two small JSON blobs that a
 from __future__ import annotations
 
 import platform
-import subprocess
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from herdsman.errors import BakeError
 from herdsman.image import requirements, sources
+from herdsman.image.assemble import (
+    ANNOTATION_REVISION,
+    BakeResult,
+    Prepared,
+    assemble,
+    created,
+    git_revision,
+    prepared_key,
+    save_prepared,
+)
 from herdsman.image.bases import BaseImage, BaseRequest, resolve_base
 from herdsman.image.cache import LayerCache, layer_key, stat_cache_file
 from herdsman.image.lock import Lock
-from herdsman.image.oci import MEDIA_CONFIG, MEDIA_MANIFEST, REF_NAME, Descriptor, ImageStore
+from herdsman.image.oci import ImageStore
 from herdsman.image.progress import NullReporter, Reporter
 from herdsman.image.tarball import COMPRESSOR, Layer, source_date_epoch, write_layer
 from herdsman.spec import ImageRecipe, Project, Service, herd_home
 
-ANNOTATION_SERVICE = "dev.herdsman.service"
-ANNOTATION_STACK = "dev.herdsman.stack"
 ANNOTATION_SPEC = "dev.herdsman.spec.digest"
 ANNOTATION_COMPRESSOR = "dev.herdsman.compressor"
-ANNOTATION_REVISION = "org.opencontainers.image.revision"
 ANNOTATION_CREATED = "org.opencontainers.image.created"
 ANNOTATION_BASE_NAME = "org.opencontainers.image.base.name"
 ANNOTATION_BASE_DIGEST = "org.opencontainers.image.base.digest"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
-
-@dataclass(frozen=True)
-class BakeResult:
-    service: str
-    image: Descriptor  # the manifest, with its index annotations
-    size: int  # config + layers, compressed
-    built: tuple[str, ...] = ()  # layers written by this bake
-    reused: tuple[str, ...] = field(default_factory=tuple)  # layers found in the cache
 
 
 def image_store(project: Project) -> ImageStore:
@@ -70,15 +65,28 @@ def bake(
     store = image_store(project)
     lock = Lock.load(project.lock_file)
     baker = _Baker(project, store, lock, refresh, reporter)
-    try:
-        results = [baker.bake_service(name) for name in names]
-    finally:
-        baker.stat_cache.save()
+    prepared = [baker.prepare(name) for name in names]
     if not services:
         lock.keep_only(set(project.stack.service))
     if lock.save():
         reporter.note(f"wrote {project.lock_file.name}")
+    stat_cache = sources.StatCache(stat_cache_file(store))
+    try:
+        results = [
+            assemble(store, project.root, p, epoch=baker.epoch, stat_cache=stat_cache, reporter=reporter)
+            for p in prepared
+        ]
+    finally:
+        stat_cache.save()
+    if not services:  # remember the recipes: the next bake with the same inputs starts from them
+        key = prepared_key(project.file, project.lock_file, baker.epoch, baker.revision)
+        save_prepared(herd_home(project), key, [_as_reused(p) for p in prepared])
     return results
+
+
+def _as_reused(prepared: Prepared) -> Prepared:
+    """A recipe as a later bake sees it: its base and requirements layers already exist."""
+    return {**prepared, "built": [], "reused": prepared["built"] + prepared["reused"]}
 
 
 class _Baker:
@@ -91,11 +99,11 @@ class _Baker:
         self.refresh = refresh
         self.reporter = reporter
         self.cache = LayerCache(store)
-        self.stat_cache = sources.StatCache(stat_cache_file(store))
         self.epoch = source_date_epoch()
         self.revision = git_revision(project.root)
 
-    def bake_service(self, name: str) -> BakeResult:
+    def prepare(self, name: str) -> Prepared:
+        """The first half of a bake: base, requirements layer and image config (see assemble.py)."""
         service = self.project.stack.service[name]
         recipe = service.image
         base = self._base(name, recipe)
@@ -103,44 +111,25 @@ class _Baker:
         history: list[dict[str, Any]] = list(base.config.get("history", []))
         built: list[str] = []
         reused: list[str] = []
-
-        def add(label: str, layer: Layer, was_cached: bool) -> None:
-            layers.append(layer)
-            history.append({"created": self._created(), "created_by": f"herd: {label}"})
-            (reused if was_cached else built).append(label)
-
         if recipe.requirements:
-            add(
-                f"requirements {recipe.requirements} -> {recipe.python_path}",
-                *self._requirements_layer(name, recipe),
-            )
+            label = f"requirements {recipe.requirements} -> {recipe.python_path}"
+            layer, was_cached = self._requirements_layer(name, recipe)
+            layers.append(layer)
+            history.append({"created": created(self.epoch), "created_by": f"herd: {label}"})
+            (reused if was_cached else built).append(label)
         else:
             self.lock.put(name, "requirements", None)
-        for step in recipe.copy_steps:
-            add(f"copy {step.src} -> {step.dest}", *self._copy_layer(step.src, step.dest))
-
-        config = self._config(name, service, base, layers, history)
-        config_blob = self.store.write_json(config, MEDIA_CONFIG)
-        annotations = self._annotations(name, recipe, base)
-        manifest = {
-            "schemaVersion": 2,
-            "mediaType": MEDIA_MANIFEST,
-            "config": config_blob.to_json(),
-            "layers": [layer.descriptor.to_json() for layer in layers],
-            "annotations": annotations,
+        return {
+            "service": name,
+            "stack": self.project.stack.name,
+            "layers": [[layer.descriptor.to_json(), layer.diff_id] for layer in layers],
+            "history": history,
+            "built": built,
+            "reused": reused,
+            "copy": [[step.src, step.dest] for step in recipe.copy_steps],
+            "config": self._config(name, service, base),
+            "annotations": self._annotations(name, recipe, base),
         }
-        stored = self.store.write_json(manifest, MEDIA_MANIFEST)
-        index_annotations = {
-            REF_NAME: f"{self.project.stack.name}/{name}:{stored.digest[7:19]}",
-            ANNOTATION_STACK: self.project.stack.name,
-            ANNOTATION_SERVICE: name,
-        }
-        if self.revision:
-            index_annotations[ANNOTATION_REVISION] = self.revision
-        image = Descriptor(MEDIA_MANIFEST, stored.digest, stored.size, index_annotations)
-        self.store.add_to_index(image)
-        size = config_blob.size + sum(layer.descriptor.size for layer in layers)
-        return BakeResult(name, image, size, tuple(built), tuple(reused))
 
     # pieces -------------------------------------------------------------------------------------
     def _base(self, name: str, recipe: ImageRecipe) -> BaseImage:
@@ -179,25 +168,8 @@ class _Baker:
         self.cache.put(key, layer)
         return layer, False
 
-    def _copy_layer(self, src: str, dest: str) -> tuple[Layer, bool]:
-        files = sources.scan(self.project.root, src, dest, self.stat_cache)
-        key = layer_key("copy", sources.layer_key(files), self.epoch)
-        cached = self.cache.get(key)
-        if cached is not None:
-            return cached, True
-        with self.reporter.task(f"writing the copy layer ({len(files)} entries)", total=len(files)) as task:
-            layer = write_layer(
-                self.store, sources.layer_entries(files), mtime=self.epoch, on_bytes=lambda _: task.advance()
-            )
-        self.cache.put(key, layer)
-        return layer, False
-
-    def _created(self) -> str:
-        return datetime.fromtimestamp(self.epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-    def _config(
-        self, name: str, service: Service, base: BaseImage, layers: list[Layer], history: list[dict[str, Any]]
-    ) -> dict[str, Any]:
+    def _config(self, name: str, service: Service, base: BaseImage) -> dict[str, Any]:
+        """The image config but for rootfs and history, which assembling adds."""
         recipe = service.image
         inherited: dict[str, Any] = dict(base.config.get("config") or {})
         env = _env_dict(inherited.get("Env") or [])
@@ -228,19 +200,17 @@ class _Baker:
         if ports:
             image_config["ExposedPorts"] = ports
         return {
-            "created": self._created(),
+            "created": created(self.epoch),
             "architecture": base.config.get("architecture") or machine_architecture(),
             "os": base.config.get("os") or "linux",
             "config": image_config,
-            "rootfs": {"type": "layers", "diff_ids": [layer.diff_id for layer in layers]},
-            "history": history,
         }
 
     def _annotations(self, name: str, recipe: ImageRecipe, base: BaseImage) -> dict[str, str]:
         annotations = dict(recipe.annotations)
         annotations.update(
             {
-                ANNOTATION_CREATED: self._created(),
+                ANNOTATION_CREATED: created(self.epoch),
                 ANNOTATION_BASE_NAME: recipe.base,
                 ANNOTATION_SPEC: self.project.image_spec_digest(name),
                 ANNOTATION_COMPRESSOR: COMPRESSOR,
@@ -265,14 +235,3 @@ def _env_dict(pairs: list[str]) -> dict[str, str]:
 def machine_architecture() -> str:
     machine = platform.machine().lower()
     return {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(machine, machine)
-
-
-def git_revision(root: Path) -> str:
-    """The commit the project is at ("" outside git): recorded, so an image says where it came from."""
-    try:
-        result = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
-    return result.stdout.strip() if result.returncode == 0 else ""

@@ -15,13 +15,13 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from docker.utils.build import PatternMatcher
-
 from herdsman.errors import BakeError
 from herdsman.image.tarball import Entry
 
 IGNORE_FILES = (".herdignore", ".dockerignore")
-ALWAYS_IGNORED = [".herd", ".git", "**/__pycache__", "**/*.pyc", ".venv", "herd.lock"]
+# Never copied: herdsman's own state, VCS data, virtualenvs and Python caches.
+ALWAYS_IGNORED_NAMES = frozenset({".herd", ".git", ".venv", "__pycache__"})
+ALWAYS_IGNORED_AT_ROOT = frozenset({"herd.lock"})
 
 
 @dataclass(frozen=True)
@@ -36,8 +36,8 @@ class SourceFile:
 
 
 def ignore_patterns(src: Path) -> list[str]:
-    """Patterns from the first of .herdignore / .dockerignore in ``src``, after the built-in ones."""
-    patterns = list(ALWAYS_IGNORED)
+    """Patterns (Docker's .dockerignore syntax) from the first of .herdignore / .dockerignore in ``src``."""
+    patterns: list[str] = []
     for name in IGNORE_FILES:
         file = src / name
         if file.is_file():
@@ -94,8 +94,7 @@ def scan(root: Path, src: str, dest: str, cache: StatCache) -> list[SourceFile]:
         info = base.stat()
         name = f"{dest_path}/{base.name}" if dest_path else base.name
         return [SourceFile(name, "file", bool(info.st_mode & 0o111), cache.digest(base, info), base)]
-    matcher = PatternMatcher(ignore_patterns(base))
-    for rel in matcher.walk(str(base)):
+    for rel in _walk(base):
         path = base / rel
         image_path = f"{dest_path}/{rel}" if dest_path else rel
         info = path.lstat()
@@ -116,6 +115,34 @@ def scan(root: Path, src: str, dest: str, cache: StatCache) -> list[SourceFile]:
         out.append(SourceFile(dest_path, "dir", False, "", base))
     out.sort(key=lambda f: f.image_path)
     return out
+
+
+def _always_ignored(rel: str) -> bool:
+    parts = rel.split("/")
+    return (
+        any(part in ALWAYS_IGNORED_NAMES for part in parts)
+        or rel.endswith(".pyc")
+        or rel in ALWAYS_IGNORED_AT_ROOT
+    )
+
+
+def _walk(base: Path) -> list[str]:
+    """Relative paths under ``base`` that are not ignored. Docker's own matcher (from the docker SDK)
+    reads ignore files, so they mean exactly what they mean to `docker build`; it is imported only
+    when there is such a file, because importing the SDK costs more than a no-op bake."""
+    patterns = ignore_patterns(base)
+    if patterns:
+        from docker.utils.build import PatternMatcher
+
+        found = list(PatternMatcher(patterns).walk(str(base)))
+    else:
+        found = []
+        for directory, dirs, files in os.walk(base):
+            rel_dir = os.path.relpath(directory, base)
+            prefix = "" if rel_dir == "." else rel_dir + "/"
+            dirs[:] = [d for d in dirs if d not in ALWAYS_IGNORED_NAMES]
+            found += [prefix + name for name in dirs + files]
+    return [rel for rel in found if not _always_ignored(rel)]
 
 
 def layer_key(files: list[SourceFile]) -> list[list[object]]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import tomllib
 import types
 import typing
@@ -20,10 +19,9 @@ from pydantic import BaseModel, ValidationError
 
 from herdsman.errors import Problem, SpecError
 from herdsman.spec.durations import HINT as DURATION_HINT
+from herdsman.spec.files import STACK_FILE, find_stack_file, home_for
 from herdsman.spec.models import Stack
 from herdsman.spec.rules import check_stack
-
-STACK_FILE = "herd.toml"
 
 
 @dataclass(frozen=True)
@@ -52,22 +50,6 @@ class Project:
         }
         blob = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
         return "sha256:" + hashlib.sha256(blob).hexdigest()
-
-
-def find_stack_file(start: Path | None = None) -> Path:
-    """herd.toml in ``start`` (a file or directory) or the nearest parent directory holding one."""
-    here = (start or Path.cwd()).resolve()
-    if here.is_file() or here.suffix == ".toml":
-        return here
-    for directory in (here, *here.parents):
-        candidate = directory / STACK_FILE
-        if candidate.is_file():
-            return candidate
-    raise SpecError(
-        Problem(
-            "", f"no {STACK_FILE} here or in any parent of {here}", "run `herd init` to write a starter one"
-        ),
-    )
 
 
 def load_project(path: Path | None = None) -> Project:
@@ -140,7 +122,7 @@ def _key_path(loc: tuple[Any, ...]) -> str:
 
 
 def _pattern_hint(loc: tuple[Any, ...]) -> str:
-    if loc and loc[-1] == "[key]" or (len(loc) >= 2 and loc[0] in ("service", "volume", "environment")):
+    if (loc and loc[-1] == "[key]") or (len(loc) >= 2 and loc[0] in ("service", "volume", "environment")):
         return "names use lower-case letters, digits and '-', starting with a letter"
     return "see `herd init` for a commented example"
 
@@ -188,5 +170,4 @@ def _container_item(annotation: Any) -> Any:
 
 def herd_home(project: Project) -> Path:
     """Where herdsman keeps images, state, logs and volumes: `.herd/` beside herd.toml, or $HERD_HOME."""
-    override = os.environ.get("HERD_HOME")
-    return Path(override).resolve() if override else project.root / ".herd"
+    return home_for(project.file)

@@ -227,3 +227,38 @@ def test_unknown_service_is_a_clear_error(tmp_path: Path) -> None:
     file = write_project(tmp_path / "app", APP_TOML, {"src/a.py": ""})
     with pytest.raises(BakeError, match="no service 'api'"):
         bake(load_project(file), ["api"])
+
+
+def test_quick_bake_gives_the_same_image_as_a_full_bake(tmp_path: Path) -> None:
+    from herdsman.image.assemble import quick_bake
+
+    file = write_project(
+        tmp_path / "app", REQ_TOML, {"src/app.py": "print('v1')\n", "requirements.txt": REQUIREMENTS}
+    )
+    make_wheel(file.parent / "wheels")
+    home = file.parent / ".herd"
+    assert quick_bake(file, home) is None, "nothing prepared yet"
+    bake(load_project(file))
+    (file.parent / "src" / "app.py").write_text("print('v2')\n")
+    quick = quick_bake(file, home)
+    assert quick is not None and [b.split()[0] for b in quick[0].built] == ["copy"]
+    assert quick[0].reused and quick[0].reused[0].startswith("requirements")
+    # a full bake of the same inputs in a fresh store agrees byte for byte
+    other = tmp_path / "copy"
+    shutil.copytree(file.parent, other, ignore=shutil.ignore_patterns(".herd"))
+    assert bake(load_project(other / "herd.toml"))[0].image.digest == quick[0].image.digest
+    # herd.toml changed: the prepared recipes no longer apply
+    file.write_text(file.read_text().replace("port = 8000", "port = 8001"))
+    assert quick_bake(file, home) is None
+
+
+def test_quick_bake_is_refused_when_a_prepared_layer_is_gone(tmp_path: Path) -> None:
+    from herdsman.image.assemble import quick_bake
+
+    file = write_project(tmp_path / "app", REQ_TOML, {"src/app.py": "", "requirements.txt": REQUIREMENTS})
+    make_wheel(file.parent / "wheels")
+    result = bake(load_project(file))[0]
+    store = image_store(load_project(file))
+    req_layer = store.manifest(result.image.digest)["layers"][0]["digest"]
+    store.blob_path(req_layer).unlink()
+    assert quick_bake(file, file.parent / ".herd") is None
