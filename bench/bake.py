@@ -29,7 +29,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from herdsman.image.export import export_image
-
 from herdsman.image.lock import Lock
 from herdsman.image.oci import ImageStore
 
