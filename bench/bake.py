@@ -131,7 +131,7 @@ def main() -> None:
                 median_of(args.runs, nothing, [*docker[:2], "--no-cache", *docker[2:]], work, env),
             ),
             "no-op": (
-                median_of(args.runs, nothing, herd, work),
+                median_of(args.runs, nothing, herd, work, HERD_ENV),
                 median_of(args.runs, nothing, docker, work, env),
             ),
             "one file": (
