@@ -33,12 +33,14 @@ def parse_duration(text: object) -> float:
 
 
 def format_duration(seconds: float) -> str:
-    """The shortest of "250ms", "1s", "2m" that says exactly ``seconds`` (used in output and docs)."""
-    if seconds < 1 and seconds * 1000 == int(seconds * 1000):
-        return f"{int(seconds * 1000)}ms"
-    for unit, size in (("h", 3600), ("m", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{int(seconds // size)}{unit}"
-    if seconds == int(seconds):
+    """The shortest of "250ms", "1s", "2m", "1h" that says exactly ``seconds``; it parses back to
+    the same value (releases store durations this way)."""
+    if seconds >= 1 and seconds == int(seconds):
+        for unit, size in (("h", 3600), ("m", 60)):
+            if seconds % size == 0:
+                return f"{int(seconds // size)}{unit}"
         return f"{int(seconds)}s"
-    return f"{seconds:g}s"
+    milliseconds = round(seconds * 1000)
+    if abs(milliseconds / 1000 - seconds) < 1e-9:
+        return f"{milliseconds}ms"
+    return f"{seconds:.9f}".rstrip("0").rstrip(".") + "s"

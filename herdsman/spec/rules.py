@@ -116,6 +116,7 @@ def _check_service(key: str, service: Service, stack: Stack) -> list[Problem]:
                 Problem(
                     f"{key}.image.requirements",
                     f"{recipe.requirements!r} must be a file inside the project, relative to herd.toml",
+                    "an image is baked from the project's files only, so that it can be reproduced",
                 )
             )
     health = service.health
@@ -149,7 +150,11 @@ def _check_service(key: str, service: Service, stack: Stack) -> list[Problem]:
     if service.scale is not None:
         scale = service.scale
         if scale.min > scale.max:
-            problems.append(Problem(f"{key}.scale.min", f"min {scale.min} is above max {scale.max}"))
+            problems.append(
+                Problem(
+                    f"{key}.scale.min", f"min {scale.min} is above max {scale.max}", "make min at most max"
+                )
+            )
         if (scale.target_inflight is None) == (scale.target_rps is None):
             problems.append(
                 Problem(
