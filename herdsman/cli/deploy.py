@@ -23,10 +23,13 @@ WAIT_OPTION = click.option(
 
 
 def _deployment(ctx: Context, env: str | None, reporter: RichReporter | None = None) -> Deployment:
-    from herdsman.router.client import ensure_router_pools
-
     project = ctx.project()
     deployment = Deployment(project, env, reporter=reporter)
+    try:
+        from herdsman.router.client import ensure_router_pools
+    except ImportError:
+        console.print("[yellow]·[/] no router in this build yet: instances serve on their own ports")
+        return deployment
     deployment.executor.pools = ensure_router_pools(project, deployment.env)
     return deployment
 

@@ -32,6 +32,17 @@ def _project(tmp_path: Path, extra: str = "", app: str | None = None):  # type: 
     return load_project(root / "herd.toml")
 
 
+@pytest.fixture(autouse=True)
+def _stop_leftovers(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """Whatever a failing test leaves running is stopped: no orphan instance outlives the test."""
+    yield
+    home = tmp_path / "hello" / ".herd"
+    if (home / "images").exists():
+        driver = ProcessDriver(home, image_store(load_project(tmp_path / "hello" / "herd.toml")))
+        for instance in driver.list_now():
+            asyncio.run(driver.stop(instance.id, 1))
+
+
 def _setup(project):  # type: ignore[no-untyped-def]
     home = project.root / ".herd"
     store = image_store(project)

@@ -6,6 +6,7 @@ import asyncio
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -22,11 +23,15 @@ from tests.helpers import HELLO
 
 
 @pytest.fixture
-def hello(tmp_path: Path) -> tuple[Path, str]:
+def hello(tmp_path: Path) -> Iterator[tuple[Path, str]]:
     shutil.copytree(HELLO, tmp_path / "hello", ignore=shutil.ignore_patterns(".herd", "__pycache__"))
     project = load_project(tmp_path / "hello" / "herd.toml")
     digest = bake(project)[0].image.digest
-    return tmp_path / "hello" / ".herd", digest
+    home = tmp_path / "hello" / ".herd"
+    yield home, digest
+    driver = ProcessDriver(home, image_store(project))  # no orphan outlives a failing test
+    for instance in driver.list_now():
+        asyncio.run(driver.stop(instance.id, 1))
 
 
 def _spec(
