@@ -30,6 +30,8 @@ HELP = """herdsman: immutable infrastructure for a stack described in one herd.t
   herd releases  the release history
   herd ps        the running instances
   herd down      stop every instance (volumes and logs stay)
+  herd up        deploy and keep the stack running with the agent (-d: in the background)
+  herd logs      the logs of every instance, merged by time
 """
 
 
@@ -63,6 +65,7 @@ COMMANDS = {
     "ps": "herdsman.cli.deploy:ps",
     "down": "herdsman.cli.deploy:down",
     "logs": "herdsman.cli.deploy:logs",
+    "up": "herdsman.cli.deploy:up",
 }
 
 

@@ -9,6 +9,7 @@ from datetime import datetime
 import click
 from rich.table import Table
 
+from herdsman.agent.daemon import Agent
 from herdsman.cli.app import Context, pass_context
 from herdsman.cli.ui import RichReporter, console, short
 from herdsman.deploy.release import changed_keys
@@ -159,3 +160,81 @@ def logs(
     if follow:
         for line in log_store.follow(root, services, release):
             console.print(line.render(), markup=False, highlight=False, soft_wrap=True)
+
+
+@click.command()
+@ENV_OPTION
+@click.option(
+    "-d", "--detach", is_flag=True, help="Run the agent in the background (log: .herd/logs/agent-ENV.log)."
+)
+@click.option(
+    "--no-deploy", is_flag=True, help="Only resume and keep what runs; do not deploy the current files."
+)
+@pass_context
+def up(ctx: Context, env: str | None, detach: bool, no_deploy: bool) -> None:
+    """Bake if needed, deploy the stack and keep it running with the agent in the foreground.
+
+    Ctrl-C stops the agent only: instances (and the router) keep serving, and the next
+    `herd up` adopts them. With -d the agent runs detached and the command returns once the
+    first deploy is done.
+    """
+    import os
+    import subprocess
+    import sys
+
+    from herdsman.agent.daemon import agent_pid
+    from herdsman.spec import herd_home
+
+    project = ctx.project()
+    if detach:
+        deployment = Deployment(project, env)
+        home = herd_home(project)
+        log = home / "logs" / f"agent-{deployment.env}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        argv = [sys.executable, "-m", "herdsman", "-f", str(project.file), "up", "--env", deployment.env]
+        if no_deploy:
+            argv.append("--no-deploy")
+        with log.open("ab") as out:
+            child = subprocess.Popen(
+                argv, stdout=out, stderr=out, stdin=subprocess.DEVNULL, start_new_session=True
+            )
+        for _ in range(1200):  # the first deploy: until the agent holds its lock and says it is ready
+            if child.poll() is not None:
+                raise click.ClickException(f"the agent stopped (exit {child.returncode}); see {log}")
+            if agent_pid(home, deployment.env) == child.pid and _ready(deployment, child.pid):
+                break
+            time.sleep(0.1)
+        console.print(
+            f"agent running in the background (pid {child.pid}, log {log}); `herd ps` shows the instances"
+        )
+        return
+    agent = Agent(project, env)
+    try:
+        from herdsman.router.client import ensure_router_pools
+    except ImportError:
+        pass
+    else:
+        agent.deployment.executor.pools = ensure_router_pools(project, agent.env)
+    console.print(
+        f"agent for {agent.env} starting (pid {os.getpid()}); Ctrl-C stops the agent, not the instances"
+    )
+    asyncio.run(_run_agent(agent, deploy=not no_deploy))
+
+
+async def _run_agent(agent: Agent, *, deploy: bool) -> None:
+    import os
+
+    ready = asyncio.Event()
+    task = asyncio.create_task(agent.run(deploy=deploy, ready=ready))
+    waiting = asyncio.create_task(ready.wait())
+    await asyncio.wait({task, waiting}, return_when=asyncio.FIRST_COMPLETED)
+    if not task.done():
+        agent.deployment.state.event(agent.env, "agent", f"agent ready (pid {os.getpid()})")
+        console.print("[green]ready[/]: the stack runs; this agent keeps it so")
+    waiting.cancel()
+    await task
+
+
+def _ready(deployment: Deployment, pid: int) -> bool:
+    events = deployment.state.events(deployment.env)
+    return any(e["kind"] == "agent" and e["message"] == f"agent ready (pid {pid})" for e in events[-50:])

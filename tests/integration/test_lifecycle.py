@@ -1,0 +1,149 @@
+"""The deploy lifecycle through the `herd` command, on real processes: volumes and logs outlive ten
+deploys, a deploy lock keeps deploys apart, and a control plane killed mid-rollout is recovered by
+the agent, with no orphan process left behind."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from herdsman.state import StateStore
+from tests.helpers import HELLO
+
+
+def herd(
+    project: Path, *args: str, check: bool = True, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [sys.executable, "-m", "herdsman", "-f", str(project / "herd.toml"), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"herd {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def instances_running(project: Path) -> list[dict[str, str]]:
+    out = herd(project, "ps").stdout.splitlines()[1:]
+    return [
+        dict(zip(["id", "service", "release", "image", "state"], line.split()[:5], strict=False))
+        for line in out
+    ]
+
+
+def instance_groups(project: Path) -> set[int]:
+    """Process groups (one per instance) of processes running this project's images, found in the
+    whole process table: more groups than instances would be an orphan."""
+    groups = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if str(project) in cmd and "app.py" in cmd and stat.rsplit(")", 1)[1].split()[0] != "Z":
+                groups.add(int(stat.rsplit(")", 1)[1].split()[2]))
+    return groups
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Iterator[Path]:
+    root = tmp_path / "hello"
+    shutil.copytree(HELLO, root, ignore=shutil.ignore_patterns(".herd", "__pycache__"))
+    text = (root / "herd.toml").read_text().replace('interval = "500ms"', 'interval = "100ms"')
+    (root / "herd.toml").write_text(text.replace('timeout = "500ms"', 'timeout = "100ms"'))
+    yield root
+    pid_file = root / ".herd" / "run" / "agent-production.pid"
+    if pid_file.exists() and pid_file.read_text().strip().isdigit():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(pid_file.read_text()), signal.SIGTERM)
+    herd(root, "down", check=False)
+
+
+def test_volume_and_logs_survive_ten_deploys(project: Path) -> None:
+    app = project / "app" / "app.py"
+    original = app.read_text()
+    for n in range(10):
+        app.write_text(original + f"\n# deploy {n}\n")
+        herd(project, "deploy")
+        address = next(line.split()[-1] for line in herd(project, "ps").stdout.splitlines()[1:])
+        page = httpx.get(f"http://{address}/", timeout=5).text
+        assert f"visit number <b id=visits>{n + 1}</b>" in page, "the counter lives on the volume"
+    assert (project / ".herd" / "volumes" / "counter" / "visits").read_text() == "10"
+    releases = StateStore(project / ".herd" / "state.db").releases("production")
+    assert len(releases) == 10 and releases[-1].status == "deployed"
+    first_release_logs = herd(project, "logs", "--release", "1").stdout
+    assert "hello listening" in first_release_logs, "logs of replaced instances stay readable"
+    assert len(instance_groups(project)) == 2, "two replicas, and no orphan"
+
+
+def test_a_second_concurrent_deploy_is_refused_clearly(project: Path) -> None:
+    app = project / "app" / "app.py"
+    app.write_text(
+        app.read_text().replace("def main() -> None:", "def main() -> None:\n    import time; time.sleep(2)")
+    )
+    slow = subprocess.Popen(
+        [sys.executable, "-m", "herdsman", "-f", str(project / "herd.toml"), "deploy"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(1.0)
+        second = herd(project, "deploy", check=False)
+        assert second.returncode == 1
+        assert "another deploy of environment 'production' is running" in second.stderr
+        assert "--wait" in second.stderr
+    finally:
+        assert slow.wait(timeout=120) == 0, slow.stderr.read() if slow.stderr else ""
+
+
+def test_agent_finishes_a_rollout_whose_deployer_was_killed(project: Path) -> None:
+    herd(project, "up", "-d", timeout=120)
+    assert {i["release"] for i in instances_running(project)} == {"1"}
+    app = project / "app" / "app.py"
+    # release 2 starts slowly, so the rollout is surely under way when its deployer dies
+    app.write_text(
+        app.read_text().replace(
+            "def main() -> None:", "def main() -> None:\n    import time; time.sleep(1.5)"
+        )
+    )
+    deployer = subprocess.Popen(
+        [sys.executable, "-m", "herdsman", "-f", str(project / "herd.toml"), "deploy"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    state = StateStore(project / ".herd" / "state.db")
+    for _ in range(200):
+        if state.unfinished_rollouts("production"):
+            break
+        time.sleep(0.05)
+    time.sleep(0.5)
+    deployer.send_signal(signal.SIGKILL)
+    deployer.wait()
+    for _ in range(300):  # the agent notices the interrupted rollout and finishes it
+        running = [i for i in instances_running(project) if i["state"] == "running"]
+        if (
+            {i["release"] for i in running} == {"2"}
+            and len(running) == 2
+            and not state.unfinished_rollouts("production")
+        ):
+            break
+        time.sleep(0.1)
+    running = [i for i in instances_running(project) if i["state"] == "running"]
+    assert {i["release"] for i in running} == {"2"} and len(running) == 2
+    assert state.release("production", 2).status == "deployed"
+    assert len(instance_groups(project)) == 2, "no orphan instance process"
