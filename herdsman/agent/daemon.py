@@ -37,7 +37,7 @@ def agent_lock(home: Path, env: str) -> Iterator[None]:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
             raise HerdError(
                 f"an agent for environment {env!r} is already running (pid {holder})",
-                hint="`herd ps` shows what it runs; stop it with `herd agent stop` or kill that pid",
+                hint="`herd down` stops it and the instances; `herd deploy` deploys through the running one",
             ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)

@@ -130,8 +130,22 @@ def ps(ctx: Context, env: str | None) -> None:
 @ENV_OPTION
 @pass_context
 def down(ctx: Context, env: str | None) -> None:
-    """Stop every instance of the environment. Volumes, logs and releases stay."""
+    """Stop the agent and every instance of the environment. Volumes, logs and releases stay."""
+    import os
+    import signal
+
+    from herdsman.agent.daemon import agent_pid
+    from herdsman.spec import herd_home
+
     deployment = _deployment(ctx, env)
+    pid = agent_pid(herd_home(deployment.project), deployment.env)
+    if pid is not None:
+        os.kill(pid, signal.SIGTERM)  # the agent first, so it does not replace what is being stopped
+        for _ in range(100):
+            if agent_pid(herd_home(deployment.project), deployment.env) is None:
+                break
+            time.sleep(0.1)
+        console.print(f"stopped the agent (pid {pid})")
     count = asyncio.run(deployment.down())
     console.print(f"stopped {count} instance(s) of {deployment.env}; volumes and logs are kept")
 
