@@ -222,16 +222,22 @@ class ProcessDriver:
     def _reap(self, pid: int, ticks: int | None, wait: float) -> None:
         if pid <= 0:
             return
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline and self._exit_code(pid) is None and _alive(pid, ticks):
-            time.sleep(0.02)
-        if self._exit_code(pid) is None and _alive(pid, ticks):
+        if not self._wait_gone(pid, ticks, wait):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         child = self._children.pop(pid, None)
         if child is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 child.wait(timeout=5)
+
+    def _wait_gone(self, pid: int, ticks: int | None, seconds: float) -> bool:
+        """Wait up to ``seconds`` for the process to end; say whether it did."""
+        deadline = time.monotonic() + seconds
+        while self._exit_code(pid) is None and _alive(pid, ticks):
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.02)
+        return True
 
     def _exit_code(self, pid: int) -> int | None:
         child = self._children.get(pid)
@@ -249,10 +255,7 @@ class ProcessDriver:
             for member in targets or [pid]:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(member, signal.SIGTERM)
-            deadline = time.monotonic() + grace
-            while time.monotonic() < deadline and self._exit_code(pid) is None and _alive(pid, ticks):
-                time.sleep(0.02)
-            if self._exit_code(pid) is None and _alive(pid, ticks):
+            if not self._wait_gone(pid, ticks, grace):
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(pid, signal.SIGKILL)
         for member in _group_members(pid):  # anything left of the instance
