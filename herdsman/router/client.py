@@ -1,0 +1,139 @@
+"""Talking to the router process: start it when it is not running, set routes, pools and drains.
+
+`RouterPools` is what the rollout executor uses (`deploy.execute.Pools`); `ensure_router_pools`
+starts the router of a project if needed (its own process, in its own session: it outlives the
+agent and the CLI) and gives it the routes of the stack.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from herdsman.errors import DeployError
+from herdsman.spec import Project, herd_home
+
+
+class RouterClient:
+    def __init__(self, socket_path: Path) -> None:
+        self.socket_path = socket_path
+
+    async def call(self, request: dict[str, Any], timeout: float = 30.0) -> dict[str, Any]:
+        try:
+            reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(str(self.socket_path)), 5)
+        except (OSError, TimeoutError) as exc:
+            raise DeployError(
+                f"the router is not answering on {self.socket_path}: {exc}", retryable=True
+            ) from exc
+        try:
+            writer.write(json.dumps(request).encode() + b"\n")
+            await writer.drain()
+            line = await asyncio.wait_for(reader.readline(), timeout)
+        finally:
+            writer.close()
+        reply: dict[str, Any] = json.loads(line or b"{}")
+        if not reply.get("ok"):
+            raise DeployError(f"the router refused {request.get('op')}: {reply.get('error', 'no reply')}")
+        return reply
+
+    def call_now(self, request: dict[str, Any]) -> dict[str, Any]:
+        return asyncio.run(self.call(request))
+
+
+class RouterPools:
+    """The executor's view of the router."""
+
+    def __init__(self, client: RouterClient) -> None:
+        self.client = client
+
+    async def set_pool(self, route: str, backends: list[tuple[str, str, int]]) -> None:
+        payload = [{"id": i, "address": a, "weight": w} for i, a, w in backends]
+        await self.client.call({"op": "set_pool", "route": route, "backends": payload})
+
+    async def drain(self, route: str, addresses: list[str], timeout: float) -> None:
+        await self.client.call(
+            {"op": "drain", "route": route, "addresses": addresses, "timeout": timeout}, timeout + 10
+        )
+
+
+def router_paths(home: Path) -> tuple[Path, Path, Path]:
+    run = home / "run"
+    return run / "router.sock", run / "router.json", home / "logs" / "router.log"
+
+
+def ensure_router(home: Path) -> RouterClient:
+    """The router of ``home``, started (detached) if it is not running."""
+    socket_path, state_path, log = router_paths(home)
+    client = RouterClient(socket_path)
+    try:
+        client.call_now({"op": "ping"})
+        return client
+    except DeployError:
+        pass
+    socket_path.parent.mkdir(parents=True, exist_ok=True)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    argv = [
+        sys.executable,
+        "-m",
+        "herdsman.router",
+        "--control",
+        str(socket_path),
+        "--state",
+        str(state_path),
+    ]
+    with log.open("ab") as out:
+        child = subprocess.Popen(
+            argv, stdout=out, stderr=out, stdin=subprocess.DEVNULL, start_new_session=True
+        )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if child.poll() is not None:
+            raise DeployError(f"the router stopped at start (exit {child.returncode})", hint=f"see {log}")
+        if socket_path.exists():
+            try:
+                client.call_now({"op": "ping"})
+                return client
+            except DeployError:
+                pass
+        time.sleep(0.05)
+    raise DeployError("the router did not come up within 10s", hint=f"see {log}")
+
+
+def stack_routes(project: Project, env: str) -> list[dict[str, Any]]:
+    routes = []
+    for name, service in sorted(project.stack.service.items()):
+        if service.route is not None:
+            routes.append(
+                {
+                    "name": f"{env}/{name}",
+                    "listen": service.route.listen,
+                    "host": service.route.host,
+                    "drain_timeout": service.route.drain_timeout,
+                }
+            )
+    return routes
+
+
+def ensure_router_pools(project: Project, env: str) -> RouterPools:
+    client = ensure_router(herd_home(project))
+    client.call_now({"op": "set_routes", "prefix": f"{env}/", "routes": stack_routes(project, env)})
+    return RouterPools(client)
+
+
+def router_pid(home: Path) -> int | None:
+    try:
+        return int(RouterClient(router_paths(home)[0]).call_now({"op": "ping"})["pid"])
+    except DeployError:
+        return None
+
+
+def stop_router(home: Path) -> None:
+    pid = router_pid(home)
+    if pid is not None:
+        os.kill(pid, 15)

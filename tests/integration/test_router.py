@@ -1,0 +1,281 @@
+"""The embedded router as its own process, in front of real instances: zero failed requests while
+pools switch, rolling and blue-green deploys under a bounded load, drain, retries, 503, Host routing."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import pytest
+
+from herdsman.router.client import RouterClient, ensure_router, router_paths, stop_router
+from tests.helpers import HELLO
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Backend:
+    """A small HTTP/1.1 keep-alive server answering with its own name."""
+
+    def __init__(self, name: str, delay: float = 0.0) -> None:
+        self.name = name
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:
+                if self.path.startswith("/slow"):
+                    time.sleep(float(self.path.rsplit("/", 1)[-1]))
+                body = outer.name.encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", "0"))
+                body = self.rfile.read(length)
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body) + len(outer.name) + 1))
+                self.end_headers()
+                self.wfile.write(outer.name.encode() + b":" + body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.address = f"127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def router(tmp_path: Path) -> Iterator[tuple[RouterClient, str]]:
+    home = tmp_path / ".herd"
+    client = ensure_router(home)
+    port = free_port()
+    client.call_now({"op": "set_routes", "routes": [{"name": "p/web", "listen": f"127.0.0.1:{port}"}]})
+    yield client, f"http://127.0.0.1:{port}"
+    stop_router(home)
+
+
+def pool(client: RouterClient, *backends: Backend, weights: tuple[int, ...] = ()) -> None:
+    payload = [
+        {"id": b.name, "address": b.address, "weight": (weights[i] if weights else 1)}
+        for i, b in enumerate(backends)
+    ]
+    client.call_now({"op": "set_pool", "route": "p/web", "backends": payload})
+
+
+def test_per_request_balancing_over_one_connection_and_weights(router: tuple[RouterClient, str]) -> None:
+    client, url = router
+    a, b = Backend("a"), Backend("b")
+    pool(client, a, b)
+    with httpx.Client() as http:
+        seen = [http.get(url).text for _ in range(10)]
+    assert seen.count("a") == 5 and seen.count("b") == 5, "one keep-alive client connection, both backends"
+    pool(client, a, b, weights=(3, 1))
+    with httpx.Client() as http:
+        seen = [http.get(url).text for _ in range(40)]
+    assert seen.count("a") == 30
+    stats = client.call_now({"op": "stats"})["stats"]["p/web"]["backends"]
+    assert sum(s["requests"] for s in stats) >= 50
+    a.stop(), b.stop()
+
+
+def test_no_backend_is_a_clear_503_and_unknown_host_404(
+    tmp_path: Path, router: tuple[RouterClient, str]
+) -> None:
+    client, url = router
+    response = httpx.get(url)
+    assert response.status_code == 503 and "no healthy instance for route p/web" in response.text
+    port = url.rsplit(":", 1)[1]
+    client.call_now(
+        {
+            "op": "set_routes",
+            "routes": [{"name": "p/web", "listen": f"127.0.0.1:{port}", "host": "web.localhost"}],
+        }
+    )
+    assert httpx.get(url, headers={"Host": "other.localhost"}).status_code == 404
+
+
+def test_pool_switch_under_load_fails_nothing(router: tuple[RouterClient, str]) -> None:
+    client, url = router
+    old, new = [Backend(f"old{i}") for i in range(3)], [Backend(f"new{i}") for i in range(3)]
+    pool(client, *old)
+    results: list[str] = []
+    failures: list[str] = []
+
+    async def load(stop_at: float) -> None:
+        async with httpx.AsyncClient(timeout=5) as http:
+
+            async def worker() -> None:
+                while time.monotonic() < stop_at:
+                    try:
+                        response = await http.get(url)
+                        if response.status_code != 200:
+                            failures.append(f"{response.status_code} {response.text}")
+                        results.append(response.text)
+                    except httpx.HTTPError as exc:
+                        failures.append(repr(exc))
+
+            await asyncio.gather(*(worker() for _ in range(8)))
+
+    thread = threading.Thread(target=lambda: asyncio.run(load(time.monotonic() + 3)))
+    thread.start()
+    time.sleep(1)
+    pool(client, *new)
+    client.call_now({"op": "drain", "route": "p/web", "addresses": [b.address for b in old], "timeout": 5})
+    for backend in old:
+        backend.stop()
+    thread.join()
+    assert failures == [] and len(results) > 200
+    assert set(results) <= {b.name for b in old + new}
+    assert results[-1].startswith("new")
+    for backend in new:
+        backend.stop()
+
+
+def test_killed_backend_is_retried_for_gets(router: tuple[RouterClient, str]) -> None:
+    client, url = router
+    alive = Backend("alive")
+    dead_port = free_port()  # nothing listens there: connections are refused
+    client.call_now(
+        {
+            "op": "set_pool",
+            "route": "p/web",
+            "backends": [
+                {"id": "dead", "address": f"127.0.0.1:{dead_port}"},
+                {"id": "alive", "address": alive.address},
+            ],
+        }
+    )
+    with httpx.Client() as http:
+        assert all(http.get(url).text == "alive" for _ in range(10))
+        assert http.post(url, content=b"x").text == "alive:x", "a refused connection is retried for POST too"
+    alive.stop()
+
+
+def test_drain_lets_in_flight_finish_and_cuts_hung_requests_with_504(
+    router: tuple[RouterClient, str],
+) -> None:
+    client, url = router
+    slow = Backend("slow")
+    pool(client, slow)
+    outcome: dict[str, httpx.Response] = {}
+    threading.Thread(
+        target=lambda: outcome.setdefault("ok", httpx.get(f"{url}/slow/0.5", timeout=10))
+    ).start()
+    threading.Thread(
+        target=lambda: outcome.setdefault("hung", httpx.get(f"{url}/slow/5", timeout=10))
+    ).start()
+    time.sleep(0.2)
+    pool(client)  # out of the pool; then drain with a 1 s timeout
+    reply = client.call_now({"op": "drain", "route": "p/web", "addresses": [slow.address], "timeout": 1})
+    time.sleep(0.3)
+    assert outcome["ok"].status_code == 200 and outcome["ok"].text == "slow"
+    assert outcome["hung"].status_code == 504 and reply["cut"] == 1
+    slow.stop()
+
+
+def test_control_socket_is_private_and_state_survives_a_restart(
+    tmp_path: Path, router: tuple[RouterClient, str]
+) -> None:
+    client, url = router
+    backend = Backend("b")
+    pool(client, backend)
+    socket_path, _state, _log = router_paths(tmp_path / ".herd")
+    assert socket_path.stat().st_mode & 0o777 == 0o600
+    stop_router(tmp_path / ".herd")
+    for _ in range(100):
+        if not socket_path.exists():
+            break
+        time.sleep(0.05)
+    ensure_router(tmp_path / ".herd")
+    assert httpx.get(url).text == "b", "the restarted router serves the last pool from its state file"
+    backend.stop()
+
+
+def test_rolling_deploy_of_hello_under_load_fails_nothing(tmp_path: Path) -> None:
+    root = tmp_path / "hello"
+    shutil.copytree(HELLO, root, ignore=shutil.ignore_patterns(".herd", "__pycache__"))
+    port = free_port()
+    text = (
+        (root / "herd.toml")
+        .read_text()
+        .replace("127.0.0.1:8080", f"127.0.0.1:{port}")
+        .replace("replicas = 2", "replicas = 3")
+    )
+    (root / "herd.toml").write_text(
+        text.replace('interval = "500ms"', 'interval = "100ms"').replace(
+            'timeout = "500ms"', 'timeout = "100ms"'
+        )
+    )
+    herd = [sys.executable, "-m", "herdsman", "-f", str(root / "herd.toml")]
+    try:
+        subprocess.run([*herd, "deploy"], check=True, capture_output=True, timeout=120)
+        failures: list[str] = []
+        releases: list[str] = []
+
+        async def load(stop: threading.Event) -> None:
+            async with httpx.AsyncClient(timeout=5) as http:
+
+                async def worker() -> None:
+                    while not stop.is_set():
+                        try:
+                            response = await http.get(f"http://127.0.0.1:{port}/healthz")
+                            if response.status_code != 200:
+                                failures.append(f"{response.status_code} {response.text}")
+                            releases.append(response.headers.get("x-herd-release", ""))
+                        except httpx.HTTPError as exc:
+                            failures.append(repr(exc))
+
+                await asyncio.gather(*(worker() for _ in range(6)))
+
+        for strategy in ("rolling", "blue-green"):
+            (root / "herd.toml").write_text(
+                (root / "herd.toml")
+                .read_text()
+                .replace(
+                    'strategy = "rolling"' if strategy == "blue-green" else "no-such-text",
+                    'strategy = "blue-green"',
+                )
+            )
+            (root / "app" / "app.py").write_text((root / "app" / "app.py").read_text() + f"\n# {strategy}\n")
+            stop = threading.Event()
+            thread = threading.Thread(target=asyncio.run, args=(load(stop),))
+            thread.start()
+            time.sleep(0.5)
+            result = subprocess.run([*herd, "deploy"], capture_output=True, text=True, timeout=120)
+            time.sleep(0.5)
+            stop.set()
+            thread.join()
+            assert result.returncode == 0, result.stderr
+            assert failures == [], failures[:5]
+            assert len(releases) > 100
+            final = releases[-1]
+            assert final == str(2 if strategy == "rolling" else 3)
+            releases.clear()
+        ps = subprocess.run([*herd, "ps"], capture_output=True, text=True).stdout
+        assert ps.count(" 3 ") >= 3 and " 2 " not in ps.replace("127.0.0.1", "")
+    finally:
+        subprocess.run([*herd, "down"], capture_output=True)
+        stop_router(root / ".herd")
