@@ -14,6 +14,7 @@ from herdsman.cli.app import Context, pass_context
 from herdsman.cli.ui import RichReporter, console, short
 from herdsman.deploy.release import changed_keys
 from herdsman.deploy.run import Deployment
+from herdsman.router.client import ensure_router, ensure_router_pools
 
 ENV_OPTION = click.option(
     "-e", "--env", "env", help="The environment (default: [stack] environment, production)."
@@ -26,11 +27,6 @@ WAIT_OPTION = click.option(
 def _deployment(ctx: Context, env: str | None, reporter: RichReporter | None = None) -> Deployment:
     project = ctx.project()
     deployment = Deployment(project, env, reporter=reporter)
-    try:
-        from herdsman.router.client import ensure_router_pools
-    except ImportError:
-        console.print("[yellow]·[/] no router in this build yet: instances serve on their own ports")
-        return deployment
     deployment.executor.pools = ensure_router_pools(project, deployment.env)
     return deployment
 
@@ -135,18 +131,26 @@ def down(ctx: Context, env: str | None) -> None:
     import signal
 
     from herdsman.agent.daemon import agent_pid
+    from herdsman.router.client import router_pid, stop_router
     from herdsman.spec import herd_home
 
-    deployment = _deployment(ctx, env)
-    pid = agent_pid(herd_home(deployment.project), deployment.env)
+    deployment = Deployment(ctx.project(), env)
+    home = herd_home(deployment.project)
+    pid = agent_pid(home, deployment.env)
     if pid is not None:
         os.kill(pid, signal.SIGTERM)  # the agent first, so it does not replace what is being stopped
         for _ in range(100):
-            if agent_pid(herd_home(deployment.project), deployment.env) is None:
+            if agent_pid(home, deployment.env) is None:
                 break
             time.sleep(0.1)
         console.print(f"stopped the agent (pid {pid})")
     count = asyncio.run(deployment.down())
+    if router_pid(home) is not None:
+        client = ensure_router(home)
+        client.call_now({"op": "set_routes", "prefix": f"{deployment.env}/", "routes": []})
+        if not client.call_now({"op": "stats"})["stats"]:
+            stop_router(home)  # no environment routes through it any more
+            console.print("stopped the router")
     console.print(f"stopped {count} instance(s) of {deployment.env}; volumes and logs are kept")
 
 
@@ -223,12 +227,7 @@ def up(ctx: Context, env: str | None, detach: bool, no_deploy: bool) -> None:
         )
         return
     agent = Agent(project, env)
-    try:
-        from herdsman.router.client import ensure_router_pools
-    except ImportError:
-        pass
-    else:
-        agent.deployment.executor.pools = ensure_router_pools(project, agent.env)
+    agent.deployment.executor.pools = ensure_router_pools(project, agent.env)
     console.print(
         f"agent for {agent.env} starting (pid {os.getpid()}); Ctrl-C stops the agent, not the instances"
     )
