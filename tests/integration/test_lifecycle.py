@@ -4,12 +4,15 @@ the agent, with no orphan process left behind."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -111,39 +114,82 @@ def test_a_second_concurrent_deploy_is_refused_clearly(project: Path) -> None:
         assert slow.wait(timeout=120) == 0, slow.stderr.read() if slow.stderr else ""
 
 
-def test_agent_finishes_a_rollout_whose_deployer_was_killed(project: Path) -> None:
-    herd(project, "up", "-d", timeout=120)
-    assert {i["release"] for i in instances_running(project)} == {"1"}
+def _routed(project: Path) -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    toml = project / "herd.toml"
+    toml.write_text(toml.read_text().replace("127.0.0.1:8080", f"127.0.0.1:{port}"))
+    return port
+
+
+def _load(port: int, stop: threading.Event, failures: list[str], served: list[str]) -> None:
+    async def run() -> None:
+        async with httpx.AsyncClient(timeout=10) as http:
+
+            async def worker() -> None:
+                while not stop.is_set():
+                    try:
+                        response = await http.get(f"http://127.0.0.1:{port}/healthz")
+                        if response.status_code != 200:
+                            failures.append(f"{response.status_code} {response.text}")
+                        served.append(response.headers.get("x-herd-release", ""))
+                    except httpx.HTTPError as exc:
+                        failures.append(repr(exc))
+
+            await asyncio.gather(*(worker() for _ in range(4)))
+
+    asyncio.run(run())
+
+
+@pytest.mark.parametrize("killed", ["agent", "deployer"])
+def test_control_plane_killed_mid_rollout(project: Path, killed: str) -> None:
+    """SIGKILL to whatever runs the rollout: traffic keeps flowing through the router, a new agent
+    adopts the instances and finishes the rollout, and no process is left behind."""
+    port = _routed(project)
+    herd(project, "deploy")
     app = project / "app" / "app.py"
-    # release 2 starts slowly, so the rollout is surely under way when its deployer dies
+    # release 2 starts slowly, so the rollout is surely under way when its runner dies
     app.write_text(
         app.read_text().replace(
             "def main() -> None:", "def main() -> None:\n    import time; time.sleep(1.5)"
         )
     )
-    deployer = subprocess.Popen(
-        [sys.executable, "-m", "herdsman", "-f", str(project / "herd.toml"), "deploy"],
+    failures: list[str] = []
+    served: list[str] = []
+    stop = threading.Event()
+    load = threading.Thread(target=_load, args=(port, stop, failures, served))
+    load.start()
+    command = "up" if killed == "agent" else "deploy"
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "herdsman", "-f", str(project / "herd.toml"), command],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     state = StateStore(project / ".herd" / "state.db")
-    for _ in range(200):
-        if state.unfinished_rollouts("production"):
-            break
-        time.sleep(0.05)
-    time.sleep(0.5)
-    deployer.send_signal(signal.SIGKILL)
-    deployer.wait()
-    for _ in range(300):  # the agent notices the interrupted rollout and finishes it
-        running = [i for i in instances_running(project) if i["state"] == "running"]
-        if (
-            {i["release"] for i in running} == {"2"}
-            and len(running) == 2
-            and not state.unfinished_rollouts("production")
-        ):
-            break
-        time.sleep(0.1)
+    try:
+        for _ in range(200):
+            if state.unfinished_rollouts("production"):
+                break
+            time.sleep(0.05)
+        time.sleep(0.5)
+        runner.send_signal(signal.SIGKILL)
+        runner.wait()
+        time.sleep(1.0)  # nobody runs the rollout now: the router keeps serving
+        herd(project, "up", "-d", "--no-deploy")
+        for _ in range(300):  # the new agent finishes the interrupted rollout
+            running = [i for i in instances_running(project) if i["state"] == "running"]
+            done = {i["release"] for i in running} == {"2"} and len(running) == 2
+            if done and not state.unfinished_rollouts("production"):
+                break
+            time.sleep(0.1)
+    finally:
+        time.sleep(0.5)
+        stop.set()
+        load.join()
     running = [i for i in instances_running(project) if i["state"] == "running"]
     assert {i["release"] for i in running} == {"2"} and len(running) == 2
     assert state.release("production", 2).status == "deployed"
+    assert failures == [], failures[:5]
+    assert len(served) > 50 and served[-1] == "2"
     assert len(instance_groups(project)) == 2, "no orphan instance process"
