@@ -8,7 +8,9 @@ Retries, so that no request fails while instances come and go:
 - a refused or reset connection before any byte was sent: retried on another backend;
 - no response on a *reused* upstream connection (the backend closed it meanwhile): retried once
   more, for idempotent methods only (a POST may have been acted upon);
-- nothing is retried once a byte of the response reached the client.
+- nothing is retried once a byte of the response reached the client;
+- when every backend of the pool failed that way, the pool is tried again after a short pause
+  (up to three rounds, 0.3 s in all) before the client gets a 503.
 Draining: a backend leaves the pool at once; requests in flight on it finish; those still running
 when the drain timeout passes are cut, with a 504 if their response had not started.
 """
@@ -32,6 +34,7 @@ from herdsman.router.http import (
 )
 
 MAX_RETAINED_BODY = 1 << 20  # request bodies up to this size are kept for a retry
+RETRY_ROUNDS = 3  # rounds over the whole pool when every backend failed before answering
 
 
 @dataclass
@@ -244,8 +247,14 @@ class Router:
             body = await reader.readexactly(length)
         request = head.encode(((b"X-Forwarded-For", forwarded), (b"Connection", b"keep-alive")))
         tried: set[str] = set()
+        rounds = 0
         while True:
             backend = route.choose(tried)
+            if backend is None and tried and body is not None and rounds < RETRY_ROUNDS:
+                rounds += 1  # every backend failed before answering: a short pause, then once more
+                tried.clear()
+                await asyncio.sleep(0.05 * rounds)
+                continue
             if backend is None:
                 writer.write(
                     simple_response(

@@ -279,3 +279,72 @@ def test_rolling_deploy_of_hello_under_load_fails_nothing(tmp_path: Path) -> Non
     finally:
         subprocess.run([*herd, "down"], capture_output=True)
         stop_router(root / ".herd")
+
+
+BAD_RELEASES = {
+    "crashes at start": "import sys\nprint('boom: no DATABASE_URL', flush=True)\nsys.exit(3)\n",
+    "never healthy": "import time\nprint('not listening', flush=True)\ntime.sleep(60)\n",
+    "hangs": (
+        "import os, socket, time\ns = socket.socket()\ns.bind(('127.0.0.1', int(os.environ['PORT'])))\n"
+        "s.listen()\nprint('accepting, never answering', flush=True)\ntime.sleep(60)\n"
+    ),
+    "slow to start": "SLOW",
+}
+
+
+@pytest.mark.parametrize("kind", list(BAD_RELEASES))
+def test_a_bad_release_under_load_fails_no_request(tmp_path: Path, kind: str) -> None:
+    root = tmp_path / "hello"
+    shutil.copytree(HELLO, root, ignore=shutil.ignore_patterns(".herd", "__pycache__"))
+    port = free_port()
+    text = (root / "herd.toml").read_text().replace("127.0.0.1:8080", f"127.0.0.1:{port}")
+    text = text.replace('interval = "500ms"', 'interval = "100ms"').replace(
+        'timeout = "500ms"', 'timeout = "100ms"'
+    )
+    (root / "herd.toml").write_text(text.replace('path = "/healthz"', 'path = "/healthz"\ndeadline = "2s"'))
+    herd = [sys.executable, "-m", "herdsman", "-f", str(root / "herd.toml")]
+    app = root / "app" / "app.py"
+    try:
+        subprocess.run([*herd, "deploy"], check=True, capture_output=True, timeout=120)
+        bad = BAD_RELEASES[kind]
+        if bad == "SLOW":
+            bad = app.read_text().replace(
+                "def main() -> None:", "def main() -> None:\n    import time; time.sleep(4)"
+            )
+        app.write_text(bad)
+        failures: list[str] = []
+        served: list[str] = []
+        stop = threading.Event()
+
+        async def load() -> None:
+            async with httpx.AsyncClient(timeout=5) as http:
+
+                async def worker() -> None:
+                    while not stop.is_set():
+                        try:
+                            response = await http.get(f"http://127.0.0.1:{port}/")
+                            if response.status_code != 200:
+                                failures.append(f"{response.status_code} {response.text}")
+                            served.append(response.headers.get("x-herd-release", ""))
+                        except httpx.HTTPError as exc:
+                            failures.append(repr(exc))
+
+                await asyncio.gather(*(worker() for _ in range(4)))
+
+        thread = threading.Thread(target=asyncio.run, args=(load(),))
+        thread.start()
+        result = subprocess.run([*herd, "deploy"], capture_output=True, text=True, timeout=120)
+        time.sleep(0.3)
+        stop.set()
+        thread.join()
+        assert result.returncode == 1
+        assert "error: instance web-2-" in result.stderr and "previous release keeps serving" in result.stderr
+        if kind == "crashes at start":
+            assert "boom: no DATABASE_URL" in result.stderr
+        assert failures == [], failures[:5]
+        assert set(served) == {"1"} and len(served) > 20
+        releases = subprocess.run([*herd, "releases"], capture_output=True, text=True).stdout
+        assert "failed" in releases
+    finally:
+        subprocess.run([*herd, "down"], capture_output=True)
+        stop_router(root / ".herd")
