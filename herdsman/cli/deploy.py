@@ -14,6 +14,8 @@ from herdsman.cli.app import Context, pass_context
 from herdsman.cli.ui import RichReporter, console, short
 from herdsman.deploy.release import changed_keys
 from herdsman.deploy.run import Deployment
+from herdsman.drivers.base import InstanceState
+from herdsman.errors import HerdError
 from herdsman.router.client import ensure_router, ensure_router_pools
 
 ENV_OPTION = click.option(
@@ -28,13 +30,12 @@ def _deployment(ctx: Context, env: str | None, reporter: RichReporter | None = N
     project = ctx.project()
     deployment = Deployment(project, env, reporter=reporter)
     deployment.executor.pools = ensure_router_pools(project, deployment.env)
+    deployment.executor.on_progress = _print_step  # live: each step as it happens
     return deployment
 
 
-def _print_progress(deployment: Deployment) -> None:
-    for line in deployment.executor.progress:
-        console.print(f"[dim]·[/] {line}")
-    deployment.executor.progress.clear()
+def _print_step(line: str) -> None:
+    console.print(f"[dim]·[/] {line}", highlight=False)
 
 
 @click.command(name="deploy")
@@ -51,10 +52,7 @@ def deploy_command(ctx: Context, env: str | None, wait: float) -> None:
     started = time.monotonic()
     with RichReporter() as reporter:
         deployment = _deployment(ctx, env, reporter)
-        try:
-            release = asyncio.run(deployment.deploy(wait=wait))
-        finally:
-            _print_progress(deployment)
+        release = asyncio.run(deployment.deploy(wait=wait))
     seconds = time.monotonic() - started
     console.print(f"[green]release {release.number}[/] deployed to {deployment.env} in {seconds:.1f}s")
 
@@ -71,10 +69,7 @@ def rollback(ctx: Context, release: int | None, env: str | None, wait: float) ->
     deployed with the same policy as any deploy.
     """
     deployment = _deployment(ctx, env)
-    try:
-        new = asyncio.run(deployment.rollback(release, wait=wait))
-    finally:
-        _print_progress(deployment)
+    new = asyncio.run(deployment.rollback(release, wait=wait))
     console.print(
         f"[green]release {new.number}[/] (a copy of release {new.copy_of}) deployed to {deployment.env}"
     )
@@ -110,16 +105,40 @@ def ps(ctx: Context, env: str | None) -> None:
     deployment = Deployment(project, env)
     labels = {"herd.stack": project.stack.name, "herd.env": deployment.env}
     instances = asyncio.run(deployment.driver.list(labels))
+    health = asyncio.run(_probe_all(deployment, instances))
     table = Table(box=None, pad_edge=False)
-    for column in ("instance", "service", "release", "image", "state", "uptime", "address"):
+    for column in ("instance", "service", "release", "image", "state", "health", "uptime", "address"):
         table.add_column(column)
     now = time.time()
     for item in instances:
         uptime = f"{now - item.started:.0f}s" if item.state == "running" else "-"
         state = item.state if not item.detail else f"{item.state} ({item.detail})"
         image = short(item.labels.get("herd.image", ""))
-        table.add_row(item.id, item.service, str(item.release), image, state, uptime, item.address)
+        table.add_row(
+            item.id, item.service, str(item.release), image, state, health[item.id], uptime, item.address
+        )
     console.print(table)
+
+
+async def _probe_all(deployment: Deployment, instances: list[InstanceState]) -> dict[str, str]:
+    """One health probe per running instance, all at once, with the check of its release."""
+    from herdsman.deploy.release import service_config
+    from herdsman.health import probe
+
+    async def one(item: InstanceState) -> tuple[str, str]:
+        if item.state != "running":
+            return item.id, "-"
+        try:
+            entry = deployment.state.release(deployment.env, item.release).services()[item.service]
+        except (HerdError, KeyError):
+            return item.id, "?"
+        check = service_config(entry).health
+        if check is None:
+            return item.id, "no check"
+        result = await probe(check, "127.0.0.1", item.port)
+        return item.id, "healthy" if result.ok else f"failing ({result.detail})"
+
+    return dict(await asyncio.gather(*(one(i) for i in instances)))
 
 
 @click.command()

@@ -17,7 +17,8 @@ from herdsman.errors import HerdError, SpecError
 
 __all__ = ["RichReporter", "console", "err_console", "human_size", "print_error", "short"]
 
-console = Console(highlight=False)
+# Piped output is for scripts: never wrap or cut a table there (rich would assume 80 columns).
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 1000)
 err_console = Console(stderr=True, highlight=False)
 
 

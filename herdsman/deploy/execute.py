@@ -75,9 +75,12 @@ class Executor:
         self.driver = driver
         self.pools = pools
         self.progress: list[str] = []
+        self.on_progress: Callable[[str], None] | None = None  # e.g. the CLI printing as it goes
 
     def say(self, message: str) -> None:
         self.progress.append(message)
+        if self.on_progress is not None:
+            self.on_progress(message)
 
     # planning -------------------------------------------------------------------------------------
     async def plan(self, release: Release) -> list[Step]:
