@@ -47,3 +47,50 @@ def make_wheel(directory: Path, name: str = "herdtestpkg", version: str = "1.0")
             info = zipfile.ZipInfo(path, date_time=(1980, 1, 1, 0, 0, 0))
             zf.writestr(info, text)
     return wheel
+
+
+class Load:
+    """A bounded load of keep-alive GETs from a few concurrent clients, in a thread, until stopped.
+    Remembers every failure (non-200 or transport error) and the X-Herd-Release of each answer."""
+
+    def __init__(self, url: str, workers: int = 4) -> None:
+        import threading
+
+        self.url = url
+        self.workers = workers
+        self.failures: list[str] = []
+        self.served: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Load:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        import asyncio
+
+        import httpx
+
+        async def worker(http: httpx.AsyncClient) -> None:
+            while not self._stop.is_set():
+                try:
+                    response = await http.get(self.url)
+                    if response.status_code != 200:
+                        self.failures.append(f"{response.status_code} {response.text}")
+                    self.served.append(response.headers.get("x-herd-release", ""))
+                except httpx.HTTPError as exc:
+                    self.failures.append(repr(exc))
+
+        async def main() -> None:
+            async with httpx.AsyncClient(timeout=10) as http:
+                await asyncio.gather(*(worker(http) for _ in range(self.workers)))
+
+        asyncio.run(main())

@@ -4,7 +4,6 @@ the agent, with no orphan process left behind."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import shutil
@@ -12,7 +11,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +19,7 @@ import httpx
 import pytest
 
 from herdsman.state import StateStore
-from tests.helpers import HELLO
+from tests.helpers import HELLO, Load
 
 
 def herd(
@@ -123,25 +121,6 @@ def _routed(project: Path) -> int:
     return port
 
 
-def _load(port: int, stop: threading.Event, failures: list[str], served: list[str]) -> None:
-    async def run() -> None:
-        async with httpx.AsyncClient(timeout=10) as http:
-
-            async def worker() -> None:
-                while not stop.is_set():
-                    try:
-                        response = await http.get(f"http://127.0.0.1:{port}/healthz")
-                        if response.status_code != 200:
-                            failures.append(f"{response.status_code} {response.text}")
-                        served.append(response.headers.get("x-herd-release", ""))
-                    except httpx.HTTPError as exc:
-                        failures.append(repr(exc))
-
-            await asyncio.gather(*(worker() for _ in range(4)))
-
-    asyncio.run(run())
-
-
 @pytest.mark.parametrize("killed", ["agent", "deployer"])
 def test_control_plane_killed_mid_rollout(project: Path, killed: str) -> None:
     """SIGKILL to whatever runs the rollout: traffic keeps flowing through the router, a new agent
@@ -155,11 +134,7 @@ def test_control_plane_killed_mid_rollout(project: Path, killed: str) -> None:
             "def main() -> None:", "def main() -> None:\n    import time; time.sleep(1.5)"
         )
     )
-    failures: list[str] = []
-    served: list[str] = []
-    stop = threading.Event()
-    load = threading.Thread(target=_load, args=(port, stop, failures, served))
-    load.start()
+    load = Load(f"http://127.0.0.1:{port}/healthz").__enter__()
     command = "up" if killed == "agent" else "deploy"
     runner = subprocess.Popen(
         [sys.executable, "-m", "herdsman", "-f", str(project / "herd.toml"), command],
@@ -185,11 +160,10 @@ def test_control_plane_killed_mid_rollout(project: Path, killed: str) -> None:
             time.sleep(0.1)
     finally:
         time.sleep(0.5)
-        stop.set()
-        load.join()
+        load.stop()
     running = [i for i in instances_running(project) if i["state"] == "running"]
     assert {i["release"] for i in running} == {"2"} and len(running) == 2
     assert state.release("production", 2).status == "deployed"
-    assert failures == [], failures[:5]
-    assert len(served) > 50 and served[-1] == "2"
+    assert load.failures == [], load.failures[:5]
+    assert len(load.served) > 50 and load.served[-1] == "2"
     assert len(instance_groups(project)) == 2, "no orphan instance process"

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from herdsman.router.client import RouterClient, ensure_router, router_paths, stop_router
-from tests.helpers import HELLO
+from tests.helpers import HELLO, Load
 
 
 def free_port() -> int:
@@ -232,24 +232,6 @@ def test_rolling_deploy_of_hello_under_load_fails_nothing(tmp_path: Path) -> Non
     herd = [sys.executable, "-m", "herdsman", "-f", str(root / "herd.toml")]
     try:
         subprocess.run([*herd, "deploy"], check=True, capture_output=True, timeout=120)
-        failures: list[str] = []
-        releases: list[str] = []
-
-        async def load(stop: threading.Event) -> None:
-            async with httpx.AsyncClient(timeout=5) as http:
-
-                async def worker() -> None:
-                    while not stop.is_set():
-                        try:
-                            response = await http.get(f"http://127.0.0.1:{port}/healthz")
-                            if response.status_code != 200:
-                                failures.append(f"{response.status_code} {response.text}")
-                            releases.append(response.headers.get("x-herd-release", ""))
-                        except httpx.HTTPError as exc:
-                            failures.append(repr(exc))
-
-                await asyncio.gather(*(worker() for _ in range(6)))
-
         for strategy in ("rolling", "blue-green"):
             (root / "herd.toml").write_text(
                 (root / "herd.toml")
@@ -260,20 +242,14 @@ def test_rolling_deploy_of_hello_under_load_fails_nothing(tmp_path: Path) -> Non
                 )
             )
             (root / "app" / "app.py").write_text((root / "app" / "app.py").read_text() + f"\n# {strategy}\n")
-            stop = threading.Event()
-            thread = threading.Thread(target=asyncio.run, args=(load(stop),))
-            thread.start()
-            time.sleep(0.5)
-            result = subprocess.run([*herd, "deploy"], capture_output=True, text=True, timeout=120)
-            time.sleep(0.5)
-            stop.set()
-            thread.join()
+            with Load(f"http://127.0.0.1:{port}/healthz", workers=6) as load:
+                time.sleep(0.5)
+                result = subprocess.run([*herd, "deploy"], capture_output=True, text=True, timeout=120)
+                time.sleep(0.5)
             assert result.returncode == 0, result.stderr
-            assert failures == [], failures[:5]
-            assert len(releases) > 100
-            final = releases[-1]
-            assert final == str(2 if strategy == "rolling" else 3)
-            releases.clear()
+            assert load.failures == [], load.failures[:5]
+            assert len(load.served) > 100
+            assert load.served[-1] == str(2 if strategy == "rolling" else 3)
         ps = subprocess.run([*herd, "ps"], capture_output=True, text=True).stdout
         assert ps.count(" 3 ") >= 3 and " 2 " not in ps.replace("127.0.0.1", "")
     finally:
@@ -312,37 +288,15 @@ def test_a_bad_release_under_load_fails_no_request(tmp_path: Path, kind: str) ->
                 "def main() -> None:", "def main() -> None:\n    import time; time.sleep(4)"
             )
         app.write_text(bad)
-        failures: list[str] = []
-        served: list[str] = []
-        stop = threading.Event()
-
-        async def load() -> None:
-            async with httpx.AsyncClient(timeout=5) as http:
-
-                async def worker() -> None:
-                    while not stop.is_set():
-                        try:
-                            response = await http.get(f"http://127.0.0.1:{port}/")
-                            if response.status_code != 200:
-                                failures.append(f"{response.status_code} {response.text}")
-                            served.append(response.headers.get("x-herd-release", ""))
-                        except httpx.HTTPError as exc:
-                            failures.append(repr(exc))
-
-                await asyncio.gather(*(worker() for _ in range(4)))
-
-        thread = threading.Thread(target=asyncio.run, args=(load(),))
-        thread.start()
-        result = subprocess.run([*herd, "deploy"], capture_output=True, text=True, timeout=120)
-        time.sleep(0.3)
-        stop.set()
-        thread.join()
+        with Load(f"http://127.0.0.1:{port}/") as load:
+            result = subprocess.run([*herd, "deploy"], capture_output=True, text=True, timeout=120)
+            time.sleep(0.3)
         assert result.returncode == 1
         assert "error: instance web-2-" in result.stderr and "previous release keeps serving" in result.stderr
         if kind == "crashes at start":
             assert "boom: no DATABASE_URL" in result.stderr
-        assert failures == [], failures[:5]
-        assert set(served) == {"1"} and len(served) > 20
+        assert load.failures == [], load.failures[:5]
+        assert set(load.served) == {"1"} and len(load.served) > 20
         releases = subprocess.run([*herd, "releases"], capture_output=True, text=True).stdout
         assert "failed" in releases
     finally:
