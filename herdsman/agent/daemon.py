@@ -19,7 +19,7 @@ from pathlib import Path
 
 from herdsman.deploy.execute import Pools
 from herdsman.deploy.run import Deployment, deploy_lock
-from herdsman.errors import DeployError, HerdError
+from herdsman.errors import HerdError
 from herdsman.image.progress import Reporter
 from herdsman.spec import Project, herd_home
 
@@ -117,7 +117,7 @@ class Agent:
                     )
                     for step in steps:
                         await self.deployment.executor.apply(step, current)
-        except DeployError as exc:
+        except HerdError as exc:  # a failed pass is reported and tried again next pass; the agent lives on
             if not exc.retryable:
                 self.deployment.state.event(
                     self.env, "heal", f"could not restore release {current.number}: {exc.message}"

@@ -66,6 +66,7 @@ def project(tmp_path: Path) -> Iterator[Path]:
     shutil.copytree(HELLO, root, ignore=shutil.ignore_patterns(".herd", "__pycache__"))
     text = (root / "herd.toml").read_text().replace('interval = "500ms"', 'interval = "100ms"')
     (root / "herd.toml").write_text(text.replace('timeout = "500ms"', 'timeout = "100ms"'))
+    _routed(root)  # a free port for the route: tests never take a fixed one
     yield root
     pid_file = root / ".herd" / "run" / "agent-production.pid"
     if pid_file.exists() and pid_file.read_text().strip().isdigit():
@@ -125,7 +126,7 @@ def _routed(project: Path) -> int:
 def test_control_plane_killed_mid_rollout(project: Path, killed: str) -> None:
     """SIGKILL to whatever runs the rollout: traffic keeps flowing through the router, a new agent
     adopts the instances and finishes the rollout, and no process is left behind."""
-    port = _routed(project)
+    port = int((project / "herd.toml").read_text().split('listen = "127.0.0.1:')[1].split('"')[0])
     herd(project, "deploy")
     app = project / "app" / "app.py"
     # release 2 starts slowly, so the rollout is surely under way when its runner dies
@@ -167,3 +168,24 @@ def test_control_plane_killed_mid_rollout(project: Path, killed: str) -> None:
     assert load.failures == [], load.failures[:5]
     assert len(load.served) > 50 and load.served[-1] == "2"
     assert len(instance_groups(project)) == 2, "no orphan instance process"
+
+
+def test_ctrl_c_stops_the_agent_only(project: Path) -> None:
+    agent = subprocess.Popen(
+        [sys.executable, "-m", "herdsman", "-f", str(project / "herd.toml"), "up"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert agent.stdout is not None
+    for line in agent.stdout:
+        if line.startswith("ready"):
+            break
+    before = {i["id"] for i in instances_running(project) if i["state"] == "running"}
+    assert len(before) == 2
+    agent.send_signal(signal.SIGINT)
+    assert agent.wait(timeout=30) == 0
+    after = {i["id"] for i in instances_running(project) if i["state"] == "running"}
+    assert after == before, "instances outlive the agent"
+    events = [e["message"] for e in StateStore(project / ".herd" / "state.db").events("production")]
+    assert any("agent stopped" in message for message in events)
