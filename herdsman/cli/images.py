@@ -1,4 +1,4 @@
-"""Commands about the stack file and images: init, check, bake, images, image export."""
+"""Commands about the stack file and images: init, check, images, image export (bake: bake.py)."""
 
 from __future__ import annotations
 
