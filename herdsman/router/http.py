@@ -8,7 +8,7 @@ else Content-Length, else (responses only) until the upstream closes.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 MAX_HEAD = 65536
 HOP_BY_HOP = frozenset(
@@ -25,12 +25,14 @@ class BadMessage(Exception):
 class Head:
     start: bytes  # request line or status line
     headers: list[tuple[bytes, bytes]]
+    index: dict[bytes, bytes] = field(default_factory=dict)  # lower-case name -> value, built once
+
+    def __post_init__(self) -> None:
+        if not self.index:
+            self.index = {key.lower(): value for key, value in self.headers}
 
     def get(self, name: bytes) -> bytes | None:
-        for key, value in self.headers:
-            if key.lower() == name:
-                return value
-        return None
+        return self.index.get(name)
 
     def connection_tokens(self) -> set[bytes]:
         value = self.get(b"connection") or b""
@@ -49,7 +51,8 @@ class Head:
         return int(value)
 
     def encode(self, extra: tuple[tuple[bytes, bytes], ...] = ()) -> bytes:
-        dropped = HOP_BY_HOP | self.connection_tokens()
+        tokens = self.connection_tokens()
+        dropped = HOP_BY_HOP | tokens if tokens else HOP_BY_HOP
         lines = [self.start]
         lines += [k + b": " + v for k, v in self.headers if k.lower() not in dropped]
         lines += [k + b": " + v for k, v in extra]

@@ -34,6 +34,7 @@ from herdsman.router.http import (
 )
 
 MAX_RETAINED_BODY = 1 << 20  # request bodies up to this size are kept for a retry
+SMALL_BODY = 65536  # responses up to this size go out in one write with their head
 RETRY_ROUNDS = 3  # rounds over the whole pool when every backend failed before answering
 
 
@@ -318,10 +319,10 @@ class Router:
             except OSError:
                 return "retry"  # refused or reset before any byte was sent: another backend
             try:
-                up_writer.write(request)
                 if body is not None:
-                    up_writer.write(body)
+                    up_writer.write(request + body if body else request)  # one send, not two
                 else:
+                    up_writer.write(request)
                     await copy_body(head, reader, up_writer, until_close=False)
                 await up_writer.drain()
                 response = await read_head(up_reader)
@@ -354,10 +355,15 @@ class Router:
         upstream_keep = b"close" not in response.connection_tokens() and (framed or no_body)
         setattr(writer, "_herd_started", True)  # noqa: B010
         extra = () if framed or no_body else ((b"Connection", b"close"),)
-        writer.write(response.encode(extra))
+        head = response.encode(extra)
+        length = None if no_body or response.chunked() else response.content_length()
         try:
-            if not no_body:
-                await copy_body(response, up_reader, writer, until_close=not framed)
+            if length is not None and length <= SMALL_BODY:  # head and a small body in one send
+                writer.write(head + await up_reader.readexactly(length) if length else head)
+            else:
+                writer.write(head)
+                if not no_body:
+                    await copy_body(response, up_reader, writer, until_close=not framed)
         except (OSError, asyncio.IncompleteReadError, BadMessage):
             up_writer.close()
             return "error"
