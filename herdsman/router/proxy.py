@@ -291,6 +291,10 @@ class Router:
             backend.latency_total += time.monotonic() - started
             if outcome == "error":
                 backend.errors += 1
+                if not getattr(writer, "_herd_started", False):
+                    who = backend.instance or backend.address
+                    text = f"instance {who} closed the connection; a {method.decode()} is not retried\n"
+                    writer.write(simple_response(502, "Bad Gateway", text, close=True))
                 return False
             return client_keep and outcome == "keep"
 

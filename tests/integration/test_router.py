@@ -302,3 +302,55 @@ def test_a_bad_release_under_load_fails_no_request(tmp_path: Path, kind: str) ->
     finally:
         subprocess.run([*herd, "down"], capture_output=True)
         stop_router(root / ".herd")
+
+
+class ClosingBackend:
+    """Answers each request with keep-alive framing, then closes the connection anyway: the next
+    request the router sends on that pooled connection gets no response."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.address = f"127.0.0.1:{self.sock.getsockname()[1]}"
+        self.requests = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+                if not data:
+                    continue
+                self.requests += 1
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.sock.close()
+
+
+def test_reused_connection_without_response_is_retried_for_get_only(router: tuple[RouterClient, str]) -> None:
+    client, url = router
+    backend = ClosingBackend()
+    client.call_now(
+        {"op": "set_pool", "route": "p/web", "backends": [{"id": "closing", "address": backend.address}]}
+    )
+    with httpx.Client() as http:
+        assert http.get(url).text == "ok"  # leaves a pooled connection the backend then closes
+        time.sleep(0.2)
+        assert http.get(url).text == "ok", "the stale connection is noticed and the GET sent again"
+    time.sleep(0.2)
+    with httpx.Client() as http:
+        response = http.post(url, content=b"pay once")
+    assert response.status_code == 502 and "is not retried" in response.text
+    backend.stop()
