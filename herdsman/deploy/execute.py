@@ -92,6 +92,8 @@ class Executor:
         for name, entry in services.items():
             config = service_config(entry)
             deploy = config.deploy
+            if deploy.strategy == "canary":
+                self.say(f"{name}: the canary strategy is not available yet; rolling out with `rolling`")
             mine = [i for i in current if i.service == name]
             running = [Running(i.id, i.release, i.state == "running") for i in mine]
             policy = Policy(
