@@ -11,57 +11,32 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import os
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 from herdsman.deploy.execute import Pools
+from herdsman.deploy.pidlock import lock_holder, pid_lock
 from herdsman.deploy.run import Deployment, deploy_lock
 from herdsman.errors import HerdError
 from herdsman.image.progress import Reporter
 from herdsman.spec import Project, herd_home
 
 
-@contextlib.contextmanager
-def agent_lock(home: Path, env: str) -> Iterator[None]:
+def agent_lock(home: Path, env: str) -> contextlib.AbstractContextManager[None]:
     """One agent per environment; the kernel releases the lock when the agent dies."""
-    path = home / "run" / f"agent-{env}.pid"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
-            raise HerdError(
-                f"an agent for environment {env!r} is already running (pid {holder})",
-                hint="`herd down` stops it and the instances; `herd deploy` deploys through the running one",
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
-        yield
-    finally:
-        os.close(fd)
+    return pid_lock(
+        home / "run" / f"agent-{env}.pid",
+        lambda holder: HerdError(
+            f"an agent for environment {env!r} is already running (pid {holder})",
+            hint="`herd down` stops it and the instances; `herd deploy` deploys through the running one",
+        ),
+    )
 
 
 def agent_pid(home: Path, env: str) -> int | None:
-    """The pid of the running agent of ``env``, if one holds the lock."""
-    path = home / "run" / f"agent-{env}.pid"
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return None  # nobody holds it
-    except BlockingIOError:
-        text = os.pread(fd, 32, 0).decode(errors="replace").strip()
-        return int(text) if text.isdigit() else None
-    finally:
-        os.close(fd)
+    """The pid of the running agent of ``env``, if there is one."""
+    return lock_holder(home / "run" / f"agent-{env}.pid")
 
 
 class Agent:

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import os
-import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 from herdsman.deploy.execute import Executor, Pools, Target
+from herdsman.deploy.pidlock import pid_lock
 from herdsman.deploy.release import release_content
 from herdsman.drivers.base import Driver
 from herdsman.drivers.process import ProcessDriver
@@ -27,31 +26,17 @@ from herdsman.spec import Project, herd_home
 from herdsman.state import Release, StateStore
 
 
-@contextlib.contextmanager
-def deploy_lock(home: Path, env: str, wait: float = 0.0) -> Iterator[None]:
-    path = home / "run" / f"deploy-{env}.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        deadline = time.monotonic() + wait
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "another process"
-                    raise DeployError(
-                        f"another deploy of environment {env!r} is running (pid {holder})",
-                        hint="wait for it to finish, or pass --wait SECONDS",
-                        retryable=True,
-                    ) from None
-                time.sleep(0.1)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
-        yield
-    finally:
-        os.close(fd)  # closing drops the flock
+def deploy_lock(home: Path, env: str, wait: float = 0.0) -> contextlib.AbstractContextManager[None]:
+    """Keeps two deploys of one environment from interleaving (see pidlock)."""
+    return pid_lock(
+        home / "run" / f"deploy-{env}.lock",
+        lambda holder: DeployError(
+            f"another deploy of environment {env!r} is running (pid {holder})",
+            hint="wait for it to finish, or pass --wait SECONDS",
+            retryable=True,
+        ),
+        wait,
+    )
 
 
 def make_driver(name: str, home: Path, project: Project) -> Driver:
