@@ -1,9 +1,16 @@
-"""Small builders shared by tests: projects on disk and hand-made wheels."""
+"""Small builders shared by tests: projects on disk, hand-made wheels, a load generator, `herd` runs."""
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -94,3 +101,53 @@ class Load:
                 await asyncio.gather(*(worker(http) for _ in range(self.workers)))
 
         asyncio.run(main())
+
+
+def herd(
+    project: Path, *args: str, check: bool = True, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run the `herd` command on a project, as a user would."""
+    result = subprocess.run(
+        [sys.executable, "-m", "herdsman", "-f", str(project / "herd.toml"), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"herd {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def hello_copy(root: Path, *, interval: str = "100ms") -> int:
+    """examples/hello copied to ``root`` with fast health checks and its route on a free port
+    (tests never take a fixed one); returns that port."""
+    shutil.copytree(HELLO, root, ignore=shutil.ignore_patterns(".herd", "__pycache__"))
+    port = free_port()
+    toml = root / "herd.toml"
+    text = toml.read_text().replace('interval = "500ms"', f'interval = "{interval}"')
+    text = text.replace('timeout = "500ms"', f'timeout = "{interval}"')
+    toml.write_text(text.replace("127.0.0.1:8080", f"127.0.0.1:{port}"))
+    return port
+
+
+def stop_project(root: Path, env: str = "production") -> None:
+    """Stop the project's agent (by the pid in its lock file) and everything it runs."""
+    pid_file = root / ".herd" / "run" / f"agent-{env}.pid"
+    if pid_file.exists() and pid_file.read_text().strip().isdigit():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(pid_file.read_text()), signal.SIGTERM)
+    herd(root, "down", check=False)
+
+
+def instances(project: Path) -> list[dict[str, str]]:
+    """`herd ps` as rows: id, service, release, image, state."""
+    out = herd(project, "ps").stdout.splitlines()[1:]
+    names = ["id", "service", "release", "image", "state"]
+    rows = [dict(zip(names, line.split()[:5], strict=False)) for line in out]
+    return [r for r in rows if r.get("state") in ("running", "exited")]

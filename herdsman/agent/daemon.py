@@ -2,25 +2,38 @@
 
 The agent may die at any moment (DESIGN.md principle 3): instances and the router are separate
 processes and keep serving. A new agent takes the per-environment agent lock, finishes any rollout
-its predecessor left half done (by planning again from what actually runs), and then reconciles in
-a loop: an instance of the current release that exited is replaced. (Quarantine, autoscaling and
-drift checks build on this loop.)
+its predecessor left half done (by planning again from what actually runs), adopts the running
+instances by their labels, and then reconciles: an instance that exits is noticed at once (a pidfd)
+and replaced, one that fails its liveness checks is quarantined (see `heal.py`), and a full
+listing every few seconds catches anything else. Only services where something changed are planned.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import signal
+import time
 from pathlib import Path
 
+from herdsman.agent.fleet import Backoff, Fleet, Seen, Want
+from herdsman.agent.heal import Healer
+from herdsman.agent.quarantine import Quarantine
+from herdsman.agent.watch import Watcher
 from herdsman.deploy.execute import Pools
 from herdsman.deploy.pidlock import lock_holder, pid_lock
+from herdsman.deploy.plan import Policy
+from herdsman.deploy.release import service_config
 from herdsman.deploy.run import Deployment, deploy_lock
+from herdsman.drivers.base import InstanceState
 from herdsman.errors import HerdError
 from herdsman.image.progress import Reporter
 from herdsman.spec import Project, herd_home
+from herdsman.state import Release, StateStore
+
+SYNC_EVERY = 3.0  # seconds between full listings of what runs
 
 
 def agent_lock(home: Path, env: str) -> contextlib.AbstractContextManager[None]:
@@ -47,13 +60,27 @@ class Agent:
         *,
         pools: Pools | None = None,
         reporter: Reporter | None = None,
-        interval: float = 1.0,
+        interval: float = SYNC_EVERY,
     ) -> None:
         self.deployment = Deployment(project, env, pools=pools, reporter=reporter)
         self.env = self.deployment.env
         self.home = herd_home(project)
         self.interval = interval
         self.stopping = asyncio.Event()
+        self.wake = asyncio.Event()
+        self.fleet = Fleet()
+        self.backoff = Backoff()
+        self.watcher = Watcher(self._changed)
+        self.quarantine = Quarantine(self.home)
+        self.drifted: dict[str, str] = {}
+        self.healer = Healer(self)
+        self.passes = 0
+        self._poked = False
+        self._wanted: dict[str, Want] = {}
+
+    @property
+    def state(self) -> StateStore:  # for the healer and the API
+        return self.deployment.state
 
     async def run(self, *, deploy: bool = True, ready: asyncio.Event | None = None) -> None:
         with agent_lock(self.home, self.env):
@@ -62,38 +89,138 @@ class Agent:
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 with contextlib.suppress(NotImplementedError, RuntimeError):
-                    loop.add_signal_handler(sig, self.stopping.set)
-            await self.deployment.resume()
-            if deploy:
-                await self.deployment.deploy(trigger="herd up")
-            if ready is not None:
-                ready.set()
-            while not self.stopping.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.stopping.wait(), self.interval)
-                if not self.stopping.is_set():
-                    await self.reconcile()
+                    loop.add_signal_handler(sig, self._stop)
+            with contextlib.suppress(NotImplementedError, RuntimeError):  # `herd scale`: look again now
+                loop.add_signal_handler(signal.SIGUSR1, self.poke)
+            try:
+                await self.deployment.resume()
+                if deploy:
+                    await self.deployment.deploy(trigger="herd up")
+                await self.sync()
+                if ready is not None:
+                    ready.set()
+                await self._loop()
+            finally:
+                self.watcher.close()
             state.event(self.env, "agent", "agent stopped; instances and router keep running")
 
+    def poke(self) -> None:
+        """Something outside changed (e.g. a replica count): list and plan again now."""
+        self._poked = True
+        self.wake.set()
+
+    def _stop(self) -> None:
+        self.stopping.set()
+        self.wake.set()
+
+    async def _loop(self) -> None:
+        last_sync = time.monotonic()
+        while not self.stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self.wake.wait(), max(0.0, last_sync + self.interval - time.monotonic())
+                )
+            self.wake.clear()
+            if self.stopping.is_set():
+                break
+            if self._poked or time.monotonic() - last_sync >= self.interval:
+                self._poked = False
+                await self.sync()
+                last_sync = time.monotonic()
+            await self.reconcile()
+
+    # observing ------------------------------------------------------------------------------------
+    def _changed(self, instance_id: str, kind: str) -> None:
+        """From the watcher: an instance exited or became unhealthy. Plan its service now."""
+        seen = self.fleet.get(instance_id)
+        if seen is not None:
+            if kind == "exited":
+                seen = dataclasses.replace(seen, running=False, detail="exited")
+            else:
+                seen = dataclasses.replace(
+                    seen, unhealthy=self.watcher.unhealthy.get(instance_id, "unhealthy")
+                )
+            self.fleet.observe(seen)
+        self.wake.set()
+
+    async def sync(self) -> list[InstanceState]:
+        """A full listing: adopt what runs, watch it, and note what changed."""
+        labels = {"herd.stack": self.deployment.project.stack.name, "herd.env": self.env}
+        states = await self.deployment.driver.list(labels)
+        release = self.deployment.state.current_release(self.env)
+        checks = {}
+        if release is not None:
+            checks = {n: service_config(e).health for n, e in release.services().items()}
+        for state in states:
+            if state.state == "running":
+                if not self.watcher.watch_exit(state):
+                    state = await self.deployment.driver.inspect(state.id) or state
+                check = checks.get(state.service)
+                if check is not None and state.state == "running":
+                    self.watcher.watch_health(state, check)
+        listed = {s.id for s in states}
+        for gone in self.watcher.watching() - listed:
+            self.watcher.forget(gone)
+        self.fleet.sync(self._seen(s) for s in states)
+        if release is not None:  # a changed replica count (or release) makes its service dirty
+            wanted = self.wants(release)
+            for name, want in wanted.items():
+                if self._wanted.get(name) != want:
+                    self.fleet.touch(name)
+            self._wanted = wanted
+        return states
+
+    def _seen(self, state: InstanceState) -> Seen:
+        return Seen(
+            state.id,
+            state.service,
+            state.release,
+            state.state == "running",
+            self.watcher.unhealthy.get(state.id, ""),
+            self.drifted.get(state.id, ""),
+            state.started,
+            state.detail,
+        )
+
+    # acting ---------------------------------------------------------------------------------------
+    def wants(self, release: Release) -> dict[str, Want]:
+        scales = self.deployment.state.scales(self.env)
+        out = {}
+        for name, entry in release.services().items():
+            config = service_config(entry)
+            replicas = scales[name][0] if name in scales else config.replicas
+            out[name] = Want(
+                release.number,
+                Policy(
+                    replicas=replicas,
+                    max_surge=config.deploy.max_surge,
+                    max_unavailable=config.deploy.max_unavailable,
+                    routed=config.route is not None,
+                ),
+            )
+        return out
+
     async def reconcile(self) -> None:
-        """One pass: bring what runs back to the current release (replaces exited instances)."""
+        """One pass over the services where something changed."""
         current = self.deployment.state.current_release(self.env)
-        if current is None:
+        if current is None or not self.fleet.dirty:
             return
+        self.passes += 1
+        dirty = self.fleet.take_dirty()
         try:
             with deploy_lock(self.home, self.env):
                 if self.deployment.state.unfinished_rollouts(self.env):
                     await self.deployment.resume_locked()
+                    await self.sync()
                     return
-                steps = await self.deployment.executor.plan(current)
-                if steps:
-                    self.deployment.state.event(
-                        self.env, "heal", f"{len(steps)} step(s) to restore release {current.number}"
-                    )
-                    for step in steps:
-                        await self.deployment.executor.apply(step, current)
-        except HerdError as exc:  # a failed pass is reported and tried again next pass; the agent lives on
-            if not exc.retryable:
+                await self.healer.heal(current, dirty, self.wants(current))
+        except HerdError as exc:  # a failed pass is reported and tried again; the agent lives on
+            for service in dirty:
+                self.fleet.touch(service)
+            if exc.retryable:  # e.g. a deploy holds the lock: try again shortly
+                asyncio.get_running_loop().call_later(0.2, self.wake.set)
+            else:
                 self.deployment.state.event(
                     self.env, "heal", f"could not restore release {current.number}: {exc.message}"
                 )
+                asyncio.get_running_loop().call_later(1.0, self.wake.set)

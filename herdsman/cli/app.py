@@ -32,6 +32,10 @@ HELP = """herdsman: immutable infrastructure for a stack described in one herd.t
   herd down      stop every instance (volumes and logs stay)
   herd up        deploy and keep the stack running with the agent (-d: in the background)
   herd logs      the logs of every instance, merged by time
+  herd events    what happened: deploys, heals, quarantines, scaling (-f follows)
+  herd scale     run N instances of a service (runtime state, not a release)
+  herd quarantine   instances pulled from service and kept for inspection (purge deletes)
+  herd inspect   what a quarantined instance ran, why it was pulled, what it changed
 """
 
 
@@ -66,6 +70,10 @@ COMMANDS = {
     "down": "herdsman.cli.deploy:down",
     "logs": "herdsman.cli.deploy:logs",
     "up": "herdsman.cli.deploy:up",
+    "events": "herdsman.cli.agent:events",
+    "scale": "herdsman.cli.agent:scale",
+    "quarantine": "herdsman.cli.agent:quarantine",
+    "inspect": "herdsman.cli.agent:inspect",
 }
 
 

@@ -118,6 +118,11 @@ def ps(ctx: Context, env: str | None) -> None:
             item.id, item.service, str(item.release), image, state, health[item.id], uptime, item.address
         )
     console.print(table)
+    for service, (count, mode) in sorted(deployment.state.scales(deployment.env).items()):
+        who = "herd scale" if mode == "fixed" else "the autoscaler"
+        console.print(f"{service}: {count} replica(s), set by {who}", highlight=False)
+    for service, note in sorted(deployment.state.notes(deployment.env).items()):
+        console.print(f"[yellow]{service}[/]: {note}", highlight=False)
 
 
 async def _probe_all(deployment: Deployment, instances: list[InstanceState]) -> dict[str, str]:

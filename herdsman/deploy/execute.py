@@ -10,9 +10,10 @@ failing instance's last log lines.
 from __future__ import annotations
 
 import asyncio
+import collections
 import secrets as token
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -52,7 +53,7 @@ def route_name(env: str, service: str) -> str:
     return f"{env}/{service}"
 
 
-def _id_maker(service: str, release: int, prefix: str) -> Callable[[], str]:
+def id_maker(service: str, release: int, prefix: str) -> Callable[[], str]:
     """Instance ids that say what they are: web-3-a1f02 (service, release, rollout token, count)."""
     counter = iter(range(1, 1_000_000))
     return lambda: f"{service}-{release}-{prefix}{next(counter)}"
@@ -74,8 +75,10 @@ class Executor:
         self.state = state
         self.driver = driver
         self.pools = pools
-        self.progress: list[str] = []
+        self.progress: collections.deque[str] = collections.deque(maxlen=500)  # the latest lines
         self.on_progress: Callable[[str], None] | None = None  # e.g. the CLI printing as it goes
+        # steps the agent adds (e.g. "quarantine"), applied by the agent's own code
+        self.extra_ops: dict[str, Callable[[Step, Release], Awaitable[None]]] = {}
 
     def say(self, message: str) -> None:
         self.progress.append(message)
@@ -83,32 +86,47 @@ class Executor:
             self.on_progress(message)
 
     # planning -------------------------------------------------------------------------------------
-    async def plan(self, release: Release) -> list[Step]:
-        labels = {"herd.stack": self.target.stack, "herd.env": self.target.env}
-        current = await self.driver.list(labels)
+    async def plan(
+        self,
+        release: Release,
+        *,
+        current: list[InstanceState] | None = None,
+        services: Collection[str] | None = None,
+        absent: Collection[str] = (),
+    ) -> list[Step]:
+        """Steps from what runs (``current``, default: the driver's list) to ``release``, for every
+        service or only ``services``; instances in ``absent`` are planned as if gone (the agent
+        quarantines them itself). Replica counts set at run time (`herd scale`) win over the release's."""
+        if current is None:
+            labels = {"herd.stack": self.target.stack, "herd.env": self.target.env}
+            current = await self.driver.list(labels)
+        scales = self.state.scales(self.target.env)
         steps: list[Step] = []
-        services = release.services()
         prefix = token.token_hex(2)
-        for name, entry in services.items():
+        for name, entry in release.services().items():
+            if services is not None and name not in services:
+                continue
             config = service_config(entry)
             deploy = config.deploy
-            if deploy.strategy == "canary":
+            if deploy.strategy == "canary" and services is None:
                 self.say(f"{name}: the canary strategy is not available yet; rolling out with `rolling`")
-            mine = [i for i in current if i.service == name]
+            mine = [i for i in current if i.service == name and i.id not in absent]
             running = [Running(i.id, i.release, i.state == "running") for i in mine]
             policy = Policy(
-                replicas=config.replicas,
+                replicas=scales[name][0] if name in scales else config.replicas,
                 strategy="blue-green" if deploy.strategy == "blue-green" else "rolling",
                 max_surge=deploy.max_surge,
                 max_unavailable=deploy.max_unavailable,
                 routed=config.route is not None,
             )
             steps += plan_service(
-                name, running, release.number, policy, _id_maker(name, release.number, prefix)
+                name, running, release.number, policy, id_maker(name, release.number, prefix)
             )
-        for instance in current:  # services removed from the stack
-            if instance.service not in services:
-                steps.append({"op": "retire", "service": instance.service, "instances": [instance.id]})
+        if services is None:
+            known = release.services()
+            for instance in current:  # services removed from the stack
+                if instance.service not in known:
+                    steps.append({"op": "retire", "service": instance.service, "instances": [instance.id]})
         return steps
 
     # running --------------------------------------------------------------------------------------
@@ -190,6 +208,8 @@ class Executor:
             await self._pool(service, ids)
         elif op == "retire":
             await self._retire(service, ids, entry)
+        elif op in self.extra_ops:
+            await self.extra_ops[op](step, release)
         else:
             raise DeployError(f"unknown step {op!r}")
 
@@ -220,9 +240,13 @@ class Executor:
         )
 
     async def _admit(self, instance_id: str, service: str, entry: Mapping[str, Any]) -> None:
+        """Wait until the instance passes its health check. Until its first success it is probed
+        quickly (from 20 ms, doubling up to the check's interval), so a replacement that is ready
+        in 100 ms takes traffic in about 100 ms, not after a whole interval."""
         check = service_config(entry).health
         deadline = time.monotonic() + (check.deadline if check else 60.0)
         tracker = HealthTracker.for_check(check) if check else None
+        pause = 0.01
         while True:
             state = await self.driver.inspect(instance_id)
             if state is None or state.state != "running":
@@ -238,7 +262,8 @@ class Executor:
                     state,
                     f"was not healthy within {check.deadline:g}s (last check: {result.detail})",
                 )
-            await asyncio.sleep(check.interval)
+            pause = check.interval if tracker.streak_ok else min(pause * 2, check.interval)
+            await asyncio.sleep(pause)
 
     def _failure(self, instance_id: str, state: InstanceState | None, what: str) -> DeployError:
         detail = f" ({state.detail})" if state is not None and state.detail else ""

@@ -131,6 +131,18 @@ class Deployment:
         await self.executor.rollout(release, previous)
         return self.state.release(self.env, release.number)
 
+    async def converge(self, *, wait: float = 0.0) -> int:
+        """Bring what runs to the current release and the runtime replica counts, now (what the agent
+        does continuously; for `herd scale` when no agent runs). Returns the number of steps."""
+        with deploy_lock(self.home, self.env, wait):
+            current = self.state.current_release(self.env)
+            if current is None:
+                raise DeployError("nothing is deployed yet", hint="herd deploy")
+            steps = await self.executor.plan(current)
+            for step in steps:
+                await self.executor.apply(step, current)
+            return len(steps)
+
     async def down(self) -> int:
         """Stop every instance of the environment; volumes and logs stay."""
         with deploy_lock(self.home, self.env):

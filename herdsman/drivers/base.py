@@ -76,8 +76,10 @@ class Driver(Protocol):
         """Start an instance; return once its process runs (health is checked by the caller)."""
         ...
 
-    async def stop(self, instance_id: str, grace: float) -> None:
-        """SIGTERM, wait up to ``grace`` seconds, then SIGKILL; forget the instance. Idempotent."""
+    async def stop(self, instance_id: str, grace: float, keep: Path | None = None) -> None:
+        """SIGTERM, wait up to ``grace`` seconds, then SIGKILL; forget the instance. Idempotent.
+        With ``keep``, what the instance wrote outside its volumes is moved into that directory
+        (evidence of a quarantined instance) instead of being deleted."""
         ...
 
     async def list(self, labels: Mapping[str, str] | None = None) -> list[InstanceState]:

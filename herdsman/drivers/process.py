@@ -46,6 +46,7 @@ class ProcessDriver:
         self.records = home / "run" / "instances"
         self.rootfs = home / "rootfs"
         self.logs = home / "logs"
+        self.scratch = home / "run" / "scratch"
         self.records.mkdir(parents=True, exist_ok=True)
         if sandbox not in ("auto", "bwrap", "none"):
             raise DriverError(f"unknown sandbox {sandbox!r}", hint="use auto, bwrap or none")
@@ -59,8 +60,8 @@ class ProcessDriver:
     async def start(self, spec: InstanceSpec) -> InstanceState:
         return await asyncio.to_thread(self._start, spec)
 
-    async def stop(self, instance_id: str, grace: float) -> None:
-        await asyncio.to_thread(self._stop, instance_id, grace)
+    async def stop(self, instance_id: str, grace: float, keep: Path | None = None) -> None:
+        await asyncio.to_thread(self._stop, instance_id, grace, keep)
 
     async def list(self, labels: Mapping[str, str] | None = None) -> States:
         return await asyncio.to_thread(self.list_now, labels)
@@ -97,12 +98,21 @@ class ProcessDriver:
             env["PATH"] = ":".join(
                 dict.fromkeys(p for p in (env.get("PATH", ""), os.environ.get("PATH", "")) if p)
             )
+        scratch = self.scratch / spec.id
+        shutil.rmtree(scratch, ignore_errors=True)
+        scratch.mkdir(parents=True, mode=0o700)
         if self.bwrap:
             launch = bwrap_launch(
-                self.bwrap, spec, rootfs, host_image=host_image, env=env, layout=host_layout()
+                self.bwrap,
+                spec,
+                rootfs,
+                host_image=host_image,
+                env=env,
+                layout=host_layout(),
+                scratch=scratch,
             )
         elif host_image:
-            launch = plain_launch(spec, rootfs, env=env)
+            launch = plain_launch(spec, rootfs, env=env, scratch=scratch)
         else:
             raise DriverError(
                 f"image {spec.image[:19]} is a full root file system and needs bubblewrap to run",
@@ -244,7 +254,8 @@ class ProcessDriver:
         return child.poll() if child is not None else None
 
     # stopping ---------------------------------------------------------------------------------
-    def _stop(self, instance_id: str, grace: float) -> None:
+    def _stop(self, instance_id: str, grace: float, keep: Path | None = None) -> None:
+        """Stop the instance; with ``keep``, what it wrote (its /tmp) is moved there, else deleted."""
         record = self._load(instance_id)
         if record is None:
             return
@@ -264,6 +275,11 @@ class ProcessDriver:
         self._reap(pid, None, 5)
         # the stamper ends by itself once the instance's output closes; end it if something holds it
         self._reap(int(record.get("stamper") or 0), record.get("stamper_ticks"), 2)
+        scratch = self.scratch / instance_id
+        if keep is not None and scratch.is_dir():
+            keep.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(scratch, keep)
+        shutil.rmtree(scratch, ignore_errors=True)
         (self.records / f"{instance_id}.json").unlink(missing_ok=True)
 
 

@@ -1,7 +1,8 @@
 """Pure builders of how a process-driver instance is launched: bubblewrap argv, or the plain fallback.
 
-With bubblewrap the instance gets a read-only root, a private /tmp, its volumes bound read-write
-and nothing else writable. Two kinds of image:
+With bubblewrap the instance gets a read-only root, a private /tmp (a scratch directory of its own,
+so that what it wrote can be kept when it is quarantined), its volumes bound read-write and nothing
+else writable. Two kinds of image:
 
 - a full root file system (debian, scratch, oci bases): the unpacked image *is* the root;
 - a `host` image: the host's system directories, read-only, with the image's own top-level
@@ -68,6 +69,7 @@ def bwrap_launch(
     host_image: bool,
     env: Mapping[str, str],
     layout: list[tuple[str, str]],
+    scratch: Path | None = None,
 ) -> Launch:
     argv = [bwrap]
     if host_image:
@@ -90,7 +92,10 @@ def bwrap_launch(
             argv += ["--ro-bind", str(rootfs / name), f"/{name}"]
     else:
         argv += ["--ro-bind", str(rootfs), "/"]
-    argv += ["--tmpfs", "/tmp", "--proc", "/proc", "--dev", "/dev"]
+    # /tmp is the instance's only writable place besides its volumes: a directory of its own on
+    # the host (kept as evidence when the instance is quarantined), or a tmpfs.
+    argv += ["--bind", str(scratch), "/tmp"] if scratch is not None else ["--tmpfs", "/tmp"]
+    argv += ["--proc", "/proc", "--dev", "/dev"]
     for volume in spec.volumes:
         argv += ["--bind", str(volume.source), volume.target]
     argv += ["--remount-ro", "/", "--unshare-pid", "--unshare-ipc", "--unshare-uts"]
@@ -99,8 +104,11 @@ def bwrap_launch(
     return Launch(argv, dict(env), "/")
 
 
-def plain_launch(spec: InstanceSpec, rootfs: Path, *, env: Mapping[str, str]) -> Launch:
-    """A host image as a plain process: image paths and volume targets mapped to host paths."""
+def plain_launch(
+    spec: InstanceSpec, rootfs: Path, *, env: Mapping[str, str], scratch: Path | None = None
+) -> Launch:
+    """A host image as a plain process: image paths and volume targets mapped to host paths;
+    TMPDIR points at the instance's scratch directory."""
     mapping = {f"/{p.name}": str(rootfs / p.name) for p in rootfs.iterdir()} if rootfs.is_dir() else {}
     mapping.update({v.target: str(v.source) for v in spec.volumes})
 
@@ -115,4 +123,6 @@ def plain_launch(spec: InstanceSpec, rootfs: Path, *, env: Mapping[str, str]) ->
         return ":".join(parts)
 
     new_env = {key: rewrite(value) for key, value in env.items()}
+    if scratch is not None:
+        new_env["TMPDIR"] = str(scratch)
     return Launch(list(spec.argv), new_env, rewrite(spec.workdir or "/"))

@@ -3,6 +3,9 @@
 Releases are immutable by construction: a trigger aborts any UPDATE or DELETE of a release row.
 What changes about a release over time (deployed, failed, rolled back) is its status, kept in a
 separate table, so the record of what was released can never be rewritten.
+Replica counts set at run time (`herd scale`, the autoscaler) are runtime state, not a release:
+they live in `scale`. `service_notes` holds what the agent wants `herd ps` to show about a service
+(e.g. a crash-looping image in backoff).
 """
 
 from __future__ import annotations
@@ -68,5 +71,22 @@ MIGRATIONS: list[str] = [
         data TEXT NOT NULL DEFAULT '{}'
     );
     CREATE INDEX events_env ON events (env, id);
+    """,
+    """
+    CREATE TABLE scale (
+        env TEXT NOT NULL,
+        service TEXT NOT NULL,
+        replicas INTEGER NOT NULL,
+        mode TEXT NOT NULL,
+        updated REAL NOT NULL,
+        PRIMARY KEY (env, service)
+    );
+    CREATE TABLE service_notes (
+        env TEXT NOT NULL,
+        service TEXT NOT NULL,
+        note TEXT NOT NULL,
+        updated REAL NOT NULL,
+        PRIMARY KEY (env, service)
+    );
     """,
 ]

@@ -223,6 +223,42 @@ class StateStore:
             ).fetchall()
         return [Rollout(**dict(row)) for row in rows]
 
+    # runtime replica counts and notes -------------------------------------------------------------
+    def set_scale(self, env: str, service: str, replicas: int, mode: str) -> None:
+        """Run ``replicas`` instances of ``service`` whatever the release says; ``mode`` is who set
+        it: "fixed" (`herd scale`) or "auto" (the autoscaler)."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO scale VALUES (?, ?, ?, ?, ?)",
+                (env, service, replicas, mode, time.time()),
+            )
+
+    def clear_scale(self, env: str, service: str) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM scale WHERE env = ? AND service = ?", (env, service))
+
+    def scales(self, env: str) -> dict[str, tuple[int, str]]:
+        """{service: (replicas, mode)} for the services whose count was set at run time."""
+        with self._lock:
+            rows = self._db.execute("SELECT service, replicas, mode FROM scale WHERE env = ?", (env,))
+            return {row[0]: (int(row[1]), str(row[2])) for row in rows.fetchall()}
+
+    def set_note(self, env: str, service: str, note: str) -> None:
+        """What `herd ps` should say about a service (empty: nothing)."""
+        with self._tx() as db:
+            if note:
+                db.execute(
+                    "INSERT OR REPLACE INTO service_notes VALUES (?, ?, ?, ?)",
+                    (env, service, note, time.time()),
+                )
+            else:
+                db.execute("DELETE FROM service_notes WHERE env = ? AND service = ?", (env, service))
+
+    def notes(self, env: str) -> dict[str, str]:
+        with self._lock:
+            rows = self._db.execute("SELECT service, note FROM service_notes WHERE env = ?", (env,))
+            return {row[0]: str(row[1]) for row in rows.fetchall()}
+
     # events -------------------------------------------------------------------------------------
     def event(
         self,
@@ -243,11 +279,21 @@ class StateStore:
             )
             return int(cursor.lastrowid or 0)
 
-    def events(self, env: str, after: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
+    def events(
+        self, env: str, after: int = 0, limit: int = 1000, *, last: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Events after id ``after`` in order, or with ``last`` the newest ``last`` of them."""
         with self._lock:
-            rows = self._db.execute(
-                "SELECT * FROM events WHERE env = ? AND id > ? ORDER BY id LIMIT ?", (env, after, limit)
-            ).fetchall()
+            if last is not None:
+                rows = self._db.execute(
+                    "SELECT * FROM (SELECT * FROM events WHERE env = ? AND id > ? ORDER BY id DESC LIMIT ?)"
+                    " ORDER BY id",
+                    (env, after, last),
+                ).fetchall()
+            else:
+                rows = self._db.execute(
+                    "SELECT * FROM events WHERE env = ? AND id > ? ORDER BY id LIMIT ?", (env, after, limit)
+                ).fetchall()
         return [{**dict(row), "data": json.loads(row["data"])} for row in rows]
 
 

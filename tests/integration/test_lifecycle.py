@@ -4,11 +4,7 @@ the agent, with no orphan process left behind."""
 
 from __future__ import annotations
 
-import contextlib
-import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,29 +15,11 @@ import httpx
 import pytest
 
 from herdsman.state import StateStore
-from tests.helpers import HELLO, Load
-
-
-def herd(
-    project: Path, *args: str, check: bool = True, timeout: float = 120
-) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        [sys.executable, "-m", "herdsman", "-f", str(project / "herd.toml"), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(f"herd {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
-    return result
+from tests.helpers import Load, hello_copy, herd, instances, stop_project
 
 
 def instances_running(project: Path) -> list[dict[str, str]]:
-    out = herd(project, "ps").stdout.splitlines()[1:]
-    return [
-        dict(zip(["id", "service", "release", "image", "state"], line.split()[:5], strict=False))
-        for line in out
-    ]
+    return instances(project)
 
 
 def instance_groups(project: Path) -> set[int]:
@@ -63,16 +41,9 @@ def instance_groups(project: Path) -> set[int]:
 @pytest.fixture
 def project(tmp_path: Path) -> Iterator[Path]:
     root = tmp_path / "hello"
-    shutil.copytree(HELLO, root, ignore=shutil.ignore_patterns(".herd", "__pycache__"))
-    text = (root / "herd.toml").read_text().replace('interval = "500ms"', 'interval = "100ms"')
-    (root / "herd.toml").write_text(text.replace('timeout = "500ms"', 'timeout = "100ms"'))
-    _routed(root)  # a free port for the route: tests never take a fixed one
+    hello_copy(root)
     yield root
-    pid_file = root / ".herd" / "run" / "agent-production.pid"
-    if pid_file.exists() and pid_file.read_text().strip().isdigit():
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(int(pid_file.read_text()), signal.SIGTERM)
-    herd(root, "down", check=False)
+    stop_project(root)
 
 
 def test_volume_and_logs_survive_ten_deploys(project: Path) -> None:
@@ -111,15 +82,6 @@ def test_a_second_concurrent_deploy_is_refused_clearly(project: Path) -> None:
         assert "--wait" in second.stderr
     finally:
         assert slow.wait(timeout=120) == 0, slow.stderr.read() if slow.stderr else ""
-
-
-def _routed(project: Path) -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
-    toml = project / "herd.toml"
-    toml.write_text(toml.read_text().replace("127.0.0.1:8080", f"127.0.0.1:{port}"))
-    return port
 
 
 @pytest.mark.parametrize("killed", ["agent", "deployer"])

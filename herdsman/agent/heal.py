@@ -1,0 +1,171 @@
+"""Healing: applying the fleet's plans for the services where something changed.
+
+Each dirty service is healed in its own task (a slow admission in one service does not hold up
+another), through the same executor as a deploy, so a replacement is admitted by its health check
+before it takes traffic. The one step of the agent's own is `quarantine`: drain the instance (it is
+already out of the pool), keep its record, log and what it wrote, stop it, prune old evidence.
+A replacement that fails to become healthy is stopped (its log kept) and counts as a crash, so an
+image that keeps crashing is retried with exponential backoff instead of in a tight loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets as token
+import time
+from typing import TYPE_CHECKING, Any
+
+from herdsman.agent.fleet import Seen, Want, heal_plan
+from herdsman.deploy.execute import id_maker, route_name
+from herdsman.deploy.plan import Step
+from herdsman.deploy.release import service_config
+from herdsman.errors import DeployError
+from herdsman.state import Release
+
+if TYPE_CHECKING:
+    from herdsman.agent.daemon import Agent
+
+
+class Healer:
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+        self.counted: set[str] = set()  # exited instances already counted as crashes
+        agent.deployment.executor.extra_ops["quarantine"] = self._quarantine
+
+    @property
+    def env(self) -> str:
+        return self.agent.env
+
+    async def heal(self, release: Release, dirty: dict[str, list[Seen]], wants: dict[str, Want]) -> None:
+        now = time.monotonic()
+        jobs = []
+        for service, seen in dirty.items():
+            want = wants.get(service)
+            if want is None:  # a service no longer in the release: retire what is left of it
+                ids = [s.id for s in seen]
+                if ids:
+                    jobs.append(
+                        self._apply(
+                            service, [{"op": "retire", "service": service, "instances": ids}], release
+                        )
+                    )
+                continue
+            self._count_crashes(service, seen)
+            wait = self.agent.backoff.wait(service, now)
+            if wait > 0:
+                self._later(service, wait)
+                continue
+            steps = heal_plan(service, seen, want, id_maker(service, release.number, token.token_hex(2)))
+            if steps:
+                jobs.append(self._apply(service, steps, release))
+        await asyncio.gather(*jobs)
+
+    def _count_crashes(self, service: str, seen: list[Seen]) -> None:
+        """Say (once) that an instance exited; it is replaced in this pass."""
+        for s in seen:
+            if s.running or s.id in self.counted:
+                continue
+            self.counted.add(s.id)
+            lived = max(0.0, time.time() - s.started) if s.started else 0.0
+            self.agent.state.event(
+                self.env,
+                "heal",
+                f"{s.id} {s.detail or 'exited'} after {lived:.1f}s; replacing it now",
+                service=service,
+                instance=s.id,
+                release=s.release,
+            )
+
+    def _later(self, service: str, delay: float) -> None:
+        def again() -> None:
+            self.agent.fleet.touch(service)
+            self.agent.wake.set()
+
+        asyncio.get_running_loop().call_later(delay, again)
+
+    async def _apply(self, service: str, steps: list[Step], release: Release) -> None:
+        executor = self.agent.deployment.executor
+        started: list[str] = []
+        try:
+            for step in steps:
+                if step["op"] == "start":
+                    started += step["instances"]
+                    self.agent.state.event(
+                        self.env,
+                        "heal",
+                        f"{service}: starting {', '.join(step['instances'])}",
+                        service=service,
+                    )
+                await executor.apply(step, release)
+                if step["op"] == "retire":
+                    for instance in step["instances"]:
+                        self._forget(service, instance)
+        except DeployError as failure:
+            for instance in started:  # a replacement that did not make it: stop it, keep its log
+                await self.agent.deployment.driver.stop(instance, 5)
+                self._forget(service, instance)
+            backoff = self.agent.backoff
+            delay = backoff.failed(service, time.monotonic(), failure.message.splitlines()[0])
+            self.agent.state.set_note(self.env, service, backoff.note(service, time.monotonic()))
+            then = "trying again now" if delay == 0 else f"next attempt in {delay:.1f}s"
+            self.agent.state.event(self.env, "heal", f"{service}: {failure.message}\n{then}", service=service)
+            self.agent.fleet.touch(service)
+            self._later(service, delay)
+            return
+        finally:
+            await self.agent.sync()
+        if started:
+            if service in self.agent.backoff.streak:
+                self.agent.backoff.healthy(service)
+                self.agent.state.set_note(self.env, service, "")
+            self.agent.state.event(
+                self.env, "heal", f"{service}: {', '.join(started)} healthy and serving", service=service
+            )
+
+    def _forget(self, service: str, instance: str) -> None:
+        self.agent.watcher.forget(instance)
+        self.agent.fleet.forget(service, instance)
+        self.agent.drifted.pop(instance, None)
+        self.counted.discard(instance)
+
+    # the agent's own step -------------------------------------------------------------------------
+    async def _quarantine(self, step: Step, release: Release) -> None:
+        agent = self.agent
+        service, instance_id, reason = step["service"], step["instances"][0], str(step.get("reason", ""))
+        driver = agent.deployment.driver
+        state = await driver.inspect(instance_id)
+        if state is None:
+            return
+        entry: dict[str, Any] = release.services().get(service) or {}
+        config = service_config(entry) if entry else None
+        pools = agent.deployment.executor.pools
+        if pools is not None and config is not None and config.route is not None and state.address:
+            await pools.drain(route_name(self.env, service), [state.address], config.route.drain_timeout)
+        info = {
+            "service": service,
+            "release": state.release,
+            "image": state.labels.get("herd.image", ""),
+            "labels": dict(state.labels),
+            "command": list(config.command) if config else [],
+            "address": state.address,
+            "pid": state.pid,
+            "started": state.started,
+            "reason": reason,
+            "health": [
+                {"ok": r.ok, "detail": r.detail, "seconds": round(r.seconds, 4)}
+                for r in agent.watcher.results.get(instance_id, [])
+            ],
+        }
+        place = agent.quarantine.record(instance_id, info, driver.log_file(instance_id))
+        await driver.stop(instance_id, config.stop_grace if config else 10.0, keep=place / "tmp")
+        self._forget(service, instance_id)
+        pruned = agent.quarantine.prune(service, config.quarantine_keep if config else 3)
+        agent.state.event(
+            self.env,
+            "quarantine",
+            f"quarantined {instance_id}: {reason}; evidence kept in {place}"
+            + (f" (purged older: {', '.join(pruned)})" if pruned else ""),
+            service=service,
+            instance=instance_id,
+            release=state.release,
+        )

@@ -1,0 +1,211 @@
+"""Commands about what the agent does and keeps: events, scale, quarantine, inspect.
+
+They read the state store and `.herd/quarantine` directly, so they work whether or not an agent
+runs; `herd scale` tells a running agent to act (SIGUSR1), or converges itself when none runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import time
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import click
+from rich.table import Table
+
+from herdsman.cli.app import Context, pass_context
+from herdsman.cli.ui import console, short
+
+if TYPE_CHECKING:
+    from herdsman.agent.quarantine import Quarantine
+
+ENV_OPTION = click.option(
+    "-e", "--env", "env", help="The environment (default: [stack] environment, production)."
+)
+
+
+def _when(at: float) -> str:
+    return datetime.fromtimestamp(at).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _event_line(event: dict[str, Any]) -> str:
+    where = " ".join(x for x in (event["service"], event["instance"]) if x)
+    return f"{_when(event['at'])}  {event['kind']:<10} {where + '  ' if where else ''}{event['message']}"
+
+
+@click.command()
+@ENV_OPTION
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new events as they happen (Ctrl-C stops).")
+@click.option("-n", "--last", type=int, default=50, show_default=True, help="How many past events to show.")
+@click.option(
+    "--kind", multiple=True, help="Only these kinds (rollout, heal, quarantine, scale, drift, agent...)."
+)
+@pass_context
+def events(ctx: Context, env: str | None, follow: bool, last: int, kind: tuple[str, ...]) -> None:
+    """What happened to the environment: deploys, heals, quarantines, scaling, drift, the agent."""
+    from herdsman.spec import herd_home
+    from herdsman.state import StateStore
+
+    project = ctx.project()
+    env = env or project.stack.stack.environment
+    state = StateStore(herd_home(project) / "state.db")
+    after = 0
+    batch = state.events(env, last=last)
+    try:
+        while True:
+            for event in batch:
+                after = max(after, int(event["id"]))
+                if not kind or event["kind"] in kind:
+                    console.print(_event_line(event), markup=False, highlight=False, soft_wrap=True)
+            if not follow:
+                return
+            time.sleep(0.25)
+            batch = state.events(env, after=after)
+    except KeyboardInterrupt:
+        return
+
+
+@click.command()
+@click.argument("counts", nargs=-1, required=True, metavar="SERVICE=N|auto...")
+@ENV_OPTION
+@pass_context
+def scale(ctx: Context, counts: tuple[str, ...], env: str | None) -> None:
+    """Run N instances of a service, whatever the release says, until `SERVICE=auto`.
+
+    \b
+    herd scale web=5       five instances of web (this release and the next ones)
+    herd scale web=auto    back to the release's count (and the autoscaler, if [service.web.scale])
+
+    A replica count is runtime state, not a new release: it is recorded as an event and shown by
+    `herd ps`. A running agent applies it at once; without one, this command does.
+    """
+    from herdsman.agent.daemon import agent_pid
+    from herdsman.deploy.run import Deployment
+    from herdsman.errors import HerdError
+    from herdsman.router.client import ensure_router_pools
+
+    project = ctx.project()
+    deployment = Deployment(project, env)
+    parsed: list[tuple[str, int | None]] = []
+    for item in counts:
+        service, sep, value = item.partition("=")
+        if not sep or service not in project.stack.service:
+            raise HerdError(
+                f"{item!r} is not SERVICE=N",
+                hint=f"services: {', '.join(sorted(project.stack.service)) or 'none'}; e.g. web=3, web=auto",
+            )
+        if value == "auto":
+            parsed.append((service, None))
+        elif value.isdigit() and int(value) <= 10000:
+            parsed.append((service, int(value)))
+        else:
+            raise HerdError(f"{item!r}: the count must be a number from 0 to 10000, or auto")
+    state = deployment.state
+    for service, count in parsed:
+        if count is None:
+            state.clear_scale(deployment.env, service)
+            message = f"{service}: back to the release's replica count"
+        else:
+            state.set_scale(deployment.env, service, count, "fixed")
+            message = f"{service}: scaled to {count} (fixed, by herd scale)"
+        state.event(deployment.env, "scale", message, service=service, replicas=count)
+        console.print(message)
+    pid = agent_pid(deployment.home, deployment.env)
+    if pid is not None:
+        os.kill(pid, signal.SIGUSR1)
+        console.print(f"the agent (pid {pid}) applies it now; `herd ps` shows the instances")
+        return
+    deployment.executor.pools = ensure_router_pools(project, deployment.env)
+    deployment.executor.on_progress = lambda line: console.print(f"[dim]·[/] {line}", highlight=False)
+    steps = asyncio.run(deployment.converge())
+    console.print(f"done ({steps} step(s)); no agent runs, so nothing keeps this count: `herd up -d`")
+
+
+@click.group(invoke_without_command=True)
+@click.pass_context
+def quarantine(click_ctx: click.Context) -> None:
+    """Quarantined instances: pulled from service, stopped, and kept for inspection.
+
+    An instance that fails its liveness checks (or drifted from its image) is taken out of the
+    router's pool, replaced, then stopped — but its record, log and what it wrote stay under
+    .herd/quarantine/INSTANCE. `herd inspect INSTANCE` shows them; `herd quarantine purge` deletes.
+    """
+    if click_ctx.invoked_subcommand is None:
+        click_ctx.invoke(quarantine_list)
+
+
+@quarantine.command(name="list")
+@pass_context
+def quarantine_list(ctx: Context) -> None:
+    """List the quarantined instances, oldest first."""
+    kept = _quarantine(ctx).all()
+    if not kept:
+        console.print("no quarantined instance")
+        return
+    table = Table(box=None, pad_edge=False)
+    for column in ("instance", "service", "release", "when", "reason"):
+        table.add_column(column)
+    for item in kept:
+        record = item.record
+        table.add_row(
+            item.id, item.service, str(record.get("release", "")), _when(item.when), record.get("reason", "")
+        )
+    console.print(table)
+
+
+@quarantine.command(name="purge")
+@click.argument("instances", nargs=-1)
+@click.option("--all", "everything", is_flag=True, help="Delete every quarantined instance.")
+@pass_context
+def quarantine_purge(ctx: Context, instances: tuple[str, ...], everything: bool) -> None:
+    """Delete quarantined instances (the given ones, or --all)."""
+    from herdsman.errors import HerdError
+
+    if not instances and not everything:
+        raise HerdError("say which instances to purge, or --all", hint="`herd quarantine` lists them")
+    purged = _quarantine(ctx).purge(None if everything else list(instances))
+    console.print(f"purged {len(purged)} quarantined instance(s)")
+
+
+@click.command()
+@click.argument("instance")
+@click.option("--lines", type=int, default=20, show_default=True, help="How many log lines to show.")
+@click.option("--json", "as_json", is_flag=True, help="The whole record as JSON.")
+@pass_context
+def inspect(ctx: Context, instance: str, lines: int, as_json: bool) -> None:
+    """What a quarantined instance ran, why it was pulled, its last log lines and what it changed."""
+    kept = _quarantine(ctx).get(instance)
+    record = kept.record
+    if as_json:
+        click.echo(json.dumps({**record, "changed": kept.changed_files()}, indent=2, sort_keys=True))
+        return
+    out = console.print
+    out(f"[bold]{kept.id}[/]  service {kept.service}, release {record.get('release')}", highlight=False)
+    out(f"image      {short(str(record.get('image', '')))}  ({record.get('image', '')})", highlight=False)
+    out(f"command    {' '.join(record.get('command') or []) or '(the image default)'}", highlight=False)
+    out(f"pulled     {_when(kept.when)}: {record.get('reason', '')}", highlight=False)
+    health = record.get("health") or []
+    if health:
+        marks = " ".join("ok" if r["ok"] else f"FAIL({r['detail']})" for r in health[-8:])
+        out(f"health     {marks}", highlight=False)
+    changed = kept.changed_files()
+    out(f"changed    {len(changed)} file(s) outside its volumes", highlight=False)
+    for path in changed[:50]:
+        out(f"  {path}", highlight=False, markup=False)
+    out(f"evidence   {kept.path}", highlight=False)
+    tail = kept.log_tail(lines)
+    if tail:
+        out(f"--- last {len(tail)} log lines ---")
+        for line in tail:
+            out(line, markup=False, highlight=False, soft_wrap=True)
+
+
+def _quarantine(ctx: Context) -> Quarantine:
+    from herdsman.agent.quarantine import Quarantine
+    from herdsman.spec import herd_home
+
+    return Quarantine(herd_home(ctx.project()))

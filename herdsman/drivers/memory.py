@@ -1,0 +1,62 @@
+"""An in-memory driver: instances are records, nothing runs. For unit tests of pure control logic.
+
+It keeps the Driver protocol's promises (labels, states, ports, idempotent stop) so the planner and
+the agent's reconcile logic can be exercised at 10,000 instances in milliseconds. Every behaviour
+tested with it is also tested on a real driver.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
+
+from herdsman.drivers.base import InstanceSpec, InstanceState
+
+
+class MemoryDriver:
+    name = "memory"
+
+    def __init__(self) -> None:
+        self.instances: dict[str, InstanceState] = {}
+        self.kept: dict[str, Path] = {}
+        self.started = 0
+        self.stopped = 0
+        self._ports = itertools.count(20000)
+
+    async def start(self, spec: InstanceSpec) -> InstanceState:
+        state = InstanceState(
+            id=spec.id,
+            labels=dict(spec.labels),
+            state="running",
+            port=next(self._ports) if spec.wants_port else None,
+            started=time.time(),
+        )
+        self.instances[spec.id] = state
+        self.started += 1
+        return state
+
+    async def stop(self, instance_id: str, grace: float, keep: Path | None = None) -> None:
+        if self.instances.pop(instance_id, None) is not None:
+            self.stopped += 1
+            if keep is not None:
+                self.kept[instance_id] = keep
+
+    async def list(self, labels: Mapping[str, str] | None = None) -> list[InstanceState]:
+        wanted = dict(labels or {}).items()
+        return [s for s in self.instances.values() if all(s.labels.get(k) == v for k, v in wanted)]
+
+    async def inspect(self, instance_id: str) -> InstanceState | None:
+        return self.instances.get(instance_id)
+
+    def log_file(self, instance_id: str) -> Path | None:
+        return None
+
+    def crash(self, instance_id: str, code: int = 137) -> None:
+        """What kill -9 would do: the instance is listed as exited until it is stopped."""
+        state = self.instances[instance_id]
+        self.instances[instance_id] = replace(
+            state, state="exited", exit_code=code, detail=f"exited with code {code}"
+        )

@@ -1,0 +1,179 @@
+"""The agent on real processes, under load through the real router: a kill -9 is healed with no
+failed request, an unhealthy instance is quarantined with its evidence kept, chaos (an instance
+killed every half second) leaves at least 99.99% of requests served, and `herd scale` changes the
+replica count with and without an agent."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from herdsman.state import StateStore
+from tests.helpers import Load, hello_copy, herd, instances, stop_project
+
+SICK = """        if self.path == "/healthz":
+            import tempfile
+
+            if os.path.exists(os.path.join(tempfile.gettempdir(), "sick")):
+                self.reply(500, "text/plain", "sick\\n")
+                return
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Iterator[tuple[Path, int]]:
+    root = tmp_path / "hello"
+    port = hello_copy(root)
+    app = root / "app" / "app.py"
+    app.write_text(app.read_text().replace('        if self.path == "/healthz":\n', SICK))
+    yield root, port
+    stop_project(root)
+
+
+def running(project: Path) -> list[dict[str, str]]:
+    return [i for i in instances(project) if i["state"] == "running"]
+
+
+def wait_for(condition, seconds: float = 30.0, every: float = 0.05):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"not true within {seconds}s: {condition}")
+
+
+def record(project: Path, instance: str) -> dict[str, object]:
+    path = project / ".herd" / "run" / "instances" / f"{instance}.json"
+    return dict(json.loads(path.read_text()))
+
+
+def app_pid(project: Path, instance: str) -> int:
+    """The instance's application process (inside bubblewrap: a member of the instance's group)."""
+    group = int(str(record(project, instance)["pid"]))
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmd = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[2]) == group and b"app.py" in cmd and b"bwrap" not in cmd:
+            return int(entry.name)
+    raise AssertionError(f"no app process in the group of {instance}")
+
+
+def pool_ids(project: Path) -> set[str]:
+    state = json.loads((project / ".herd" / "run" / "router.json").read_text())
+    routes = state.get("routes", state)
+    route = routes["production/web"] if isinstance(routes, dict) else routes
+    return {b["instance"] for b in route["backends"]}
+
+
+def test_kill_9_is_replaced_with_no_failed_request(project: tuple[Path, int]) -> None:
+    root, port = project
+    herd(root, "up", "-d")
+    before = {i["id"] for i in running(root)}
+    assert len(before) == 2
+    with Load(f"http://127.0.0.1:{port}/") as load:
+        time.sleep(0.5)
+        victim = sorted(before)[0]
+        killed_at = time.monotonic()
+        os.kill(app_pid(root, victim), signal.SIGKILL)
+        after = wait_for(
+            lambda: (ids := {i["id"] for i in running(root)}) and len(ids) == 2 and victim not in ids and ids
+        )
+        healed_in = time.monotonic() - killed_at
+        time.sleep(0.5)
+    assert load.failures == [], load.failures[:5]
+    assert len(load.served) > 20
+    assert len(after - before) == 1, "exactly one replacement"
+    messages = [e["message"] for e in StateStore(root / ".herd" / "state.db").events("production")]
+    assert any(victim in m and "replacing it now" in m for m in messages), messages[-10:]
+    print(f"healed in {healed_in:.2f}s (as seen through `herd ps`)")
+
+
+def test_an_unhealthy_instance_is_quarantined_with_its_evidence(project: tuple[Path, int]) -> None:
+    root, port = project
+    herd(root, "up", "-d")
+    victim = sorted(i["id"] for i in running(root))[0]
+    with Load(f"http://127.0.0.1:{port}/") as load:
+        time.sleep(0.3)
+        (root / ".herd" / "run" / "scratch" / victim / "sick").write_text("made sick by the test\n")
+        kept = root / ".herd" / "quarantine" / victim
+        wait_for(lambda: (kept / "instance.json").exists() and len(running(root)) == 2)
+        time.sleep(0.5)
+    assert load.failures == [], load.failures[:5]
+    ids = {i["id"] for i in running(root)}
+    assert victim not in ids and len(ids) == 2
+    evidence = json.loads((kept / "instance.json").read_text())
+    assert "liveness checks" in evidence["reason"] and "HTTP 500" in evidence["reason"]
+    assert evidence["release"] == 1 and evidence["service"] == "web"
+    assert any(not r["ok"] for r in evidence["health"]) and any(r["ok"] for r in evidence["health"])
+    assert (kept / "tmp" / "sick").read_text() == "made sick by the test\n", "what it wrote is kept"
+    assert "hello listening" in (kept / "log").read_text()
+
+    listing = herd(root, "quarantine").stdout
+    assert victim in listing and "liveness" in listing
+    shown = herd(root, "inspect", victim, "--lines", "5000").stdout
+    assert "/tmp/sick" in shown and "HTTP 500" in shown and "hello listening" in shown
+    assert json.loads(herd(root, "inspect", victim, "--json").stdout)["changed"] == ["/tmp/sick"]
+    events = herd(root, "events", "--kind", "quarantine").stdout
+    assert f"quarantined {victim}" in events
+    herd(root, "quarantine", "purge", victim)
+    assert not kept.exists()
+    missing = herd(root, "inspect", victim, check=False)
+    assert missing.returncode == 1 and "herd quarantine" in missing.stderr
+
+
+def test_chaos_an_instance_killed_every_half_second(project: tuple[Path, int]) -> None:
+    """30 s of kill -9 every 0.5 s under load: at least 99.99% of requests succeed."""
+    root, port = project
+    herd(root, "up", "-d")
+    kills = 0
+    with Load(f"http://127.0.0.1:{port}/healthz", workers=4) as load:
+        end = time.monotonic() + 30
+        while time.monotonic() < end:
+            time.sleep(0.5)
+            records = sorted((root / ".herd" / "run" / "instances").glob("*.json"))
+            for path in records:
+                try:
+                    os.kill(app_pid(root, path.stem), signal.SIGKILL)
+                    kills += 1
+                    break
+                except (AssertionError, OSError, ValueError):
+                    continue
+        wait_for(lambda: len(running(root)) == 2)
+    total = len(load.served)
+    failed = len(load.failures)
+    print(f"chaos: {kills} kills, {total} requests, {failed} failed")
+    assert kills >= 40
+    assert total > 1000
+    assert failed / total <= 0.0001, load.failures[:5]
+
+
+def test_scale_with_and_without_an_agent(project: tuple[Path, int]) -> None:
+    root, _port = project
+    herd(root, "deploy")
+    out = herd(root, "scale", "web=3").stdout
+    assert "no agent runs" in out
+    assert len(running(root)) == 3
+    assert "web: 3 replica(s), set by herd scale" in herd(root, "ps").stdout
+    herd(root, "up", "-d", "--no-deploy")
+    herd(root, "scale", "web=1")
+    wait_for(lambda: len(running(root)) == 1)
+    herd(root, "scale", "web=auto")
+    wait_for(lambda: len(running(root)) == 2)
+    assert "set by" not in herd(root, "ps").stdout
+    bad = herd(root, "scale", "db=2", check=False)
+    assert bad.returncode == 1 and "services: web" in bad.stderr
+    scale_events = herd(root, "events", "--kind", "scale").stdout
+    assert "scaled to 3" in scale_events and "back to the release's replica count" in scale_events
