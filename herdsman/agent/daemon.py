@@ -18,6 +18,7 @@ import signal
 import time
 from pathlib import Path
 
+from herdsman.agent.autoscale import Sample, ServiceLoad, decide, sample_of
 from herdsman.agent.fleet import Backoff, Fleet, Seen, Want
 from herdsman.agent.heal import Healer
 from herdsman.agent.quarantine import Quarantine
@@ -34,6 +35,7 @@ from herdsman.spec import Project, herd_home
 from herdsman.state import Release, StateStore
 
 SYNC_EVERY = 3.0  # seconds between full listings of what runs
+SAMPLE_EVERY = 0.5  # seconds between samples of the router's counters, for autoscaling
 
 
 def agent_lock(home: Path, env: str) -> contextlib.AbstractContextManager[None]:
@@ -99,7 +101,11 @@ class Agent:
                 await self.sync()
                 if ready is not None:
                     ready.set()
-                await self._loop()
+                scaler = asyncio.create_task(self._autoscale())
+                try:
+                    await self._loop()
+                finally:
+                    scaler.cancel()
             finally:
                 self.watcher.close()
             state.event(self.env, "agent", "agent stopped; instances and router keep running")
@@ -181,6 +187,60 @@ class Agent:
             state.started,
             state.detail,
         )
+
+    async def _autoscale(self) -> None:
+        """Sample the router's counters and set the wanted count of autoscaled services."""
+        loads: dict[str, ServiceLoad] = {}
+        while not self.stopping.is_set():
+            await asyncio.sleep(SAMPLE_EVERY)
+            try:
+                await self._autoscale_once(loads)
+            except Exception as exc:  # reported; the next sample tries again
+                self.deployment.state.event(self.env, "scale", f"autoscaling failed: {exc!r}")
+                await asyncio.sleep(5)
+
+    async def _autoscale_once(self, loads: dict[str, ServiceLoad]) -> None:
+        stats_of = getattr(self.deployment.executor.pools, "stats", None)
+        if stats_of is None:
+            return
+        release = self.deployment.state.current_release(self.env)
+        if release is None:
+            return
+        configs = {n: service_config(e) for n, e in release.services().items()}
+        rules = {n: c.scale for n, c in configs.items() if c.scale is not None and c.route is not None}
+        holder = lock_holder(self.home / "run" / f"deploy-{self.env}.lock")
+        if not rules or (holder is not None and holder != os.getpid()):
+            loads.clear()  # never during a rollout; start afresh after it
+            return
+        try:
+            stats = await stats_of()
+        except HerdError:
+            return
+        scales = self.deployment.state.scales(self.env)
+        now = time.monotonic()
+        for name, rule in rules.items():
+            route = stats.get(f"{self.env}/{name}")
+            if route is None or scales.get(name, (0, ""))[1] == "fixed":
+                continue
+            load = loads.setdefault(name, ServiceLoad())
+            load.samples.append(sample_of(route, now))
+            current = scales[name][0] if name in scales else configs[name].replicas
+            new = decide(rule, load, current, now)
+            if new is not None and new != current:
+                self._scaled(name, current, new, load.samples[-1])
+
+    def _scaled(self, service: str, before: int, after: int, sample: Sample) -> None:
+        self.deployment.state.set_scale(self.env, service, after, "auto")
+        way = "out" if after > before else "in"
+        self.deployment.state.event(
+            self.env,
+            "scale",
+            f"{service}: scaled {way} from {before} to {after} ({sample.inflight} request(s) in flight)",
+            service=service,
+            replicas=after,
+        )
+        self.fleet.touch(service)
+        self.wake.set()
 
     # acting ---------------------------------------------------------------------------------------
     def wants(self, release: Release) -> dict[str, Want]:

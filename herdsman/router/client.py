@@ -61,6 +61,11 @@ class RouterPools:
             {"op": "drain", "route": route, "addresses": addresses, "timeout": timeout}, timeout + 10
         )
 
+    async def stats(self) -> dict[str, Any]:
+        """Per route: its backends with their in-flight and cumulative request/error counters."""
+        reply = await self.client.call({"op": "stats"}, 5)
+        return dict(reply.get("stats") or {})
+
 
 def router_paths(home: Path) -> tuple[Path, Path, Path]:
     run = home / "run"

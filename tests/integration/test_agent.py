@@ -177,3 +177,37 @@ def test_scale_with_and_without_an_agent(project: tuple[Path, int]) -> None:
     assert bad.returncode == 1 and "services: web" in bad.stderr
     scale_events = herd(root, "events", "--kind", "scale").stdout
     assert "scaled to 3" in scale_events and "back to the release's replica count" in scale_events
+
+
+SLOW = """        if self.path == "/slow":
+            time.sleep(0.05)
+            self.reply(200, "text/plain", "slow\\n")
+            return
+"""
+
+SCALE = """
+[service.web.scale]
+min = 1
+max = 4
+target_inflight = 1
+scale_in_window = "3s"
+"""
+
+
+def test_autoscaling_follows_the_load_with_no_failed_request(project: tuple[Path, int]) -> None:
+    root, port = project
+    app = root / "app" / "app.py"
+    text = app.read_text().replace(
+        '        if self.path == "/healthz":\n', SLOW + '        if self.path == "/healthz":\n', 1
+    )
+    app.write_text(text.replace("import html\n", "import html\nimport time\n", 1))
+    (root / "herd.toml").write_text((root / "herd.toml").read_text() + SCALE)
+    herd(root, "up", "-d")
+    with Load(f"http://127.0.0.1:{port}/slow", workers=6) as load:
+        wait_for(lambda: len(running(root)) == 4, seconds=30)  # 6 in flight, 1 wanted per instance: max
+        assert "web: 4 replica(s), set by the autoscaler" in herd(root, "ps").stdout
+        time.sleep(1.0)
+    wait_for(lambda: len(running(root)) == 1, seconds=30)  # calm for a whole window: back to min
+    assert load.failures == [], load.failures[:5]
+    events = herd(root, "events", "--kind", "scale").stdout
+    assert "scaled out" in events and "to 4" in events and "scaled in" in events and "to 1" in events
