@@ -18,10 +18,13 @@ import signal
 import time
 from pathlib import Path
 
+from herdsman.agent.api import make_app
 from herdsman.agent.autoscale import Sample, ServiceLoad, decide, sample_of
 from herdsman.agent.fleet import Backoff, Fleet, Seen, Want
 from herdsman.agent.heal import Healer
+from herdsman.agent.metrics import AgentCounts, RouterTotals, Snapshot, render
 from herdsman.agent.quarantine import Quarantine
+from herdsman.agent.server import ensure_token, serve, socket_path
 from herdsman.agent.watch import Watcher
 from herdsman.deploy.execute import Pools
 from herdsman.deploy.pidlock import lock_holder, pid_lock
@@ -63,6 +66,7 @@ class Agent:
         pools: Pools | None = None,
         reporter: Reporter | None = None,
         interval: float = SYNC_EVERY,
+        api: str | None = None,
     ) -> None:
         self.deployment = Deployment(project, env, pools=pools, reporter=reporter)
         self.env = self.deployment.env
@@ -79,6 +83,9 @@ class Agent:
         self.passes = 0
         self._poked = False
         self._wanted: dict[str, Want] = {}
+        self.api = api  # also serve the API on this loopback address
+        self.router_totals = RouterTotals()
+        self.counts = AgentCounts()
 
     @property
     def state(self) -> StateStore:  # for the healer and the API
@@ -101,11 +108,16 @@ class Agent:
                 await self.sync()
                 if ready is not None:
                     ready.set()
-                scaler = asyncio.create_task(self._autoscale())
+                scaler = asyncio.create_task(self._sample())
+                app = make_app(self, ensure_token(self.home, self.env))
+                serving, server = await serve(app, socket_path(self.home, self.env), self.api)
                 try:
                     await self._loop()
                 finally:
                     scaler.cancel()
+                    server.should_exit = True
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(serving, 5)
             finally:
                 self.watcher.close()
             state.event(self.env, "agent", "agent stopped; instances and router keep running")
@@ -188,21 +200,27 @@ class Agent:
             state.detail,
         )
 
-    async def _autoscale(self) -> None:
-        """Sample the router's counters and set the wanted count of autoscaled services."""
+    async def _sample(self) -> None:
+        """Sample the router's counters: totals for /metrics, and the wanted count of autoscaled
+        services."""
         loads: dict[str, ServiceLoad] = {}
         while not self.stopping.is_set():
             await asyncio.sleep(SAMPLE_EVERY)
             try:
-                await self._autoscale_once(loads)
+                await self._sample_once(loads)
             except Exception as exc:  # reported; the next sample tries again
                 self.deployment.state.event(self.env, "scale", f"autoscaling failed: {exc!r}")
                 await asyncio.sleep(5)
 
-    async def _autoscale_once(self, loads: dict[str, ServiceLoad]) -> None:
+    async def _sample_once(self, loads: dict[str, ServiceLoad]) -> None:
         stats_of = getattr(self.deployment.executor.pools, "stats", None)
         if stats_of is None:
             return
+        try:
+            stats = await stats_of()
+        except HerdError:
+            return
+        self.router_totals.update(self.env, stats, self._release_of)
         release = self.deployment.state.current_release(self.env)
         if release is None:
             return
@@ -211,10 +229,6 @@ class Agent:
         holder = lock_holder(self.home / "run" / f"deploy-{self.env}.lock")
         if not rules or (holder is not None and holder != os.getpid()):
             loads.clear()  # never during a rollout; start afresh after it
-            return
-        try:
-            stats = await stats_of()
-        except HerdError:
             return
         scales = self.deployment.state.scales(self.env)
         now = time.monotonic()
@@ -229,7 +243,12 @@ class Agent:
             if new is not None and new != current:
                 self._scaled(name, current, new, load.samples[-1])
 
+    def _release_of(self, instance: str) -> str:
+        seen = self.fleet.get(instance)
+        return str(seen.release) if seen is not None else instance.split("-")[-2] if "-" in instance else ""
+
     def _scaled(self, service: str, before: int, after: int, sample: Sample) -> None:
+        self.counts.scalings[service] += 1
         self.deployment.state.set_scale(self.env, service, after, "auto")
         way = "out" if after > before else "in"
         self.deployment.state.event(
@@ -241,6 +260,37 @@ class Agent:
         )
         self.fleet.touch(service)
         self.wake.set()
+
+    def scale(self, service: str, replicas: int | None) -> None:
+        """`herd scale` through the API: a fixed count, or None for the release's count."""
+        release = self.deployment.state.current_release(self.env)
+        if release is None or service not in release.services():
+            raise HerdError(f"no service {service!r} in the current release of {self.env}")
+        state = self.deployment.state
+        if replicas is None:
+            state.clear_scale(self.env, service)
+            message = f"{service}: back to the release's replica count"
+        else:
+            state.set_scale(self.env, service, replicas, "fixed")
+            message = f"{service}: scaled to {replicas} (fixed, by herd scale)"
+        state.event(self.env, "scale", message, service=service, replicas=replicas)
+        self.poke()
+
+    def metrics(self) -> bytes:
+        instances: dict[tuple[str, str], int] = {}
+        for service, seen in self.fleet.services.items():
+            for item in seen.values():
+                key = (service, "unhealthy" if item.unhealthy else "running" if item.running else "exited")
+                instances[key] = instances.get(key, 0) + 1
+        release = self.deployment.state.current_release(self.env)
+        wanted = {n: w.policy.replicas for n, w in self.wants(release).items()} if release else {}
+        deploys = [
+            (int(e["release"] or 0), float(e["data"]["seconds"]))
+            for e in self.deployment.state.events(self.env, last=1000)
+            if e["kind"] == "rollout" and "seconds" in e["data"]
+        ]
+        snapshot = Snapshot(self.env, self.router_totals, self.counts, instances, wanted, deploys)
+        return render(snapshot)
 
     # acting ---------------------------------------------------------------------------------------
     def wants(self, release: Release) -> dict[str, Want]:

@@ -66,6 +66,7 @@ class Healer:
             if s.running or s.id in self.counted:
                 continue
             self.counted.add(s.id)
+            self.agent.counts.restarts[service] += 1
             lived = max(0.0, time.time() - s.started) if s.started else 0.0
             self.agent.state.event(
                 self.env,
@@ -159,6 +160,7 @@ class Healer:
         place = agent.quarantine.record(instance_id, info, driver.log_file(instance_id))
         await driver.stop(instance_id, config.stop_grace if config else 10.0, keep=place / "tmp")
         self._forget(service, instance_id)
+        agent.counts.quarantines[service] += 1
         pruned = agent.quarantine.prune(service, config.quarantine_keep if config else 3)
         agent.state.event(
             self.env,

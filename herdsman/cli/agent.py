@@ -1,15 +1,14 @@
-"""Commands about what the agent does and keeps: events, scale, quarantine, inspect.
+"""Commands about what the agent does and keeps: events, scale, quarantine, inspect, api.
 
-They read the state store and `.herd/quarantine` directly, so they work whether or not an agent
-runs; `herd scale` tells a running agent to act (SIGUSR1), or converges itself when none runs.
+When an agent runs, `herd scale` and `herd events -f` go through its API (`herdsman.client`);
+without one they work on the state store directly, as `herd quarantine` and `herd inspect` do
+with `.herd/quarantine`, so they are useful whether or not an agent runs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
 import time
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -47,24 +46,31 @@ def _event_line(event: dict[str, Any]) -> str:
 @pass_context
 def events(ctx: Context, env: str | None, follow: bool, last: int, kind: tuple[str, ...]) -> None:
     """What happened to the environment: deploys, heals, quarantines, scaling, drift, the agent."""
+    from herdsman.agent.daemon import agent_pid
+    from herdsman.client import AgentClient
     from herdsman.spec import herd_home
     from herdsman.state import StateStore
 
     project = ctx.project()
     env = env or project.stack.stack.environment
-    state = StateStore(herd_home(project) / "state.db")
-    after = 0
-    batch = state.events(env, last=last)
+    home = herd_home(project)
+    state = StateStore(home / "state.db")
+
+    def show(batch: list[dict[str, Any]]) -> int:
+        for event in batch:
+            if not kind or event["kind"] in kind:
+                console.print(_event_line(event), markup=False, highlight=False, soft_wrap=True)
+        return max([int(e["id"]) for e in batch], default=0)
+
+    after = show(state.events(env, last=last))
     try:
-        while True:
-            for event in batch:
-                after = max(after, int(event["id"]))
-                if not kind or event["kind"] in kind:
-                    console.print(_event_line(event), markup=False, highlight=False, soft_wrap=True)
-            if not follow:
-                return
-            time.sleep(0.25)
-            batch = state.events(env, after=after)
+        while follow:
+            if agent_pid(home, env) is not None:  # live from the agent, by long polling
+                with AgentClient.for_home(home, env) as client:
+                    after = max(after, show(client.events(after, wait=25)))
+            else:
+                time.sleep(0.5)
+                after = max(after, show(state.events(env, after=after)))
     except KeyboardInterrupt:
         return
 
@@ -81,7 +87,8 @@ def scale(ctx: Context, counts: tuple[str, ...], env: str | None) -> None:
     herd scale web=auto    back to the release's count (and the autoscaler, if [service.web.scale])
 
     A replica count is runtime state, not a new release: it is recorded as an event and shown by
-    `herd ps`. A running agent applies it at once; without one, this command does.
+    `herd ps`. A running agent applies it at once (asked through its API); without one, this
+    command does.
     """
     from herdsman.agent.daemon import agent_pid
     from herdsman.deploy.run import Deployment
@@ -104,6 +111,16 @@ def scale(ctx: Context, counts: tuple[str, ...], env: str | None) -> None:
             parsed.append((service, int(value)))
         else:
             raise HerdError(f"{item!r}: the count must be a number from 0 to 10000, or auto")
+    pid = agent_pid(deployment.home, deployment.env)
+    if pid is not None:
+        from herdsman.client import AgentClient
+
+        with AgentClient.for_home(deployment.home, deployment.env) as client:
+            for service, count in parsed:
+                status = client.scale(service, count)
+                console.print(f"{service}: {status['replicas']} replica(s), set by {status['set_by']}")
+        console.print(f"the agent (pid {pid}) applies it now; `herd ps` shows the instances")
+        return
     state = deployment.state
     for service, count in parsed:
         if count is None:
@@ -114,11 +131,6 @@ def scale(ctx: Context, counts: tuple[str, ...], env: str | None) -> None:
             message = f"{service}: scaled to {count} (fixed, by herd scale)"
         state.event(deployment.env, "scale", message, service=service, replicas=count)
         console.print(message)
-    pid = agent_pid(deployment.home, deployment.env)
-    if pid is not None:
-        os.kill(pid, signal.SIGUSR1)
-        console.print(f"the agent (pid {pid}) applies it now; `herd ps` shows the instances")
-        return
     deployment.executor.pools = ensure_router_pools(project, deployment.env)
     deployment.executor.on_progress = lambda line: console.print(f"[dim]·[/] {line}", highlight=False)
     steps = asyncio.run(deployment.converge())
@@ -209,3 +221,29 @@ def _quarantine(ctx: Context) -> Quarantine:
     from herdsman.spec import herd_home
 
     return Quarantine(herd_home(ctx.project()))
+
+
+@click.group()
+def api() -> None:
+    """The agent's HTTP API: its schema and how to reach it.
+
+    \b
+    The agent serves it on .herd/run/agent-ENV.sock (mode 0600) and, with `herd up --api
+    127.0.0.1:PORT`, on that address. Every request needs `Authorization: Bearer TOKEN`, the
+    token being in .herd/agent-ENV.token. From Python: `herdsman.client.AgentClient`.
+    """
+
+
+@api.command(name="schema")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write to this file (default: print).")
+def api_schema(output: str | None) -> None:
+    """The OpenAPI schema of the agent's API (also in docs/openapi.json)."""
+    from herdsman.agent.api import openapi_schema
+
+    text = json.dumps(openapi_schema(), indent=2, sort_keys=True) + "\n"
+    if output:
+        with open(output, "w") as out:
+            out.write(text)
+        console.print(f"wrote {output}")
+    else:
+        click.echo(text, nl=False)

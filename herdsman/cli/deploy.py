@@ -212,8 +212,14 @@ def logs(
 @click.option(
     "--no-deploy", is_flag=True, help="Only resume and keep what runs; do not deploy the current files."
 )
+@click.option(
+    "--api",
+    "api_listen",
+    metavar="127.0.0.1:PORT",
+    help="Also serve the agent's API on this loopback address (it is always on .herd/run/agent-ENV.sock).",
+)
 @pass_context
-def up(ctx: Context, env: str | None, detach: bool, no_deploy: bool) -> None:
+def up(ctx: Context, env: str | None, detach: bool, no_deploy: bool, api_listen: str | None) -> None:
     """Bake if needed, deploy the stack and keep it running with the agent in the foreground.
 
     Ctrl-C stops the agent only: instances (and the router) keep serving, and the next
@@ -236,6 +242,8 @@ def up(ctx: Context, env: str | None, detach: bool, no_deploy: bool) -> None:
         argv = [sys.executable, "-m", "herdsman", "-f", str(project.file), "up", "--env", deployment.env]
         if no_deploy:
             argv.append("--no-deploy")
+        if api_listen:
+            argv += ["--api", api_listen]
         with log.open("ab") as out:
             child = subprocess.Popen(
                 argv, stdout=out, stderr=out, stdin=subprocess.DEVNULL, start_new_session=True
@@ -250,7 +258,7 @@ def up(ctx: Context, env: str | None, detach: bool, no_deploy: bool) -> None:
             f"agent running in the background (pid {child.pid}, log {log}); `herd ps` shows the instances"
         )
         return
-    agent = Agent(project, env)
+    agent = Agent(project, env, api=api_listen)
     agent.deployment.executor.pools = ensure_router_pools(project, agent.env)
     console.print(
         f"agent for {agent.env} starting (pid {os.getpid()}); Ctrl-C stops the agent, not the instances"

@@ -1,0 +1,116 @@
+"""A Python client of the agent's API (what the CLI uses when an agent runs).
+
+    from herdsman.client import AgentClient
+    with AgentClient.for_project(Path("herd.toml")) as agent:
+        print(agent.status()["release"])
+        agent.scale("web", 3)
+
+It talks over the agent's unix socket (`.herd/run/agent-ENV.sock`) with the token from
+`.herd/agent-ENV.token`, or over TCP when given a base URL (`herd up --api 127.0.0.1:PORT`).
+Errors from the API become `HerdError`s carrying the API's own message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from herdsman.errors import HerdError
+
+
+class AgentClient:
+    def __init__(self, token: str, *, socket: Path | None = None, base_url: str | None = None) -> None:
+        transport = httpx.HTTPTransport(uds=str(socket)) if socket is not None else None
+        self.http = httpx.Client(
+            base_url=base_url or "http://agent",
+            transport=transport,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=httpx.Timeout(10.0, read=60.0),
+        )
+
+    @classmethod
+    def for_home(cls, home: Path, env: str, base_url: str | None = None) -> AgentClient:
+        """The client of the agent of ``env`` in a project's `.herd` directory."""
+        token_file = home / f"agent-{env}.token"
+        try:
+            token = token_file.read_text().strip()
+        except FileNotFoundError:
+            raise HerdError(
+                f"no agent has run for environment {env!r} here (no {token_file})", hint="herd up -d"
+            ) from None
+        socket = None if base_url else home / "run" / f"agent-{env}.sock"
+        return cls(token, socket=socket, base_url=base_url)
+
+    @classmethod
+    def for_project(cls, file: Path | None = None, env: str | None = None) -> AgentClient:
+        from herdsman.spec import herd_home, load_project
+
+        project = load_project(file)
+        return cls.for_home(herd_home(project), env or project.stack.stack.environment)
+
+    def __enter__(self) -> AgentClient:
+        return self
+
+    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.http.close()
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self.http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise HerdError(
+                f"the agent is not answering: {exc}", hint="is it running? `herd up -d`"
+            ) from None
+        if response.status_code >= 400:
+            try:
+                detail = response.json().get("detail", response.text)
+            except ValueError:
+                detail = response.text
+            raise HerdError(f"the agent said {response.status_code}: {detail}")
+        return response
+
+    # the API --------------------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        return dict(self._call("GET", "/v1/status").json())
+
+    def instances(self) -> list[dict[str, Any]]:
+        return list(self._call("GET", "/v1/instances").json())
+
+    def releases(self) -> list[dict[str, Any]]:
+        return list(self._call("GET", "/v1/releases").json())
+
+    def events(self, after: int = 0, *, limit: int = 100, wait: float = 0.0) -> list[dict[str, Any]]:
+        params: dict[str, int | float] = {"after": after, "limit": limit, "wait": wait}
+        return list(self._call("GET", "/v1/events", params=params).json())
+
+    def follow(self, after: int = 0) -> Iterator[dict[str, Any]]:
+        """Every event after ``after``, as it happens (long polling; runs until interrupted)."""
+        while True:
+            for event in self.events(after, wait=25):
+                after = max(after, int(event["id"]))
+                yield event
+
+    def scale(self, service: str, replicas: int | None) -> dict[str, Any]:
+        return dict(self._call("PUT", f"/v1/services/{service}/replicas", json={"replicas": replicas}).json())
+
+    def quarantine(self) -> list[dict[str, Any]]:
+        return list(self._call("GET", "/v1/quarantine").json())
+
+    def inspect(self, instance: str, lines: int = 20) -> dict[str, Any]:
+        return dict(self._call("GET", f"/v1/quarantine/{instance}", params={"lines": lines}).json())
+
+    def purge(self, instance: str) -> None:
+        self._call("DELETE", f"/v1/quarantine/{instance}")
+
+    def metrics(self) -> str:
+        return self._call("GET", "/metrics").text
+
+    def openapi(self) -> dict[str, Any]:
+        return dict(self._call("GET", "/openapi.json").json())
