@@ -5,6 +5,7 @@ replica count with and without an agent."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -211,3 +212,64 @@ def test_autoscaling_follows_the_load_with_no_failed_request(project: tuple[Path
     assert load.failures == [], load.failures[:5]
     events = herd(root, "events", "--kind", "scale").stdout
     assert "scaled out" in events and "to 4" in events and "scaled in" in events and "to 1" in events
+
+
+def test_a_crash_looping_replacement_backs_off_and_says_why(project: tuple[Path, int]) -> None:
+    """Replacements that crash at start are retried with growing delays, `herd ps` says so, and
+    the service heals by itself once the cause is gone."""
+    root, port = project
+    app = root / "app" / "app.py"
+    app.write_text(
+        app.read_text().replace(
+            "    DATA.mkdir(parents=True, exist_ok=True)\n",
+            "    DATA.mkdir(parents=True, exist_ok=True)\n"
+            "    if (DATA / 'crash').exists():\n"
+            "        sys.exit('cannot start: ' + (DATA / 'crash').read_text())\n",
+        )
+    )
+    herd(root, "up", "-d")
+    crash = root / ".herd" / "volumes" / "counter" / "crash"
+    crash.write_text("the data says no")
+    victim = sorted(i["id"] for i in running(root))[0]
+    with Load(f"http://127.0.0.1:{port}/") as load:
+        os.kill(app_pid(root, victim), signal.SIGKILL)
+        shown = wait_for(lambda: "crash loop" in (out := herd(root, "ps").stdout) and out, seconds=30)
+        assert "failed replacements in a row" in shown and "crashed before it became healthy" in shown
+        assert len(running(root)) == 1, "the other instance keeps serving"
+        crash.unlink()
+        wait_for(lambda: len(running(root)) == 2, seconds=30)
+    assert load.failures == [], load.failures[:5]
+    assert "crash loop" not in herd(root, "ps").stdout
+    events = herd(root, "events", "--kind", "heal", "-n", "200").stdout
+    assert "cannot start: the data says no" in events and "next attempt in" in events
+
+
+def test_the_agent_reaps_instances_of_no_release(project: tuple[Path, int]) -> None:
+    """An instance with the environment's labels but of a release that does not exist (started by
+    hand, or left by an old herdsman) is stopped by the agent."""
+    from herdsman.drivers.base import InstanceSpec
+    from herdsman.drivers.process import ProcessDriver
+    from herdsman.image.bake import image_store
+    from herdsman.spec import load_project
+
+    root, _port = project
+    herd(root, "up", "-d")
+    project_ = load_project(root / "herd.toml")
+    digest = next(iter(StateStore(root / ".herd" / "state.db").release("production", 1).services().values()))[
+        "image"
+    ]
+    labels = {"herd.stack": "hello", "herd.env": "production", "herd.service": "web", "herd.release": "99"}
+    labels |= {"herd.instance": "web-99-stray", "herd.image": digest}
+    driver = ProcessDriver(root / ".herd", image_store(project_))
+    spec = InstanceSpec(
+        id="web-99-stray",
+        image=digest,
+        labels=labels,
+        argv=("python3", "app.py"),
+        env={"DATA_DIR": "/tmp"},
+        workdir="/app",
+    )
+    asyncio.run(driver.start(spec))
+    assert any(i["id"] == "web-99-stray" for i in running(root))
+    wait_for(lambda: all(i["id"] != "web-99-stray" for i in instances(root)), seconds=20)
+    assert len(running(root)) == 2 and {i["release"] for i in running(root)} == {"1"}
