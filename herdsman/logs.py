@@ -27,7 +27,6 @@ for line in sys.stdin.buffer:
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + ".%06dZ " % int(now % 1 * 1e6)
     out.write(stamp.encode() + (line if line.endswith(b"\n") else line + b"\n"))
 """
-STAMP_LENGTH = len("2026-01-01T00:00:00.000000Z ")
 
 
 @dataclass(frozen=True, order=True)
@@ -46,10 +45,14 @@ def write_labels(log_file: Path, labels: dict[str, str]) -> None:
 
 
 def parse(line: str, instance: str, fallback: float) -> LogLine:
-    head = line[: STAMP_LENGTH - 1]
+    """A stamped line: ours (microseconds) or Docker's `--timestamps` (nanoseconds)."""
+    stamp, _, text = line.partition(" ")
+    whole, _, fraction = stamp.removesuffix("Z").partition(".")
     try:
-        at = datetime.strptime(head, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
-        return LogLine(at, instance, line[STAMP_LENGTH:])
+        if not stamp.endswith("Z") or not fraction.isdigit():
+            raise ValueError(stamp)
+        at = datetime.strptime(whole, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC).timestamp()
+        return LogLine(at + int(fraction[:6].ljust(6, "0")) / 1e6, instance, text)
     except ValueError:
         return LogLine(fallback, instance, line)
 

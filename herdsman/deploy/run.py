@@ -42,7 +42,11 @@ def deploy_lock(home: Path, env: str, wait: float = 0.0) -> contextlib.AbstractC
 def make_driver(name: str, home: Path, project: Project) -> Driver:
     if name == "process":
         return ProcessDriver(home, image_store(project))
-    raise DriverError(f"the {name!r} driver is not available yet", hint='use driver = "process"')
+    if name == "docker":
+        from herdsman.drivers.docker import DockerDriver  # the docker SDK loads only when used
+
+        return DockerDriver(home, image_store(project))
+    raise DriverError(f"the {name!r} driver is not available yet", hint='use driver = "process" or "docker"')
 
 
 class Deployment:

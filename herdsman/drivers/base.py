@@ -39,6 +39,9 @@ class InstanceSpec:
     stop_grace: float = 10.0
     log_file: Path | None = None
     wants_port: bool = True
+    cap_add: tuple[str, ...] = ()  # capabilities to keep (drivers that drop them all by default)
+    memory: str | None = None  # e.g. "256m"
+    cpus: float | None = None
 
 
 State = Literal["running", "exited"]

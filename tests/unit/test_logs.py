@@ -63,3 +63,12 @@ def test_follow_sees_new_files_and_lines(tmp_path: Path) -> None:
     thread.join()
     assert "old" not in seen
     assert sorted(seen) == ["new file", "new in old file"]
+
+
+def test_docker_timestamps_parse_like_ours() -> None:
+    from herdsman.logs import parse
+
+    ours = parse("2026-11-24T04:05:29.360997Z hello", "i", 0.0)
+    docker = parse("2026-11-24T04:05:29.360997123Z hello", "i", 0.0)
+    assert ours.at == docker.at and ours.text == docker.text == "hello"
+    assert parse("no stamp here", "i", 7.0).at == 7.0

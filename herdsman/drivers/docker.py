@@ -1,0 +1,297 @@
+"""The `docker` driver: each instance a container of the Docker engine, hardened by default.
+
+The image comes from the local OCI store, loaded once (`docker load` of our own export; its ID is
+the sha256 of our config, so "is it loaded?" is one lookup and it is never pulled by tag).
+Containers run with host networking on their own 127.0.0.1 port (behind the same router as the
+process driver), a read-only root, a tmpfs /tmp, no new privileges, every capability dropped but
+those the service declares, the image's user, and the declared memory and CPU limits. Volumes are
+named volumes `herd-STACK-NAME`, so data survives every replacement.
+
+Actual state is rebuilt from container labels alone (DESIGN.md principle 6): an agent adopts
+containers it did not start. Output goes to the central log store through `docker logs -f
+--timestamps` run beside the container in a session of its own (not through the agent), so logs
+are readable after the container is gone. A quarantined container's /tmp and `docker diff` are
+kept before it is removed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tarfile
+from collections.abc import Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from herdsman.drivers.base import InstanceSpec, InstanceState
+from herdsman.errors import DriverError
+from herdsman.image.export import export_image
+from herdsman.image.oci import ImageStore
+from herdsman.logs import write_labels
+
+HOST_BASE_ANNOTATION = "org.opencontainers.image.base.name"
+PORT_LABEL = "herd.port"
+States = list[InstanceState]
+LOG_LABEL = "herd.log"
+
+
+def _engine() -> Any:
+    import docker
+
+    try:
+        client = docker.from_env(version="auto", timeout=60)
+        client.ping()
+    except Exception as exc:
+        raise DriverError(
+            f"the Docker engine is not answering: {exc}",
+            hint='start dockerd (make test starts it when run as root), or use driver = "process"',
+        ) from None
+    return client
+
+
+def _started(value: str) -> float:
+    whole, _, fraction = value.removesuffix("Z").partition(".")
+    try:
+        return datetime.fromisoformat(whole + "+00:00").timestamp() + float("0." + (fraction or "0"))
+    except ValueError:
+        return 0.0
+
+
+class DockerDriver:
+    name = "docker"
+
+    def __init__(self, home: Path, store: ImageStore, *, client: Any = None) -> None:
+        self.home = home
+        self.store = store
+        self.logs = home / "logs"
+        self.client = client or _engine()
+        self.docker_cli = shutil.which("docker")
+
+    # protocol ---------------------------------------------------------------------------------
+    async def start(self, spec: InstanceSpec) -> InstanceState:
+        return await asyncio.to_thread(self._start, spec)
+
+    async def stop(self, instance_id: str, grace: float, keep: Path | None = None) -> None:
+        await asyncio.to_thread(self._stop, instance_id, grace, keep)
+
+    async def list(self, labels: Mapping[str, str] | None = None) -> States:
+        return await asyncio.to_thread(self.list_now, labels)
+
+    async def inspect(self, instance_id: str) -> InstanceState | None:
+        return await asyncio.to_thread(self._inspect, instance_id)
+
+    def log_file(self, instance_id: str) -> Path | None:
+        container = self._container(instance_id)
+        if container is not None:
+            return Path(container.labels.get(LOG_LABEL, ""))
+        found = sorted(self.logs.glob(f"*/{instance_id}.log"))
+        return found[0] if found else None
+
+    # images -----------------------------------------------------------------------------------
+    def image_id(self, manifest_digest: str, stack: str) -> str:
+        """The engine's ID of our image (its config digest), loaded from the OCI store if needed."""
+        import docker.errors
+
+        manifest = self.store.manifest(manifest_digest)
+        if (manifest.get("annotations") or {}).get(HOST_BASE_ANNOTATION) == "host":
+            raise DriverError(
+                "a `host` image runs on this machine's own OS and cannot run in a container",
+                hint='give the service a full base for the docker driver, e.g. base = "debian:bookworm"',
+            )
+        config = str(manifest["config"]["digest"])
+        try:
+            self.client.images.get(config)
+            return config
+        except docker.errors.ImageNotFound:
+            pass
+        archive = self.home / "run" / f"load-{config.removeprefix('sha256:')[:16]}.tar"
+        archive.parent.mkdir(parents=True, exist_ok=True)
+        tag = f"herd/{_component(stack)}:{manifest_digest.removeprefix('sha256:')[:12]}"
+        try:
+            export_image(self.store, manifest_digest, archive, fmt="docker", tag=tag)
+            with archive.open("rb") as data:
+                loaded = self.client.images.load(data)
+        finally:
+            archive.unlink(missing_ok=True)
+        if not any(image.id == config for image in loaded):
+            raise DriverError(f"docker load gave {[i.id for i in loaded]}, not {config}")
+        return config
+
+    # starting ---------------------------------------------------------------------------------
+    def _start(self, spec: InstanceSpec) -> InstanceState:
+        import docker.errors
+        from docker.types import LogConfig, Mount
+
+        if self._container(spec.id) is not None:
+            raise DriverError(f"instance {spec.id} already exists")
+        stack = spec.labels.get("herd.stack", "herd")
+        image = self.image_id(spec.image, stack)
+        port = _free_port() if spec.wants_port else None
+        env = dict(spec.env)
+        if port is not None:
+            env["PORT"] = str(port)
+        service = spec.labels.get("herd.service", "instance")
+        log = spec.log_file or self.logs / service / f"{spec.id}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        write_labels(log, dict(spec.labels))
+        labels = {**spec.labels, LOG_LABEL: str(log), PORT_LABEL: str(port or "")}
+        mounts = [
+            Mount(v.target, self._volume(stack, v.name), type="volume", read_only=False) for v in spec.volumes
+        ]
+        options: dict[str, Any] = {}
+        if spec.memory:
+            options["mem_limit"] = spec.memory
+        if spec.cpus:
+            options["nano_cpus"] = int(spec.cpus * 1e9)
+        try:
+            container = self.client.containers.create(
+                image,
+                entrypoint=[spec.argv[0]],
+                command=list(spec.argv[1:]),
+                name=self._name(spec.labels, spec.id),
+                labels=labels,
+                environment=env,
+                network_mode="host",
+                read_only=True,
+                tmpfs={"/tmp": "rw,nosuid,nodev,size=256m,mode=1777"},
+                security_opt=["no-new-privileges:true"],
+                cap_drop=["ALL"],
+                cap_add=list(spec.cap_add) or None,
+                user=spec.user or None,
+                working_dir=spec.workdir or "/",
+                mounts=mounts,
+                log_config=LogConfig(type="json-file", config={"max-size": "50m", "max-file": "2"}),
+                detach=True,
+                **options,
+            )
+            container.start()
+        except docker.errors.APIError as exc:
+            raise DriverError(f"Docker could not start {spec.id}: {exc.explanation or exc}") from None
+        self._follow_logs(container.id, log)
+        state = self._state(self.client.containers.get(container.id))
+        return state
+
+    def _volume(self, stack: str, name: str) -> str:
+        import docker.errors
+
+        volume = f"herd-{_component(stack)}-{name}"
+        try:
+            self.client.volumes.get(volume)
+        except docker.errors.NotFound:
+            self.client.volumes.create(volume, labels={"herd.stack": stack, "herd.volume": name})
+        return volume
+
+    def _follow_logs(self, container_id: str, log: Path) -> None:
+        """`docker logs -f --timestamps` appending to the log file, in its own session: it outlives
+        the agent and ends with the container."""
+        if self.docker_cli is None:
+            raise DriverError("the docker command is missing", hint="apt-get install docker.io")
+        fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            subprocess.Popen(
+                [self.docker_cli, "logs", "-f", "--timestamps", container_id],
+                stdin=subprocess.DEVNULL,
+                stdout=fd,
+                stderr=fd,
+                start_new_session=True,
+            )
+        finally:
+            os.close(fd)
+
+    # state ------------------------------------------------------------------------------------
+    @staticmethod
+    def _name(labels: Mapping[str, str], instance_id: str) -> str:
+        stack = _component(labels.get("herd.stack", "herd"))
+        return f"herd-{stack}-{labels.get('herd.env', 'env')}-{instance_id}"
+
+    def _container(self, instance_id: str) -> Any:
+        found = self.client.containers.list(all=True, filters={"label": f"herd.instance={instance_id}"})
+        return found[0] if found else None
+
+    def _inspect(self, instance_id: str) -> InstanceState | None:
+        container = self._container(instance_id)
+        return self._state(container) if container is not None else None
+
+    def list_now(self, labels: Mapping[str, str] | None = None) -> States:
+        wanted = [f"{k}={v}" for k, v in (labels or {}).items()] + ["herd.instance"]
+        containers = self.client.containers.list(all=True, filters={"label": wanted})
+        return sorted((self._state(c) for c in containers), key=lambda s: (s.started, s.id))
+
+    def _state(self, container: Any) -> InstanceState:
+        attrs = container.attrs
+        status = attrs.get("State") or {}
+        labels = {
+            k: v
+            for k, v in container.labels.items()
+            if k.startswith("herd.") and k not in (LOG_LABEL, PORT_LABEL)
+        }
+        running = bool(status.get("Running"))
+        code = None if running else status.get("ExitCode")
+        detail = (
+            ""
+            if running
+            else f"exited with code {code}" + (" (out of memory)" if status.get("OOMKilled") else "")
+        )
+        port = container.labels.get(PORT_LABEL) or ""
+        return InstanceState(
+            id=container.labels.get("herd.instance", container.name),
+            labels=labels,
+            state="running" if running else "exited",
+            port=int(port) if port.isdigit() else None,
+            started=_started(str(status.get("StartedAt") or "")),
+            pid=int(status.get("Pid") or 0) or None,
+            exit_code=code,
+            detail=detail,
+            extra={"container": container.id},
+        )
+
+    # stopping ---------------------------------------------------------------------------------
+    def _stop(self, instance_id: str, grace: float, keep: Path | None) -> None:
+        import docker.errors
+
+        container = self._container(instance_id)
+        if container is None:
+            return
+        try:
+            if keep is not None:
+                self._keep(container, keep)
+            if container.status == "running":
+                container.stop(timeout=max(0, int(grace + 0.999)))
+            container.remove(v=False, force=True)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as exc:
+            raise DriverError(f"Docker could not stop {instance_id}: {exc.explanation or exc}") from None
+
+    def _keep(self, container: Any, keep: Path) -> None:
+        """What the container wrote: its /tmp (a tmpfs, gone once stopped) and `docker diff`."""
+        keep.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(Exception):  # the diff is a bonus; the /tmp copy matters more
+            (keep.parent / "docker-diff.json").write_text(json.dumps(container.diff() or [], indent=1))
+        if container.status != "running":
+            return
+        stream, _ = container.get_archive("/tmp")
+        data = io.BytesIO(b"".join(stream))
+        with tarfile.open(fileobj=data) as tar:
+            members = [m for m in tar.getmembers() if m.isfile() or m.isdir()]
+            for member in members:
+                member.name = member.name.removeprefix("tmp").lstrip("/") or "."
+            tar.extractall(keep, members=members, filter="data")
+
+
+def _component(text: str) -> str:
+    cleaned = "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")
+    return cleaned or "herd"
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
