@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -43,3 +45,32 @@ def docker_running() -> bool:
 @pytest.fixture(scope="session")
 def docker_engine() -> None:
     need(docker_running(), "no Docker engine is running (make test starts dockerd when run as root)")
+
+
+@pytest.fixture(scope="session")
+def debian_hello(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """examples/hello on a debian:bookworm base with python3, baked once per session: the template
+    of every test that runs hello on the docker driver (a `host` image cannot run in a container)."""
+    from tests.helpers import hello_copy, herd
+
+    need(docker_running(), "no Docker engine is running (make test starts dockerd when run as root)")
+    root = tmp_path_factory.mktemp("debian-hello") / "hello"
+    hello_copy(root)
+    toml = root / "herd.toml"
+    text = toml.read_text().replace('base = "host"', 'base = "debian:bookworm"\npackages = ["python3"]')
+    toml.write_text(text + '\n[environment.production]\ndriver = "docker"\n')
+    herd(root, "bake", timeout=600)
+    yield root
+    tags = subprocess.run(
+        ["docker", "images", "--filter", "reference=herd/hello*", "--format", "{{.Repository}}:{{.Tag}}"],
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    if tags:  # the images the tests loaded into the engine
+        subprocess.run(["docker", "rmi", *tags], capture_output=True)
+
+
+@pytest.fixture(params=["process", pytest.param("docker", marks=pytest.mark.docker)])
+def driver_name(request: pytest.FixtureRequest) -> str:
+    """Run the test on each driver (the docker one needs a Docker engine: under CI=true it must be there)."""
+    return str(request.param)

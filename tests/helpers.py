@@ -5,7 +5,9 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -124,9 +126,19 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def hello_copy(root: Path, *, interval: str = "100ms") -> int:
+def hello_copy(root: Path, *, interval: str = "100ms", template: Path | None = None) -> int:
     """examples/hello copied to ``root`` with fast health checks and its route on a free port
-    (tests never take a fixed one); returns that port."""
+    (tests never take a fixed one); returns that port. With ``template`` (a baked variant, e.g. the
+    docker one), that is copied instead, images included, under a stack name of its own (Docker's
+    container and volume names are per stack)."""
+    if template is not None:
+        shutil.copytree(template, root, ignore=shutil.ignore_patterns(*TEMPLATE_SKIP))
+        toml = root / "herd.toml"
+        text = re.sub(
+            r'listen = "127\.0\.0\.1:\d+"', f'listen = "127.0.0.1:{(port := free_port())}"', toml.read_text()
+        )
+        toml.write_text(text.replace('name = "hello"', f'name = "hello-{os.urandom(3).hex()}"', 1))
+        return port
     shutil.copytree(HELLO, root, ignore=shutil.ignore_patterns(".herd", "__pycache__"))
     port = free_port()
     toml = root / "herd.toml"
@@ -136,13 +148,38 @@ def hello_copy(root: Path, *, interval: str = "100ms") -> int:
     return port
 
 
+# what a copy of a baked template leaves behind: everything but its images, caches and lock
+TEMPLATE_SKIP = (
+    "run",
+    "logs",
+    "state.db*",
+    "volumes",
+    "quarantine",
+    "rootfs",
+    "agent-*.token",
+    "__pycache__",
+)
+
+
+def stack_name(root: Path) -> str:
+    return re.search(r'^name = "([^"]+)"', (root / "herd.toml").read_text(), re.M).group(1)  # type: ignore[union-attr]
+
+
 def stop_project(root: Path, env: str = "production") -> None:
-    """Stop the project's agent (by the pid in its lock file) and everything it runs."""
+    """Stop the project's agent (by the pid in its lock file) and everything it runs; a Docker
+    project's named volumes are removed too (they would outlive the test otherwise)."""
     pid_file = root / ".herd" / "run" / f"agent-{env}.pid"
     if pid_file.exists() and pid_file.read_text().strip().isdigit():
         with contextlib.suppress(ProcessLookupError):
             os.kill(int(pid_file.read_text()), signal.SIGTERM)
     herd(root, "down", check=False)
+    if 'driver = "docker"' in (root / "herd.toml").read_text():
+        label = f"label=herd.stack={stack_name(root)}"
+        volumes = subprocess.run(
+            ["docker", "volume", "ls", "-q", "--filter", label], capture_output=True, text=True
+        )
+        for volume in volumes.stdout.split():
+            subprocess.run(["docker", "volume", "rm", "-f", volume], capture_output=True)
 
 
 def instances(project: Path) -> list[dict[str, str]]:
@@ -151,3 +188,58 @@ def instances(project: Path) -> list[dict[str, str]]:
     names = ["id", "service", "release", "image", "state"]
     rows = [dict(zip(names, line.split()[:5], strict=False)) for line in out]
     return [r for r in rows if r.get("state") in ("running", "exited")]
+
+
+# driver-aware handles on a running instance, for tests that break things ---------------------------
+def on_docker(root: Path) -> bool:
+    return 'driver = "docker"' in (root / "herd.toml").read_text()
+
+
+def container_of(instance: str) -> str:
+    found = subprocess.run(
+        ["docker", "ps", "-aq", "--filter", f"label=herd.instance={instance}"], capture_output=True, text=True
+    ).stdout.split()
+    assert found, f"no container for {instance}"
+    return found[0]
+
+
+def app_pid(root: Path, instance: str) -> int:
+    """The instance's application process: the container's main process, or on the process driver
+    the member of the instance's process group running app.py (inside bubblewrap)."""
+    if on_docker(root):
+        out = subprocess.run(
+            ["docker", "inspect", "-f", "{{.State.Pid}}", container_of(instance)], capture_output=True
+        )
+        return int(out.stdout.strip())
+    group = int(json.loads((root / ".herd" / "run" / "instances" / f"{instance}.json").read_text())["pid"])
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmd = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[2]) == group and b"app.py" in cmd and b"bwrap" not in cmd:
+            return int(entry.name)
+    raise AssertionError(f"no app process in the group of {instance}")
+
+
+def write_tmp(root: Path, instance: str, name: str, text: str) -> None:
+    """Write a file into the instance's private /tmp (as the instance itself could)."""
+    if on_docker(root):
+        script = f"printf '%s' '{text}' > /tmp/{name}"
+        subprocess.run(["docker", "exec", container_of(instance), "sh", "-c", script], check=True)
+    else:
+        (root / ".herd" / "run" / "scratch" / instance / name).write_text(text)
+
+
+def volume_dir(root: Path, volume: str) -> Path:
+    """Where a volume's data lives on this machine."""
+    if on_docker(root):
+        name = f"herd-{stack_name(root)}-{volume}"
+        out = subprocess.run(
+            ["docker", "volume", "inspect", "-f", "{{.Mountpoint}}", name], capture_output=True
+        )
+        return Path(out.stdout.decode().strip())
+    return root / ".herd" / "volumes" / volume

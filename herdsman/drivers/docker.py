@@ -10,8 +10,8 @@ named volumes `herd-STACK-NAME`, so data survives every replacement.
 Actual state is rebuilt from container labels alone (DESIGN.md principle 6): an agent adopts
 containers it did not start. Output goes to the central log store through `docker logs -f
 --timestamps` run beside the container in a session of its own (not through the agent), so logs
-are readable after the container is gone. A quarantined container's /tmp and `docker diff` are
-kept before it is removed.
+are readable after the container is gone. A quarantined container's /tmp (copied by the container's own
+`tar`: `docker cp` cannot see a tmpfs) and `docker diff` are kept before it is removed.
 """
 
 from __future__ import annotations
@@ -277,12 +277,14 @@ class DockerDriver:
             (keep.parent / "docker-diff.json").write_text(json.dumps(container.diff() or [], indent=1))
         if container.status != "running":
             return
-        stream, _ = container.get_archive("/tmp")
-        data = io.BytesIO(b"".join(stream))
-        with tarfile.open(fileobj=data) as tar:
+        # /tmp is a tmpfs, which `docker cp` (get_archive) cannot see: ask the container's own tar
+        code, (out, err) = container.exec_run(["tar", "-cf", "-", "-C", "/tmp", "."], demux=True)
+        if code != 0:
+            reason = (err or b"").decode(errors="replace").strip() or f"exit {code}"
+            (keep / ".not-kept").write_text(f"the container's /tmp could not be copied: {reason}\n")
+            return
+        with tarfile.open(fileobj=io.BytesIO(out or b"")) as tar:
             members = [m for m in tar.getmembers() if m.isfile() or m.isdir()]
-            for member in members:
-                member.name = member.name.removeprefix("tmp").lstrip("/") or "."
             tar.extractall(keep, members=members, filter="data")
 
 

@@ -1,6 +1,6 @@
-"""The deploy lifecycle through the `herd` command, on real processes: volumes and logs outlive ten
-deploys, a deploy lock keeps deploys apart, and a control plane killed mid-rollout is recovered by
-the agent, with no orphan process left behind."""
+"""The deploy lifecycle through the `herd` command, on each driver (real processes, real
+containers): volumes and logs outlive ten deploys, a deploy lock keeps deploys apart, and a control
+plane killed mid-rollout is recovered by the agent, with no orphan left behind."""
 
 from __future__ import annotations
 
@@ -15,16 +15,23 @@ import httpx
 import pytest
 
 from herdsman.state import StateStore
-from tests.helpers import Load, hello_copy, herd, instances, stop_project
+from tests.helpers import Load, hello_copy, herd, instances, on_docker, stack_name, stop_project, volume_dir
 
 
 def instances_running(project: Path) -> list[dict[str, str]]:
     return instances(project)
 
 
-def instance_groups(project: Path) -> set[int]:
+def instance_groups(project: Path) -> set[int] | set[str]:
     """Process groups (one per instance) of processes running this project's images, found in the
-    whole process table: more groups than instances would be an orphan."""
+    whole process table, or the project's running containers: more than instances is an orphan."""
+    if on_docker(project):
+        label = f"label=herd.stack={stack_name(project)}"
+        return set(
+            subprocess.run(
+                ["docker", "ps", "-q", "--filter", label], capture_output=True, text=True
+            ).stdout.split()
+        )
     groups = set()
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -39,9 +46,9 @@ def instance_groups(project: Path) -> set[int]:
 
 
 @pytest.fixture
-def project(tmp_path: Path) -> Iterator[Path]:
+def project(tmp_path: Path, driver_name: str, request: pytest.FixtureRequest) -> Iterator[Path]:
     root = tmp_path / "hello"
-    hello_copy(root)
+    hello_copy(root, template=request.getfixturevalue("debian_hello") if driver_name == "docker" else None)
     yield root
     stop_project(root)
 
@@ -55,7 +62,7 @@ def test_volume_and_logs_survive_ten_deploys(project: Path) -> None:
         address = next(line.split()[-1] for line in herd(project, "ps").stdout.splitlines()[1:])
         page = httpx.get(f"http://{address}/", timeout=5).text
         assert f"visit number <b id=visits>{n + 1}</b>" in page, "the counter lives on the volume"
-    assert (project / ".herd" / "volumes" / "counter" / "visits").read_text() == "10"
+    assert (volume_dir(project, "counter") / "visits").read_text() == "10"
     releases = StateStore(project / ".herd" / "state.db").releases("production")
     assert len(releases) == 10 and releases[-1].status == "deployed"
     first_release_logs = herd(project, "logs", "--release", "1").stdout

@@ -1,0 +1,94 @@
+"""The docker driver on a real engine: containers are hardened by default, limits and capabilities
+come from herd.toml, state is rebuilt from labels by a fresh driver, a host image is refused clearly,
+and logs outlive their container."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from herdsman.deploy.run import make_driver
+from herdsman.spec import load_project
+from tests.helpers import container_of, hello_copy, herd, instances, stack_name, stop_project
+
+pytestmark = pytest.mark.docker
+
+LIMITS = """
+[service.web.limits]
+memory = "128m"
+cpus = 0.5
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path, debian_hello: Path) -> Iterator[Path]:
+    root = tmp_path / "hello"
+    hello_copy(root, template=debian_hello)
+    toml = root / "herd.toml"
+    text = toml.read_text().replace("replicas = 2", 'replicas = 2\ncap_add = ["NET_BIND_SERVICE"]')
+    toml.write_text(text + LIMITS)
+    yield root
+    stop_project(root)
+
+
+def container(instance: str) -> dict[str, Any]:
+    """`docker inspect` of the instance's container."""
+    out = subprocess.run(["docker", "inspect", container_of(instance)], capture_output=True)
+    return dict(json.loads(out.stdout)[0])
+
+
+def test_containers_are_hardened_by_default(project: Path) -> None:
+    herd(project, "deploy")
+    running = instances(project)
+    assert len(running) == 2
+    for item in running:
+        attrs = container(item["id"])
+        host = attrs["HostConfig"]
+        assert host["ReadonlyRootfs"] is True
+        assert host["NetworkMode"] == "host"
+        assert host["CapDrop"] == ["ALL"] and host["CapAdd"] == ["NET_BIND_SERVICE"]
+        assert "no-new-privileges:true" in host["SecurityOpt"]
+        assert "/tmp" in host["Tmpfs"]
+        assert host["Memory"] == 128 * 1024 * 1024 and host["NanoCpus"] == 500_000_000
+        assert host["RestartPolicy"]["Name"] in ("", "no"), "the agent heals, not the engine"
+        labels = attrs["Config"]["Labels"]
+        assert labels["herd.instance"] == item["id"] and labels["herd.release"] == "1"
+        assert labels["herd.stack"] == stack_name(project) and labels["herd.image"].startswith("sha256:")
+        assert [m["Name"] for m in attrs["Mounts"]] == [f"herd-{stack_name(project)}-counter"]
+    write = subprocess.run(
+        ["docker", "exec", container_of(running[0]["id"]), "sh", "-c", "echo x > /etc/x"], capture_output=True
+    )
+    assert write.returncode != 0 and b"Read-only file system" in write.stderr
+
+
+def test_a_fresh_driver_rebuilds_state_from_labels_and_logs_outlive_containers(project: Path) -> None:
+    herd(project, "deploy")
+    project_ = load_project(project / "herd.toml")
+    driver = make_driver("docker", project / ".herd", project_)
+    listed = asyncio.run(driver.list({"herd.stack": stack_name(project), "herd.env": "production"}))
+    assert sorted(s.id for s in listed) == sorted(i["id"] for i in instances(project))
+    assert all(s.state == "running" and s.port and s.pid for s in listed)
+    log = driver.log_file(listed[0].id)
+    herd(project, "down")
+    assert asyncio.run(driver.inspect(listed[0].id)) is None, "stopped containers are removed"
+    assert log is not None and "hello listening" in log.read_text()
+    assert "hello listening" in herd(project, "logs", "--release", "1").stdout
+
+
+def test_a_host_image_is_refused_clearly(tmp_path: Path, debian_hello: Path) -> None:
+    root = tmp_path / "host-hello"
+    hello_copy(root)
+    toml = root / "herd.toml"
+    toml.write_text(toml.read_text() + '\n[environment.production]\ndriver = "docker"\n')
+    try:
+        result = herd(root, "deploy", check=False)
+        assert result.returncode == 1
+        assert "cannot run in a container" in result.stderr and "debian:bookworm" in result.stderr
+    finally:
+        stop_project(root)
