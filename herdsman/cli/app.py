@@ -7,6 +7,7 @@ HerdErrors printed as one line plus a hint; `--verbose` adds the traceback.
 from __future__ import annotations
 
 import importlib
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -102,8 +103,16 @@ class LazyGroup(click.Group):
     "-f", "--file", type=click.Path(path_type=Path), help="The herd.toml to use (default: the nearest one)."
 )
 @click.option("-v", "--verbose", is_flag=True, help="Show tracebacks on errors.")
+@click.option(
+    "--driver",
+    type=click.Choice(["process", "docker"]),
+    envvar="HERD_DRIVER",
+    help="Run instances with this driver, whatever [environment.NAME] driver says.",
+)
 @click.version_option(__version__, prog_name="herd")
 @click.pass_context
-def cli(ctx: click.Context, file: Path | None, verbose: bool) -> None:
+def cli(ctx: click.Context, file: Path | None, verbose: bool, driver: str | None) -> None:
     ctx.obj = Context(file, verbose)
+    if driver:
+        os.environ["HERD_DRIVER"] = driver  # read by Deployment, inherited by a detached agent
     _options["verbose"] = verbose

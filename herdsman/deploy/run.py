@@ -67,9 +67,10 @@ class Deployment:
         self.home = herd_home(project)
         self.state = StateStore(self.home / "state.db")
         environment = project.stack.environment.get(self.env)
-        self.driver = driver or make_driver(
-            environment.driver if environment else "process", self.home, project
-        )
+        # `herd --driver NAME` (exported as HERD_DRIVER, so a detached agent inherits it) wins over
+        # the environment's `driver`
+        name = os.environ.get("HERD_DRIVER") or (environment.driver if environment else "process")
+        self.driver = driver or make_driver(name, self.home, project)
         self.pools = pools
         self.reporter = reporter or NullReporter()
         target = Target(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -92,3 +93,16 @@ def test_a_host_image_is_refused_clearly(tmp_path: Path, debian_hello: Path) -> 
         assert "cannot run in a container" in result.stderr and "debian:bookworm" in result.stderr
     finally:
         stop_project(root)
+
+
+def test_the_driver_option_overrides_the_environment(project: Path) -> None:
+    toml = project / "herd.toml"
+    toml.write_text(toml.read_text().replace('[environment.production]\ndriver = "docker"\n', ""))
+    assert 'driver = "docker"' not in toml.read_text()
+    herd_ = [sys.executable, "-m", "herdsman", "--driver", "docker", "-f", str(toml)]
+    subprocess.run([*herd_, "deploy"], check=True, capture_output=True)
+    ps = subprocess.run([*herd_, "ps"], check=True, capture_output=True, text=True).stdout
+    ids = [line.split()[0] for line in ps.splitlines()[1:] if " running " in line]
+    assert len(ids) == 2 and all(container_of(i) for i in ids)
+    subprocess.run([*herd_, "down"], check=True, capture_output=True)
+    toml.write_text(toml.read_text() + '\n[environment.production]\ndriver = "docker"\n')  # for the cleanup
