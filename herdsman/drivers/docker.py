@@ -3,15 +3,17 @@
 The image comes from the local OCI store, loaded once (`docker load` of our own export; its ID is
 the sha256 of our config, so "is it loaded?" is one lookup and it is never pulled by tag).
 Containers run with host networking on their own 127.0.0.1 port (behind the same router as the
-process driver), a read-only root, a tmpfs /tmp, no new privileges, every capability dropped but
-those the service declares, the image's user, and the declared memory and CPU limits. Volumes are
-named volumes `herd-STACK-NAME`, so data survives every replacement.
+process driver), Docker's init as pid 1 (an app as pid 1 would ignore SIGTERM), a read-only root,
+a tmpfs /tmp, no new privileges, every capability dropped but those the service declares, the
+image's user, and the declared memory and CPU limits. Volumes are named volumes
+`herd-STACK-NAME`, so data survives every replacement.
 
 Actual state is rebuilt from container labels alone (DESIGN.md principle 6): an agent adopts
 containers it did not start. Output goes to the central log store through `docker logs -f
 --timestamps` run beside the container in a session of its own (not through the agent), so logs
-are readable after the container is gone. A quarantined container's /tmp (copied by the container's own
-`tar`: `docker cp` cannot see a tmpfs) and `docker diff` are kept before it is removed.
+are readable after the container is gone. A quarantined container's /tmp (copied by the
+container's own `tar`: `docker cp` cannot see a tmpfs) and `docker diff` are kept before it is
+removed.
 """
 
 from __future__ import annotations
@@ -159,6 +161,7 @@ class DockerDriver:
                 labels=labels,
                 environment=env,
                 network_mode="host",
+                init=True,  # a tiny init as pid 1, so SIGTERM stops the app instead of being ignored
                 read_only=True,
                 tmpfs={"/tmp": "rw,nosuid,nodev,size=256m,mode=1777"},
                 security_opt=["no-new-privileges:true"],
