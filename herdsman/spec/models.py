@@ -201,6 +201,8 @@ class Environment(Model):
 class StackInfo(Model):
     name: Name
     environment: Name = "production"
+    # how often the agent checks running instances against their image and release (0: never)
+    verify_every: Duration = 300.0
 
 
 class Stack(Model):

@@ -11,6 +11,7 @@ STARTER = """# herd.toml: one stack, described once. `herd check` validates it, 
 [stack]
 name = "{name}"                      # lower-case letters, digits and '-'
 # environment = "production"         # the default environment
+# verify_every = "5m"                 # how often the agent checks for drift (`herd verify`); "0s": never
 
 [service.web]
 command = ["python3", "app.py"]      # or a string, split like a shell would: "python3 app.py"
