@@ -100,6 +100,10 @@ class AgentClient:
     def scale(self, service: str, replicas: int | None) -> dict[str, Any]:
         return dict(self._call("PUT", f"/v1/services/{service}/replicas", json={"replicas": replicas}).json())
 
+    def verify(self) -> list[dict[str, Any]]:
+        """Check every running instance now; the agent replaces what drifted (per `drift`)."""
+        return list(self._call("POST", "/v1/verify").json())
+
     def quarantine(self) -> list[dict[str, Any]]:
         return list(self._call("GET", "/v1/quarantine").json())
 

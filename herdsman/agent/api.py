@@ -94,6 +94,19 @@ class Quarantined(BaseModel):
     record: dict[str, Any] = Field(default_factory=dict)
 
 
+class DriftFound(BaseModel):
+    what: str
+    detail: str
+
+
+class Finding(BaseModel):
+    instance: str
+    service: str
+    release: int
+    action: Literal["reported", "replaced", "being replaced"]
+    drift: list[DriftFound]
+
+
 class Problem(BaseModel):
     detail: str
 
@@ -203,6 +216,20 @@ def make_app(agent: Agent, token: str) -> FastAPI:
         except HerdError as exc:
             raise HTTPException(404, exc.message) from None
         return (await agent_status(agent)).services[service]
+
+    @app.post("/v1/verify", response_model=list[Finding], responses=ERRORS)
+    async def verify() -> list[Finding]:
+        """Check every running instance against its image and release now (see `herd verify`)."""
+        return [
+            Finding(
+                instance=f.instance,
+                service=f.service,
+                release=f.release,
+                action=action,
+                drift=[DriftFound(what=d.what, detail=d.detail) for d in f.drifts],
+            )
+            for f, action in await agent.drift.check()
+        ]
 
     @app.get("/v1/quarantine", response_model=list[Quarantined], responses=ERRORS)
     def quarantine() -> list[Quarantined]:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from herdsman.agent.api import make_app
 from herdsman.agent.autoscale import Sample, ServiceLoad, decide, sample_of
+from herdsman.agent.drift import DriftChecker
 from herdsman.agent.fleet import Backoff, Fleet, Seen, Want
 from herdsman.agent.heal import Healer
 from herdsman.agent.metrics import AgentCounts, RouterTotals, Snapshot, render
@@ -80,6 +81,7 @@ class Agent:
         self.quarantine = Quarantine(self.home)
         self.drifted: dict[str, str] = {}
         self.healer = Healer(self)
+        self.drift = DriftChecker(self)
         self.passes = 0
         self._poked = False
         self._wanted: dict[str, Want] = {}
@@ -109,12 +111,14 @@ class Agent:
                 if ready is not None:
                     ready.set()
                 scaler = asyncio.create_task(self._sample())
+                checker = asyncio.create_task(self.drift.loop())
                 app = make_app(self, ensure_token(self.home, self.env))
                 serving, server = await serve(app, socket_path(self.home, self.env), self.api)
                 try:
                     await self._loop()
                 finally:
                     scaler.cancel()
+                    checker.cancel()
                     server.should_exit = True
                     with contextlib.suppress(Exception):
                         await asyncio.wait_for(serving, 5)

@@ -97,17 +97,36 @@ class Want:
 
 def heal_plan(service: str, seen: list[Seen], want: Want, new_id: Callable[[], str]) -> list[Step]:
     """The steps that bring one service back to ``want``: replace what exited, quarantine what is
-    unhealthy or drifted, scale to the wanted count, and roll out instances of other releases."""
-    pulled = [s for s in seen if s.to_quarantine]
-    pulled_ids = {s.id for s in pulled}
-    rest = [Running(s.id, s.release, s.running) for s in seen if s.id not in pulled_ids]
+    unhealthy or drifted, scale to the wanted count, and roll out instances of other releases.
+
+    An unhealthy instance leaves the pool first (it fails requests). A drifted one still answers,
+    so it is replaced like an instance of an old release (surge first, no gap in the pool) and
+    quarantined where it would have been retired."""
+    sick = {s.id: s.unhealthy for s in seen if s.running and s.unhealthy}
+    drifted = {s.id: s.drifted for s in seen if s.running and not s.unhealthy and s.drifted}
+    rest = [Running(s.id, -1 if s.id in drifted else s.release, s.running) for s in seen if s.id not in sick]
     steps: list[Step] = []
-    if pulled and want.policy.routed:
-        serving = [r.id for r in rest if r.serving]
-        steps.append({"op": "pool", "service": service, "instances": serving})
-    steps += plan_service(service, rest, want.release, want.policy, new_id)
-    for s in pulled:
-        steps.append({"op": "quarantine", "service": service, "instances": [s.id], "reason": s.to_quarantine})
+    if sick and want.policy.routed:
+        steps.append({"op": "pool", "service": service, "instances": [r.id for r in rest if r.serving]})
+    for step in plan_service(service, rest, want.release, want.policy, new_id):
+        if step["op"] != "retire" or not drifted.keys() & set(step["instances"]):
+            steps.append(step)
+            continue
+        others = [i for i in step["instances"] if i not in drifted]
+        if others:
+            steps.append({**step, "instances": others})
+        for instance in step["instances"]:
+            if instance in drifted:
+                steps.append(
+                    {
+                        "op": "quarantine",
+                        "service": service,
+                        "instances": [instance],
+                        "reason": drifted[instance],
+                    }
+                )
+    for instance, reason in sick.items():
+        steps.append({"op": "quarantine", "service": service, "instances": [instance], "reason": reason})
     return steps
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets as token
+import shutil
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -158,6 +159,10 @@ class Healer:
             ],
         }
         place = agent.quarantine.record(instance_id, info, driver.log_file(instance_id))
+        staged = agent.home / "run" / "drift" / instance_id
+        if staged.is_dir():  # what drifted, copied when it was found
+            shutil.rmtree(place / "drift", ignore_errors=True)
+            shutil.move(staged, place / "drift")
         await driver.stop(instance_id, config.stop_grace if config else 10.0, keep=place / "tmp")
         self._forget(service, instance_id)
         agent.counts.quarantines[service] += 1

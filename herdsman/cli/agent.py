@@ -137,6 +137,45 @@ def scale(ctx: Context, counts: tuple[str, ...], env: str | None) -> None:
     console.print(f"done ({steps} step(s)); no agent runs, so nothing keeps this count: `herd up -d`")
 
 
+@click.command()
+@ENV_OPTION
+@pass_context
+def verify(ctx: Context, env: str | None) -> None:
+    """Check every running instance against its image and its release.
+
+    The unpacked image is re-hashed against the per-file list recorded when it was unpacked (the
+    docker driver reads `docker diff`), and the app's command and environment are compared with
+    what its release says. A running agent also replaces what drifted (`drift = "replace"`, the
+    default), keeping the differences in .herd/quarantine; without one this only reports.
+    Exits 1 when something drifted.
+    """
+    from herdsman.agent.daemon import agent_pid
+    from herdsman.deploy.run import Deployment
+    from herdsman.deploy.verify import verify_instances
+
+    deployment = Deployment(ctx.project(), env)
+    if agent_pid(deployment.home, deployment.env) is not None:
+        from herdsman.client import AgentClient
+
+        with AgentClient.for_home(deployment.home, deployment.env) as client:
+            rows = [
+                (f["instance"], f["action"], "; ".join(f"{d['what']}: {d['detail']}" for d in f["drift"]))
+                for f in client.verify()
+            ]
+    else:
+        rows = [(f.instance, "reported", f.summary) for f in asyncio.run(verify_instances(deployment))]
+        if rows:
+            console.print(
+                "[dim]no agent runs: nothing is replaced (`herd up -d` replaces drifted instances)[/]"
+            )
+    if not rows:
+        console.print("every running instance matches its image and release")
+        return
+    for instance, action, summary in rows:
+        console.print(f"[red]{instance}[/] drifted ({action}): {summary}", highlight=False)
+    raise SystemExit(1)
+
+
 @click.group(invoke_without_command=True)
 @click.pass_context
 def quarantine(click_ctx: click.Context) -> None:

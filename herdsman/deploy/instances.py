@@ -77,6 +77,7 @@ def instance_spec(
         stop_grace=config.stop_grace,
         log_file=home / "logs" / service / f"{instance_id}.log",
         wants_port=config.port is not None,
+        secrets=tuple(config.secrets),
         cap_add=tuple(config.cap_add),
         memory=config.limits.memory,
         cpus=config.limits.cpus,

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
 
+from herdsman.image.filelist import Difference
+
 LABELS = ("herd.stack", "herd.env", "herd.service", "herd.release", "herd.instance", "herd.image")
 
 
@@ -39,12 +41,45 @@ class InstanceSpec:
     stop_grace: float = 10.0
     log_file: Path | None = None
     wants_port: bool = True
+    secrets: tuple[str, ...] = ()  # names of env entries whose values must never be shown
     cap_add: tuple[str, ...] = ()  # capabilities to keep (drivers that drop them all by default)
     memory: str | None = None  # e.g. "256m"
     cpus: float | None = None
 
 
 State = Literal["running", "exited"]
+
+
+@dataclass(frozen=True)
+class Drift:
+    """One way a running instance differs from what its image and release say it runs."""
+
+    what: str  # "file system" | "command" | "environment" | "image"
+    detail: str
+    differences: tuple[Difference, ...] = ()  # for "file system": the paths, for the evidence
+    root: Path | None = None  # where the drifted files can be copied from
+
+
+Drifts = list[Drift]
+UNKNOWN = "\0unknown"  # an expected value the verifier cannot know (a secret it was not given)
+
+
+def env_differences(expected: Mapping[str, str], actual: Mapping[str, str], secrets: tuple[str, ...]) -> str:
+    """ "DEBUG: '0' -> '1'; TOKEN: changed (secret)"; secret values are never shown."""
+    parts = []
+    for key in sorted(set(expected) | set(actual)):
+        was, now = expected.get(key), actual.get(key)
+        if was in (now, UNKNOWN):
+            continue
+        if key in secrets:
+            parts.append(f"{key}: changed (secret)")
+        elif was is None:
+            parts.append(f"{key}: added {now!r}")
+        elif now is None:
+            parts.append(f"{key}: removed")
+        else:
+            parts.append(f"{key}: {was!r} -> {now!r}")
+    return "; ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -93,4 +128,8 @@ class Driver(Protocol):
 
     def log_file(self, instance_id: str) -> Path | None:
         """Where the instance's stdout and stderr go (they outlive the instance)."""
+        ...
+
+    async def verify(self, instance_id: str, spec: InstanceSpec) -> Drifts:
+        """How the running instance differs from ``spec`` (what its release says) and its image."""
         ...

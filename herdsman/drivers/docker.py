@@ -32,14 +32,23 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from herdsman.drivers.base import InstanceSpec, InstanceState
+from herdsman.drivers.base import Drift, Drifts, InstanceSpec, InstanceState, env_differences
 from herdsman.errors import DriverError
 from herdsman.image.export import export_image
+from herdsman.image.filelist import Difference
 from herdsman.image.oci import ImageStore
 from herdsman.logs import write_labels
 
 HOST_BASE_ANNOTATION = "org.opencontainers.image.base.name"
 PORT_LABEL = "herd.port"
+# what the engine itself mounts into every container (init, name resolution): not drift
+ENGINE_MOUNTS = (
+    "/usr/sbin/docker-init",
+    "/sbin/docker-init",
+    "/etc/hosts",
+    "/etc/hostname",
+    "/etc/resolv.conf",
+)
 States = list[InstanceState]
 LOG_LABEL = "herd.log"
 
@@ -255,6 +264,53 @@ class DockerDriver:
             extra={"container": container.id},
         )
 
+    # drift ------------------------------------------------------------------------------------
+    async def verify(self, instance_id: str, spec: InstanceSpec) -> Drifts:
+        return await asyncio.to_thread(self._verify, instance_id, spec)
+
+    def _verify(self, instance_id: str, spec: InstanceSpec) -> Drifts:
+        """The container's image, command and environment against its release, and `docker diff`
+        against a read-only root (where only its mount points may appear)."""
+        container = self._container(instance_id)
+        if container is None or container.status != "running":
+            return []
+        drifts = []
+        config = container.attrs.get("Config") or {}
+        expected_image = str(self.store.manifest(spec.image)["config"]["digest"])
+        if container.attrs.get("Image") != expected_image:
+            drifts.append(
+                Drift("image", f"runs {container.attrs.get('Image')}, its release says {expected_image}")
+            )
+        argv = list(config.get("Entrypoint") or []) + list(config.get("Cmd") or [])
+        if argv != list(spec.argv):
+            drifts.append(Drift("command", f"runs {argv}, its release says {list(spec.argv)}"))
+        env = dict(str(item).partition("=")[::2] for item in config.get("Env") or [])
+        port = container.labels.get(PORT_LABEL) or ""
+        expected = {**spec.env, **({"PORT": port} if port else {})}
+        changed = env_differences(expected, env, spec.secrets)
+        if changed:
+            drifts.append(Drift("environment", changed))
+        mounts = {"/tmp", *(v.target for v in spec.volumes), *ENGINE_MOUNTS}
+        changes = [
+            c
+            for c in container.diff() or []
+            if not any(_under(str(c["Path"]), m) for m in mounts | {"/dev", "/proc", "/sys"})
+        ]
+        # with a read-only root, only the parents of mount points can show up (as changed dirs)
+        changes = [c for c in changes if not any(_under(m, str(c["Path"])) for m in mounts)]
+        if changes:
+            kinds = {0: "modified", 1: "added", 2: "removed"}
+            differences = tuple(
+                Difference(str(c["Path"]).lstrip("/"), kinds.get(int(c["Kind"]), "modified")) for c in changes
+            )
+            shown = ", ".join(f"/{d.path} ({d.kind})" for d in differences[:5])
+            drifts.append(
+                Drift(
+                    "file system", f"{len(differences)} path(s) differ from the image: {shown}", differences
+                )
+            )
+        return drifts
+
     # stopping ---------------------------------------------------------------------------------
     def _stop(self, instance_id: str, grace: float, keep: Path | None) -> None:
         import docker.errors
@@ -289,6 +345,10 @@ class DockerDriver:
         with tarfile.open(fileobj=io.BytesIO(out or b"")) as tar:
             members = [m for m in tar.getmembers() if m.isfile() or m.isdir()]
             tar.extractall(keep, members=members, filter="data")
+
+
+def _under(path: str, top: str) -> bool:
+    return path == top or path.startswith(top.rstrip("/") + "/")
 
 
 def _component(text: str) -> str:

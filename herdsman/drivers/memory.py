@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 
-from herdsman.drivers.base import InstanceSpec, InstanceState
+from herdsman.drivers.base import Drift, Drifts, InstanceSpec, InstanceState
 
 
 class MemoryDriver:
@@ -22,6 +22,7 @@ class MemoryDriver:
     def __init__(self) -> None:
         self.instances: dict[str, InstanceState] = {}
         self.kept: dict[str, Path] = {}
+        self.drift: dict[str, list[Drift]] = {}  # what `verify` reports, set by a test
         self.started = 0
         self.stopped = 0
         self._ports = itertools.count(20000)
@@ -53,6 +54,9 @@ class MemoryDriver:
 
     def log_file(self, instance_id: str) -> Path | None:
         return None
+
+    async def verify(self, instance_id: str, spec: InstanceSpec) -> Drifts:
+        return list(self.drift.get(instance_id, []))
 
     def crash(self, instance_id: str, code: int = 137) -> None:
         """What kill -9 would do: the instance is listed as exited until it is stopped."""

@@ -7,12 +7,18 @@ pass through the agent. Its labels, pid and port are kept in `.herd/run/instance
 rebuilds the actual state from those records and /proc alone, which is how a new agent adopts what
 an old one started. A pid is trusted only together with its start time, so a reused pid is never
 mistaken for a live instance.
+
+`verify` compares an instance with what its release says: the unpacked image against the file
+list recorded at unpack, and the command and environment it was *started with* (kept in its
+record, secret values as digests) against the release's. Not /proc/PID/environ: a wrapper that
+execs (a pyenv shim, a shell script) legitimately changes the process's own view of both.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -25,9 +31,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from herdsman.drivers.base import InstanceSpec, InstanceState
-from herdsman.drivers.sandbox import bwrap_launch, host_layout, plain_launch
+from herdsman.drivers import procfs
+from herdsman.drivers.base import Drift, Drifts, InstanceSpec, InstanceState, env_differences
+from herdsman.drivers.sandbox import Launch, bwrap_launch, host_layout, plain_launch
 from herdsman.errors import DriverError
+from herdsman.image import filelist
+from herdsman.image.filelist import Difference
 from herdsman.image.oci import ImageStore
 from herdsman.image.unpack import unpack_image
 from herdsman.logs import STAMPER, write_labels
@@ -35,6 +44,7 @@ from herdsman.logs import STAMPER, write_labels
 HOST_BASE_ANNOTATION = "org.opencontainers.image.base.name"
 Records = list[dict[str, Any]]
 States = list[InstanceState]
+Differences = list[Difference]
 
 
 class ProcessDriver:
@@ -54,6 +64,7 @@ class ProcessDriver:
         if sandbox == "bwrap" and self.bwrap is None:
             raise DriverError("bubblewrap is not installed", hint="apt-get install bubblewrap")
         self._children: dict[int, subprocess.Popen[bytes]] = {}
+        self._checked: dict[Path, tuple[float, Differences]] = {}
         self._ports_given: set[int] = set()
 
     # protocol ---------------------------------------------------------------------------------
@@ -91,33 +102,10 @@ class ProcessDriver:
         rootfs = self.rootfs_of(spec.image)
         host_image = self._is_host_image(spec.image)
         port = self._free_port() if spec.wants_port else None
-        env = dict(spec.env)
-        if port is not None:
-            env["PORT"] = str(port)
-        if host_image:
-            env["PATH"] = ":".join(
-                dict.fromkeys(p for p in (env.get("PATH", ""), os.environ.get("PATH", "")) if p)
-            )
         scratch = self.scratch / spec.id
         shutil.rmtree(scratch, ignore_errors=True)
         scratch.mkdir(parents=True, mode=0o700)
-        if self.bwrap:
-            launch = bwrap_launch(
-                self.bwrap,
-                spec,
-                rootfs,
-                host_image=host_image,
-                env=env,
-                layout=host_layout(),
-                scratch=scratch,
-            )
-        elif host_image:
-            launch = plain_launch(spec, rootfs, env=env, scratch=scratch)
-        else:
-            raise DriverError(
-                f"image {spec.image[:19]} is a full root file system and needs bubblewrap to run",
-                hint='apt-get install bubblewrap, or use base = "host"',
-            )
+        launch = self._launch(spec, port, rootfs, host_image, scratch)
         for volume in spec.volumes:
             volume.source.mkdir(parents=True, exist_ok=True)
         service = spec.labels.get("herd.service", "instance")
@@ -147,18 +135,43 @@ class ProcessDriver:
             "labels": dict(spec.labels),
             "image": spec.image,
             "pid": child.pid,
-            "ticks": _start_ticks(child.pid),
+            "ticks": procfs.start_ticks(child.pid),
             "port": port,
             "started": time.time(),
             "sandboxed": bool(self.bwrap),
             "log": str(log),
             "stamper": stamper.pid,
-            "stamper_ticks": _start_ticks(stamper.pid),
+            "stamper_ticks": procfs.start_ticks(stamper.pid),
             "argv": list(spec.argv),
+            "env": _hidden(launch.env, spec.secrets),  # what it was started with, for `herd verify`
             "stop_grace": spec.stop_grace,
         }
         _write_json(self.records / f"{spec.id}.json", record)
         return self._state(record)
+
+    def _launch(
+        self, spec: InstanceSpec, port: int | None, rootfs: Path, host_image: bool, scratch: Path
+    ) -> Launch:
+        """How the instance is started: argv, environment, working directory (pure but for
+        looking at the host's layout), so `verify` can compute what a running instance should run."""
+        env = dict(spec.env)
+        if port is not None:
+            env["PORT"] = str(port)
+        if host_image:
+            env["PATH"] = ":".join(
+                dict.fromkeys(p for p in (env.get("PATH", ""), os.environ.get("PATH", "")) if p)
+            )
+        if self.bwrap:
+            layout = host_layout()
+            return bwrap_launch(
+                self.bwrap, spec, rootfs, host_image=host_image, env=env, layout=layout, scratch=scratch
+            )
+        if host_image:
+            return plain_launch(spec, rootfs, env=env, scratch=scratch)
+        raise DriverError(
+            f"image {spec.image[:19]} is a full root file system and needs bubblewrap to run",
+            hint='apt-get install bubblewrap, or use base = "host"',
+        )
 
     def _start_stamper(self, log: Path) -> tuple[subprocess.Popen[bytes], int]:
         """The process that stamps each output line with its time on the way to the log file.
@@ -217,7 +230,7 @@ class ProcessDriver:
     def _state(self, record: dict[str, Any]) -> InstanceState:
         pid = int(record["pid"])
         code = self._exit_code(pid)
-        alive = code is None and _alive(pid, record.get("ticks"))
+        alive = code is None and procfs.alive(pid, record.get("ticks"))
         return InstanceState(
             id=record["id"],
             labels=record["labels"],
@@ -243,7 +256,7 @@ class ProcessDriver:
     def _wait_gone(self, pid: int, ticks: int | None, seconds: float) -> bool:
         """Wait up to ``seconds`` for the process to end; say whether it did."""
         deadline = time.monotonic() + seconds
-        while self._exit_code(pid) is None and _alive(pid, ticks):
+        while self._exit_code(pid) is None and procfs.alive(pid, ticks):
             if time.monotonic() >= deadline:
                 return False
             time.sleep(0.02)
@@ -253,6 +266,65 @@ class ProcessDriver:
         child = self._children.get(pid)
         return child.poll() if child is not None else None
 
+    # drift ------------------------------------------------------------------------------------
+    async def verify(self, instance_id: str, spec: InstanceSpec) -> Drifts:
+        return await asyncio.to_thread(self._verify, instance_id, spec)
+
+    def _verify(self, instance_id: str, spec: InstanceSpec) -> Drifts:
+        record = self._load(instance_id)
+        if record is None or not procfs.alive(int(record["pid"]), record.get("ticks")):
+            return []
+        drifts = []
+        rootfs = self.rootfs / str(record["image"]).removeprefix("sha256:")
+        if rootfs.is_dir():
+            differences = self._rootfs_differences(rootfs)
+            if differences:
+                shown = ", ".join(f"/{d.path} ({d.kind})" for d in differences[:5])
+                more = f" and {len(differences) - 5} more" if len(differences) > 5 else ""
+                detail = f"{len(differences)} path(s) differ from the image: {shown}{more}"
+                drifts.append(Drift("file system", detail, tuple(differences), rootfs))
+        if spec.image != record["image"]:
+            drifts.append(Drift("image", f"runs {record['image']}, its release says {spec.image}"))
+        if record.get("argv") != list(spec.argv):
+            drifts.append(
+                Drift("command", f"started with {record.get('argv')}, its release says {list(spec.argv)}")
+            )
+        launched = record.get("env")
+        if isinstance(launched, dict):
+            host_image = self._is_host_image(spec.image)
+            scratch = self.scratch / instance_id
+            expected = _hidden(
+                self._launch(spec, record.get("port"), rootfs, host_image, scratch).env, spec.secrets
+            )
+            changed = env_differences(expected, launched, spec.secrets)
+            if changed:
+                drifts.append(Drift("environment", changed))
+        return drifts
+
+    def _rootfs_differences(self, rootfs: Path) -> Differences:
+        """The image's files against the list recorded at unpack, re-hashed at most once a second
+        per image (instances of one image share its unpacked files)."""
+        cached = self._checked.get(rootfs)
+        if cached is not None and time.monotonic() - cached[0] < 1.0:
+            return cached[1]
+        listing, _when = filelist.read(rootfs)
+        differences = filelist.compare(rootfs, listing)
+        self._checked[rootfs] = (time.monotonic(), differences)
+        return differences
+
+    def discard_rootfs(self, image: str, evidence: Path | None = None) -> Path | None:
+        """Move a drifted unpacked image aside (into ``evidence`` if given), so the next instance
+        of it starts from a fresh unpack; running instances keep what they mounted."""
+        rootfs = self.rootfs / image.removeprefix("sha256:")
+        if not rootfs.is_dir():
+            return None
+        aside = evidence or self.rootfs / f".drifted-{rootfs.name}-{int(time.time())}"
+        aside.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(rootfs, aside)
+        filelist.list_path(rootfs).unlink(missing_ok=True)
+        self._checked.pop(rootfs, None)
+        return aside
+
     # stopping ---------------------------------------------------------------------------------
     def _stop(self, instance_id: str, grace: float, keep: Path | None = None) -> None:
         """Stop the instance; with ``keep``, what it wrote (its /tmp) is moved there, else deleted."""
@@ -260,16 +332,16 @@ class ProcessDriver:
         if record is None:
             return
         pid, ticks = int(record["pid"]), record.get("ticks")
-        if self._exit_code(pid) is None and _alive(pid, ticks):
+        if self._exit_code(pid) is None and procfs.alive(pid, ticks):
             # the app (and bwrap's pid-1 inside) get SIGTERM; the outer bwrap stays to report the exit
-            targets = [p for p in _group_members(pid) if not (record.get("sandboxed") and p == pid)]
+            targets = [p for p in procfs.group_members(pid) if not (record.get("sandboxed") and p == pid)]
             for member in targets or [pid]:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(member, signal.SIGTERM)
             if not self._wait_gone(pid, ticks, grace):
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(pid, signal.SIGKILL)
-        for member in _group_members(pid):  # anything left of the instance
+        for member in procfs.group_members(pid):  # anything left of the instance
             with contextlib.suppress(ProcessLookupError):
                 os.kill(member, signal.SIGKILL)
         self._reap(pid, None, 5)
@@ -283,34 +355,11 @@ class ProcessDriver:
         (self.records / f"{instance_id}.json").unlink(missing_ok=True)
 
 
-def _stat_fields(pid: int) -> list[str] | None:
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return text[text.rindex(")") + 2 :].split()  # fields from 3 (state) on
-
-
-def _start_ticks(pid: int) -> int | None:
-    fields = _stat_fields(pid)
-    return int(fields[19]) if fields else None
-
-
-def _alive(pid: int, ticks: int | None) -> bool:
-    fields = _stat_fields(pid)
-    if fields is None or fields[0] in ("Z", "X"):
-        return False
-    return ticks is None or int(fields[19]) == ticks
-
-
-def _group_members(pgid: int) -> list[int]:
-    members = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            fields = _stat_fields(int(entry.name))
-            if fields and int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-                members.append(int(entry.name))
-    return members
+def _hidden(env: Mapping[str, str], secrets: tuple[str, ...]) -> dict[str, str]:
+    """The environment as recorded: secret values only as their digest (the record is a file)."""
+    return {
+        k: "sha256:" + hashlib.sha256(v.encode()).hexdigest() if k in secrets else v for k, v in env.items()
+    }
 
 
 def _write_json(path: Path, value: Any) -> None:

@@ -8,7 +8,8 @@ through more than 40 links, is refused) and a host symlink is never followed; re
 must stay inside the root (absolute ones are kept: Debian has many); hard links must name a file already
 extracted; device nodes and FIFOs are refused. ``.wh.NAME`` and ``.wh..wh..opq`` whiteouts hide lower
 layers' content. An image is unpacked beside its destination, each blob checked against its digest as
-it is read, then renamed into place: a directory named by an image digest is always complete.
+it is read, then renamed into place: a directory named by an image digest is always complete, and
+its per-file digest list (`filelist`, for drift detection) is written beside it first.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Literal
 
 from herdsman.errors import BakeError
+from herdsman.image import filelist
 from herdsman.image.oci import GZIP_MEDIA_TYPES, MEDIA_LAYER_TAR, Descriptor, ImageStore, sha256_digest
 
 MAX_SYMLINKS = 40
@@ -52,6 +54,7 @@ def unpack_image(store: ImageStore, manifest_digest: str, dest: Path) -> None:
         os.chmod(partial, 0o755)
         for layer in descriptors:
             unpack_layer(store.blob_path(layer.digest), layer.media_type, partial, digest=layer.digest)
+        filelist.write(dest, filelist.record(partial))  # before the rootfs exists under its name
         try:
             os.rename(partial, dest)
         except OSError:

@@ -144,3 +144,18 @@ def test_backoff_only_for_replacements_that_keep_failing() -> None:
     backoff.healthy("web")
     assert backoff.wait("web", 100.0) == 0.0 and backoff.note("web", 100.0) == ""
     assert backoff.failed("web", 100.0, "crashed") == 0.0
+
+
+def test_drifted_instances_are_replaced_with_surge_then_quarantined() -> None:
+    """Drifted instances still answer: they keep serving until their replacements are admitted,
+    so even when every instance drifted (one shared image) the pool is never empty."""
+    seen = [Seen(f"w{i}", "web", 1, True, drifted="drifted: file system") for i in range(3)]
+    counter = itertools.count()
+    steps = heal_plan("web", seen, Want(1, Policy(replicas=3)), lambda: f"n{next(counter)}")
+    model = [Running(x.id, 1, True) for x in seen]
+    as_retire = [{**step, "op": "retire"} if step["op"] == "quarantine" else step for step in steps]
+    trace = simulate(model, as_retire)
+    assert all(serving >= 3 for _, serving, _ in trace), "never fewer than 3 serving"
+    quarantined = [s["instances"][0] for s in steps if s["op"] == "quarantine"]
+    assert sorted(quarantined) == ["w0", "w1", "w2"] and not any(s["op"] == "retire" for s in steps)
+    assert trace[-1][2] == {"n0", "n1", "n2"}

@@ -1,0 +1,64 @@
+"""Checking what runs against what was released: `herd verify`, and the agent on a schedule.
+
+For each running instance, the spec its release gives (the same `instance_spec` a deploy starts it
+from) goes to the driver, which compares the instance with it and with its image: the process
+driver re-hashes the unpacked image against the per-file list recorded at unpack and reads the
+app's command and environment from /proc; the docker driver compares the container's image,
+command and environment and reads `docker diff`. What to do about a finding (report, replace) is
+the caller's business; nothing here changes anything.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from herdsman.deploy.instances import instance_spec
+from herdsman.deploy.run import Deployment
+from herdsman.drivers.base import UNKNOWN, Drift
+from herdsman.errors import HerdError
+
+
+@dataclass(frozen=True)
+class Finding:
+    instance: str
+    service: str
+    release: int
+    image: str
+    drifts: tuple[Drift, ...]
+
+    @property
+    def summary(self) -> str:
+        return "; ".join(f"{d.what}: {d.detail}" for d in self.drifts)
+
+
+async def verify_instances(deployment: Deployment) -> list[Finding]:
+    """Every running instance of the environment that differs from its image or release."""
+    labels = {"herd.stack": deployment.project.stack.name, "herd.env": deployment.env}
+    target = deployment.executor.target
+    findings = []
+    for state in await deployment.driver.list(labels):
+        if state.state != "running":
+            continue
+        try:
+            release = deployment.state.release(deployment.env, state.release)
+        except HerdError:
+            continue  # of no release: the agent reaps it
+        entry = release.services().get(state.service)
+        if entry is None:
+            continue
+        secrets = {name: target.secrets.get(name, UNKNOWN) for name in entry["config"].get("secrets", [])}
+        spec = instance_spec(
+            instance_id=state.id,
+            stack=target.stack,
+            env_name=deployment.env,
+            service=state.service,
+            release=release.number,
+            entry=entry,
+            image_config=target.images.config(entry["image"]),
+            home=target.home,
+            secrets=secrets,
+        )
+        drifts = await deployment.driver.verify(state.id, spec)
+        if drifts:
+            findings.append(Finding(state.id, state.service, release.number, entry["image"], tuple(drifts)))
+    return findings

@@ -1,0 +1,40 @@
+"""What /proc says about a process: alive (and the same one), and the members of its group.
+
+A pid is trusted only together with its start time (field 22 of /proc/PID/stat, in clock ticks
+since boot), so a reused pid is never mistaken for a live instance. An instance is a process group
+(the driver starts it in a session of its own), so stopping it reaches every process it started.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def stat_fields(pid: int) -> list[str] | None:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text[text.rindex(")") + 2 :].split()  # fields from 3 (state) on
+
+
+def start_ticks(pid: int) -> int | None:
+    fields = stat_fields(pid)
+    return int(fields[19]) if fields else None
+
+
+def alive(pid: int, ticks: int | None) -> bool:
+    fields = stat_fields(pid)
+    if fields is None or fields[0] in ("Z", "X"):
+        return False
+    return ticks is None or int(fields[19]) == ticks
+
+
+def group_members(pgid: int) -> list[int]:
+    members = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            fields = stat_fields(int(entry.name))
+            if fields and int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+                members.append(int(entry.name))
+    return members
