@@ -116,3 +116,32 @@ def test_the_api_matches_its_published_schema(case: schemathesis.Case, agent: tu
     case.call_and_validate(
         base_url=f"http://127.0.0.1:{api}", headers={"Authorization": f"Bearer {token_of(root)}"}
     )
+
+
+def test_events_follow_streams_what_the_agent_does(agent: tuple[Path, int, int]) -> None:
+    import selectors
+    import subprocess
+    import sys
+
+    root, _, _ = agent
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "herdsman", "-f", str(root / "herd.toml"), "events", "-f", "-n", "0"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(1.0)  # following, through the agent's API
+        with AgentClient.for_project(root / "herd.toml") as client:
+            client.scale("web", None)
+        assert follower.stdout is not None
+        selector = selectors.DefaultSelector()
+        selector.register(follower.stdout, selectors.EVENT_READ)
+        deadline = time.monotonic() + 15
+        seen = ""
+        while "back to the release's replica count" not in seen and time.monotonic() < deadline:
+            if selector.select(timeout=0.5):
+                seen += follower.stdout.readline()
+        assert "scale" in seen and "back to the release's replica count" in seen, seen
+    finally:
+        follower.terminate()
+        follower.wait(timeout=10)

@@ -1,0 +1,46 @@
+"""Quarantined instances on disk: listing, retention per service (oldest purged first), purge."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from herdsman.agent.quarantine import Quarantine
+from herdsman.errors import HerdError
+
+
+def keep(q: Quarantine, instance: str, service: str, when: float, log: Path | None = None) -> Path:
+    place = q.record(
+        instance, {"service": service, "reason": "failed 3 liveness checks", "quarantined": when}, log
+    )
+    (place / "tmp").mkdir()
+    (place / "tmp" / "core").write_text("dump")
+    return place
+
+
+def test_retention_keeps_the_newest_per_service(tmp_path: Path) -> None:
+    q = Quarantine(tmp_path)
+    for n in range(5):
+        keep(q, f"web-1-{n}", "web", 100.0 + n)
+    keep(q, "worker-1-0", "worker", 50.0)
+    assert q.prune("web", 2) == ["web-1-0", "web-1-1", "web-1-2"]
+    assert [k.id for k in q.all()] == ["worker-1-0", "web-1-3", "web-1-4"]
+    assert q.prune("web", 2) == []
+
+
+def test_purge_and_inspect(tmp_path: Path) -> None:
+    log = tmp_path / "web-1-0.log"
+    log.write_text("".join(f"line {n}\n" for n in range(100)))
+    q = Quarantine(tmp_path)
+    place = keep(q, "web-1-0", "web", 1.0, log)
+    (place / "tmp" / "sub").mkdir(mode=0o500)  # read-only directories do not stop a purge
+    kept = q.get("web-1-0")
+    assert kept.changed_files() == ["/tmp/core"]
+    assert kept.log_tail(3) == ["line 97", "line 98", "line 99"]
+    assert q.purge(["web-1-0"]) == ["web-1-0"] and not place.exists()
+    with pytest.raises(HerdError, match="no quarantined instance"):
+        q.get("web-1-0")
+    keep(q, "a", "web", 1.0)
+    keep(q, "b", "web", 2.0)
+    assert q.purge(None) == ["a", "b"] and q.all() == []
