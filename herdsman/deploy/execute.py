@@ -130,7 +130,19 @@ class Executor:
         return steps
 
     # running --------------------------------------------------------------------------------------
-    async def rollout(self, release: Release, previous: Release | None) -> None:
+    async def rollout(self, release: Release, previous: Release | None, *, migrate: bool = False) -> None:
+        """Roll ``release`` out; with ``migrate``, its services' migrations run first (see
+        `migrate.py`): a failed one restores the data and stops here, before any new instance."""
+        migrated = []
+        if migrate:
+            from herdsman.deploy.migrate import Migrator
+
+            migrator = Migrator(self.target, self.state, self.driver, self.say)
+            try:
+                migrated = await migrator.run(release)
+            except DeployError as failure:
+                self.state.set_release_status(self.target.env, release.number, "failed", failure.message)
+                raise
         steps = await self.plan(release)
         strategy = ",".join(sorted({service_config(e).deploy.strategy for e in release.services().values()}))
         record = self.state.start_rollout(
@@ -157,6 +169,7 @@ class Executor:
             self.state.mark_step(record.id, seq, "failed", str(failure))
             self.say(f"release {release.number} failed: {failure.message}; reverting")
             await self.revert(previous)
+            failure = self._data_after_failure(failure, release, migrated)
             self.state.finish_rollout(record.id, "reverted", failure.message)
             self.state.set_release_status(self.target.env, release.number, "failed", failure.message)
             self.state.event(
@@ -166,7 +179,7 @@ class Executor:
                 release=release.number,
                 reason=failure.message,
             )
-            raise
+            raise failure from None
         self.state.finish_rollout(record.id, "done")
         if previous is not None and previous.number != release.number:
             self.state.set_release_status(self.target.env, previous.number, "superseded")
@@ -178,6 +191,29 @@ class Executor:
             release=release.number,
             seconds=round(time.monotonic() - started, 3),
         )
+
+    def _data_after_failure(self, failure: DeployError, release: Release, migrated: list[Any]) -> DeployError:
+        """A migration ran, then the release failed: keep the migrated data (and say so plainly), or
+        restore it where the service asks for `rollback_data`."""
+        if not migrated:
+            return failure
+        from herdsman.deploy.migrate import Migrator
+
+        notes = []
+        for done in migrated:
+            config = service_config(release.services()[done.service])
+            if config.migrate is not None and config.migrate.rollback_data:
+                Migrator(self.target, self.state, self.driver, self.say).restore(done.snapshots)
+                notes.append(
+                    f"{done.service}: its data was restored from the snapshot (rollback_data = true)"
+                )
+            else:
+                notes.append(
+                    f"{done.service}: its migration succeeded and the data STAYS MIGRATED; the previous "
+                    "release now runs on it and must tolerate the new schema (set rollback_data = true "
+                    "to restore the snapshot instead)"
+                )
+        return DeployError(failure.message + "\n" + "\n".join(notes), hint=failure.hint)
 
     async def revert(self, previous: Release | None) -> None:
         """Plan and apply the way back to ``previous`` (or to nothing). Failures here are reported

@@ -88,8 +88,15 @@ class Deployment:
             release = self.state.create_release(
                 self.env, content, trigger=trigger, revision=git_revision(self.project.root)
             )
-            await self.executor.rollout(release, previous)
+            await self.executor.rollout(release, previous, migrate=True)
+            self._prune_snapshots()
             return self.state.release(self.env, release.number)
+
+    def _prune_snapshots(self) -> None:
+        from herdsman.deploy.volumes import prune_snapshots
+
+        for name, volume in self.project.stack.volume.items():
+            prune_snapshots(self.home, name, volume.snapshots_keep)
 
     async def rollback(self, to: int | None = None, *, wait: float = 0.0) -> Release:
         """A new release with release ``to``'s content (default: the previous good one), rolled out

@@ -130,6 +130,10 @@ class Driver(Protocol):
         """Where the instance's stdout and stderr go (they outlive the instance)."""
         ...
 
+    def volume_dir(self, stack: str, name: str) -> Path:
+        """Where the data of volume ``name`` lives on this machine (created if need be)."""
+        ...
+
     async def verify(self, instance_id: str, spec: InstanceSpec) -> Drifts:
         """How the running instance differs from ``spec`` (what its release says) and its image."""
         ...

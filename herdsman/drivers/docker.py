@@ -105,6 +105,17 @@ class DockerDriver:
         found = sorted(self.logs.glob(f"*/{instance_id}.log"))
         return found[0] if found else None
 
+    def volume_dir(self, stack: str, name: str) -> Path:
+        """The named volume's data on this machine (snapshots copy it; the engine must be local)."""
+        volume = self.client.volumes.get(self._volume(stack, name))
+        path = Path(str(volume.attrs.get("Mountpoint", "")))
+        if not path.is_dir():
+            raise DriverError(
+                f"volume {name}'s data ({path}) is not on this machine",
+                hint="snapshots and backups of Docker volumes need a local engine, run as root",
+            )
+        return path
+
     # images -----------------------------------------------------------------------------------
     def image_id(self, manifest_digest: str, stack: str) -> str:
         """The engine's ID of our image (its config digest), loaded from the OCI store if needed."""

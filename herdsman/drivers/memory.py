@@ -8,6 +8,8 @@ tested with it is also tested on a real driver.
 from __future__ import annotations
 
 import itertools
+import os
+import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import replace
@@ -54,6 +56,11 @@ class MemoryDriver:
 
     def log_file(self, instance_id: str) -> Path | None:
         return None
+
+    def volume_dir(self, stack: str, name: str) -> Path:
+        path = Path(tempfile.gettempdir()) / f"herd-memory-{os.getpid()}" / stack / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
 
     async def verify(self, instance_id: str, spec: InstanceSpec) -> Drifts:
         return list(self.drift.get(instance_id, []))

@@ -85,6 +85,12 @@ class ProcessDriver:
         record = self._load(instance_id)
         return Path(record["log"]) if record else None
 
+    def volume_dir(self, stack: str, name: str) -> Path:
+        """Where volume ``name`` keeps its data (instances bind it read-write)."""
+        path = self.home / "volumes" / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
     # starting ---------------------------------------------------------------------------------
     def rootfs_of(self, image: str) -> Path:
         path = self.rootfs / image.removeprefix("sha256:")

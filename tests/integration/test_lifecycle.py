@@ -4,6 +4,7 @@ plane killed mid-rollout is recovered by the agent, with no orphan left behind."
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -62,7 +63,7 @@ def test_volume_and_logs_survive_ten_deploys(project: Path) -> None:
         address = next(line.split()[-1] for line in herd(project, "ps").stdout.splitlines()[1:])
         page = httpx.get(f"http://{address}/", timeout=5).text
         assert f"visit number <b id=visits>{n + 1}</b>" in page, "the counter lives on the volume"
-    assert (volume_dir(project, "counter") / "visits").read_text() == "10"
+    assert json.loads((volume_dir(project, "counter") / "visits").read_text()) == {"visits": 10, "schema": 2}
     releases = StateStore(project / ".herd" / "state.db").releases("production")
     assert len(releases) == 10 and releases[-1].status == "deployed"
     first_release_logs = herd(project, "logs", "--release", "1").stdout

@@ -6,6 +6,7 @@ default), so the count survives every deploy: the instance is disposable, the da
 """
 
 import html
+import json
 import os
 import signal
 import sys
@@ -19,15 +20,24 @@ RELEASE = os.environ.get("HERD_RELEASE", "dev")
 INSTANCE = os.environ.get("HERD_INSTANCE", "local")
 
 
+def read_visits() -> int:
+    """The count, in the format migrate.py writes ({"visits": N, "schema": 2}) or the first one (N)."""
+    try:
+        text = COUNTER.read_text()
+    except FileNotFoundError:
+        return 0
+    try:
+        value = json.loads(text or "0")
+    except ValueError:
+        return 0
+    return int(value["visits"]) if isinstance(value, dict) else int(value)
+
+
 def count_visit() -> int:
     """Add one visit and return the total (written atomically: a killed instance never corrupts it)."""
-    try:
-        visits = int(COUNTER.read_text() or "0")
-    except (FileNotFoundError, ValueError):
-        visits = 0
-    visits += 1
+    visits = read_visits() + 1
     tmp = COUNTER.with_name(f".visits.{os.getpid()}")
-    tmp.write_text(str(visits))
+    tmp.write_text(json.dumps({"visits": visits, "schema": 2}))
     os.replace(tmp, COUNTER)
     return visits
 
