@@ -37,6 +37,7 @@ HELP = """herdsman: immutable infrastructure for a stack described in one herd.t
   herd scale     run N instances of a service (runtime state, not a release)
   herd quarantine   instances pulled from service and kept for inspection (purge deletes)
   herd inspect   what a quarantined instance ran, why it was pulled, what it changed
+  herd volume    volumes: ls, snapshots, backup NAME FILE, restore NAME FILE
   herd verify    check running instances against their image and release (drift)
   herd api schema   the OpenAPI schema of the agent's API (token in .herd/agent-ENV.token)
 """
@@ -79,6 +80,7 @@ COMMANDS = {
     "inspect": "herdsman.cli.agent:inspect",
     "api": "herdsman.cli.agent:api",
     "verify": "herdsman.cli.agent:verify",
+    "volume": "herdsman.cli.volume:volume",
 }
 
 

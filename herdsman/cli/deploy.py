@@ -61,15 +61,46 @@ def deploy_command(ctx: Context, env: str | None, wait: float) -> None:
 @click.argument("release", type=int, required=False)
 @ENV_OPTION
 @WAIT_OPTION
+@click.option(
+    "--restore-data",
+    is_flag=True,
+    help="Also put back the volumes as they were before the migrations of later releases.",
+)
+@click.option("-y", "--yes", is_flag=True, help="Do not ask before restoring data.")
 @pass_context
-def rollback(ctx: Context, release: int | None, env: str | None, wait: float) -> None:
+def rollback(
+    ctx: Context, release: int | None, env: str | None, wait: float, restore_data: bool, yes: bool
+) -> None:
     """Roll out RELEASE's content again (default: the previous good release), as a new release.
 
     Nothing is edited: the rollback is a new release with the old one's images *and* config,
-    deployed with the same policy as any deploy.
+    deployed with the same policy as any deploy. Data is not rolled back: if a later release
+    migrated a volume, you are told so; --restore-data puts back the snapshot taken before the
+    first such migration (the services using it stop meanwhile), after asking.
     """
+    from herdsman.deploy.data import migrations_after, snapshots_to_restore
+
     deployment = _deployment(ctx, env)
-    new = asyncio.run(deployment.rollback(release, wait=wait))
+    source = deployment.rollback_source(release)
+    migrated = migrations_after(deployment, source.number)
+    snapshots = None
+    if migrated and not restore_data:
+        names = ", ".join(f"release {m.release} ({m.service})" for m in migrated)
+        console.print(
+            f"[yellow]warning[/]: data is not rolled back: {names} migrated it after release "
+            f"{source.number}; release {source.number} will run on the migrated data "
+            "(--restore-data puts back the snapshot taken before the first migration)",
+            highlight=False,
+        )
+    elif migrated:
+        snapshots = snapshots_to_restore(deployment, source.number)
+        missing = [str(path) for path in snapshots.values() if not path.is_dir()]
+        if missing:
+            raise HerdError(f"no snapshot to restore: {', '.join(missing)}", hint="they may have been pruned")
+        listing = ", ".join(f"{v} from {p}" for v, p in sorted(snapshots.items()))
+        if not yes:
+            click.confirm(f"restore {listing}? Changes made since are lost", abort=True)
+    new = asyncio.run(deployment.rollback(release, wait=wait, restore_data=snapshots))
     console.print(
         f"[green]release {new.number}[/] (a copy of release {new.copy_of}) deployed to {deployment.env}"
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -98,22 +99,21 @@ class Deployment:
         for name, volume in self.project.stack.volume.items():
             prune_snapshots(self.home, name, volume.snapshots_keep)
 
-    async def rollback(self, to: int | None = None, *, wait: float = 0.0) -> Release:
+    async def rollback(
+        self, to: int | None = None, *, wait: float = 0.0, restore_data: dict[str, Path] | None = None
+    ) -> Release:
         """A new release with release ``to``'s content (default: the previous good one), rolled out
-        like any deploy."""
+        like any deploy. With ``restore_data`` (volume -> snapshot), the instances using those
+        volumes are stopped and the snapshots restored first (see `data.py`)."""
         with deploy_lock(self.home, self.env, wait):
+            if restore_data:
+                from herdsman.deploy.data import restore_locked
+                from herdsman.deploy.volumes import restore
+
+                fills = {v: functools.partial(restore, snap) for v, snap in restore_data.items()}
+                await restore_locked(self, fills, restart=False)
             current = self.state.current_release(self.env)
-            if to is None:
-                if current is None:
-                    raise DeployError(
-                        "nothing is deployed, so there is nothing to roll back", hint="herd deploy"
-                    )
-                found = self.state.previous_good(self.env, before=current.number)
-                if found is None:
-                    raise DeployError(f"release {current.number} has no earlier good release to go back to")
-                source = found
-            else:
-                source = self.state.release(self.env, to)
+            source = self.rollback_source(to)
             release = self.state.create_release(
                 self.env,
                 source.content,
@@ -123,6 +123,18 @@ class Deployment:
             )
             await self.executor.rollout(release, current)
             return self.state.release(self.env, release.number)
+
+    def rollback_source(self, to: int | None) -> Release:
+        """The release a rollback copies: ``to``, or the previous good one."""
+        if to is not None:
+            return self.state.release(self.env, to)
+        current = self.state.current_release(self.env)
+        if current is None:
+            raise DeployError("nothing is deployed, so there is nothing to roll back", hint="herd deploy")
+        found = self.state.previous_good(self.env, before=current.number)
+        if found is None:
+            raise DeployError(f"release {current.number} has no earlier good release to go back to")
+        return found
 
     async def resume(self) -> Release | None:
         """After an agent died mid-rollout: finish it by planning again from what actually runs."""

@@ -116,3 +116,107 @@ def test_migrated_data_after_a_failed_release(tmp_path: Path, rollback_data: boo
             assert json.loads(counter(root).read_text()) == {"visits": 7, "schema": 2}
     finally:
         stop_project(root)
+
+
+def visits(root: Path) -> int:
+    return int(json.loads(counter(root).read_text())["visits"])
+
+
+def tampered(archive: Path, out: Path) -> Path:
+    """A copy of a backup with one file's content changed and its manifest left as it was."""
+    import io
+    import tarfile
+
+    with tarfile.open(archive) as src, tarfile.open(out, "w") as dst:
+        for member in src.getmembers():
+            data = src.extractfile(member).read() if member.isfile() else None  # type: ignore[union-attr]
+            if member.name == "visits":
+                data = b'{"visits": 999999, "schema": 2}'
+                member.size = len(data)
+            dst.addfile(member, io.BytesIO(data) if data is not None else None)
+    return out
+
+
+def test_backup_and_restore_round_trip_and_a_corrupt_backup_is_refused(
+    project: tuple[Path, int], tmp_path: Path
+) -> None:
+    root, port = project
+    url = f"http://127.0.0.1:{port}/"
+    herd(root, "deploy")
+    for _ in range(3):
+        httpx.get(url)
+    archive = tmp_path / "counter.tar"
+    assert "wrote" in herd(root, "volume", "backup", "counter", str(archive)).stdout
+    for _ in range(2):
+        httpx.get(url)
+    assert visits(root) == 5
+    before = {i["id"] for i in instances(root)}
+    out = herd(root, "volume", "restore", "counter", str(archive), "--yes").stdout
+    assert "every digest checks out" in out and "web replaced" in out
+    assert visits(root) == 3, "the data is the backup's again"
+    after = {i["id"] for i in instances(root) if i["state"] == "running"}
+    assert len(after) == 2 and not after & before, "the instances were replaced, not written under"
+    assert "visit number <b id=visits>4</b>" in httpx.get(url).text
+
+    bad = herd(
+        root,
+        "volume",
+        "restore",
+        "counter",
+        str(tampered(archive, tmp_path / "bad.tar")),
+        "--yes",
+        check=False,
+    )
+    assert bad.returncode == 1 and "is corrupt: visits" in bad.stderr and "nothing was changed" in bad.stderr
+    assert visits(root) == 4
+    assert {i["id"] for i in instances(root) if i["state"] == "running"} == after
+    listing = herd(root, "volume", "ls").stdout
+    assert "counter" in listing and "keep 5" in listing
+
+
+def test_rollback_warns_that_data_stays_migrated_and_can_restore_it(tmp_path: Path) -> None:
+    root = tmp_path / "hello"
+    hello_copy(root)
+    try:
+        herd(root, "deploy")  # release 1
+        counter(root).write_text("5")  # data in the old format
+        (root / "app" / "app.py").write_text((root / "app" / "app.py").read_text() + "\n# release 2\n")
+        herd(root, "deploy")  # release 2 migrates it
+        assert json.loads(counter(root).read_text()) == {"visits": 5, "schema": 2}
+        plain = herd(root, "rollback", "1").stdout  # release 3
+        assert "data is not rolled back: release 2 (web) migrated it" in plain and "--restore-data" in plain
+        assert json.loads(counter(root).read_text())["schema"] == 2
+        herd(root, "rollback", "2")  # release 4: a rollback never runs a migration
+        assert "snapshot" in herd(root, "volume", "snapshots").stdout
+        herd(root, "rollback", "1", "--restore-data", "--yes")  # release 5, on the data before release 2
+        assert counter(root).read_text() == "5"
+        running = [i for i in instances(root) if i["state"] == "running"]
+        assert {i["release"] for i in running} == {"5"} and len(running) == 2
+        assert "volume counter restored" in herd(root, "events", "--kind", "volume").stdout
+    finally:
+        stop_project(root)
+
+
+def test_volume_data_survives_20_deploys_and_5_rollbacks(tmp_path: Path) -> None:
+    root = tmp_path / "hello"
+    port = hello_copy(root)
+    url = f"http://127.0.0.1:{port}/"
+    app = root / "app" / "app.py"
+    original = app.read_text()
+    try:
+        expected = 0
+        for n in range(20):
+            app.write_text(original + f"\n# deploy {n}\n")
+            herd(root, "deploy")
+            httpx.get(url)
+            expected += 1
+            if n % 4 == 3:  # five rollbacks along the way
+                herd(root, "rollback")
+                httpx.get(url)
+                expected += 1
+        assert visits(root) == expected == 25
+        assert len(StateStore(root / ".herd" / "state.db").releases("production")) == 25
+        snapshots = sorted((root / ".herd" / "snapshots").iterdir())
+        assert len(snapshots) == 5, "only the snapshots of the last 5 migrating releases are kept"
+    finally:
+        stop_project(root)
