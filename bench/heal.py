@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
-import json
 import os
 import platform
 import shutil
@@ -39,21 +38,7 @@ sys.path.insert(0, str(ROOT))
 from herdsman.agent.fleet import Fleet, Seen, Want, heal_plan  # noqa: E402
 from herdsman.deploy.plan import Policy  # noqa: E402
 from herdsman.router.client import RouterClient  # noqa: E402
-from tests.helpers import free_port, hello_copy, herd, stop_project  # noqa: E402
-
-
-def app_pid(root: Path, instance: str) -> int:
-    group = json.loads((root / ".herd" / "run" / "instances" / f"{instance}.json").read_text())["pid"]
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-                cmd = (entry / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[2]) == group and b"app.py" in cmd and b"bwrap" not in cmd:
-                return int(entry.name)
-    raise RuntimeError(f"no app process for {instance}")
+from tests.helpers import app_pid, free_port, hello_copy, herd, stop_project  # noqa: E402
 
 
 def herd_heal(trials: int) -> list[float]:

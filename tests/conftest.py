@@ -74,3 +74,19 @@ def debian_hello(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 def driver_name(request: pytest.FixtureRequest) -> str:
     """Run the test on each driver (the docker one needs a Docker engine: under CI=true it must be there)."""
     return str(request.param)
+
+
+@pytest.fixture
+def hello_on_driver(
+    tmp_path: Path, driver_name: str, request: pytest.FixtureRequest
+) -> Iterator[tuple[Path, int]]:
+    """A copy of examples/hello for the test's driver (the docker one from `debian_hello`), with its
+    route on a free port: (project root, route port). Everything it ran is stopped afterwards."""
+    from tests.helpers import hello_copy, stop_project
+
+    root = tmp_path / "hello"
+    port = hello_copy(
+        root, template=request.getfixturevalue("debian_hello") if driver_name == "docker" else None
+    )
+    yield root, port
+    stop_project(root)

@@ -270,14 +270,7 @@ class Agent:
         release = self.deployment.state.current_release(self.env)
         if release is None or service not in release.services():
             raise HerdError(f"no service {service!r} in the current release of {self.env}")
-        state = self.deployment.state
-        if replicas is None:
-            state.clear_scale(self.env, service)
-            message = f"{service}: back to the release's replica count"
-        else:
-            state.set_scale(self.env, service, replicas, "fixed")
-            message = f"{service}: scaled to {replicas} (fixed, by herd scale)"
-        state.event(self.env, "scale", message, service=service, replicas=replicas)
+        self.deployment.set_replicas(service, replicas)
         self.poke()
 
     def metrics(self) -> bytes:

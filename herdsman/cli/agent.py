@@ -121,16 +121,8 @@ def scale(ctx: Context, counts: tuple[str, ...], env: str | None) -> None:
                 console.print(f"{service}: {status['replicas']} replica(s), set by {status['set_by']}")
         console.print(f"the agent (pid {pid}) applies it now; `herd ps` shows the instances")
         return
-    state = deployment.state
     for service, count in parsed:
-        if count is None:
-            state.clear_scale(deployment.env, service)
-            message = f"{service}: back to the release's replica count"
-        else:
-            state.set_scale(deployment.env, service, count, "fixed")
-            message = f"{service}: scaled to {count} (fixed, by herd scale)"
-        state.event(deployment.env, "scale", message, service=service, replicas=count)
-        console.print(message)
+        console.print(deployment.set_replicas(service, count))
     deployment.executor.pools = ensure_router_pools(project, deployment.env)
     deployment.executor.on_progress = lambda line: console.print(f"[dim]·[/] {line}", highlight=False)
     steps = asyncio.run(deployment.converge())

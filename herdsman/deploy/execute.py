@@ -21,7 +21,7 @@ from typing import Any, Protocol
 from herdsman.deploy.instances import instance_spec
 from herdsman.deploy.plan import Policy, Running, Step, plan_service
 from herdsman.deploy.release import service_config
-from herdsman.drivers.base import Driver, InstanceState
+from herdsman.drivers.base import Driver, InstanceSpec, InstanceState
 from herdsman.errors import DeployError
 from herdsman.health import HealthTracker, probe
 from herdsman.image.oci import ImageStore
@@ -47,6 +47,27 @@ class Target:
     home: Path
     images: ImageStore
     secrets: Mapping[str, str]
+
+    def spec(
+        self,
+        instance_id: str,
+        service: str,
+        release: int,
+        entry: Mapping[str, Any],
+        secrets: Mapping[str, str] | None = None,
+    ) -> InstanceSpec:
+        """What the driver starts for ``instance_id`` of ``release`` (reads the image config)."""
+        return instance_spec(
+            instance_id=instance_id,
+            stack=self.stack,
+            env_name=self.env,
+            service=service,
+            release=release,
+            entry=entry,
+            image_config=self.images.config(entry["image"]),
+            home=self.home,
+            secrets=self.secrets if secrets is None else secrets,
+        )
 
 
 def route_name(env: str, service: str) -> str:
@@ -252,19 +273,7 @@ class Executor:
     async def _start(
         self, instance_id: str, service: str, release: Release, entry: Mapping[str, Any]
     ) -> None:
-        images = self.target.images
-        config = await asyncio.to_thread(images.config, entry["image"])
-        spec = instance_spec(
-            instance_id=instance_id,
-            stack=self.target.stack,
-            env_name=self.target.env,
-            service=service,
-            release=release.number,
-            entry=entry,
-            image_config=config,
-            home=self.target.home,
-            secrets=self.target.secrets,
-        )
+        spec = await asyncio.to_thread(self.target.spec, instance_id, service, release.number, entry)
         await self.driver.start(spec)
         self.state.event(
             self.target.env,

@@ -20,7 +20,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from herdsman.deploy.execute import Target, log_tail
-from herdsman.deploy.instances import instance_spec
 from herdsman.deploy.release import service_config
 from herdsman.deploy.volumes import restore, snapshot, snapshot_dir
 from herdsman.drivers.base import Driver
@@ -93,18 +92,7 @@ class Migrator:
         config = service_config(entry)
         assert config.migrate is not None
         instance_id = f"{service}-{release.number}-migrate"
-        image_config = await asyncio.to_thread(self.target.images.config, str(entry["image"]))
-        spec = instance_spec(
-            instance_id=instance_id,
-            stack=self.target.stack,
-            env_name=self.target.env,
-            service=service,
-            release=release.number,
-            entry=entry,
-            image_config=image_config,
-            home=self.target.home,
-            secrets=self.target.secrets,
-        )
+        spec = await asyncio.to_thread(self.target.spec, instance_id, service, release.number, entry)
         labels = {**spec.labels, "herd.env": f"{self.target.env}-migrate"}
         spec = dataclasses.replace(spec, argv=tuple(config.migrate.command), labels=labels, wants_port=False)
         await self.driver.stop(instance_id, 1)  # what an interrupted deploy may have left

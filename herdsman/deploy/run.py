@@ -155,6 +155,18 @@ class Deployment:
         await self.executor.rollout(release, previous)
         return self.state.release(self.env, release.number)
 
+    def set_replicas(self, service: str, count: int | None) -> str:
+        """Run ``count`` instances of ``service`` from now on (None: the release's count again).
+        Runtime state, not a release: recorded as an event. Returns what was done, in words."""
+        if count is None:
+            self.state.clear_scale(self.env, service)
+            message = f"{service}: back to the release's replica count"
+        else:
+            self.state.set_scale(self.env, service, count, "fixed")
+            message = f"{service}: scaled to {count} (fixed, by herd scale)"
+        self.state.event(self.env, "scale", message, service=service, replicas=count)
+        return message
+
     async def converge(self, *, wait: float = 0.0) -> int:
         """Bring what runs to the current release and the runtime replica counts, now (what the agent
         does continuously; for `herd scale` when no agent runs). Returns the number of steps."""

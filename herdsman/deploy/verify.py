@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from herdsman.deploy.instances import instance_spec
 from herdsman.deploy.run import Deployment
 from herdsman.drivers.base import UNKNOWN, Drift
 from herdsman.errors import HerdError
@@ -47,17 +46,7 @@ async def verify_instances(deployment: Deployment) -> list[Finding]:
         if entry is None:
             continue
         secrets = {name: target.secrets.get(name, UNKNOWN) for name in entry["config"].get("secrets", [])}
-        spec = instance_spec(
-            instance_id=state.id,
-            stack=target.stack,
-            env_name=deployment.env,
-            service=state.service,
-            release=release.number,
-            entry=entry,
-            image_config=target.images.config(entry["image"]),
-            home=target.home,
-            secrets=secrets,
-        )
+        spec = target.spec(state.id, state.service, release.number, entry, secrets)
         drifts = await deployment.driver.verify(state.id, spec)
         if drifts:
             findings.append(Finding(state.id, state.service, release.number, entry["image"], tuple(drifts)))

@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,12 +19,10 @@ from herdsman.state import StateStore
 from tests.helpers import (
     Load,
     app_pid,
-    hello_copy,
     herd,
     instances,
     on_docker,
     stack_name,
-    stop_project,
     volume_dir,
     write_tmp,
 )
@@ -40,15 +37,12 @@ SICK = """        if self.path == "/healthz":
 
 
 @pytest.fixture
-def project(tmp_path: Path, driver_name: str, request: pytest.FixtureRequest) -> Iterator[tuple[Path, int]]:
+def project(hello_on_driver: tuple[Path, int]) -> tuple[Path, int]:
     """examples/hello, whose health check fails once /tmp/sick exists, on the driver of the test."""
-    root = tmp_path / "hello"
-    template = request.getfixturevalue("debian_hello") if driver_name == "docker" else None
-    port = hello_copy(root, template=template)
+    root, port = hello_on_driver
     app = root / "app" / "app.py"
     app.write_text(app.read_text().replace('        if self.path == "/healthz":\n', SICK))
-    yield root, port
-    stop_project(root)
+    return root, port
 
 
 def running(project: Path) -> list[dict[str, str]]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -19,13 +18,8 @@ from tests.helpers import Load, hello_copy, herd, instances, stop_project, volum
 
 
 @pytest.fixture
-def project(tmp_path: Path, driver_name: str, request: pytest.FixtureRequest) -> Iterator[tuple[Path, int]]:
-    root = tmp_path / "hello"
-    port = hello_copy(
-        root, template=request.getfixturevalue("debian_hello") if driver_name == "docker" else None
-    )
-    yield root, port
-    stop_project(root)
+def project(hello_on_driver: tuple[Path, int]) -> tuple[Path, int]:
+    return hello_on_driver
 
 
 def counter(root: Path) -> Path:
@@ -197,26 +191,22 @@ def test_rollback_warns_that_data_stays_migrated_and_can_restore_it(tmp_path: Pa
         stop_project(root)
 
 
-def test_volume_data_survives_20_deploys_and_5_rollbacks(tmp_path: Path) -> None:
-    root = tmp_path / "hello"
-    port = hello_copy(root)
+def test_volume_data_survives_20_deploys_and_5_rollbacks(project: tuple[Path, int]) -> None:
+    root, port = project
     url = f"http://127.0.0.1:{port}/"
     app = root / "app" / "app.py"
     original = app.read_text()
-    try:
-        expected = 0
-        for n in range(20):
-            app.write_text(original + f"\n# deploy {n}\n")
-            herd(root, "deploy")
+    expected = 0
+    for n in range(20):
+        app.write_text(original + f"\n# deploy {n}\n")
+        herd(root, "deploy")
+        httpx.get(url)
+        expected += 1
+        if n % 4 == 3:  # five rollbacks along the way
+            herd(root, "rollback")
             httpx.get(url)
             expected += 1
-            if n % 4 == 3:  # five rollbacks along the way
-                herd(root, "rollback")
-                httpx.get(url)
-                expected += 1
-        assert visits(root) == expected == 25
-        assert len(StateStore(root / ".herd" / "state.db").releases("production")) == 25
-        snapshots = sorted((root / ".herd" / "snapshots").iterdir())
-        assert len(snapshots) == 5, "only the snapshots of the last 5 migrating releases are kept"
-    finally:
-        stop_project(root)
+    assert visits(root) == expected == 25
+    assert len(StateStore(root / ".herd" / "state.db").releases("production")) == 25
+    snapshots = sorted((root / ".herd" / "snapshots").iterdir())
+    assert len(snapshots) == 5, "only the snapshots of the last 5 migrating releases are kept"

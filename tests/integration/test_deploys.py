@@ -5,24 +5,18 @@ request, and a rollback brings back a release's image *and* its config."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
 from herdsman.state import StateStore
-from tests.helpers import Load, hello_copy, herd, instances, stop_project
+from tests.helpers import Load, herd, instances
 
 
 @pytest.fixture
-def project(tmp_path: Path, driver_name: str, request: pytest.FixtureRequest) -> Iterator[tuple[Path, int]]:
-    root = tmp_path / "hello"
-    port = hello_copy(
-        root, template=request.getfixturevalue("debian_hello") if driver_name == "docker" else None
-    )
-    yield root, port
-    stop_project(root)
+def project(hello_on_driver: tuple[Path, int]) -> tuple[Path, int]:
+    return hello_on_driver
 
 
 def edit(root: Path, old: str, new: str, file: str = "herd.toml") -> None:

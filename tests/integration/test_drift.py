@@ -8,7 +8,6 @@ import asyncio
 import dataclasses
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,13 +20,8 @@ from tests.helpers import Load, hello_copy, herd, instances, on_docker, stop_pro
 
 
 @pytest.fixture
-def project(tmp_path: Path, driver_name: str, request: pytest.FixtureRequest) -> Iterator[tuple[Path, int]]:
-    root = tmp_path / "hello"
-    port = hello_copy(
-        root, template=request.getfixturevalue("debian_hello") if driver_name == "docker" else None
-    )
-    yield root, port
-    stop_project(root)
+def project(hello_on_driver: tuple[Path, int]) -> tuple[Path, int]:
+    return hello_on_driver
 
 
 def running(root: Path) -> set[str]:

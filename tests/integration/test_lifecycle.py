@@ -9,14 +9,13 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
 from herdsman.state import StateStore
-from tests.helpers import Load, hello_copy, herd, instances, on_docker, stack_name, stop_project, volume_dir
+from tests.helpers import Load, herd, instances, on_docker, stack_name, volume_dir
 
 
 def instances_running(project: Path) -> list[dict[str, str]]:
@@ -47,11 +46,8 @@ def instance_groups(project: Path) -> set[int] | set[str]:
 
 
 @pytest.fixture
-def project(tmp_path: Path, driver_name: str, request: pytest.FixtureRequest) -> Iterator[Path]:
-    root = tmp_path / "hello"
-    hello_copy(root, template=request.getfixturevalue("debian_hello") if driver_name == "docker" else None)
-    yield root
-    stop_project(root)
+def project(hello_on_driver: tuple[Path, int]) -> Path:
+    return hello_on_driver[0]
 
 
 def test_volume_and_logs_survive_ten_deploys(project: Path) -> None:
