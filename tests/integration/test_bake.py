@@ -69,7 +69,7 @@ def test_layer_is_deterministic_tar(tmp_path: Path) -> None:
     assert blob[4:8] == b"\0\0\0\0", "gzip header mtime must be 0"
     with tarfile.open(store.blob_path(layer["digest"])) as tar:
         members = tar.getmembers()
-    assert [m.name for m in members] == ["app", "app/app.py"]
+    assert [m.name for m in members] == ["app", "app/app.py", "app/migrate.py"]
     for member in members:
         assert (member.uid, member.gid, member.uname, member.gname, member.mtime) == (0, 0, "", "", 0)
         assert not member.pax_headers
