@@ -26,6 +26,8 @@ HELP = """herdsman: immutable infrastructure for a stack described in one herd.t
   herd bake      bake reproducible OCI images into .herd/images, pinning inputs in herd.lock
   herd images    list baked images
   herd image export IMAGE -o FILE   write an image as a `docker load` / OCI archive
+  herd push IMAGE REGISTRY/NAME[:TAG]   send an image to an OCI registry
+  herd pull REGISTRY/NAME@sha256:...    fetch an image by digest, every blob verified
   herd deploy    bake, record a release and replace the running instances with it
   herd rollback  roll out an earlier release again (as a new release)
   herd releases  the release history
@@ -81,6 +83,8 @@ COMMANDS = {
     "api": "herdsman.cli.agent:api",
     "verify": "herdsman.cli.agent:verify",
     "volume": "herdsman.cli.volume:volume",
+    "push": "herdsman.cli.registry:push",
+    "pull": "herdsman.cli.registry:pull",
 }
 
 

@@ -70,7 +70,11 @@ def _copy_steps(value: object) -> object:
 
 
 _SUITE = re.compile(r"^[a-z][a-z0-9-]*$")
-_REGISTRY_HINT = "registry bases are not supported yet"
+_REGISTRY = re.compile(
+    r"^(?:[a-z0-9-]+(?:\.[a-z0-9-]+)+(?::\d+)?|localhost(?::\d+)?|[a-z0-9-]+:\d+|\[::1\](?::\d+)?)"
+    r"/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
+    r"(?::\w[\w.-]{0,127})?(?:@sha256:[0-9a-f]{64})?$"
+)
 
 
 def _base(value: str) -> str:
@@ -81,9 +85,12 @@ def _base(value: str) -> str:
         return value
     if sep and kind in ("oci", "docker-archive") and rest.split("#", 1)[0]:
         return value
+    if _REGISTRY.match(value):
+        return value
     raise ValueError(
         f"unknown base {value!r}: use 'scratch', 'host', 'debian:SUITE' (e.g. debian:bookworm), "
-        "'oci:PATH' (an OCI image layout directory) or 'docker-archive:PATH' (a `docker save` tar)"
+        "'oci:PATH' (an OCI image layout directory), 'docker-archive:PATH' (a `docker save` tar) "
+        "or 'REGISTRY/NAME@sha256:...' (an image in a registry; REGISTRY/NAME:TAG is pinned in herd.lock)"
     )
 
 

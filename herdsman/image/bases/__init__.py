@@ -8,6 +8,7 @@ layout, and says what herd.lock must pin so that the next bake starts from the s
     oci:PATH[#REF]          an OCI image layout directory (one image, or the one named REF)
     docker-archive:PATH[#REPO:TAG]   a `docker save` tarball
     debian:SUITE            a Debian root file system built by mmdebstrap, plus `packages`
+    REGISTRY/NAME@sha256:.. an image from an OCI registry, by digest (or :TAG, pinned in herd.lock)
 
 A provider receives the pin from herd.lock (or None) and `refresh`: with a pin and no refresh it
 must give exactly the pinned base or fail with a BakeError that says to run `herd bake --refresh`.
@@ -22,6 +23,7 @@ from typing import Any
 from herdsman.errors import BakeError
 from herdsman.image.oci import Descriptor, ImageStore
 from herdsman.image.progress import Reporter
+from herdsman.image.registry import looks_like_registry
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,10 @@ def resolve_base(request: BaseRequest) -> BaseImage:
         from herdsman.image.bases.docker_archive import resolve_docker_archive
 
         return resolve_docker_archive(request, rest)
+    if looks_like_registry(request.name):
+        from herdsman.image.bases.registry import resolve_registry
+
+        return resolve_registry(request)
     if kind == "debian":
         from herdsman.image.bases.debian import resolve_debian
 
