@@ -40,13 +40,13 @@ def deploy_lock(home: Path, env: str, wait: float = 0.0) -> contextlib.AbstractC
     )
 
 
-def make_driver(name: str, home: Path, project: Project) -> Driver:
+def make_driver(name: str, home: Path, project: Project, registry: str | None = None) -> Driver:
     if name == "process":
         return ProcessDriver(home, image_store(project))
     if name == "docker":
         from herdsman.drivers.docker import DockerDriver  # the docker SDK loads only when used
 
-        return DockerDriver(home, image_store(project))
+        return DockerDriver(home, image_store(project), registry=registry)
     raise DriverError(f"the {name!r} driver is not available yet", hint='use driver = "process" or "docker"')
 
 
@@ -71,7 +71,8 @@ class Deployment:
         # `herd --driver NAME` (exported as HERD_DRIVER, so a detached agent inherits it) wins over
         # the environment's `driver`
         name = os.environ.get("HERD_DRIVER") or (environment.driver if environment else "process")
-        self.driver = driver or make_driver(name, self.home, project)
+        self.registry = environment.registry if environment else None
+        self.driver = driver or make_driver(name, self.home, project, self.registry)
         self.pools = pools
         self.reporter = reporter or NullReporter()
         target = Target(
@@ -84,6 +85,8 @@ class Deployment:
         with deploy_lock(self.home, self.env, wait):
             results = await asyncio.to_thread(bake, self.project, None, reporter=self.reporter)
             images = {r.service: r.image.digest for r in results}
+            if self.registry:
+                await asyncio.to_thread(self._push, images)
             content = release_content(self.project, self.env, images)
             previous = self.state.current_release(self.env)
             release = self.state.create_release(
@@ -92,6 +95,15 @@ class Deployment:
             await self.executor.rollout(release, previous, migrate=True)
             self._prune_snapshots()
             return self.state.release(self.env, release.number)
+
+    def _push(self, images: dict[str, str]) -> None:
+        """Send the release's images to the environment's registry, by digest."""
+        from herdsman.image.registry import parse_reference, push
+
+        store = image_store(self.project)
+        for service, digest in sorted(images.items()):
+            pushed = push(store, digest, parse_reference(f"{self.registry}/{service}"))
+            self.executor.say(f"{service}: pushed to {pushed.reference} ({pushed.uploaded} new blob(s))")
 
     def _prune_snapshots(self) -> None:
         from herdsman.deploy.volumes import prune_snapshots

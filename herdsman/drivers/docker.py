@@ -78,9 +78,12 @@ def _started(value: str) -> float:
 class DockerDriver:
     name = "docker"
 
-    def __init__(self, home: Path, store: ImageStore, *, client: Any = None) -> None:
+    def __init__(
+        self, home: Path, store: ImageStore, *, client: Any = None, registry: str | None = None
+    ) -> None:
         self.home = home
         self.store = store
+        self.registry = registry  # REGISTRY/PREFIX: images are pulled from PREFIX/SERVICE by digest
         self.logs = home / "logs"
         self.client = client or _engine()
         self.docker_cli = shutil.which("docker")
@@ -117,10 +120,13 @@ class DockerDriver:
         return path
 
     # images -----------------------------------------------------------------------------------
-    def image_id(self, manifest_digest: str, stack: str) -> str:
-        """The engine's ID of our image (its config digest), loaded from the OCI store if needed."""
+    def image_id(self, manifest_digest: str, stack: str, service: str = "") -> str:
+        """The engine's ID of our image (its config digest): pulled by digest from the environment's
+        registry when it has one, else loaded from the OCI store, when the engine lacks it."""
         import docker.errors
 
+        if self.registry and service:
+            return self._pull(manifest_digest, service)
         manifest = self.store.manifest(manifest_digest)
         if (manifest.get("annotations") or {}).get(HOST_BASE_ANNOTATION) == "host":
             raise DriverError(
@@ -146,6 +152,20 @@ class DockerDriver:
             raise DriverError(f"docker load gave {[i.id for i in loaded]}, not {config}")
         return config
 
+    def _pull(self, manifest_digest: str, service: str) -> str:
+        """`docker pull REGISTRY/PREFIX/SERVICE@DIGEST` (never a tag); its ID is our config digest."""
+        import docker.errors
+
+        reference = f"{self.registry}/{service}@{manifest_digest}"
+        try:
+            image = self.client.images.pull(reference)
+        except docker.errors.APIError as exc:
+            raise DriverError(
+                f"Docker could not pull {reference}: {exc.explanation or exc}",
+                hint="is the registry running, and did `herd deploy` push the image?",
+            ) from None
+        return str(image.id)
+
     # starting ---------------------------------------------------------------------------------
     def _start(self, spec: InstanceSpec) -> InstanceState:
         import docker.errors
@@ -154,7 +174,7 @@ class DockerDriver:
         if self._container(spec.id) is not None:
             raise DriverError(f"instance {spec.id} already exists")
         stack = spec.labels.get("herd.stack", "herd")
-        image = self.image_id(spec.image, stack)
+        image = self.image_id(spec.image, stack, spec.labels.get("herd.service", ""))
         port = _free_port() if spec.wants_port else None
         env = dict(spec.env)
         if port is not None:

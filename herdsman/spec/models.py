@@ -203,6 +203,9 @@ class Environment(Model):
     driver: Literal["process", "docker", "swarm", "kubernetes"] = "process"
     replicas: dict[Name, Annotated[int, Field(ge=0, le=10000)]] = Field(default_factory=dict)
     env: dict[EnvName, str] = Field(default_factory=dict)
+    # REGISTRY/PREFIX: every deploy pushes its images to PREFIX/SERVICE, and the docker driver
+    # runs them pulled from there, by digest
+    registry: Annotated[str, Field(pattern=r"^[A-Za-z0-9.\-\[\]:]+/[a-z0-9._/-]+$")] | None = None
 
 
 class StackInfo(Model):

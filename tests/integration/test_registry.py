@@ -274,3 +274,50 @@ def test_token_auth(tmp_path: Path) -> None:
         del os.environ["HERD_REGISTRY_USERNAME"], os.environ["HERD_REGISTRY_PASSWORD"]
         running.stop()
         tokens.stop()
+
+
+@pytest.mark.docker
+def test_deploy_through_the_registry_on_docker(
+    tmp_path: Path, registry: RunningRegistry, debian_hello: Path
+) -> None:
+    """With `registry` set for the environment, a deploy pushes its images there and the docker
+    driver runs them pulled back by digest."""
+    from tests.helpers import container_of, hello_copy, instances, stop_project
+
+    root = tmp_path / "hello"
+    port = hello_copy(root, template=debian_hello)
+    toml = root / "herd.toml"
+    toml.write_text(
+        toml.read_text().replace(
+            'driver = "docker"', f'driver = "docker"\nregistry = "{registry.address}/herdtest"'
+        )
+    )
+    try:
+        out = herd(root, "deploy").stdout
+        assert f"web: pushed to {registry.address}/herdtest/web@sha256:" in out
+        digest = out.split(f"{registry.address}/herdtest/web@")[1].split()[0]
+        for item in instances(root):
+            image = json.loads(
+                subprocess.run(["docker", "inspect", container_of(item["id"])], capture_output=True).stdout
+            )[0]["Image"]
+            pulled = json.loads(
+                subprocess.run(["docker", "image", "inspect", image], capture_output=True).stdout
+            )[0]
+            assert f"{registry.address}/herdtest/web@{digest}" in pulled["RepoDigests"]
+        assert "hello" in httpx.get(f"http://127.0.0.1:{port}/").text.lower()
+    finally:
+        stop_project(root)
+        pulled_refs = subprocess.run(
+            [
+                "docker",
+                "images",
+                "--digests",
+                "--format",
+                "{{.Repository}}@{{.Digest}}",
+                f"{registry.address}/herdtest/web",
+            ],
+            capture_output=True,
+            text=True,
+        ).stdout.split()
+        if pulled_refs:  # untag what the engine pulled (the image itself may serve other tests)
+            subprocess.run(["docker", "rmi", *pulled_refs], capture_output=True)
