@@ -82,7 +82,6 @@ class Agent:
         self.drifted: dict[str, str] = {}
         self.healer = Healer(self)
         self.drift = DriftChecker(self)
-        self.passes = 0
         self._poked = False
         self._wanted: dict[str, Want] = {}
         self.api = api  # also serve the API on this loopback address
@@ -312,7 +311,6 @@ class Agent:
         current = self.deployment.state.current_release(self.env)
         if current is None or not self.fleet.dirty:
             return
-        self.passes += 1
         dirty = self.fleet.take_dirty()
         try:
             with deploy_lock(self.home, self.env):

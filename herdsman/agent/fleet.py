@@ -38,10 +38,6 @@ class Seen:
     started: float = 0.0
     detail: str = ""  # e.g. "exited with code 137"
 
-    @property
-    def to_quarantine(self) -> str:
-        return self.unhealthy or self.drifted if self.running else ""
-
 
 @dataclass
 class Fleet:

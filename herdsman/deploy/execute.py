@@ -14,7 +14,7 @@ import collections
 import secrets as token
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -47,6 +47,7 @@ class Target:
     home: Path
     images: ImageStore
     secrets: Mapping[str, str]
+    configs: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)  # images never change
 
     def spec(
         self,
@@ -64,7 +65,8 @@ class Target:
             service=service,
             release=release,
             entry=entry,
-            image_config=self.images.config(entry["image"]),
+            image_config=self.configs.get(entry["image"])
+            or self.configs.setdefault(entry["image"], self.images.config(entry["image"])),
             home=self.home,
             secrets=self.secrets if secrets is None else secrets,
         )
