@@ -255,7 +255,9 @@ class DockerDriver:
         return f"herd-{stack}-{labels.get('herd.env', 'env')}-{instance_id}"
 
     def _container(self, instance_id: str) -> Any:
-        found = self.client.containers.list(all=True, filters={"label": f"herd.instance={instance_id}"})
+        found = self.client.containers.list(
+            all=True, ignore_removed=True, filters={"label": f"herd.instance={instance_id}"}
+        )
         return found[0] if found else None
 
     def _inspect(self, instance_id: str) -> InstanceState | None:
@@ -264,7 +266,7 @@ class DockerDriver:
 
     def list_now(self, labels: Mapping[str, str] | None = None) -> States:
         wanted = [f"{k}={v}" for k, v in (labels or {}).items()] + ["herd.instance"]
-        containers = self.client.containers.list(all=True, filters={"label": wanted})
+        containers = self.client.containers.list(all=True, ignore_removed=True, filters={"label": wanted})
         return sorted((self._state(c) for c in containers), key=lambda s: (s.started, s.id))
 
     def _state(self, container: Any) -> InstanceState:
@@ -297,7 +299,12 @@ class DockerDriver:
 
     # drift ------------------------------------------------------------------------------------
     async def verify(self, instance_id: str, spec: InstanceSpec) -> Drifts:
-        return await asyncio.to_thread(self._verify, instance_id, spec)
+        import docker.errors
+
+        try:
+            return await asyncio.to_thread(self._verify, instance_id, spec)
+        except docker.errors.NotFound:
+            return []  # removed meanwhile: nothing runs that could have drifted
 
     def _verify(self, instance_id: str, spec: InstanceSpec) -> Drifts:
         """The container's image, command and environment against its release, and `docker diff`
@@ -368,7 +375,13 @@ class DockerDriver:
         if container.status != "running":
             return
         # /tmp is a tmpfs, which `docker cp` (get_archive) cannot see: ask the container's own tar
-        code, (out, err) = container.exec_run(["tar", "-cf", "-", "-C", "/tmp", "."], demux=True)
+        import docker.errors
+
+        try:
+            code, (out, err) = container.exec_run(["tar", "-cf", "-", "-C", "/tmp", "."], demux=True)
+        except docker.errors.APIError as exc:  # it stopped meanwhile: its tmpfs is gone
+            (keep / ".not-kept").write_text(f"the container's /tmp could not be copied: {exc}\n")
+            return
         if code != 0:
             reason = (err or b"").decode(errors="replace").strip() or f"exit {code}"
             (keep / ".not-kept").write_text(f"the container's /tmp could not be copied: {reason}\n")
