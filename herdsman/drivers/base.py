@@ -8,6 +8,7 @@ Backend exceptions are translated here into `DriverError`.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -137,3 +138,30 @@ class Driver(Protocol):
     async def verify(self, instance_id: str, spec: InstanceSpec) -> Drifts:
         """How the running instance differs from ``spec`` (what its release says) and its image."""
         ...
+
+
+States = list[InstanceState]
+
+
+class BlockingDriver:
+    """The async half of the protocol over blocking methods run in threads (DESIGN.md: blocking
+    work — /proc, the Docker SDK — goes through `asyncio.to_thread`). A driver implements the
+    blocking `_start`, `_stop` and `list_now`, and inherits `start`, `stop` and `list`."""
+
+    def _start(self, spec: InstanceSpec) -> InstanceState:
+        raise NotImplementedError
+
+    def _stop(self, instance_id: str, grace: float, keep: Path | None) -> None:
+        raise NotImplementedError
+
+    def list_now(self, labels: Mapping[str, str] | None = None) -> States:
+        raise NotImplementedError
+
+    async def start(self, spec: InstanceSpec) -> InstanceState:
+        return await asyncio.to_thread(self._start, spec)
+
+    async def stop(self, instance_id: str, grace: float, keep: Path | None = None) -> None:
+        await asyncio.to_thread(self._stop, instance_id, grace, keep)
+
+    async def list(self, labels: Mapping[str, str] | None = None) -> States:
+        return await asyncio.to_thread(self.list_now, labels)

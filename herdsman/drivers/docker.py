@@ -32,7 +32,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from herdsman.drivers.base import Drift, Drifts, InstanceSpec, InstanceState, env_differences
+from herdsman.drivers.base import (
+    BlockingDriver,
+    Drift,
+    Drifts,
+    InstanceSpec,
+    InstanceState,
+    States,
+    env_differences,
+)
 from herdsman.errors import DriverError
 from herdsman.image.export import export_image
 from herdsman.image.filelist import Difference
@@ -49,7 +57,6 @@ ENGINE_MOUNTS = (
     "/etc/hostname",
     "/etc/resolv.conf",
 )
-States = list[InstanceState]
 LOG_LABEL = "herd.log"
 
 
@@ -75,7 +82,7 @@ def _started(value: str) -> float:
         return 0.0
 
 
-class DockerDriver:
+class DockerDriver(BlockingDriver):
     name = "docker"
 
     def __init__(
@@ -89,15 +96,6 @@ class DockerDriver:
         self.docker_cli = shutil.which("docker")
 
     # protocol ---------------------------------------------------------------------------------
-    async def start(self, spec: InstanceSpec) -> InstanceState:
-        return await asyncio.to_thread(self._start, spec)
-
-    async def stop(self, instance_id: str, grace: float, keep: Path | None = None) -> None:
-        await asyncio.to_thread(self._stop, instance_id, grace, keep)
-
-    async def list(self, labels: Mapping[str, str] | None = None) -> States:
-        return await asyncio.to_thread(self.list_now, labels)
-
     async def inspect(self, instance_id: str) -> InstanceState | None:
         return await asyncio.to_thread(self._inspect, instance_id)
 

@@ -32,7 +32,15 @@ from pathlib import Path
 from typing import Any
 
 from herdsman.drivers import procfs
-from herdsman.drivers.base import Drift, Drifts, InstanceSpec, InstanceState, env_differences
+from herdsman.drivers.base import (
+    BlockingDriver,
+    Drift,
+    Drifts,
+    InstanceSpec,
+    InstanceState,
+    States,
+    env_differences,
+)
 from herdsman.drivers.sandbox import Launch, bwrap_launch, host_layout, plain_launch
 from herdsman.errors import DriverError
 from herdsman.image import filelist
@@ -43,11 +51,10 @@ from herdsman.logs import STAMPER, write_labels
 
 HOST_BASE_ANNOTATION = "org.opencontainers.image.base.name"
 Records = list[dict[str, Any]]
-States = list[InstanceState]
 Differences = list[Difference]
 
 
-class ProcessDriver:
+class ProcessDriver(BlockingDriver):
     name = "process"
 
     def __init__(self, home: Path, store: ImageStore, *, sandbox: str = "auto") -> None:
@@ -68,15 +75,6 @@ class ProcessDriver:
         self._ports_given: set[int] = set()
 
     # protocol ---------------------------------------------------------------------------------
-    async def start(self, spec: InstanceSpec) -> InstanceState:
-        return await asyncio.to_thread(self._start, spec)
-
-    async def stop(self, instance_id: str, grace: float, keep: Path | None = None) -> None:
-        await asyncio.to_thread(self._stop, instance_id, grace, keep)
-
-    async def list(self, labels: Mapping[str, str] | None = None) -> States:
-        return await asyncio.to_thread(self.list_now, labels)
-
     async def inspect(self, instance_id: str) -> InstanceState | None:
         record = self._load(instance_id)
         return self._state(record) if record else None
