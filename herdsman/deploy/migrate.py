@@ -114,6 +114,9 @@ class Migrator:
             await self.driver.stop(instance_id, 5)
 
     def _failed(self, instance_id: str, what: str) -> DeployError:
+        settle = getattr(self.driver, "settle_logs", None)  # a driver whose logs arrive late
+        if settle is not None:
+            settle(instance_id, 1.0)
         tail = log_tail(self.driver.log_file(instance_id))
         message = f"the migration {instance_id} {what}"
         if tail:

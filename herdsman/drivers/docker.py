@@ -94,6 +94,7 @@ class DockerDriver(BlockingDriver):
         self.logs = home / "logs"
         self.client = client or _engine()
         self.docker_cli = shutil.which("docker")
+        self._followers: dict[str, subprocess.Popen[bytes]] = {}  # log followers this process started
 
     # protocol ---------------------------------------------------------------------------------
     async def inspect(self, instance_id: str) -> InstanceState | None:
@@ -215,7 +216,7 @@ class DockerDriver(BlockingDriver):
             container.start()
         except docker.errors.APIError as exc:
             raise DriverError(f"Docker could not start {spec.id}: {exc.explanation or exc}") from None
-        self._follow_logs(container.id, log)
+        self._followers[spec.id] = self._follow_logs(container.id, log)
         state = self._state(self.client.containers.get(container.id))
         return state
 
@@ -229,14 +230,22 @@ class DockerDriver(BlockingDriver):
             self.client.volumes.create(volume, labels={"herd.stack": stack, "herd.volume": name})
         return volume
 
-    def _follow_logs(self, container_id: str, log: Path) -> None:
+    def settle_logs(self, instance_id: str, timeout: float = 2.0) -> None:
+        """Wait (a little) until an exited container's output is all in its log file: the follower
+        ends once it has copied everything."""
+        follower = self._followers.get(instance_id)
+        if follower is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                follower.wait(timeout)
+
+    def _follow_logs(self, container_id: str, log: Path) -> subprocess.Popen[bytes]:
         """`docker logs -f --timestamps` appending to the log file, in its own session: it outlives
         the agent and ends with the container."""
         if self.docker_cli is None:
             raise DriverError("the docker command is missing", hint="apt-get install docker.io")
         fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
-            subprocess.Popen(
+            return subprocess.Popen(
                 [self.docker_cli, "logs", "-f", "--timestamps", container_id],
                 stdin=subprocess.DEVNULL,
                 stdout=fd,
@@ -364,6 +373,11 @@ class DockerDriver(BlockingDriver):
             pass
         except docker.errors.APIError as exc:
             raise DriverError(f"Docker could not stop {instance_id}: {exc.explanation or exc}") from None
+        finally:
+            follower = self._followers.pop(instance_id, None)
+            if follower is not None:  # it ends with the container; reap it
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    follower.wait(2)
 
     def _keep(self, container: Any, keep: Path) -> None:
         """What the container wrote: its /tmp (a tmpfs, gone once stopped) and `docker diff`."""

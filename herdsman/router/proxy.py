@@ -8,7 +8,9 @@ Retries, so that no request fails while instances come and go:
 - a refused or reset connection before any byte was sent: retried on another backend;
 - no response on a *reused* upstream connection (the backend closed it meanwhile): retried once
   more, for idempotent methods only (a POST may have been acted upon);
-- nothing is retried once a byte of the response reached the client;
+- nothing is retried once a byte of the response reached the client (a small response is read
+  whole before it is sent, so a backend dying in the middle of one is retried, for idempotent
+  methods);
 - when every backend of the pool failed that way, the pool is tried again after a short pause
   (up to three rounds, 0.3 s in all) before the client gets a 503.
 Draining: a backend leaves the pool at once; requests in flight on it finish; those still running
@@ -357,19 +359,23 @@ class Router:
         no_body = method == b"HEAD" or status in (204, 304) or 100 <= status < 200
         framed = response.chunked() or response.content_length() is not None
         upstream_keep = b"close" not in response.connection_tokens() and (framed or no_body)
-        setattr(writer, "_herd_started", True)  # noqa: B010
         extra = () if framed or no_body else ((b"Connection", b"close"),)
         head = response.encode(extra)
         length = None if no_body or response.chunked() else response.content_length()
         try:
             if length is not None and length <= SMALL_BODY:  # head and a small body in one send
-                writer.write(head + await up_reader.readexactly(length) if length else head)
+                body = await up_reader.readexactly(length) if length else b""
+                setattr(writer, "_herd_started", True)  # noqa: B010
+                writer.write(head + body)
             else:
+                setattr(writer, "_herd_started", True)  # noqa: B010
                 writer.write(head)
                 if not no_body:
                     await copy_body(response, up_reader, writer, until_close=not framed)
         except (OSError, asyncio.IncompleteReadError, BadMessage):
             up_writer.close()
+            if not getattr(writer, "_herd_started", False) and method in IDEMPOTENT:
+                return "retry"  # the backend died before a byte reached the client: another one
             return "error"
         if upstream_keep and not backend.draining:
             backend.idle.append((up_reader, up_writer))
