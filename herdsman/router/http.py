@@ -1,122 +1,137 @@
-"""Just enough HTTP/1.1 for a reverse proxy: read a message head, and move a body along by its framing.
+"""Just enough HTTP/1.1 for a reverse proxy, as pure functions over bytes: parse a message head,
+and find where a body ends without changing a byte of it.
 
-A head is read whole (up to 64 KiB); bodies are streamed, never buffered whole, except request
-bodies small enough to be re-sent on a retry. Framing follows RFC 9112: Transfer-Encoding chunked,
-else Content-Length, else (responses only) until the upstream closes.
+The data plane (`router/wire.py`) is fed straight from `data_received`, so nothing here reads a
+stream: `parse_head` takes the bytes before the blank line, and a `Framer` is told each piece of
+body as it arrives and says how much of it belongs to the body. Framing follows RFC 9112:
+Transfer-Encoding chunked, else Content-Length, else (responses only) until the upstream closes.
+Chunked bodies are passed on as they are (sizes, extensions and trailers included), so the
+framer only scans them.
 """
 
 from __future__ import annotations
 
-import asyncio
-from dataclasses import dataclass, field
+import re
 
 MAX_HEAD = 65536
 HOP_BY_HOP = frozenset(
     {b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"upgrade", b"proxy-authorization"}
 )
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
+MAX_CHUNK_LINE = 4096
 
 
 class BadMessage(Exception):
     """The peer sent something that is not HTTP/1.x."""
 
 
-@dataclass
-class Head:
-    start: bytes  # request line or status line
-    headers: list[tuple[bytes, bytes]]
-    index: dict[bytes, bytes] = field(default_factory=dict)  # lower-case name -> value, built once
+# Header lines after the start line: a token, a colon, a value; nothing else (no obs-fold, no
+# space before the colon), so a message that two parsers could read two ways is refused.
+_HEADER_LINES = re.compile(rb"(?:\r\n[!#$%&'*+.^_`|~0-9A-Za-z-]+:[^\r\n]*)*")
+# The headers a proxy acts on, found in one pass over the lower-cased head: framing, options,
+# routing, and the hop-by-hop ones it must not pass on. Everything else is passed on untouched.
+_NOTED = re.compile(
+    rb"\r\n(content-length|transfer-encoding|connection|host|expect|keep-alive|proxy-connection|te"
+    rb"|trailer|upgrade|proxy-authorization):([^\r\n]*)"
+)
+_ANY_LINE = re.compile(rb"\r\n([^:\r\n]+):[^\r\n]*")
+_PLAIN_TOKENS = frozenset({b"keep-alive", b"close"})
+_NO_TOKENS: frozenset[bytes] = frozenset()
+_COMMON_TOKENS = {token: frozenset({token}) for token in _PLAIN_TOKENS}
+_END = b"\r\n\r\n"
 
-    def __post_init__(self) -> None:
-        if not self.index:
-            self.index = {key.lower(): value for key, value in self.headers}
+
+class Head:
+    """A message head kept as its bytes (start line and header lines, without the blank line).
+
+    One regex pass notes what a proxy acts on (`_NOTED`); the rest of the head is never split,
+    and `encode` cuts the hop-by-hop lines out of the original bytes."""
+
+    __slots__ = ("chunked", "encoded", "expect", "hops", "host", "length", "lower", "raw", "start", "tokens")
+
+    def __init__(self, raw: bytes) -> None:
+        self.raw = raw
+        lower = self.lower = raw.lower()
+        end = raw.find(b"\r\n")
+        self.start = raw if end < 0 else raw[:end]
+        self.length: int | None = None  # Content-Length
+        self.chunked = False  # Transfer-Encoding ends with chunked
+        self.encoded = False  # there is a Transfer-Encoding at all
+        self.tokens = _NO_TOKENS  # Connection options, lower case
+        self.host: bytes | None = None  # lower case, as routes match it
+        self.expect: tuple[int, int] | None = None  # where the Expect line is
+        self.hops: list[tuple[int, int]] = []  # where the hop-by-hop lines are
+        for match in _NOTED.finditer(lower):
+            name = match.group(1)
+            if name == b"content-length":
+                value = match.group(2).strip()
+                if self.length is not None or not value.isdigit():
+                    raise BadMessage("bad or repeated Content-Length")
+                self.length = int(value)
+            elif name == b"connection":
+                value = match.group(2).strip()
+                common = _COMMON_TOKENS.get(value)
+                self.tokens = common if common is not None else self.tokens | _tokens(value)
+                self.hops.append(match.span())
+            elif name == b"host":
+                if self.host is None:
+                    self.host = match.group(2).strip()
+            elif name == b"transfer-encoding":
+                self.encoded = True
+                self.chunked = match.group(2).rsplit(b",", 1)[-1].strip() == b"chunked"
+            elif name == b"expect":
+                self.expect = match.span()
+            else:
+                self.hops.append(match.span())
 
     def get(self, name: bytes) -> bytes | None:
-        return self.index.get(name)
-
-    def connection_tokens(self) -> set[bytes]:
-        value = self.get(b"connection") or b""
-        return {token.strip().lower() for token in value.split(b",") if token.strip()}
-
-    def chunked(self) -> bool:
-        value = self.get(b"transfer-encoding")
-        return value is not None and value.lower().rsplit(b",", 1)[-1].strip() == b"chunked"
-
-    def content_length(self) -> int | None:
-        value = self.get(b"content-length")
-        if value is None:
+        """The value of header ``name`` (lower case), its first occurrence."""
+        key = b"\r\n" + name + b":"
+        at = self.lower.find(key)
+        if at < 0:
             return None
-        if not value.strip().isdigit():
-            raise BadMessage("bad Content-Length")
-        return int(value)
+        at += len(key)
+        end = self.lower.find(b"\r\n", at)
+        return (self.raw[at:] if end < 0 else self.raw[at:end]).strip()
 
-    def encode(self, extra: tuple[tuple[bytes, bytes], ...] = ()) -> bytes:
-        tokens = self.connection_tokens()
-        dropped = HOP_BY_HOP | tokens if tokens else HOP_BY_HOP
-        lines = [self.start]
-        lines += [k + b": " + v for k, v in self.headers if k.lower() not in dropped]
-        lines += [k + b": " + v for k, v in extra]
-        return b"\r\n".join(lines) + b"\r\n\r\n"
+    def encode(self, extra: bytes = b"", drop_expect: bool = False) -> bytes:
+        """The head as sent on, blank line included: hop-by-hop headers and the headers its
+        ``Connection`` names left out (and Expect, if asked); ``extra`` (``\\r\\nName: value``
+        lines) added."""
+        raw, hops = self.raw, self.hops
+        if not self.tokens <= _PLAIN_TOKENS:  # Connection names other headers: any line may go
+            gone = HOP_BY_HOP | self.tokens
+            hops = [m.span() for m in _ANY_LINE.finditer(self.lower) if m.group(1) in gone]
+        if drop_expect and self.expect is not None:
+            hops = sorted({*hops, self.expect})
+        if not hops:
+            return raw + extra + _END
+        if len(hops) == 1:
+            begin, end = hops[0]
+            return raw[:begin] + raw[end:] + extra + _END
+        pieces, pos = [], 0
+        for begin, end in hops:
+            pieces.append(raw[pos:begin])
+            pos = end
+        pieces.append(raw[pos:])
+        pieces.append(extra + _END)
+        return b"".join(pieces)
 
 
-async def read_head(reader: asyncio.StreamReader) -> Head | None:
-    """The next message head, or None on a clean end of stream before any byte."""
-    try:
-        data = await reader.readuntil(b"\r\n\r\n")
-    except asyncio.IncompleteReadError as exc:
-        if not exc.partial.strip():
-            return None
-        raise BadMessage("connection closed inside a message head") from None
-    except asyncio.LimitOverrunError:
-        raise BadMessage("message head too large") from None
-    lines = data[:-4].split(b"\r\n")
-    while lines and not lines[0]:  # tolerate stray CRLF between messages
-        lines.pop(0)
-    if not lines:
+def _tokens(value: bytes) -> frozenset[bytes]:
+    return frozenset(t.strip() for t in value.split(b",") if t.strip())
+
+
+def parse_head(data: bytes) -> Head:
+    """The head in ``data`` (everything before the blank line that ends it), checked line by line."""
+    if data[:2] == b"\r\n":  # tolerate stray CRLF between messages
+        data = data.lstrip(b"\r\n")
+    if not data:
         raise BadMessage("empty message head")
-    headers = []
-    for line in lines[1:]:
-        name, sep, value = line.partition(b":")
-        if not sep or not name or name != name.strip():
-            raise BadMessage("bad header line")
-        headers.append((name, value.strip()))
-    return Head(lines[0], headers)
-
-
-async def copy_body(
-    head: Head, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, until_close: bool
-) -> None:
-    """Forward the body that follows ``head``, keeping its framing."""
-    if head.chunked():
-        while True:
-            size_line = await reader.readuntil(b"\r\n")
-            writer.write(size_line)
-            size = int(size_line.split(b";", 1)[0].strip() or b"0", 16)
-            if size == 0:
-                while True:  # trailers, then the blank line
-                    line = await reader.readuntil(b"\r\n")
-                    writer.write(line)
-                    if line == b"\r\n":
-                        return
-            await _copy_exactly(reader, writer, size + 2)
-    length = head.content_length()
-    if length is not None:
-        await _copy_exactly(reader, writer, length)
-    elif until_close:
-        while chunk := await reader.read(65536):
-            writer.write(chunk)
-            await writer.drain()
-
-
-async def _copy_exactly(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, size: int) -> None:
-    while size > 0:
-        chunk = await reader.read(min(size, 65536))
-        if not chunk:
-            raise BadMessage("connection closed inside a body")
-        writer.write(chunk)
-        size -= len(chunk)
-        if writer.transport.get_write_buffer_size() > 262144:
-            await writer.drain()
+    end = data.find(b"\r\n")
+    if end >= 0 and _HEADER_LINES.fullmatch(data, end) is None:
+        raise BadMessage("bad header line")
+    return Head(data)
 
 
 def status_of(head: Head) -> int:
@@ -133,3 +148,71 @@ def simple_response(status: int, reason: str, body: str, *, close: bool = False)
         f"Content-Length: {len(data)}\r\n" + ("Connection: close\r\n" if close else "") + "\r\n"
     )
     return head.encode() + data
+
+
+LENGTH, CHUNKED, UNTIL_CLOSE = 0, 1, 2
+_SIZE, _DATA, _TRAILER = 0, 1, 2
+
+
+class Framer:
+    """Where a body ends. ``feed(data)`` returns how many bytes of ``data`` are body; ``done`` turns
+    true at its last byte. An until-close body is done only when the connection ends."""
+
+    __slots__ = ("done", "line", "mode", "remaining", "state")
+
+    def __init__(self, mode: int, length: int = 0) -> None:
+        self.mode = mode
+        self.remaining = length
+        self.done = mode == LENGTH and length == 0
+        self.state = _SIZE
+        self.line = b""
+
+    @classmethod
+    def for_head(cls, head: Head, *, response: bool) -> Framer:
+        if head.chunked:
+            return cls(CHUNKED)
+        length = head.length
+        if length is not None:
+            return cls(LENGTH, length)
+        return cls(UNTIL_CLOSE if response else LENGTH, 0)
+
+    def feed(self, data: bytes) -> int:
+        if self.mode == LENGTH:
+            take = min(self.remaining, len(data))
+            self.remaining -= take
+            self.done = self.remaining == 0
+            return take
+        if self.mode == UNTIL_CLOSE:
+            return len(data)
+        return self._scan_chunked(data)
+
+    def _scan_chunked(self, data: bytes) -> int:
+        pos, size = 0, len(data)
+        while pos < size and not self.done:
+            if self.state == _DATA:  # chunk data and its CRLF
+                take = min(self.remaining, size - pos)
+                self.remaining -= take
+                pos += take
+                if self.remaining == 0:
+                    self.state = _SIZE
+                continue
+            end = data.find(b"\n", pos)
+            if end < 0:
+                self.line += data[pos:]
+                if len(self.line) > MAX_CHUNK_LINE:
+                    raise BadMessage("chunk size line too long")
+                return size
+            line = self.line + data[pos:end] if self.line else data[pos:end]
+            self.line = b""
+            pos = end + 1
+            if self.state == _SIZE:
+                try:
+                    chunk = int(line.split(b";", 1)[0].strip(), 16)
+                except ValueError:
+                    raise BadMessage("bad chunk size") from None
+                if chunk < 0:
+                    raise BadMessage("bad chunk size")
+                self.state, self.remaining = (_TRAILER, 0) if chunk == 0 else (_DATA, chunk + 2)
+            elif not line.strip():  # the blank line after the trailers: the end
+                self.done = True
+        return pos

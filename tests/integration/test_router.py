@@ -211,8 +211,9 @@ def test_control_socket_is_private_and_state_survives_a_restart(
 
 
 class ClosingBackend:
-    """Answers each request with keep-alive framing, then closes the connection anyway: the next
-    request the router sends on that pooled connection gets no response."""
+    """Answers the first request of each connection with keep-alive framing, and closes the
+    connection on the second without answering: a keep-alive timeout firing just as a request
+    arrives on a pooled connection (one closed earlier, the router notices and never reuses)."""
 
     def __init__(self) -> None:
         self.sock = socket.socket()
@@ -228,18 +229,20 @@ class ClosingBackend:
                 conn, _ = self.sock.accept()
             except OSError:
                 return
-            with conn:
+            threading.Thread(target=self._connection, args=(conn,), daemon=True).start()
+
+    def _connection(self, conn: socket.socket) -> None:
+        with conn:
+            for answer in (True, False):
                 data = b""
                 while b"\r\n\r\n" not in data:
                     chunk = conn.recv(65536)
                     if not chunk:
-                        break
+                        return
                     data += chunk
-                if not data:
-                    continue
                 self.requests += 1
-                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-                time.sleep(0.05)
+                if answer:
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 
     def stop(self) -> None:
         self.sock.close()
@@ -252,11 +255,10 @@ def test_reused_connection_without_response_is_retried_for_get_only(router: tupl
         {"op": "set_pool", "route": "p/web", "backends": [{"id": "closing", "address": backend.address}]}
     )
     with httpx.Client() as http:
-        assert http.get(url).text == "ok"  # leaves a pooled connection the backend then closes
-        time.sleep(0.2)
-        assert http.get(url).text == "ok", "the stale connection is noticed and the GET sent again"
-    time.sleep(0.2)
-    with httpx.Client() as http:
+        assert http.get(url).text == "ok"  # leaves a pooled connection that closes on its next request
+        assert http.get(url).text == "ok", "no answer on the reused connection: the GET is sent again"
+        assert backend.requests == 3
         response = http.post(url, content=b"pay once")
     assert response.status_code == 502 and "is not retried" in response.text
+    assert backend.requests == 4, "the POST was sent once"
     backend.stop()
