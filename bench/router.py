@@ -2,7 +2,8 @@
 
 wrk (1 thread, 50 connections, 10 s, keep-alive) measures requests/s and latency percentiles
 straight to nginx, through `python -m herdsman.router`, and through HAProxy (nbthread 1, the same
-single core the router's event loop uses), in one run; prints the table and the ratios. Every
+single core the router's event loop uses), in one run: three rounds, interleaved, so that a
+machine whose speed drifts (a shared VM) affects all three alike; prints the medians and ratios. Every
 process started here is stopped here, by pid. Traffic stays on 127.0.0.1.
 
     .venv/bin/python bench/router.py [--seconds 10] [--connections 50]
@@ -19,6 +20,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -100,12 +102,23 @@ def wrk(port: int, seconds: int, connections: int) -> dict[str, float]:
     }
 
 
+def median_of(runs: list[dict[str, float]]) -> dict[str, float]:
+    """Each figure's median over the rounds (errors: the total)."""
+    out: dict[str, float] = {}
+    for key in ("rps", "p50_ms", "p99_ms"):
+        out[key] = statistics.median(run[key] for run in runs)
+    out["errors"] = sum(run["errors"] for run in runs)
+    out["socket_errors"] = "; ".join(str(run["socket_errors"]) for run in runs if run["socket_errors"])  # type: ignore[assignment]
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported")
     args = parser.parse_args()
     for tool in ("wrk", "haproxy", "nginx"):
         if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
@@ -154,11 +167,14 @@ def main() -> None:
         for port in (nginx_port, router_port, haproxy_port):
             wait_port(port)
             wrk(port, 1, args.connections)  # warm up
-        results = {
-            "nginx (direct)": wrk(nginx_port, args.seconds, args.connections),
-            "herdsman router": wrk(router_port, args.seconds, args.connections),
-            "HAProxy 2.6": wrk(haproxy_port, args.seconds, args.connections),
-        }
+        paths = {"nginx (direct)": nginx_port, "herdsman router": router_port, "HAProxy 2.6": haproxy_port}
+        rounds: dict[str, list[dict[str, float]]] = {name: [] for name in paths}
+        for number in range(args.rounds):  # interleaved, so that a machine that drifts hits all three
+            for name, port in paths.items():
+                rounds[name].append(wrk(port, args.seconds, args.connections))
+            router_rps, haproxy_rps = rounds["herdsman router"][-1]["rps"], rounds["HAProxy 2.6"][-1]["rps"]
+            print(f"round {number + 1}: router / HAProxy {router_rps / haproxy_rps:.2f}", file=sys.stderr)
+        results = {name: median_of(runs) for name, runs in rounds.items()}
     finally:
         for process in processes:
             with contextlib.suppress(ProcessLookupError):
@@ -171,7 +187,7 @@ def main() -> None:
     direct, router, haproxy = results.values()
     print(
         f"\nmachine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
-        f"wrk -t1 -c{args.connections} -d{args.seconds}s"
+        f"wrk -t1 -c{args.connections} -d{args.seconds}s, median of {args.rounds} interleaved rounds"
     )
     print("| path | requests/s | p50 | p99 | errors |")
     print("| --- | ---: | ---: | ---: | ---: |")

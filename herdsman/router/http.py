@@ -1,9 +1,10 @@
-"""Just enough HTTP/1.1 for a reverse proxy, as pure functions over bytes: parse a message head,
-and find where a body ends without changing a byte of it.
+"""Just enough HTTP/1.1 for passing responses on, as pure code over bytes: note what a proxy acts
+on in a message head, and find where a body ends without changing a byte of it.
 
-The data plane (`router/wire.py`) is fed straight from `data_received`, so nothing here reads a
-stream: `parse_head` takes the bytes before the blank line, and a `Framer` is told each piece of
-body as it arrives and says how much of it belongs to the body. Framing follows RFC 9112:
+(Requests are parsed by httptools in `router/inbound.py`.) The upstream side (`router/upstream.py`)
+is fed straight from `data_received`, so nothing here reads a stream: a `Head` is made of the bytes
+before the blank line, and a `Framer` is told each piece of body as it arrives and says how much of
+it belongs to the body. Framing follows RFC 9112:
 Transfer-Encoding chunked, else Content-Length, else (responses only) until the upstream closes.
 Chunked bodies are passed on as they are (sizes, extensions and trailers included), so the
 framer only scans them.
@@ -25,13 +26,10 @@ class BadMessage(Exception):
     """The peer sent something that is not HTTP/1.x."""
 
 
-# Header lines after the start line: a token, a colon, a value; nothing else (no obs-fold, no
-# space before the colon), so a message that two parsers could read two ways is refused.
-_HEADER_LINES = re.compile(rb"(?:\r\n[!#$%&'*+.^_`|~0-9A-Za-z-]+:[^\r\n]*)*")
 # The headers a proxy acts on, found in one pass over the lower-cased head: framing, options,
-# routing, and the hop-by-hop ones it must not pass on. Everything else is passed on untouched.
+# and the hop-by-hop ones it must not pass on. Everything else is passed on untouched.
 _NOTED = re.compile(
-    rb"\r\n(content-length|transfer-encoding|connection|host|expect|keep-alive|proxy-connection|te"
+    rb"\r\n(content-length|transfer-encoding|connection|keep-alive|proxy-connection|te"
     rb"|trailer|upgrade|proxy-authorization):([^\r\n]*)"
 )
 _ANY_LINE = re.compile(rb"\r\n([^:\r\n]+):[^\r\n]*")
@@ -47,7 +45,7 @@ class Head:
     One regex pass notes what a proxy acts on (`_NOTED`); the rest of the head is never split,
     and `encode` cuts the hop-by-hop lines out of the original bytes."""
 
-    __slots__ = ("chunked", "encoded", "expect", "hops", "host", "length", "lower", "raw", "start", "tokens")
+    __slots__ = ("chunked", "hops", "length", "lower", "raw", "start", "tokens")
 
     def __init__(self, raw: bytes) -> None:
         self.raw = raw
@@ -56,10 +54,7 @@ class Head:
         self.start = raw if end < 0 else raw[:end]
         self.length: int | None = None  # Content-Length
         self.chunked = False  # Transfer-Encoding ends with chunked
-        self.encoded = False  # there is a Transfer-Encoding at all
         self.tokens = _NO_TOKENS  # Connection options, lower case
-        self.host: bytes | None = None  # lower case, as routes match it
-        self.expect: tuple[int, int] | None = None  # where the Expect line is
         self.hops: list[tuple[int, int]] = []  # where the hop-by-hop lines are
         for match in _NOTED.finditer(lower):
             name = match.group(1)
@@ -73,14 +68,8 @@ class Head:
                 common = _COMMON_TOKENS.get(value)
                 self.tokens = common if common is not None else self.tokens | _tokens(value)
                 self.hops.append(match.span())
-            elif name == b"host":
-                if self.host is None:
-                    self.host = match.group(2).strip()
             elif name == b"transfer-encoding":
-                self.encoded = True
                 self.chunked = match.group(2).rsplit(b",", 1)[-1].strip() == b"chunked"
-            elif name == b"expect":
-                self.expect = match.span()
             else:
                 self.hops.append(match.span())
 
@@ -94,16 +83,13 @@ class Head:
         end = self.lower.find(b"\r\n", at)
         return (self.raw[at:] if end < 0 else self.raw[at:end]).strip()
 
-    def encode(self, extra: bytes = b"", drop_expect: bool = False) -> bytes:
+    def encode(self, extra: bytes = b"") -> bytes:
         """The head as sent on, blank line included: hop-by-hop headers and the headers its
-        ``Connection`` names left out (and Expect, if asked); ``extra`` (``\\r\\nName: value``
-        lines) added."""
+        ``Connection`` names left out; ``extra`` (``\\r\\nName: value`` lines) added."""
         raw, hops = self.raw, self.hops
         if not self.tokens <= _PLAIN_TOKENS:  # Connection names other headers: any line may go
             gone = HOP_BY_HOP | self.tokens
             hops = [m.span() for m in _ANY_LINE.finditer(self.lower) if m.group(1) in gone]
-        if drop_expect and self.expect is not None:
-            hops = sorted({*hops, self.expect})
         if not hops:
             return raw + extra + _END
         if len(hops) == 1:
@@ -120,18 +106,6 @@ class Head:
 
 def _tokens(value: bytes) -> frozenset[bytes]:
     return frozenset(t.strip() for t in value.split(b",") if t.strip())
-
-
-def parse_head(data: bytes) -> Head:
-    """The head in ``data`` (everything before the blank line that ends it), checked line by line."""
-    if data[:2] == b"\r\n":  # tolerate stray CRLF between messages
-        data = data.lstrip(b"\r\n")
-    if not data:
-        raise BadMessage("empty message head")
-    end = data.find(b"\r\n")
-    if end >= 0 and _HEADER_LINES.fullmatch(data, end) is None:
-        raise BadMessage("bad header line")
-    return Head(data)
 
 
 def status_of(head: Head) -> int:
@@ -168,13 +142,13 @@ class Framer:
         self.line = b""
 
     @classmethod
-    def for_head(cls, head: Head, *, response: bool) -> Framer:
+    def for_head(cls, head: Head) -> Framer:
+        """The framing of the response whose head this is."""
         if head.chunked:
             return cls(CHUNKED)
-        length = head.length
-        if length is not None:
-            return cls(LENGTH, length)
-        return cls(UNTIL_CLOSE if response else LENGTH, 0)
+        if head.length is not None:
+            return cls(LENGTH, head.length)
+        return cls(UNTIL_CLOSE)
 
     def feed(self, data: bytes) -> int:
         if self.mode == LENGTH:

@@ -15,8 +15,9 @@ import time
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
-from herdsman.router.http import Head
-from herdsman.router.wire import ClientConnection, Exchange, UpstreamConnection
+from herdsman.router.exchange import Exchange
+from herdsman.router.inbound import ClientConnection
+from herdsman.router.upstream import UpstreamConnection
 
 
 @dataclass
@@ -172,21 +173,17 @@ class Router:
         for server in self.servers.values():
             server.close()
 
-    def route_for(self, address: str, head: Head) -> Route | None:
+    def route_for(self, address: str, host: bytes | None) -> Route | None:
         """The route of a request: its listener's route for its Host, else the one with no host."""
         entry = self.listeners.get(address)
         if entry is None:
             return None
         hosts, fallback = entry
-        if hosts:
-            host = head.host
-            if host is not None:
-                name = host.decode("latin-1").lower()
-                if not name.endswith("]"):
-                    name = name.rsplit(":", 1)[0]
-                return hosts.get(
-                    name.removesuffix(".").strip("[]") if name.startswith("[") else name, fallback
-                )
+        if hosts and host is not None:
+            name = host.decode("latin-1").lower()
+            if not name.endswith("]"):
+                name = name.rsplit(":", 1)[0]
+            return hosts.get(name, fallback)
         return fallback
 
     def _index_listeners(self) -> None:

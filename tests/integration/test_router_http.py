@@ -262,6 +262,23 @@ def test_hop_by_hop_headers_stop_at_the_router_and_the_client_is_named(
     backend.stop()
 
 
+def test_an_upgrade_is_answered_as_a_plain_request_then_the_connection_ends(
+    routed: Callable[[RawBackend], int],
+) -> None:
+    backend = RawBackend(lambda request, body: ok(b"plain"))
+    port = routed(backend)
+    got = exchange(
+        port,
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n\x81\x05hello",
+    )
+    assert got.startswith(b"HTTP/1.1 200") and got.endswith(b"plain"), "and then closed (read to the end)"
+    request, _ = backend.seen[0]
+    assert all(
+        name not in (b"upgrade", b"connection") or value == b"keep-alive" for name, value in request.headers
+    )
+    backend.stop()
+
+
 @pytest.mark.parametrize(
     "request_bytes",
     [

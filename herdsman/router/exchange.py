@@ -1,0 +1,257 @@
+"""One request through the router: choosing a backend, retrying, and every way it can end.
+
+An `Exchange` lives from the moment its head is complete (`router/inbound.py`) to the last byte
+of its response (`router/upstream.py`). It holds no task: everything happens in the protocol
+callbacks; only opening a new upstream connection is a coroutine.
+
+Retries, so that no request fails while instances come and go:
+- a refused or reset connection before any byte was sent: another backend;
+- no response on a *reused* upstream connection (the backend closed it meanwhile): once more on a
+  fresh connection, for idempotent methods only (a POST may have been acted upon);
+- nothing is retried once a byte of the response reached the client; a small response is read
+  whole before it is sent, so a backend dying in the middle of one is retried (idempotent only);
+- when every backend of the pool failed that way, the pool is tried again after a short pause
+  (up to three rounds, 0.3 s in all) before the client gets a 503.
+Draining (`cut`): requests still running when the drain timeout passes are cut, with a 504 if
+their response had not started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING
+
+from herdsman.router.flow import HOLD_PENDING, HOLD_UPSTREAM
+from herdsman.router.http import IDEMPOTENT, simple_response
+from herdsman.router.upstream import UpstreamConnection
+
+if TYPE_CHECKING:
+    from herdsman.router.inbound import ClientConnection
+    from herdsman.router.proxy import Backend, Route
+
+MAX_PENDING = 262144  # streamed request body buffered while no upstream is connected yet
+RETRY_ROUNDS = 3  # rounds over the whole pool when every backend failed before answering
+
+
+class Exchange:
+    """One request, from its head to the last byte of its response.
+
+    No ``__slots__``: what most requests never set (a retry's state, a timer, a pending body)
+    stays a class attribute, so a request pays only for what it uses."""
+
+    route: Route | None = None
+    body: bytes | None
+    body_done = False  # the whole request body is in hand (or sent)
+    parts: list[bytes] | None = None  # a kept body as it comes in
+    chunked = False  # the request body is chunked (re-chunked for the backend as it comes)
+    expect = False  # the client waits for 100 Continue before sending the body
+    ready = False  # it can start: its head is complete, and its body too unless streamed
+    begun = False
+    tried: frozenset[str] | set[str] = frozenset()  # backends that failed this request
+    rounds = 0
+    backend: Backend | None = None
+    upstream: UpstreamConnection | None = None
+    connecting: asyncio.Task[None] | None = None
+    timer: asyncio.TimerHandle | None = None
+    pending: bytearray | None = None  # a streamed body that came before its upstream connection
+    reused = False
+    started = False  # a byte of the response reached the client: no retry any more
+    done = False
+    t0 = 0.0
+
+    def __init__(
+        self,
+        client: ClientConnection,
+        request: bytes,
+        method: bytes,
+        host: bytes | None,
+        keep: bool,
+        streamed: bool,
+    ) -> None:
+        self.client = client
+        self.request = request  # the head as sent to the backend
+        self.method = method
+        self.host = host
+        self.client_keep = keep  # the client's connection may carry another request after this one
+        if streamed:
+            self.body = None  # streamed: cannot be sent twice
+            self.ready = True  # it starts at once, its body follows
+        else:
+            self.body = b""  # kept whole; set when the message is complete
+            self.body_done = True
+
+    def start(self) -> None:
+        client = self.client
+        self.route = client.router.route_for(client.listen, self.host)
+        if self.route is None:
+            self.answer(simple_response(404, "Not Found", "no route for this Host on this address\n"))
+            return
+        self.attempt()
+
+    def attempt(self) -> None:
+        self.timer = None
+        if self.done:
+            return
+        route = self.route
+        assert route is not None
+        backend = route.choose(self.tried)
+        if backend is None:
+            if self.tried and self.body is not None and self.rounds < RETRY_ROUNDS:
+                self.rounds += 1  # every backend failed before answering: a short pause, then again
+                self.tried = frozenset()
+                self.timer = asyncio.get_running_loop().call_later(0.05 * self.rounds, self.attempt)
+                return
+            text = f"no healthy instance for route {route.name}\n"
+            self.answer(simple_response(503, "Service Unavailable", text))
+            return
+        self.backend = backend
+        backend.inflight += 1
+        backend.exchanges.add(self)
+        self.t0 = time.monotonic()
+        body = self.body
+        idle = backend.idle
+        if body is not None:
+            while idle:
+                upstream = idle.pop()
+                if upstream.transport.is_closing():  # its backend closed it; not told yet
+                    continue
+                self.reused = True
+                upstream.exchange = self
+                self.upstream = upstream
+                upstream.transport.write(self.request + body if body else self.request)
+                return
+        self.connect()
+
+    def connect(self) -> None:
+        self.reused = False
+        self.connecting = asyncio.get_running_loop().create_task(self._connect(self.backend))
+
+    async def _connect(self, backend: Backend | None) -> None:
+        assert backend is not None
+        loop = asyncio.get_running_loop()
+        try:
+            _, upstream = await loop.create_connection(
+                lambda: UpstreamConnection(backend), backend.host, backend.port
+            )
+        except OSError:  # refused or reset before any byte was sent: another backend
+            self.connecting = None
+            if not self.done and self.backend is backend:
+                self.retry()
+            return
+        self.connecting = None
+        if self.done or self.backend is not backend:
+            upstream.transport.close()
+            return
+        upstream.exchange = self
+        self.upstream = upstream
+        if self.body is not None:
+            upstream.transport.write(self.request + self.body if self.body else self.request)
+        else:
+            pending, self.pending = self.pending, None
+            upstream.transport.write(self.request + pending if pending else self.request)
+            self.client.unhold(HOLD_PENDING)
+
+    def retry(self) -> None:
+        """This backend failed before the response began: leave it out and choose again."""
+        backend = self.backend
+        if backend is not None:
+            self.tried = {*self.tried, backend.address}
+        self.release()
+        self.attempt()
+
+    def request_body(self, data: bytes) -> None:
+        """A piece of a streamed request body."""
+        if self.done:
+            return
+        if self.upstream is not None:
+            self.upstream.transport.write(data)
+            return
+        if self.pending is None:
+            self.pending = bytearray()
+        self.pending += data
+        if len(self.pending) > MAX_PENDING:
+            self.client.hold(HOLD_PENDING)
+
+    # outcomes ------------------------------------------------------------------------------------
+    def release(self) -> None:
+        backend = self.backend
+        if backend is not None:
+            self.backend = None
+            backend.inflight -= 1
+            backend.exchanges.discard(self)
+
+    def answer(self, data: bytes) -> None:
+        """An answer of the router's own (404, 503): a streamed request body cannot be skipped."""
+        self.done = True
+        self.client.transport.write(data)
+        self.client.finished(self.client_keep and self.body is not None)
+
+    def completed(self, response: bytes, keep: bool) -> None:
+        """The whole response (or its last piece) is ``response``; it goes to the client."""
+        backend = self.backend
+        if backend is not None:
+            self.backend = None
+            backend.requests += 1
+            backend.latency_total += time.monotonic() - self.t0
+            backend.inflight -= 1
+            backend.exchanges.discard(self)
+        self.done = True
+        self.started = True
+        self.upstream = None
+        client = self.client
+        if response:
+            client.transport.write(response)
+        if client.holds & HOLD_UPSTREAM:
+            client.unhold(HOLD_UPSTREAM)
+        client.finished(keep and self.client_keep and self.body_done)
+
+    def upstream_lost(self) -> None:
+        """The upstream connection ended before the response did."""
+        self.upstream = None
+        if self.done:
+            return
+        if not self.started and self.body is not None and self.method in IDEMPOTENT:
+            if self.reused:
+                self.connect()  # the backend closed an idle connection: once more on a fresh one
+            else:
+                self.retry()  # it died before a byte reached the client: another backend
+            return
+        self.failed()
+
+    def failed(self) -> None:
+        backend = self.backend
+        if backend is not None:
+            backend.requests += 1
+            backend.errors += 1
+        self.release()
+        self.done = True
+        if not self.started:
+            who = (backend.instance or backend.address) if backend else "?"
+            text = f"instance {who} closed the connection; a {self.method.decode()} is not retried\n"
+            self.client.transport.write(simple_response(502, "Bad Gateway", text, close=True))
+        self.client.transport.close()
+
+    def cut(self) -> None:
+        """The drain timeout passed with this request still running."""
+        if self.backend is not None:
+            self.backend.errors += 1
+        self.abandon()
+        if not self.started:
+            self.client.transport.write(
+                simple_response(504, "Gateway Timeout", "the instance was drained\n", close=True)
+            )
+        self.client.transport.close()
+
+    def abandon(self) -> None:
+        """Stop this request wherever it is (its client left, or it was cut)."""
+        self.done = True
+        self.release()
+        if self.timer is not None:
+            self.timer.cancel()
+        if self.connecting is not None:
+            self.connecting.cancel()
+        upstream, self.upstream = self.upstream, None
+        if upstream is not None:
+            upstream.exchange = None
+            upstream.transport.abort()

@@ -1,0 +1,157 @@
+"""The router's upstream connections: one per backend socket, kept alive and pooled per backend.
+
+A response is read as bytes and passed on as they are, but for its hop-by-hop lines: its head is
+found with one regex pass (`router/http.Head`), its body's end by a `Framer` that only scans
+(chunk sizes, extensions and trailers go through untouched). These bytes come from our own
+instances, and keeping them whole is worth more here than a second parser: a response to HEAD,
+or an interim 1xx, needs no special parser state. A response up to 64 KiB is read whole and sent
+with its head in one write; a longer one is streamed, the backend paused while the client is slow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from herdsman.router.flow import HOLD_UPSTREAM
+from herdsman.router.http import MAX_HEAD, UNTIL_CLOSE, BadMessage, Framer, Head, status_of
+
+if TYPE_CHECKING:
+    from herdsman.router.exchange import Exchange
+    from herdsman.router.proxy import Backend
+
+SMALL_BODY = 65536  # responses up to this size are read whole, then sent with their head in one write
+
+
+class UpstreamConnection(asyncio.Protocol):
+    __slots__ = ("backend", "buf", "client_keep", "exchange", "framer", "keep", "read_paused", "transport")
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.exchange: Exchange | None = None
+        self.buf = b""
+        self.framer: Framer | None = None  # set while a response body is streamed to the client
+        self.keep = False  # this connection may carry another request after the response
+        self.client_keep = False  # the client's may (the response was framed, or had no body)
+        self.read_paused = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def close(self) -> None:
+        self.exchange = None
+        self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        exchange, self.exchange = self.exchange, None
+        if exchange is None:
+            if self in self.backend.idle:
+                self.backend.idle.remove(self)
+            return
+        if self.framer is not None and self.framer.mode == UNTIL_CLOSE:
+            exchange.completed(b"", keep=False)  # an until-close body ends with its connection
+            return
+        exchange.upstream_lost()
+
+    def pause_writing(self) -> None:
+        if self.exchange is not None:
+            self.exchange.client.hold(HOLD_UPSTREAM)
+
+    def resume_writing(self) -> None:
+        if self.exchange is not None:
+            self.exchange.client.unhold(HOLD_UPSTREAM)
+
+    def data_received(self, data: bytes) -> None:
+        exchange = self.exchange
+        if exchange is None:  # bytes nobody asked for: this connection is not to be trusted
+            self.transport.close()
+            return
+        framer = self.framer
+        if framer is not None:  # a streamed response body, passed on as it comes
+            end = framer.feed(data)
+            if framer.done:
+                self.framer = None
+                self._complete(exchange, data if end == len(data) else data[:end], end == len(data))
+            else:
+                exchange.client.transport.write(data)
+            return
+        try:
+            self._response(exchange, self.buf + data if self.buf else data)
+        except BadMessage:
+            self.exchange = None
+            self.transport.close()
+            exchange.upstream_lost()
+
+    def _response(self, exchange: Exchange, buf: bytes) -> None:
+        while True:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                if len(buf) > MAX_HEAD:
+                    raise BadMessage("response head too large")
+                self.buf = buf
+                return
+            head = Head(buf[:end])  # a status line and header lines, passed on as they are
+            start = head.start
+            if start[8:9] == b" " and start[9:12].isdigit() and start[:7] == b"HTTP/1.":
+                status = int(start[9:12])
+            else:
+                status = status_of(head)
+            if status >= 200 or status == 101:
+                break
+            buf = buf[end + 4 :]  # an interim response (100 Continue): not passed on
+        if exchange.method == b"HEAD" or status in (204, 304, 101):
+            length: int | None = 0
+        elif head.chunked:
+            length = None
+        else:
+            length = head.length
+            if length is None:  # until the upstream closes: the client connection closes too
+                self.keep = self.client_keep = False
+                self.buf = b""
+                self.framer = Framer(UNTIL_CLOSE)
+                exchange.started = True
+                exchange.client.transport.write(head.encode(b"\r\nConnection: close"))
+                if len(buf) > end + 4:
+                    self.data_received(buf[end + 4 :])
+                return
+        self.keep = b"close" not in head.tokens and status != 101
+        self.client_keep = status != 101
+        if length is not None and length <= SMALL_BODY:  # head and a small body in one send
+            whole = end + 4 + length
+            if len(buf) < whole:
+                self.buf = buf
+                return
+            self.buf = b""
+            out = head.encode()
+            self._complete(exchange, out + buf[end + 4 : whole] if length else out, len(buf) == whole)
+            return
+        self.buf = b""
+        exchange.started = True
+        exchange.client.transport.write(head.encode())
+        self.framer = Framer.for_head(head)
+        if len(buf) > end + 4:
+            self.data_received(buf[end + 4 :])
+
+    def _complete(self, exchange: Exchange, response: bytes, reusable: bool) -> None:
+        """The response ends with ``response``: this connection goes back to the pool or closes."""
+        self.exchange = None
+        backend = self.backend
+        if reusable and self.keep and exchange.body_done and not backend.draining:
+            if self.read_paused:
+                self.read_paused = False
+                self.transport.resume_reading()
+            backend.idle.append(self)
+        else:
+            self.transport.close()
+        exchange.completed(response, self.client_keep)
+
+    def pause_reading(self) -> None:
+        if not self.read_paused and not self.transport.is_closing():
+            self.read_paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.read_paused and not self.transport.is_closing():
+            self.read_paused = False
+            self.transport.resume_reading()
