@@ -115,7 +115,9 @@ class UpstreamConnection(asyncio.Protocol):
                 if len(buf) > end + 4:
                     self.data_received(buf[end + 4 :])
                 return
-        self.keep = b"close" not in head.tokens and status != 101
+        tokens = head.tokens  # an HTTP/1.0 backend keeps the connection only when it says so
+        persistent = start[5:8] == b"1.1" or b"keep-alive" in tokens
+        self.keep = persistent and b"close" not in tokens and status != 101
         self.client_keep = status != 101
         if length is not None and length <= SMALL_BODY:  # head and a small body in one send
             whole = end + 4 + length

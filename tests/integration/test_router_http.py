@@ -30,6 +30,7 @@ class RawBackend:
         self.seen: list[tuple[h11.Request, bytes]] = []
         self.answered = threading.Event()  # set when a whole response has been sent
         self.cut = threading.Event()  # set when the router reset a connection mid-response
+        self.connections = 0
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(64)
@@ -42,6 +43,7 @@ class RawBackend:
                 conn, _ = self.sock.accept()
             except OSError:
                 return
+            self.connections += 1
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn: socket.socket) -> None:
@@ -220,6 +222,25 @@ def test_head_responses_have_no_body_and_keep_the_connection(routed: Callable[[R
     )
     assert got.count(b"HTTP/1.1 200 OK") == 2 and got.endswith(b"after")
     backend.stop()
+
+
+def test_an_http_1_0_backend_connection_is_reused_only_when_it_says_keep_alive(
+    routed: Callable[[RawBackend], int],
+) -> None:
+    plain = RawBackend(lambda request, body: [b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok"])
+    port = routed(plain)
+    with httpx.Client() as http:
+        assert [http.get(f"http://127.0.0.1:{port}/").text for _ in range(3)] == ["ok"] * 3
+    assert plain.connections == 3, "HTTP/1.0 without keep-alive: the backend closes, never pooled"
+    plain.stop()
+    kept = RawBackend(
+        lambda request, body: [b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nok"]
+    )
+    port = routed(kept)
+    with httpx.Client() as http:
+        assert [http.get(f"http://127.0.0.1:{port}/").text for _ in range(3)] == ["ok"] * 3
+    assert kept.connections == 1
+    kept.stop()
 
 
 def test_expect_continue_is_answered_by_the_router(routed: Callable[[RawBackend], int]) -> None:
