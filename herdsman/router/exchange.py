@@ -68,12 +68,18 @@ class Exchange:
         host: bytes | None,
         keep: bool,
         streamed: bool,
+        chunked: bool = False,
+        expect: bool = False,
     ) -> None:
         self.client = client
         self.request = request  # the head as sent to the backend
         self.method = method
         self.host = host
         self.client_keep = keep  # the client's connection may carry another request after this one
+        if chunked:
+            self.chunked = True
+        if expect:
+            self.expect = True
         if streamed:
             self.body = None  # streamed: cannot be sent twice
             self.ready = True  # it starts at once, its body follows

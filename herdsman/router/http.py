@@ -109,7 +109,10 @@ def _tokens(value: bytes) -> frozenset[bytes]:
 
 
 def status_of(head: Head) -> int:
-    parts = head.start.split(b" ", 2)
+    start = head.start
+    if start[8:9] == b" " and start[9:12].isdigit() and start[:7] == b"HTTP/1.":  # the usual shape
+        return int(start[9:12])
+    parts = start.split(b" ", 2)
     if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
         raise BadMessage("bad status line")
     return int(parts[1])

@@ -26,7 +26,7 @@ import httptools
 
 from herdsman.router.exchange import Exchange
 from herdsman.router.flow import HOLD_BUFFER, HOLD_UPGRADE, HOLD_WRITING
-from herdsman.router.http import HOP_BY_HOP, simple_response
+from herdsman.router.http import HOP_BY_HOP, MAX_HEAD, simple_response
 
 if TYPE_CHECKING:
     from herdsman.router.proxy import Router
@@ -38,11 +38,17 @@ _NOTED = HOP_BY_HOP | {b"content-length", b"transfer-encoding", b"host", b"expec
 _PLAIN = (b"keep-alive", b"close")
 
 
+class HeadTooLarge(Exception):
+    def __str__(self) -> str:
+        return f"request head over {MAX_HEAD} bytes"
+
+
 class ClientConnection(asyncio.Protocol):
     __slots__ = (
         "advancing",
         "eof",
         "extra",
+        "head_size",
         "headers",
         "holds",
         "listen",
@@ -62,6 +68,7 @@ class ClientConnection(asyncio.Protocol):
         self.queue: deque[Exchange] = deque()  # the first is being answered, the rest wait
         self.reading: Exchange | None = None  # the request whose body is coming in
         self.headers: list[tuple[bytes, bytes]] = []
+        self.head_size = 0  # bytes of header lines so far: a head is at most MAX_HEAD
         self.url = b""
         self.extra = b""  # the header lines added to every request of this client
         self.holds = 0  # why the socket is not read (HOLD_* bits)
@@ -86,7 +93,9 @@ class ClientConnection(asyncio.Protocol):
             else:
                 self.transport.close()
         except httptools.HttpParserError as exc:
-            self.refuse(str(exc) or type(exc).__name__)
+            ours = exc.__cause__ or exc.__context__  # a callback's own exception, chained by httptools
+            cause = ours if isinstance(ours, HeadTooLarge) else exc
+            self.refuse(str(cause) or type(cause).__name__)
         else:
             self.advance()  # after the parser is done with these bytes: it may still refuse them
 
@@ -128,12 +137,18 @@ class ClientConnection(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self.headers = []
         self.url = b""
+        self.head_size = 0
 
     def on_url(self, url: bytes) -> None:
         self.url += url
+        if len(self.url) > MAX_HEAD:
+            raise HeadTooLarge
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name, value))
+        self.head_size += len(name) + len(value) + 4
+        if self.head_size > MAX_HEAD:  # llhttp itself would keep reading headers for ever
+            raise HeadTooLarge
 
     def on_headers_complete(self) -> None:
         parser = self.parser
@@ -165,9 +180,8 @@ class ClientConnection(asyncio.Protocol):
             lines = lines[:1] + [line for line in lines[1:] if line.split(b":", 1)[0].lower() not in named]
         lines.append(self.extra)
         streamed = chunked or (length or 0) > MAX_RETAINED_BODY
-        exchange = Exchange(self, b"\r\n".join(lines), method, host, parser.should_keep_alive(), streamed)
-        exchange.chunked = chunked
-        exchange.expect = expect
+        keep = parser.should_keep_alive()
+        exchange = Exchange(self, b"\r\n".join(lines), method, host, keep, streamed, chunked, expect)
         self.reading = exchange
         self.queue.append(exchange)
         if len(self.queue) > MAX_QUEUED:

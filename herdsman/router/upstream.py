@@ -92,33 +92,17 @@ class UpstreamConnection(asyncio.Protocol):
                 self.buf = buf
                 return
             head = Head(buf[:end])  # a status line and header lines, passed on as they are
-            start = head.start
-            if start[8:9] == b" " and start[9:12].isdigit() and start[:7] == b"HTTP/1.":
-                status = int(start[9:12])
-            else:
-                status = status_of(head)
+            status = status_of(head)
             if status >= 200 or status == 101:
                 break
             buf = buf[end + 4 :]  # an interim response (100 Continue): not passed on
-        if exchange.method == b"HEAD" or status in (204, 304, 101):
-            length: int | None = 0
-        elif head.chunked:
-            length = None
-        else:
-            length = head.length
-            if length is None:  # until the upstream closes: the client connection closes too
-                self.keep = self.client_keep = False
-                self.buf = b""
-                self.framer = Framer(UNTIL_CLOSE)
-                exchange.started = True
-                exchange.client.transport.write(head.encode(b"\r\nConnection: close"))
-                if len(buf) > end + 4:
-                    self.data_received(buf[end + 4 :])
-                return
+        no_body = exchange.method == b"HEAD" or status in (204, 304, 101)
+        length = 0 if no_body else None if head.chunked else head.length
         tokens = head.tokens  # an HTTP/1.0 backend keeps the connection only when it says so
-        persistent = start[5:8] == b"1.1" or b"keep-alive" in tokens
-        self.keep = persistent and b"close" not in tokens and status != 101
-        self.client_keep = status != 101
+        persistent = head.start[5:8] == b"1.1" or b"keep-alive" in tokens
+        framed = no_body or head.chunked or length is not None  # else: until the upstream closes
+        self.keep = framed and persistent and b"close" not in tokens and status != 101
+        self.client_keep = framed and status != 101
         if length is not None and length <= SMALL_BODY:  # head and a small body in one send
             whole = end + 4 + length
             if len(buf) < whole:
@@ -130,7 +114,7 @@ class UpstreamConnection(asyncio.Protocol):
             return
         self.buf = b""
         exchange.started = True
-        exchange.client.transport.write(head.encode())
+        exchange.client.transport.write(head.encode() if framed else head.encode(b"\r\nConnection: close"))
         self.framer = Framer.for_head(head)
         if len(buf) > end + 4:
             self.data_received(buf[end + 4 :])
@@ -140,9 +124,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.exchange = None
         backend = self.backend
         if reusable and self.keep and exchange.body_done and not backend.draining:
-            if self.read_paused:
-                self.read_paused = False
-                self.transport.resume_reading()
+            self.resume_reading()  # it may have been paused for a slow client
             backend.idle.append(self)
         else:
             self.transport.close()

@@ -319,6 +319,16 @@ def test_ambiguous_requests_are_refused_with_400(
     backend.stop()
 
 
+def test_a_request_head_over_64_kib_is_refused(routed: Callable[[RawBackend], int]) -> None:
+    backend = RawBackend(lambda request, body: ok(b"x"))
+    port = routed(backend)
+    headers = b"".join(b"X-Filler-%d: %s\r\n" % (i, b"y" * 1000) for i in range(80))  # 80 KB of them
+    got = exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n")
+    assert got.startswith(b"HTTP/1.1 400") and b"request head over 65536 bytes" in got
+    assert backend.seen == []
+    backend.stop()
+
+
 def test_a_client_leaving_mid_response_frees_the_backend(
     tmp_path: Path, routed: Callable[[RawBackend], int]
 ) -> None:
