@@ -165,6 +165,13 @@ def stack_name(root: Path) -> str:
     return re.search(r'^name = "([^"]+)"', (root / "herd.toml").read_text(), re.M).group(1)  # type: ignore[union-attr]
 
 
+def stack_id(root: Path) -> str:
+    """The stack's identity on a driver (its name plus a hash of its directory)."""
+    from herdsman.spec import load_project
+
+    return load_project(root / "herd.toml").stack_id
+
+
 def stop_project(root: Path, env: str = "production") -> None:
     """Stop the project's agent (by the pid in its lock file) and everything it runs; a Docker
     project's named volumes are removed too (they would outlive the test otherwise)."""
@@ -174,7 +181,7 @@ def stop_project(root: Path, env: str = "production") -> None:
             os.kill(int(pid_file.read_text()), signal.SIGTERM)
     herd(root, "down", check=False)
     if 'driver = "docker"' in (root / "herd.toml").read_text():
-        label = f"label=herd.stack={stack_name(root)}"
+        label = f"label=herd.stack-id={stack_id(root)}"
         volumes = subprocess.run(
             ["docker", "volume", "ls", "-q", "--filter", label], capture_output=True, text=True
         )
@@ -237,7 +244,7 @@ def write_tmp(root: Path, instance: str, name: str, text: str) -> None:
 def volume_dir(root: Path, volume: str) -> Path:
     """Where a volume's data lives on this machine."""
     if on_docker(root):
-        name = f"herd-{stack_name(root)}-{volume}"
+        name = f"herd-{stack_id(root)}-{volume}"
         out = subprocess.run(
             ["docker", "volume", "inspect", "-f", "{{.Mountpoint}}", name], capture_output=True
         )

@@ -316,7 +316,6 @@ async def agent_status(agent: Agent) -> Status:
 
 
 async def agent_instances(agent: Agent) -> list[Instance]:
-    labels = {"herd.stack": agent.deployment.project.stack.name, "herd.env": agent.env}
     return [
         Instance(
             id=s.id,
@@ -329,5 +328,5 @@ async def agent_instances(agent: Agent) -> list[Instance]:
             started=s.started,
             unhealthy=agent.watcher.unhealthy.get(s.id, ""),
         )
-        for s in await agent.deployment.driver.list(labels)
+        for s in await agent.deployment.driver.list(agent.deployment.executor.target.selector)
     ]

@@ -166,8 +166,7 @@ class Agent:
 
     async def sync(self) -> list[InstanceState]:
         """A full listing: adopt what runs, watch it, and note what changed."""
-        labels = {"herd.stack": self.deployment.project.stack.name, "herd.env": self.env}
-        states = await self.deployment.driver.list(labels)
+        states = await self.deployment.driver.list(self.deployment.executor.target.selector)
         release = self.deployment.state.current_release(self.env)
         checks = {}
         if release is not None:

@@ -134,8 +134,7 @@ def ps(ctx: Context, env: str | None) -> None:
     """The instances of the environment: service, release, image, state, uptime, address."""
     project = ctx.project()
     deployment = Deployment(project, env)
-    labels = {"herd.stack": project.stack.name, "herd.env": deployment.env}
-    instances = asyncio.run(deployment.driver.list(labels))
+    instances = asyncio.run(deployment.driver.list(deployment.executor.target.selector))
     health = asyncio.run(_probe_all(deployment, instances))
     table = Table(box=None, pad_edge=False)
     for column in ("instance", "service", "release", "image", "state", "health", "uptime", "address"):

@@ -62,7 +62,7 @@ def ls(ctx: Context, env: str | None) -> None:
     for column in ("volume", "data", "size", "snapshots", "description"):
         table.add_column(column)
     for name, spec in sorted(deployment.project.stack.volume.items()):
-        where = deployment.driver.volume_dir(deployment.project.stack.name, name)
+        where = deployment.driver.volume_dir(deployment.project.stack_id, name)
         count = sum(1 for _, v, _ in snapshots if v == name)
         table.add_row(
             name,
@@ -116,7 +116,7 @@ def backup_command(ctx: Context, name: str, file: Path, env: str | None) -> None
     from herdsman.deploy.volumes import backup
 
     deployment = Deployment(_declared(ctx, name), env)
-    directory = deployment.driver.volume_dir(deployment.project.stack.name, name)
+    directory = deployment.driver.volume_dir(deployment.project.stack_id, name)
     count = backup(directory, file, name)
     console.print(f"wrote {file}: {count} file(s) of volume {name}, each with its digest")
 

@@ -61,8 +61,9 @@ async def stop_users(deployment: Deployment, release: Release | None, volumes: s
                 pools = deployment.executor.pools
                 if pools is not None and config.route is not None:
                     await pools.set_pool(route_name(deployment.env, name), [])
-    labels = {"herd.stack": deployment.project.stack.name, "herd.env": deployment.env}
-    users = [i for i in await deployment.driver.list(labels) if i.service in services]
+    users = [
+        i for i in await deployment.driver.list(deployment.executor.target.selector) if i.service in services
+    ]
     await asyncio.gather(*(deployment.driver.stop(i.id, 10) for i in users))
     return services
 
@@ -75,7 +76,7 @@ async def restore_locked(
     current = deployment.state.current_release(deployment.env)
     services = await stop_users(deployment, current, set(fills))
     for volume, fill in fills.items():
-        directory = deployment.driver.volume_dir(deployment.project.stack.name, volume)
+        directory = deployment.driver.volume_dir(deployment.project.stack_id, volume)
         await asyncio.to_thread(fill, directory)
         deployment.state.event(deployment.env, "volume", f"volume {volume} restored", volumes=[volume])
     if restart and current is not None:

@@ -44,6 +44,7 @@ class Pools(Protocol):
 class Target:
     env: str
     stack: str
+    stack_id: str  # the stack's identity on a driver (see `Project.stack_id`)
     home: Path
     images: ImageStore
     secrets: Mapping[str, str]
@@ -61,6 +62,7 @@ class Target:
         return instance_spec(
             instance_id=instance_id,
             stack=self.stack,
+            stack_id=self.stack_id,
             env_name=self.env,
             service=service,
             release=release,
@@ -70,6 +72,11 @@ class Target:
             home=self.home,
             secrets=self.secrets if secrets is None else secrets,
         )
+
+    @property
+    def selector(self) -> dict[str, str]:
+        """The labels every instance of this environment of this stack carries, and no other's."""
+        return {"herd.stack-id": self.stack_id, "herd.env": self.env}
 
 
 def route_name(env: str, service: str) -> str:
@@ -121,8 +128,7 @@ class Executor:
         service or only ``services``; instances in ``absent`` are planned as if gone (the agent
         quarantines them itself). Replica counts set at run time (`herd scale`) win over the release's."""
         if current is None:
-            labels = {"herd.stack": self.target.stack, "herd.env": self.target.env}
-            current = await self.driver.list(labels)
+            current = await self.driver.list(self.target.selector)
         scales = self.state.scales(self.target.env)
         steps: list[Step] = []
         prefix = token.token_hex(2)
@@ -242,8 +248,7 @@ class Executor:
         """Plan and apply the way back to ``previous`` (or to nothing). Failures here are reported
         as events, not raised: the original failure is what the user must see."""
         if previous is None:
-            labels = {"herd.stack": self.target.stack, "herd.env": self.target.env}
-            for instance in await self.driver.list(labels):
+            for instance in await self.driver.list(self.target.selector):
                 await self.driver.stop(instance.id, 5)
             return
         try:

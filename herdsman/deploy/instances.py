@@ -20,6 +20,7 @@ def instance_spec(
     *,
     instance_id: str,
     stack: str,
+    stack_id: str,
     env_name: str,
     service: str,
     release: int,
@@ -56,6 +57,7 @@ def instance_spec(
     )
     labels = {
         "herd.stack": stack,
+        "herd.stack-id": stack_id,
         "herd.env": env_name,
         "herd.service": service,
         "herd.release": str(release),

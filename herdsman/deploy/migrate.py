@@ -78,14 +78,14 @@ class Migrator:
     def _snapshot(self, release: Release, volumes: dict[str, str]) -> dict[str, Path]:
         taken = {}
         for volume in sorted(volumes):
-            source = self.driver.volume_dir(self.target.stack, volume)
+            source = self.driver.volume_dir(self.target.stack_id, volume)
             taken[volume] = snapshot(source, snapshot_dir(self.target.home, release.number, volume))
             self.say(f"snapshot of volume {volume} taken ({taken[volume]})")
         return taken
 
     def restore(self, snapshots: dict[str, Path]) -> None:
         for volume, path in snapshots.items():
-            restore(path, self.driver.volume_dir(self.target.stack, volume))
+            restore(path, self.driver.volume_dir(self.target.stack_id, volume))
             self.say(f"volume {volume} restored from {path}")
 
     async def _run_one(self, release: Release, service: str, entry: dict[str, object]) -> None:

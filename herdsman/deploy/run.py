@@ -76,7 +76,12 @@ class Deployment:
         self.pools = pools
         self.reporter = reporter or NullReporter()
         target = Target(
-            self.env, project.stack.name, self.home, image_store(project), secrets or dict(os.environ)
+            self.env,
+            project.stack.name,
+            project.stack_id,
+            self.home,
+            image_store(project),
+            secrets or dict(os.environ),
         )
         self.executor = Executor(target, self.state, self.driver, pools)
 
@@ -194,8 +199,7 @@ class Deployment:
     async def down(self) -> int:
         """Stop every instance of the environment; volumes and logs stay."""
         with deploy_lock(self.home, self.env):
-            labels = {"herd.stack": self.project.stack.name, "herd.env": self.env}
-            instances = await self.driver.list(labels)
+            instances = await self.driver.list(self.executor.target.selector)
             await asyncio.gather(*(self.driver.stop(i.id, 10) for i in instances))
             current = self.state.current_release(self.env)
             if current is not None:

@@ -32,10 +32,9 @@ class Finding:
 
 async def verify_instances(deployment: Deployment) -> list[Finding]:
     """Every running instance of the environment that differs from its image or release."""
-    labels = {"herd.stack": deployment.project.stack.name, "herd.env": deployment.env}
     target = deployment.executor.target
     findings = []
-    for state in await deployment.driver.list(labels):
+    for state in await deployment.driver.list(target.selector):
         if state.state != "running":
             continue
         try:

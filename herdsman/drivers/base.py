@@ -16,7 +16,15 @@ from typing import Literal, Protocol
 
 from herdsman.image.filelist import Difference
 
-LABELS = ("herd.stack", "herd.env", "herd.service", "herd.release", "herd.instance", "herd.image")
+LABELS = (
+    "herd.stack",
+    "herd.stack-id",
+    "herd.env",
+    "herd.service",
+    "herd.release",
+    "herd.instance",
+    "herd.image",
+)
 
 
 @dataclass(frozen=True)
@@ -132,7 +140,8 @@ class Driver(Protocol):
         ...
 
     def volume_dir(self, stack: str, name: str) -> Path:
-        """Where the data of volume ``name`` lives on this machine (created if need be)."""
+        """Where the data of volume ``name`` of the stack whose id is ``stack`` lives on this machine
+        (created if need be)."""
         ...
 
     async def verify(self, instance_id: str, spec: InstanceSpec) -> Drifts:

@@ -174,6 +174,7 @@ class DockerDriver(BlockingDriver):
             raise DriverError(f"instance {spec.id} already exists")
         stack = spec.labels.get("herd.stack", "herd")
         image = self.image_id(spec.image, stack, spec.labels.get("herd.service", ""))
+        stack_id = spec.labels.get("herd.stack-id", stack)
         port = _free_port() if spec.wants_port else None
         env = dict(spec.env)
         if port is not None:
@@ -184,7 +185,8 @@ class DockerDriver(BlockingDriver):
         write_labels(log, dict(spec.labels))
         labels = {**spec.labels, LOG_LABEL: str(log), PORT_LABEL: str(port or "")}
         mounts = [
-            Mount(v.target, self._volume(stack, v.name), type="volume", read_only=False) for v in spec.volumes
+            Mount(v.target, self._volume(stack_id, v.name), type="volume", read_only=False)
+            for v in spec.volumes
         ]
         options: dict[str, Any] = {}
         if spec.memory:
@@ -221,13 +223,14 @@ class DockerDriver(BlockingDriver):
         return state
 
     def _volume(self, stack: str, name: str) -> str:
+        """The named volume of ``name`` in the stack whose id is ``stack`` (created if need be)."""
         import docker.errors
 
         volume = f"herd-{_component(stack)}-{name}"
         try:
             self.client.volumes.get(volume)
         except docker.errors.NotFound:
-            self.client.volumes.create(volume, labels={"herd.stack": stack, "herd.volume": name})
+            self.client.volumes.create(volume, labels={"herd.stack-id": stack, "herd.volume": name})
         return volume
 
     def settle_logs(self, instance_id: str, timeout: float = 2.0) -> None:
@@ -258,7 +261,7 @@ class DockerDriver(BlockingDriver):
     # state ------------------------------------------------------------------------------------
     @staticmethod
     def _name(labels: Mapping[str, str], instance_id: str) -> str:
-        stack = _component(labels.get("herd.stack", "herd"))
+        stack = _component(labels.get("herd.stack-id") or labels.get("herd.stack", "herd"))
         return f"herd-{stack}-{labels.get('herd.env', 'env')}-{instance_id}"
 
     def _container(self, instance_id: str) -> Any:

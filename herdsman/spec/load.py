@@ -39,6 +39,14 @@ class Project:
     def lock_file(self) -> Path:
         return self.root / "herd.lock"
 
+    @property
+    def stack_id(self) -> str:
+        """Who this stack is on a driver: its name for people, plus a hash of the directory it lives
+        in, so two copies of one project (same `[stack] name`, other directories) never list, heal,
+        reap or stop each other's instances. Moving a project makes it a new stack: `herd down` first."""
+        where = hashlib.sha256(str(self.root.resolve()).encode()).hexdigest()[:10]
+        return f"{self.stack.name}-{where}"
+
     def image_spec_digest(self, name: str) -> str:
         """A digest of what of a service's spec goes into its image (recipe, command, port).
         Replicas, env or health are release config: changing them must not make a new image."""

@@ -22,6 +22,7 @@ from tests.helpers import (
     herd,
     instances,
     on_docker,
+    stack_id,
     stack_name,
     volume_dir,
     write_tmp,
@@ -254,6 +255,7 @@ def test_the_agent_reaps_instances_of_no_release(project: tuple[Path, int]) -> N
     ]
     labels = {
         "herd.stack": stack_name(root),
+        "herd.stack-id": stack_id(root),
         "herd.env": "production",
         "herd.service": "web",
         "herd.release": "99",

@@ -16,7 +16,7 @@ import pytest
 
 from herdsman.deploy.run import make_driver
 from herdsman.spec import load_project
-from tests.helpers import container_of, hello_copy, herd, instances, stack_name, stop_project
+from tests.helpers import container_of, hello_copy, herd, instances, stack_id, stack_name, stop_project
 
 pytestmark = pytest.mark.docker
 
@@ -61,7 +61,7 @@ def test_containers_are_hardened_by_default(project: Path) -> None:
         labels = attrs["Config"]["Labels"]
         assert labels["herd.instance"] == item["id"] and labels["herd.release"] == "1"
         assert labels["herd.stack"] == stack_name(project) and labels["herd.image"].startswith("sha256:")
-        assert [m["Name"] for m in attrs["Mounts"]] == [f"herd-{stack_name(project)}-counter"]
+        assert [m["Name"] for m in attrs["Mounts"]] == [f"herd-{stack_id(project)}-counter"]
     write = subprocess.run(
         ["docker", "exec", container_of(running[0]["id"]), "sh", "-c", "echo x > /etc/x"], capture_output=True
     )
@@ -72,7 +72,7 @@ def test_a_fresh_driver_rebuilds_state_from_labels_and_logs_outlive_containers(p
     herd(project, "deploy")
     project_ = load_project(project / "herd.toml")
     driver = make_driver("docker", project / ".herd", project_)
-    listed = asyncio.run(driver.list({"herd.stack": stack_name(project), "herd.env": "production"}))
+    listed = asyncio.run(driver.list({"herd.stack-id": stack_id(project), "herd.env": "production"}))
     assert sorted(s.id for s in listed) == sorted(i["id"] for i in instances(project))
     assert all(s.state == "running" and s.port and s.pid for s in listed)
     log = driver.log_file(listed[0].id)

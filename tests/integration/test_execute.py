@@ -48,7 +48,7 @@ def _setup(project):  # type: ignore[no-untyped-def]
     store = image_store(project)
     driver = ProcessDriver(home, store)
     state = StateStore(home / "state.db")
-    target = Target("production", project.stack.name, home, store, {})
+    target = Target("production", project.stack.name, project.stack_id, home, store, {})
     return Executor(target, state, driver, None), state, driver
 
 
