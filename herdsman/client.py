@@ -12,14 +12,15 @@ Errors from the API become `HerdError`s carrying the API's own message.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import httpx
 
-from herdsman.errors import HerdError
+from herdsman.errors import DeployError, HerdError
 
 
 class AgentClient:
@@ -69,12 +70,16 @@ class AgentClient:
                 f"the agent is not answering: {exc}", hint="is it running? `herd up -d`"
             ) from None
         if response.status_code >= 400:
-            try:
-                detail = response.json().get("detail", response.text)
-            except ValueError:
-                detail = response.text
-            raise HerdError(f"the agent said {response.status_code}: {detail}")
+            self._raise_for(response)
         return response
+
+    @staticmethod
+    def _raise_for(response: httpx.Response) -> None:
+        try:
+            detail = response.json().get("detail", response.text)
+        except ValueError:
+            detail = response.text
+        raise HerdError(f"the agent said {response.status_code}: {detail}")
 
     # the API --------------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
@@ -99,6 +104,59 @@ class AgentClient:
 
     def scale(self, service: str, replicas: int | None) -> dict[str, Any]:
         return dict(self._call("PUT", f"/v1/services/{service}/replicas", json={"replicas": replicas}).json())
+
+    def deploy(
+        self, secrets: Mapping[str, str], on_progress: Callable[[str], None] | None = None
+    ) -> dict[str, Any]:
+        """Deploy the project's files as they are now; each progress line goes to ``on_progress``.
+        Returns the release ({number, copy_of, status}); a failed deploy raises its DeployError."""
+        return self._operation("/v1/deploy", {"secrets": dict(secrets)}, on_progress)
+
+    def rollback(
+        self,
+        release: int | None,
+        secrets: Mapping[str, str],
+        on_progress: Callable[[str], None] | None = None,
+        *,
+        restore_data: bool = False,
+    ) -> dict[str, Any]:
+        """Roll ``release``'s content (default: the previous good one) out again, as a new release."""
+        body = {"release": release, "secrets": dict(secrets), "restore_data": restore_data}
+        return self._operation("/v1/rollback", body, on_progress)
+
+    def _operation(
+        self, path: str, body: dict[str, Any], on_progress: Callable[[str], None] | None
+    ) -> dict[str, Any]:
+        """A long operation: its progress arrives as JSON lines, its outcome as the last line."""
+        try:
+            with self.http.stream(
+                "POST", path, json=body, timeout=httpx.Timeout(10.0, read=None)
+            ) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    self._raise_for(response)
+                for line in response.iter_lines():
+                    if not line.strip():
+                        continue
+                    item = json.loads(line)
+                    if "progress" in item:
+                        if on_progress is not None:
+                            on_progress(str(item["progress"]))
+                    elif "release" in item:
+                        return dict(item["release"])
+                    elif "error" in item:
+                        error = item["error"]
+                        raise DeployError(
+                            str(error.get("message", "")),
+                            hint=str(error.get("hint", "")),
+                            retryable=bool(error.get("retryable")),
+                        )
+        except httpx.TransportError as exc:
+            raise HerdError(
+                f"lost the agent during the operation: {exc}",
+                hint="it goes on in the agent if it lives: `herd events` and `herd ps` say how it ends",
+            ) from None
+        raise HerdError("the agent ended the operation without saying how it went", hint="see `herd events`")
 
     def verify(self) -> list[dict[str, Any]]:
         """Check every running instance now; the agent replaces what drifted (per `drift`)."""

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import json
 import time
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StringConstraints
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
@@ -26,6 +28,7 @@ from herdsman.errors import HerdError
 
 if TYPE_CHECKING:
     from herdsman.agent.daemon import Agent
+    from herdsman.state import Release
 
 ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 
@@ -109,6 +112,37 @@ class Finding(BaseModel):
 
 class Problem(BaseModel):
     detail: str
+
+
+SECRET_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
+
+
+class DeployRequest(BaseModel):
+    secrets: dict[
+        Annotated[str, StringConstraints(pattern=SECRET_NAME)],
+        Annotated[str, StringConstraints(pattern=r"^[^\x00]*$", max_length=65536)],
+    ] = Field(
+        default_factory=dict,
+        description="Values of the stack's secrets by name, from the deployer's environment. The agent "
+        "holds them in memory only (never on disk) and starts and heals the release's instances with them.",
+    )
+
+
+class RollbackRequest(DeployRequest):
+    release: int | None = Field(
+        None, ge=1, le=2**62, description="The release to copy (default: the previous good one)"
+    )
+    restore_data: bool = Field(
+        False, description="Also put back the volumes as they were before later migrations"
+    )
+
+
+STREAM: dict[int | str, dict[str, Any]] = {
+    200: {
+        "content": {"application/x-ndjson": {}},
+        "description": "One JSON object a line: {progress}, then {release} or {error: {message, hint}}",
+    }
+}
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -217,6 +251,26 @@ def make_app(agent: Agent, token: str) -> FastAPI:
             raise HTTPException(404, exc.message) from None
         return (await agent_status(agent)).services[service]
 
+    @app.post("/v1/deploy", response_class=StreamingResponse, responses={**WITH_BODY, **STREAM})
+    async def deploy(body: DeployRequest) -> StreamingResponse:
+        """Deploy the project's files as they are now (`herd deploy` when an agent runs), with the
+        progress streamed; the deploy goes on if the caller leaves."""
+        return _stream(agent, lambda say: agent.deploy(body.secrets, say=say))
+
+    @app.post("/v1/rollback", response_class=StreamingResponse, responses={**WITH_BODY, **STREAM})
+    async def rollback(body: RollbackRequest) -> StreamingResponse:
+        """Roll out an earlier release's content again, as a new release (`herd rollback`)."""
+        return _stream(
+            agent,
+            lambda say: agent.deploy(
+                body.secrets,
+                rollback=True,
+                rollback_to=body.release,
+                restore_data=body.restore_data,
+                say=say,
+            ),
+        )
+
     @app.post("/v1/verify", response_model=list[Finding], responses=ERRORS)
     async def verify() -> list[Finding]:
         """Check every running instance against its image and release now (see `herd verify`)."""
@@ -262,6 +316,45 @@ def make_app(agent: Agent, token: str) -> FastAPI:
         return Response(agent.metrics(), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def _stream(
+    agent: Agent, operation: Callable[[Callable[[str], None]], Awaitable[Release]]
+) -> StreamingResponse:
+    """Run ``operation`` as a task of the agent's (it finishes even if the caller goes away) and
+    stream its progress lines, then its outcome, as JSON lines."""
+    lines: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+    async def run() -> None:
+        try:
+            release = await operation(lambda line: lines.put_nowait({"progress": line}))
+            outcome: dict[str, Any] = {
+                "release": {"number": release.number, "copy_of": release.copy_of, "status": release.status}
+            }
+        except HerdError as exc:
+            outcome = {"error": {"message": exc.message, "hint": exc.hint, "retryable": exc.retryable}}
+        except Exception as exc:  # a bug: the caller must still hear of it
+            outcome = {
+                "error": {
+                    "message": f"unexpected {type(exc).__name__}: {exc}",
+                    "hint": "",
+                    "retryable": False,
+                }
+            }
+        lines.put_nowait(outcome)
+
+    task = asyncio.create_task(run())
+    agent.operations.add(task)
+    task.add_done_callback(agent.operations.discard)
+
+    async def body() -> AsyncIterator[bytes]:
+        while True:
+            line = await lines.get()
+            yield json.dumps(line).encode() + b"\n"
+            if "progress" not in line:
+                return
+
+    return StreamingResponse(body(), media_type="application/x-ndjson")
 
 
 def openapi_schema() -> dict[str, Any]:

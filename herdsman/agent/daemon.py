@@ -6,6 +6,12 @@ its predecessor left half done (by planning again from what actually runs), adop
 instances by their labels, and then reconciles: an instance that exits is noticed at once (a pidfd)
 and replaced, one that fails its liveness checks is quarantined (see `heal.py`), and a full
 listing every few seconds catches anything else. Only services where something changed are planned.
+
+The agent is the one owner of what runs while it is up. A deploy or rollback asked of it (through its
+API: `herd deploy` does so whenever an agent runs) runs here, under the same `owner` lock as a heal,
+so the two never interleave; instances a rollout retires are never heal candidates, because after
+any change made by a holder of the deploy lock (here or in another process: the state store's
+generation moved) the agent lists again before it plans anything.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import dataclasses
 import os
 import signal
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from herdsman.agent.api import make_app
@@ -27,15 +34,14 @@ from herdsman.agent.metrics import AgentCounts, RouterTotals, Snapshot, render
 from herdsman.agent.quarantine import Quarantine
 from herdsman.agent.server import ensure_token, serve, socket_path
 from herdsman.agent.watch import Watcher
-from herdsman.deploy.execute import Pools
 from herdsman.deploy.pidlock import lock_holder, pid_lock
 from herdsman.deploy.plan import Policy
 from herdsman.deploy.release import service_config
-from herdsman.deploy.run import Deployment, deploy_lock
+from herdsman.deploy.run import Deployment
 from herdsman.drivers.base import InstanceState
 from herdsman.errors import HerdError
 from herdsman.image.progress import Reporter
-from herdsman.spec import Project, herd_home
+from herdsman.spec import Project, herd_home, load_project
 from herdsman.state import Release, StateStore
 
 SYNC_EVERY = 3.0  # seconds between full listings of what runs
@@ -64,12 +70,12 @@ class Agent:
         project: Project,
         env: str | None = None,
         *,
-        pools: Pools | None = None,
+        driver_name: str | None = None,
         reporter: Reporter | None = None,
         interval: float = SYNC_EVERY,
         api: str | None = None,
     ) -> None:
-        self.deployment = Deployment(project, env, pools=pools, reporter=reporter)
+        self.deployment = Deployment.open(project, env, driver_name=driver_name, reporter=reporter)
         self.env = self.deployment.env
         self.home = herd_home(project)
         self.interval = interval
@@ -87,6 +93,9 @@ class Agent:
         self.api = api  # also serve the API on this loopback address
         self.router_totals = RouterTotals()
         self.counts = AgentCounts()
+        self.owner = asyncio.Lock()  # held by a heal pass and by a deploy or rollback asked of the agent
+        self.known_generation = -1  # the state store's generation when the fleet was last listed
+        self.operations: set[asyncio.Task[None]] = set()  # deploys asked through the API, running
 
     @property
     def state(self) -> StateStore:  # for the healer and the API
@@ -166,6 +175,7 @@ class Agent:
 
     async def sync(self) -> list[InstanceState]:
         """A full listing: adopt what runs, watch it, and note what changed."""
+        generation = self.deployment.state.generation(self.env)
         states = await self.deployment.driver.list(self.deployment.executor.target.selector)
         release = self.deployment.state.current_release(self.env)
         checks = {}
@@ -188,6 +198,7 @@ class Agent:
                 if self._wanted.get(name) != want:
                     self.fleet.touch(name)
             self._wanted = wanted
+        self.known_generation = generation
         return states
 
     def _seen(self, state: InstanceState) -> Seen:
@@ -306,25 +317,72 @@ class Agent:
         return out
 
     async def reconcile(self) -> None:
-        """One pass over the services where something changed."""
-        current = self.deployment.state.current_release(self.env)
-        if current is None or not self.fleet.dirty:
-            return
-        dirty = self.fleet.take_dirty()
+        """One pass over the services where something changed, against the release that is current
+        once the deploy lock is held, and from a listing no older than the last change to what runs."""
+        if not self.fleet.dirty or self.owner.locked():
+            return  # an operation holds the owner lock: it lists again and wakes the loop when done
+        async with self.owner:
+            await self._reconcile()
+
+    async def _reconcile(self) -> None:
+        dirty: dict[str, list[Seen]] = {}
+        current = None
         try:
-            with deploy_lock(self.home, self.env):
+            with self.deployment.locked(bump=False):
                 if self.deployment.state.unfinished_rollouts(self.env):
                     await self.deployment.resume_locked()
                     await self.sync()
                     return
+                if self.deployment.state.generation(self.env) != self.known_generation:
+                    await self.sync()  # a deploy, restore or down changed what runs: look first
+                current = self.deployment.state.current_release(self.env)
+                if current is None:
+                    return
+                dirty = self.fleet.take_dirty()
                 await self.healer.heal(current, dirty, self.wants(current))
         except HerdError as exc:  # a failed pass is reported and tried again; the agent lives on
-            for service in dirty:
+            for service in dirty or self.fleet.dirty:
                 self.fleet.touch(service)
             if exc.retryable:  # e.g. a deploy holds the lock: try again shortly
                 asyncio.get_running_loop().call_later(0.2, self.wake.set)
             else:
-                self.deployment.state.event(
-                    self.env, "heal", f"could not restore release {current.number}: {exc.message}"
-                )
+                what = f"release {current.number}" if current is not None else "the current release"
+                self.deployment.state.event(self.env, "heal", f"could not restore {what}: {exc.message}")
                 asyncio.get_running_loop().call_later(1.0, self.wake.set)
+
+    # operations asked of the agent ------------------------------------------------------------------
+    async def deploy(
+        self,
+        secrets: Mapping[str, str],
+        *,
+        rollback_to: int | None = None,
+        rollback: bool = False,
+        restore_data: bool = False,
+        say: Callable[[str], None] | None = None,
+    ) -> Release:
+        """`herd deploy` (or, with ``rollback``, `herd rollback [rollback_to]`) run by the agent: the
+        files are read again, ``secrets`` (the values the deployer handed over, held in memory only)
+        override those the agent holds, and the agent lists what runs before it heals again."""
+        async with self.owner:
+            deployment = self.deployment
+            try:
+                project = await asyncio.to_thread(load_project, deployment.project.file)
+                deployment.reload(project)
+                current = deployment.state.current_release(self.env)
+                target = deployment.executor.target
+                values = {**target.secrets_of(current.number if current else 0), **secrets}
+                with deployment.executor.listening(say):
+                    if rollback:
+                        snapshots = None
+                        if restore_data:
+                            from herdsman.deploy.data import snapshots_to_restore
+
+                            source = deployment.rollback_source(rollback_to)
+                            snapshots = snapshots_to_restore(deployment, source.number) or None
+                        return await deployment.rollback(
+                            rollback_to, wait=30, secrets=values, restore_data=snapshots
+                        )
+                    return await deployment.deploy(trigger="herd deploy", wait=30, secrets=values)
+            finally:
+                await self.sync()
+                self.wake.set()

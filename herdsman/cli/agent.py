@@ -93,10 +93,9 @@ def scale(ctx: Context, counts: tuple[str, ...], env: str | None) -> None:
     from herdsman.agent.daemon import agent_pid
     from herdsman.deploy.run import Deployment
     from herdsman.errors import HerdError
-    from herdsman.router.client import ensure_router_pools
 
     project = ctx.project()
-    deployment = Deployment(project, env)
+    deployment = Deployment(project, env, driver_name=ctx.driver)
     parsed: list[tuple[str, int | None]] = []
     for item in counts:
         service, sep, value = item.partition("=")
@@ -123,9 +122,9 @@ def scale(ctx: Context, counts: tuple[str, ...], env: str | None) -> None:
         return
     for service, count in parsed:
         console.print(deployment.set_replicas(service, count))
-    deployment.executor.pools = ensure_router_pools(project, deployment.env)
-    deployment.executor.on_progress = lambda line: console.print(f"[dim]·[/] {line}", highlight=False)
-    steps = asyncio.run(deployment.converge())
+    deployment = Deployment.open(project, env, driver_name=ctx.driver)
+    with deployment.executor.listening(lambda line: console.print(f"[dim]·[/] {line}", highlight=False)):
+        steps = asyncio.run(deployment.converge())
     console.print(f"done ({steps} step(s)); no agent runs, so nothing keeps this count: `herd up -d`")
 
 
@@ -145,7 +144,7 @@ def verify(ctx: Context, env: str | None) -> None:
     from herdsman.deploy.run import Deployment
     from herdsman.deploy.verify import verify_instances
 
-    deployment = Deployment(ctx.project(), env)
+    deployment = Deployment(ctx.project(), env, driver_name=ctx.driver)
     if agent_pid(deployment.home, deployment.env) is not None:
         from herdsman.client import AgentClient
 

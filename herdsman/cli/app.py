@@ -7,7 +7,6 @@ HerdErrors printed as one line plus a hint; `--verbose` adds the traceback.
 from __future__ import annotations
 
 import importlib
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -49,9 +48,10 @@ _options = {"verbose": False}  # read by main() to decide whether errors show a 
 
 
 class Context:
-    def __init__(self, file: Path | None, verbose: bool) -> None:
+    def __init__(self, file: Path | None, verbose: bool, driver: str | None = None) -> None:
         self.file = file
         self.verbose = verbose
+        self.driver = driver  # `herd --driver NAME`: wins over the environment's `driver`
 
     def project(self) -> Project:
         from herdsman.spec import load_project  # the models load only for commands that need them
@@ -120,7 +120,5 @@ class LazyGroup(click.Group):
 @click.version_option(__version__, prog_name="herd")
 @click.pass_context
 def cli(ctx: click.Context, file: Path | None, verbose: bool, driver: str | None) -> None:
-    ctx.obj = Context(file, verbose)
-    if driver:
-        os.environ["HERD_DRIVER"] = driver  # read by Deployment, inherited by a detached agent
+    ctx.obj = Context(file, verbose, driver)
     _options["verbose"] = verbose

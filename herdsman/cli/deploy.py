@@ -12,11 +12,12 @@ from rich.table import Table
 from herdsman.agent.daemon import Agent
 from herdsman.cli.app import Context, pass_context
 from herdsman.cli.ui import RichReporter, console, short
+from herdsman.client import AgentClient
 from herdsman.deploy.release import changed_keys
 from herdsman.deploy.run import Deployment
 from herdsman.drivers.base import InstanceState
 from herdsman.errors import HerdError
-from herdsman.router.client import ensure_router, ensure_router_pools
+from herdsman.router.client import ensure_router
 
 ENV_OPTION = click.option(
     "-e", "--env", "env", help="The environment (default: [stack] environment, production)."
@@ -24,14 +25,6 @@ ENV_OPTION = click.option(
 WAIT_OPTION = click.option(
     "--wait", type=float, default=0.0, show_default=True, help="Seconds to wait for another deploy to finish."
 )
-
-
-def _deployment(ctx: Context, env: str | None, reporter: RichReporter | None = None) -> Deployment:
-    project = ctx.project()
-    deployment = Deployment(project, env, reporter=reporter)
-    deployment.executor.pools = ensure_router_pools(project, deployment.env)
-    deployment.executor.on_progress = _print_step  # live: each step as it happens
-    return deployment
 
 
 def _print_step(line: str) -> None:
@@ -49,12 +42,21 @@ def deploy_command(ctx: Context, env: str | None, wait: float) -> None:
     and the old ones drain and stop. If a new instance never becomes healthy, the deploy is
     reverted: the previous release keeps serving and the command fails with the reason.
     """
+    from herdsman.facade import bake_here, declared_secrets, environment_of, open_stack
+
     started = time.monotonic()
-    with RichReporter() as reporter:
-        deployment = _deployment(ctx, env, reporter)
-        release = asyncio.run(deployment.deploy(wait=wait))
+    project = ctx.project()
+    with (
+        RichReporter() as reporter,
+        open_stack(project, env, driver_name=ctx.driver, reporter=reporter, wait=wait) as stack,
+    ):
+        if isinstance(stack, AgentClient):
+            bake_here(project, reporter)  # progress shows here; the agent's bake is then cached
+            console.print("[dim]the agent of this environment runs: deploying through it[/]")
+        release = stack.deploy(declared_secrets(project), on_progress=_print_step)
     seconds = time.monotonic() - started
-    console.print(f"[green]release {release.number}[/] deployed to {deployment.env} in {seconds:.1f}s")
+    where = environment_of(project, env)
+    console.print(f"[green]release {release['number']}[/] deployed to {where} in {seconds:.1f}s")
 
 
 @click.command()
@@ -79,8 +81,10 @@ def rollback(
     first such migration (the services using it stop meanwhile), after asking.
     """
     from herdsman.deploy.data import migrations_after, snapshots_to_restore
+    from herdsman.facade import declared_secrets, open_stack
 
-    deployment = _deployment(ctx, env)
+    project = ctx.project()
+    deployment = Deployment(project, env, driver_name=ctx.driver)
     source = deployment.rollback_source(release)
     migrated = migrations_after(deployment, source.number)
     snapshots = None
@@ -100,9 +104,12 @@ def rollback(
         listing = ", ".join(f"{v} from {p}" for v, p in sorted(snapshots.items()))
         if not yes:
             click.confirm(f"restore {listing}? Changes made since are lost", abort=True)
-    new = asyncio.run(deployment.rollback(release, wait=wait, restore_data=snapshots))
+    with open_stack(project, env, driver_name=ctx.driver, wait=wait) as stack:
+        new = stack.rollback(
+            release, declared_secrets(project), on_progress=_print_step, restore_data=snapshots is not None
+        )
     console.print(
-        f"[green]release {new.number}[/] (a copy of release {new.copy_of}) deployed to {deployment.env}"
+        f"[green]release {new['number']}[/] (a copy of release {new['copy_of']}) deployed to {deployment.env}"
     )
 
 
@@ -112,7 +119,7 @@ def rollback(
 def releases(ctx: Context, env: str | None) -> None:
     """The release history: number, when, images, what changed, status and trigger."""
     project = ctx.project()
-    deployment = Deployment(project, env)
+    deployment = Deployment(project, env, driver_name=ctx.driver)
     table = Table(box=None, pad_edge=False)
     for column in ("release", "when", "images", "changed", "status", "trigger"):
         table.add_column(column)
@@ -133,7 +140,7 @@ def releases(ctx: Context, env: str | None) -> None:
 def ps(ctx: Context, env: str | None) -> None:
     """The instances of the environment: service, release, image, state, uptime, address."""
     project = ctx.project()
-    deployment = Deployment(project, env)
+    deployment = Deployment(project, env, driver_name=ctx.driver)
     instances = asyncio.run(deployment.driver.list(deployment.executor.target.selector))
     health = asyncio.run(_probe_all(deployment, instances))
     table = Table(box=None, pad_edge=False)
@@ -188,7 +195,7 @@ def down(ctx: Context, env: str | None) -> None:
     from herdsman.router.client import router_pid, stop_router
     from herdsman.spec import herd_home
 
-    deployment = Deployment(ctx.project(), env)
+    deployment = Deployment(ctx.project(), env, driver_name=ctx.driver)
     home = herd_home(deployment.project)
     pid = agent_pid(home, deployment.env)
     if pid is not None:
@@ -265,11 +272,13 @@ def up(ctx: Context, env: str | None, detach: bool, no_deploy: bool, api_listen:
 
     project = ctx.project()
     if detach:
-        deployment = Deployment(project, env)
+        deployment = Deployment(project, env, driver_name=ctx.driver)
         home = herd_home(project)
         log = home / "logs" / f"agent-{deployment.env}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
-        argv = [sys.executable, "-m", "herdsman", "-f", str(project.file), "up", "--env", deployment.env]
+        argv = [sys.executable, "-m", "herdsman", "-f", str(project.file)]
+        argv += ["--driver", ctx.driver] if ctx.driver else []
+        argv += ["up", "--env", deployment.env]
         if no_deploy:
             argv.append("--no-deploy")
         if api_listen:
@@ -288,8 +297,7 @@ def up(ctx: Context, env: str | None, detach: bool, no_deploy: bool, api_listen:
             f"agent running in the background (pid {child.pid}, log {log}); `herd ps` shows the instances"
         )
         return
-    agent = Agent(project, env, api=api_listen)
-    agent.deployment.executor.pools = ensure_router_pools(project, agent.env)
+    agent = Agent(project, env, api=api_listen, driver_name=ctx.driver)
     console.print(
         f"agent for {agent.env} starting (pid {os.getpid()}); Ctrl-C stops the agent, not the instances"
     )

@@ -56,7 +56,7 @@ def ls(ctx: Context, env: str | None) -> None:
     """List the declared volumes."""
     from herdsman.deploy.run import Deployment
 
-    deployment = Deployment(ctx.project(), env)
+    deployment = Deployment(ctx.project(), env, driver_name=ctx.driver)
     snapshots = _snapshots(deployment.home)
     table = Table(box=None, pad_edge=False)
     for column in ("volume", "data", "size", "snapshots", "description"):
@@ -115,7 +115,7 @@ def backup_command(ctx: Context, name: str, file: Path, env: str | None) -> None
     from herdsman.deploy.run import Deployment
     from herdsman.deploy.volumes import backup
 
-    deployment = Deployment(_declared(ctx, name), env)
+    deployment = Deployment(_declared(ctx, name), env, driver_name=ctx.driver)
     directory = deployment.driver.volume_dir(deployment.project.stack_id, name)
     count = backup(directory, file, name)
     console.print(f"wrote {file}: {count} file(s) of volume {name}, each with its digest")
@@ -138,7 +138,6 @@ def restore_command(ctx: Context, name: str, file: Path, env: str | None, yes: b
     from herdsman.deploy.data import restore_locked
     from herdsman.deploy.run import deploy_lock
     from herdsman.deploy.volumes import restore_backup, verify_backup
-    from herdsman.router.client import ensure_router_pools
 
     project = _declared(ctx, name)
     files = verify_backup(file)
@@ -147,8 +146,7 @@ def restore_command(ctx: Context, name: str, file: Path, env: str | None, yes: b
         click.confirm(f"replace the data of volume {name}? The services using it stop meanwhile", abort=True)
     from herdsman.deploy.run import Deployment
 
-    deployment = Deployment(project, env)
-    deployment.executor.pools = ensure_router_pools(project, deployment.env)
+    deployment = Deployment.open(project, env, driver_name=ctx.driver)
 
     async def run() -> list[str]:
         with deploy_lock(deployment.home, deployment.env, wait=60):

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import secrets as token
 import time
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -31,6 +32,10 @@ from herdsman.state import Release, StateStore
 class Pools(Protocol):
     """What the executor needs of the router (implemented by `herdsman.router`'s client)."""
 
+    async def set_routes(self, env: str, routes: list[dict[str, Any]]) -> None:
+        """Make the routes of ``env`` exactly ``routes`` (pools of routes that stay are kept)."""
+        ...
+
     async def set_pool(self, route: str, backends: list[tuple[str, str, int]]) -> None:
         """Replace the route's pool atomically with (instance id, address, weight) backends."""
         ...
@@ -47,7 +52,10 @@ class Target:
     stack_id: str  # the stack's identity on a driver (see `Project.stack_id`)
     home: Path
     images: ImageStore
-    secrets: Mapping[str, str]
+    secrets: Mapping[str, str]  # where secret values come from when a release has none of its own
+    # the values a deploy handed over with a release, held in memory only (never on disk): heals
+    # of that release start with them, so a rotated secret is not undone by a replacement
+    release_secrets: dict[int, Mapping[str, str]] = field(default_factory=dict, repr=False)
     configs: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)  # images never change
 
     def spec(
@@ -70,8 +78,12 @@ class Target:
             image_config=self.configs.get(entry["image"])
             or self.configs.setdefault(entry["image"], self.images.config(entry["image"])),
             home=self.home,
-            secrets=self.secrets if secrets is None else secrets,
+            secrets=self.secrets_of(release) if secrets is None else secrets,
         )
+
+    def secrets_of(self, release: int) -> Mapping[str, str]:
+        """The secret values instances of ``release`` start with."""
+        return self.release_secrets.get(release, self.secrets)
 
     @property
     def selector(self) -> dict[str, str]:
@@ -106,14 +118,26 @@ class Executor:
         self.driver = driver
         self.pools = pools
         self.progress: collections.deque[str] = collections.deque(maxlen=500)  # the latest lines
-        self.on_progress: Callable[[str], None] | None = None  # e.g. the CLI printing as it goes
+        self.listeners: list[Callable[[str], None]] = []  # e.g. the CLI printing as it goes
         # steps the agent adds (e.g. "quarantine"), applied by the agent's own code
         self.extra_ops: dict[str, Callable[[Step, Release], Awaitable[None]]] = {}
 
     def say(self, message: str) -> None:
         self.progress.append(message)
-        if self.on_progress is not None:
-            self.on_progress(message)
+        for listener in list(self.listeners):
+            listener(message)
+
+    @contextlib.contextmanager
+    def listening(self, listener: Callable[[str], None] | None) -> Iterator[None]:
+        """Send each progress line to ``listener`` too, while the block runs."""
+        if listener is None:
+            yield
+            return
+        self.listeners.append(listener)
+        try:
+            yield
+        finally:
+            self.listeners.remove(listener)
 
     # planning -------------------------------------------------------------------------------------
     async def plan(
@@ -189,7 +213,9 @@ class Executor:
             steps=len(steps),
         )
         started = time.monotonic()
+        seq = 0
         try:
+            await self.set_routes(release)
             for seq, step in enumerate(steps):
                 self.state.mark_step(record.id, seq, "started")
                 await self.apply(step, release)
@@ -252,10 +278,21 @@ class Executor:
                 await self.driver.stop(instance.id, 5)
             return
         try:
+            await self.set_routes(previous)
             for step in await self.plan(previous):
                 await self.apply(step, previous)
         except DeployError as exc:
             self.state.event(self.target.env, "rollout", f"revert to release {previous.number} failed: {exc}")
+
+    async def set_routes(self, release: Release) -> None:
+        """The routes (listen address, host, drain timeout) of the release being rolled out: a
+        rollback to a release whose route differs listens where that release said."""
+        if self.pools is None:
+            return
+        from herdsman.router.client import routes_of
+
+        configs = {name: service_config(entry) for name, entry in release.services().items()}
+        await self.pools.set_routes(self.target.env, routes_of(self.target.env, configs))
 
     async def apply(self, step: Step, release: Release) -> None:
         op, service, ids = step["op"], step["service"], list(step["instances"])
@@ -350,5 +387,14 @@ class Executor:
             )
         grace = config.stop_grace if config is not None else 10.0
         await asyncio.gather(*(self.driver.stop(s.id, grace) for s in states))
+        for s in states:
+            self.state.event(
+                self.target.env,
+                "instance",
+                f"retired {s.id}",
+                service=service,
+                instance=s.id,
+                release=s.release,
+            )
         if states:
             self.say(f"{service}: retired {', '.join(s.id for s in states)}")

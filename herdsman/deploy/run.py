@@ -11,8 +11,9 @@ import asyncio
 import contextlib
 import functools
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 from herdsman.deploy.execute import Executor, Pools, Target
 from herdsman.deploy.pidlock import pid_lock
@@ -50,8 +51,18 @@ def make_driver(name: str, home: Path, project: Project, registry: str | None = 
     raise DriverError(f"the {name!r} driver is not available yet", hint='use driver = "process" or "docker"')
 
 
+def choose_driver(project: Project, env: str, chosen: str | None = None) -> str:
+    """The driver of ``env``: ``chosen`` (`herd --driver`), else the environment's `driver`."""
+    environment = project.stack.environment.get(env)
+    return chosen or (environment.driver if environment else "process")
+
+
 class Deployment:
-    """One environment of one project: its state store, driver and router pools."""
+    """One environment of one project: its state store, driver and router pools.
+
+    `Deployment.open` is the factory the faces use: it starts the router when the stack routes
+    anything and hands its pools to the executor. A bare `Deployment(...)` has no router (tests of
+    the executor, read-only commands)."""
 
     def __init__(
         self,
@@ -59,6 +70,7 @@ class Deployment:
         env: str | None = None,
         *,
         driver: Driver | None = None,
+        driver_name: str | None = None,
         pools: Pools | None = None,
         reporter: Reporter | None = None,
         secrets: Mapping[str, str] | None = None,
@@ -68,12 +80,9 @@ class Deployment:
         self.home = herd_home(project)
         self.state = StateStore(self.home / "state.db")
         environment = project.stack.environment.get(self.env)
-        # `herd --driver NAME` (exported as HERD_DRIVER, so a detached agent inherits it) wins over
-        # the environment's `driver`
-        name = os.environ.get("HERD_DRIVER") or (environment.driver if environment else "process")
         self.registry = environment.registry if environment else None
+        name = choose_driver(project, self.env, driver_name)
         self.driver = driver or make_driver(name, self.home, project, self.registry)
-        self.pools = pools
         self.reporter = reporter or NullReporter()
         target = Target(
             self.env,
@@ -81,22 +90,92 @@ class Deployment:
             project.stack_id,
             self.home,
             image_store(project),
-            secrets or dict(os.environ),
+            dict(os.environ) if secrets is None else secrets,
         )
         self.executor = Executor(target, self.state, self.driver, pools)
 
-    async def deploy(self, *, trigger: str = "herd deploy", wait: float = 0.0) -> Release:
-        """Bake, record a new release, roll it out. On failure the previous release keeps serving."""
+    @classmethod
+    def open(
+        cls,
+        project: Project,
+        env: str | None = None,
+        *,
+        driver_name: str | None = None,
+        reporter: Reporter | None = None,
+        secrets: Mapping[str, str] | None = None,
+    ) -> Deployment:
+        """A deployment wired to the project's router (started if need be)."""
+        from herdsman.router.client import ensure_router_pools
+
+        deployment = cls(project, env, driver_name=driver_name, reporter=reporter, secrets=secrets)
+        deployment.executor.pools = ensure_router_pools(project, deployment.env)
+        return deployment
+
+    @contextlib.contextmanager
+    def locked(self, wait: float = 0.0, *, bump: bool = True) -> Iterator[None]:
+        """Hold the environment's deploy lock; on the way out (still holding it) say that what runs
+        changed, so a running agent lists again before it heals anything (see `generations`)."""
         with deploy_lock(self.home, self.env, wait):
+            try:
+                yield
+            finally:
+                if bump:
+                    self.state.bump_generation(self.env)
+
+    def reload(self, project: Project) -> None:
+        """Take a newer reading of herd.toml (the agent, before a deploy it was asked for)."""
+        if project.stack_id != self.project.stack_id:
+            raise DeployError(
+                f"the stack's name changed ({self.project.stack.name!r} -> {project.stack.name!r}) "
+                "while its agent runs",
+                hint="`herd down`, then `herd up -d` under the new name",
+            )
+        self.project = project
+        environment = project.stack.environment.get(self.env)
+        self.registry = environment.registry if environment else None
+
+    def check(self, content: Mapping[str, Any], secrets: Mapping[str, str]) -> None:
+        """What can be checked before a release is recorded: every secret has a value, every service
+        has something to run. Raises one DeployError naming every problem."""
+        problems = []
+        for name, entry in sorted(content["services"].items()):
+            missing = [s for s in entry["config"].get("secrets", []) if s not in secrets]
+            if missing:
+                problems.append(f"service {name!r} needs secret(s) {', '.join(missing)}, which are not set")
+                continue
+            try:
+                self.executor.target.spec(f"{name}-0-check", name, 0, entry, secrets)
+            except DeployError as exc:
+                problems.append(exc.message)
+        if problems:
+            raise DeployError(
+                "nothing was recorded or started: " + "; ".join(problems),
+                hint="export each secret in the environment that runs `herd deploy` (values are "
+                "never stored); `command` says what a service runs",
+            )
+
+    async def deploy(
+        self,
+        *,
+        trigger: str = "herd deploy",
+        wait: float = 0.0,
+        secrets: Mapping[str, str] | None = None,
+    ) -> Release:
+        """Bake, record a new release, roll it out. On failure the previous release keeps serving.
+        ``secrets`` are the values its instances start with (default: the deployment's)."""
+        with self.locked(wait):
             results = await asyncio.to_thread(bake, self.project, None, reporter=self.reporter)
             images = {r.service: r.image.digest for r in results}
+            content = release_content(self.project, self.env, images)
+            values = self.executor.target.secrets if secrets is None else secrets
+            self.check(content, values)
             if self.registry:
                 await asyncio.to_thread(self._push, images)
-            content = release_content(self.project, self.env, images)
             previous = self.state.current_release(self.env)
             release = self.state.create_release(
                 self.env, content, trigger=trigger, revision=git_revision(self.project.root)
             )
+            self.executor.target.release_secrets[release.number] = dict(values)
             await self.executor.rollout(release, previous, migrate=True)
             self._prune_snapshots()
             return self.state.release(self.env, release.number)
@@ -117,12 +196,19 @@ class Deployment:
             prune_snapshots(self.home, name, volume.snapshots_keep)
 
     async def rollback(
-        self, to: int | None = None, *, wait: float = 0.0, restore_data: dict[str, Path] | None = None
+        self,
+        to: int | None = None,
+        *,
+        wait: float = 0.0,
+        restore_data: dict[str, Path] | None = None,
+        secrets: Mapping[str, str] | None = None,
     ) -> Release:
         """A new release with release ``to``'s content (default: the previous good one), rolled out
         like any deploy. With ``restore_data`` (volume -> snapshot), the instances using those
         volumes are stopped and the snapshots restored first (see `data.py`)."""
-        with deploy_lock(self.home, self.env, wait):
+        with self.locked(wait):
+            values = self.executor.target.secrets if secrets is None else secrets
+            self.check(self.rollback_source(to).content, values)
             if restore_data:
                 from herdsman.deploy.data import restore_locked
                 from herdsman.deploy.volumes import restore
@@ -138,6 +224,7 @@ class Deployment:
                 revision=source.revision,
                 copy_of=source.number,
             )
+            self.executor.target.release_secrets[release.number] = dict(values)
             await self.executor.rollout(release, current)
             return self.state.release(self.env, release.number)
 
@@ -155,7 +242,7 @@ class Deployment:
 
     async def resume(self) -> Release | None:
         """After an agent died mid-rollout: finish it by planning again from what actually runs."""
-        with deploy_lock(self.home, self.env, wait=60):
+        with self.locked(wait=60):
             return await self.resume_locked()
 
     async def resume_locked(self) -> Release | None:
@@ -187,7 +274,7 @@ class Deployment:
     async def converge(self, *, wait: float = 0.0) -> int:
         """Bring what runs to the current release and the runtime replica counts, now (what the agent
         does continuously; for `herd scale` when no agent runs). Returns the number of steps."""
-        with deploy_lock(self.home, self.env, wait):
+        with self.locked(wait):
             current = self.state.current_release(self.env)
             if current is None:
                 raise DeployError("nothing is deployed yet", hint="herd deploy")
@@ -198,7 +285,7 @@ class Deployment:
 
     async def down(self) -> int:
         """Stop every instance of the environment; volumes and logs stay."""
-        with deploy_lock(self.home, self.env):
+        with self.locked():
             instances = await self.driver.list(self.executor.target.selector)
             await asyncio.gather(*(self.driver.stop(i.id, 10) for i in instances))
             current = self.state.current_release(self.env)

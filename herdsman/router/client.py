@@ -13,11 +13,12 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from herdsman.errors import DeployError
-from herdsman.spec import Project, herd_home
+from herdsman.spec import Project, Service, herd_home
 
 
 class RouterClient:
@@ -51,6 +52,9 @@ class RouterPools:
 
     def __init__(self, client: RouterClient) -> None:
         self.client = client
+
+    async def set_routes(self, env: str, routes: list[dict[str, Any]]) -> None:
+        await self.client.call({"op": "set_routes", "prefix": f"{env}/", "routes": routes})
 
     async def set_pool(self, route: str, backends: list[tuple[str, str, int]]) -> None:
         payload = [{"id": i, "address": a, "weight": w} for i, a, w in backends]
@@ -111,8 +115,14 @@ def ensure_router(home: Path) -> RouterClient:
 
 
 def stack_routes(project: Project, env: str) -> list[dict[str, Any]]:
+    """The routes of ``env`` as the current herd.toml declares them."""
+    return routes_of(env, project.stack.service)
+
+
+def routes_of(env: str, services: Mapping[str, Service]) -> list[dict[str, Any]]:
+    """The router's routes for ``services`` (a release's, or a herd.toml's) in ``env``."""
     routes = []
-    for name, service in sorted(project.stack.service.items()):
+    for name, service in sorted(services.items()):
         if service.route is not None:
             routes.append(
                 {

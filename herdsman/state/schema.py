@@ -6,6 +6,9 @@ separate table, so the record of what was released can never be rewritten.
 Replica counts set at run time (`herd scale`, the autoscaler) are runtime state, not a release:
 they live in `scale`. `service_notes` holds what the agent wants `herd ps` to show about a service
 (e.g. a crash-looping image in backoff).
+`generations` counts, per environment, every change made to what runs by someone holding the deploy
+lock (a rollout, a restore, a `herd down`): the agent compares it with the value it last listed at,
+so it never heals from a picture of the fleet that a deploy has made stale.
 """
 
 from __future__ import annotations
@@ -87,6 +90,12 @@ MIGRATIONS: list[str] = [
         note TEXT NOT NULL,
         updated REAL NOT NULL,
         PRIMARY KEY (env, service)
+    );
+    """,
+    """
+    CREATE TABLE generations (
+        env TEXT PRIMARY KEY,
+        value INTEGER NOT NULL
     );
     """,
 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -60,6 +61,8 @@ def _canonical(value: Any) -> str:
 class StateStore:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists():  # releases and events are the project's business only: 0600
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
         self.path = path
         self._lock = threading.Lock()
         self._db = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
@@ -222,6 +225,21 @@ class StateStore:
                 "SELECT * FROM rollouts WHERE env = ? AND state = 'running' ORDER BY id", (env,)
             ).fetchall()
         return [Rollout(**dict(row)) for row in rows]
+
+    # generations: what runs was changed by a holder of the deploy lock ---------------------------
+    def bump_generation(self, env: str) -> int:
+        """Say that what runs in ``env`` changed (a rollout, a restore, a down); returns the new value."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO generations VALUES (?, 1) ON CONFLICT(env) DO UPDATE SET value = value + 1",
+                (env,),
+            )
+            return int(db.execute("SELECT value FROM generations WHERE env = ?", (env,)).fetchone()[0])
+
+    def generation(self, env: str) -> int:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM generations WHERE env = ?", (env,)).fetchone()
+        return int(row[0]) if row else 0
 
     # runtime replica counts and notes -------------------------------------------------------------
     def set_scale(self, env: str, service: str, replicas: int, mode: str) -> None:
