@@ -106,14 +106,19 @@ class Load:
 
 
 def herd(
-    project: Path, *args: str, check: bool = True, timeout: float = 120
+    project: Path, *args: str, check: bool = True, timeout: float = 120, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """Run the `herd` command on a project, as a user would."""
+    """Run the `herd` command on a project, as a user would (``env``: variables to add or, with a
+    value of "", to remove)."""
+    environ = None
+    if env is not None:
+        environ = {k: v for k, v in {**os.environ, **env}.items() if v != ""}
     result = subprocess.run(
         [sys.executable, "-m", "herdsman", "-f", str(project / "herd.toml"), *args],
         capture_output=True,
         text=True,
         timeout=timeout,
+        env=environ,
     )
     if check and result.returncode != 0:
         raise AssertionError(f"herd {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")

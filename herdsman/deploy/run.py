@@ -18,7 +18,7 @@ from typing import Any
 from herdsman.deploy.execute import Executor, Pools, Target
 from herdsman.deploy.pidlock import pid_lock
 from herdsman.deploy.release import release_content
-from herdsman.drivers.base import Driver
+from herdsman.drivers.base import Driver, private_dir
 from herdsman.drivers.process import ProcessDriver
 from herdsman.errors import DeployError, DriverError
 from herdsman.image.assemble import git_revision
@@ -78,6 +78,7 @@ class Deployment:
         self.project = project
         self.env = env or project.stack.stack.environment
         self.home = herd_home(project)
+        private_dir(self.home / "run")  # locks, sockets, instance records: herdsman's user only
         self.state = StateStore(self.home / "state.db")
         environment = project.stack.environment.get(self.env)
         self.registry = environment.registry if environment else None

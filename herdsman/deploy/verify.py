@@ -44,7 +44,8 @@ async def verify_instances(deployment: Deployment) -> list[Finding]:
         entry = release.services().get(state.service)
         if entry is None:
             continue
-        secrets = {name: target.secrets.get(name, UNKNOWN) for name in entry["config"].get("secrets", [])}
+        values = target.secrets_of(release.number)
+        secrets = {name: values.get(name, UNKNOWN) for name in entry["config"].get("secrets", [])}
         spec = target.spec(state.id, state.service, release.number, entry, secrets)
         drifts = await deployment.driver.verify(state.id, spec)
         if drifts:

@@ -9,6 +9,10 @@ Backend exceptions are translated here into `DriverError`.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
+import os
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,6 +75,39 @@ class Drift:
 
 Drifts = list[Drift]
 UNKNOWN = "\0unknown"  # an expected value the verifier cannot know (a secret it was not given)
+
+
+def private_dir(path: Path) -> Path:
+    """A directory only herdsman's user can read (instance records, sockets, keys): 0700."""
+    path.mkdir(parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
+    return path
+
+
+def stack_key(home: Path) -> bytes:
+    """The stack's own key for digests of secret values (`.herd/secret.key`, 0600, made once): a
+    record that must show *whether* a secret changed holds an HMAC, which without the key cannot be
+    checked against guesses, as a bare sha256 of a short secret could."""
+    path = home / "secret.key"
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        pass
+    home.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_bytes()  # another process made it first
+    with os.fdopen(fd, "wb") as out:
+        out.write(secrets.token_bytes(32))
+    return path.read_bytes()
+
+
+def secret_digest(key: bytes, value: str) -> str:
+    """How a secret value is recorded: its HMAC under the stack's key (UNKNOWN stays UNKNOWN)."""
+    if value == UNKNOWN:
+        return UNKNOWN
+    return "hmac-sha256:" + hmac.new(key, value.encode(), hashlib.sha256).hexdigest()
 
 
 def env_differences(expected: Mapping[str, str], actual: Mapping[str, str], secrets: tuple[str, ...]) -> str:

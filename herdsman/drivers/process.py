@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -40,6 +39,9 @@ from herdsman.drivers.base import (
     InstanceState,
     States,
     env_differences,
+    private_dir,
+    secret_digest,
+    stack_key,
 )
 from herdsman.drivers.sandbox import Launch, bwrap_launch, host_layout, plain_launch
 from herdsman.errors import DriverError
@@ -64,7 +66,9 @@ class ProcessDriver(BlockingDriver):
         self.rootfs = home / "rootfs"
         self.logs = home / "logs"
         self.scratch = home / "run" / "scratch"
-        self.records.mkdir(parents=True, exist_ok=True)
+        private_dir(home / "run")
+        private_dir(self.records)
+        self.key = stack_key(home)
         if sandbox not in ("auto", "bwrap", "none"):
             raise DriverError(f"unknown sandbox {sandbox!r}", hint="use auto, bwrap or none")
         self.bwrap = shutil.which("bwrap") if sandbox != "none" else None
@@ -147,7 +151,7 @@ class ProcessDriver(BlockingDriver):
             "stamper": stamper.pid,
             "stamper_ticks": procfs.start_ticks(stamper.pid),
             "argv": list(spec.argv),
-            "env": _hidden(launch.env, spec.secrets),  # what it was started with, for `herd verify`
+            "env": _hidden(launch.env, spec.secrets, self.key),  # what it was started with, for `herd verify`
             "stop_grace": spec.stop_grace,
         }
         _write_json(self.records / f"{spec.id}.json", record)
@@ -298,7 +302,9 @@ class ProcessDriver(BlockingDriver):
             host_image = self._is_host_image(spec.image)
             scratch = self.scratch / instance_id
             expected = _hidden(
-                self._launch(spec, record.get("port"), rootfs, host_image, scratch).env, spec.secrets
+                self._launch(spec, record.get("port"), rootfs, host_image, scratch).env,
+                spec.secrets,
+                self.key,
             )
             changed = env_differences(expected, launched, spec.secrets)
             if changed:
@@ -359,14 +365,15 @@ class ProcessDriver(BlockingDriver):
         (self.records / f"{instance_id}.json").unlink(missing_ok=True)
 
 
-def _hidden(env: Mapping[str, str], secrets: tuple[str, ...]) -> dict[str, str]:
-    """The environment as recorded: secret values only as their digest (the record is a file)."""
-    return {
-        k: "sha256:" + hashlib.sha256(v.encode()).hexdigest() if k in secrets else v for k, v in env.items()
-    }
+def _hidden(env: Mapping[str, str], secrets: tuple[str, ...], key: bytes) -> dict[str, str]:
+    """The environment as recorded: secret values only as their keyed digest (the record is a file)."""
+    return {k: secret_digest(key, v) if k in secrets else v for k, v in env.items()}
 
 
 def _write_json(path: Path, value: Any) -> None:
+    """Written whole or not at all, readable by herdsman's user only (0600)."""
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(value, sort_keys=True))
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(json.dumps(value, sort_keys=True))
     os.replace(tmp, path)
