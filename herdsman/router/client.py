@@ -120,6 +120,7 @@ def stack_routes(project: Project, env: str) -> list[dict[str, Any]]:
                     "listen": service.route.listen,
                     "host": service.route.host,
                     "drain_timeout": service.route.drain_timeout,
+                    "first_byte_timeout": service.route.first_byte_timeout,
                 }
             )
     return routes

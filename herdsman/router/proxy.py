@@ -52,6 +52,7 @@ class Route:
     listen: str
     host: str | None = None
     drain_timeout: float = 30.0
+    first_byte_timeout: float = 30.0
     backends: list[Backend] = field(default_factory=list)
 
     def choose(self, exclude: AbstractSet[str]) -> Backend | None:
@@ -82,6 +83,9 @@ class Router:
     async def set_routes(self, routes: list[dict[str, object]], prefix: str = "") -> None:
         """Make the routes whose names start with ``prefix`` (one environment's) exactly ``routes``."""
         wanted = {str(r["name"]): r for r in routes}
+        for name, spec in wanted.items():  # refused before anything changes
+            if not float(spec.get("first_byte_timeout", 30.0)) > 0:  # type: ignore[arg-type]
+                raise ValueError(f"first_byte_timeout of route {name} must be > 0")
         for name in list(self.routes):
             if name.startswith(prefix) and name not in wanted:
                 del self.routes[name]
@@ -89,14 +93,11 @@ class Router:
             route = self.routes.get(name)
             listen, host = str(spec["listen"]), spec.get("host")
             timeout = float(spec.get("drain_timeout", 30.0))  # type: ignore[arg-type]
+            first_byte = float(spec.get("first_byte_timeout", 30.0))  # type: ignore[arg-type]
             if route is None:
-                self.routes[name] = Route(name, listen, str(host).lower() if host else None, timeout)
-            else:
-                route.listen, route.host, route.drain_timeout = (
-                    listen,
-                    str(host).lower() if host else None,
-                    timeout,
-                )
+                route = self.routes[name] = Route(name, listen)
+            route.listen, route.host = listen, str(host).lower() if host else None
+            route.drain_timeout, route.first_byte_timeout = timeout, first_byte
         self._index_listeners()
         needed = {r.listen for r in self.routes.values()}
         for address in list(self.servers):

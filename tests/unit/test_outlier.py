@@ -1,0 +1,90 @@
+"""Outlier ejection bookkeeping (router/outlier.py): when a backend leaves rotation, for how long,
+and that it always comes back."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from herdsman.router.outlier import BASE_COOLOFF, FAILURES_TO_EJECT, MAX_COOLOFF, Outlier
+
+
+def test_consecutive_failures_eject_and_a_success_resets_the_count() -> None:
+    outlier = Outlier()
+    for _ in range(FAILURES_TO_EJECT - 1):
+        assert not outlier.failed(0.0, may_eject=True)
+    outlier.succeeded()
+    for _ in range(FAILURES_TO_EJECT - 1):
+        assert not outlier.failed(1.0, may_eject=True)
+    assert outlier.failed(1.0, may_eject=True)
+    assert outlier.ejected and outlier.ejections == 1
+    assert outlier.remaining(1.0) == BASE_COOLOFF
+
+
+def test_the_last_backend_is_never_ejected() -> None:
+    outlier = Outlier()
+    for _ in range(10 * FAILURES_TO_EJECT):
+        assert not outlier.failed(0.0, may_eject=False)
+    assert not outlier.ejected
+    assert outlier.failed(0.0, may_eject=True), "a failure once another backend is back ejects it"
+
+
+def test_probation_doubles_the_cooloff_up_to_the_cap_and_a_long_calm_resets_it() -> None:
+    outlier = Outlier()
+    now = 0.0
+    for _ in range(FAILURES_TO_EJECT):
+        outlier.failed(now, may_eject=True)
+    cooloffs = []
+    for _ in range(8):
+        cooloffs.append(outlier.remaining(now))
+        now += outlier.remaining(now)
+        assert outlier.comes_back(now) and outlier.probation
+        assert outlier.failed(now, may_eject=True), "on probation one failure is enough"
+    assert cooloffs[:4] == [BASE_COOLOFF * 2**i for i in range(4)]
+    assert max(cooloffs) == MAX_COOLOFF
+    now += outlier.remaining(now)
+    outlier.comes_back(now)
+    outlier.succeeded()
+    assert not outlier.probation
+    now += MAX_COOLOFF
+    for _ in range(FAILURES_TO_EJECT):
+        outlier.failed(now, may_eject=True)
+    assert outlier.remaining(now) == BASE_COOLOFF
+
+
+events = st.lists(
+    st.tuples(
+        st.sampled_from(["fail", "ok", "tick"]),
+        st.floats(min_value=0, max_value=30, allow_nan=False),
+        st.booleans(),
+    ),
+    max_size=200,
+)
+
+
+@given(events)
+def test_invariants_over_any_history(history: list[tuple[str, float, bool]]) -> None:
+    outlier = Outlier()
+    now = 0.0
+    ejections = 0
+    for kind, step, may_eject in history:
+        now += step
+        was_ejected = outlier.ejected
+        if kind == "fail":
+            ejected = outlier.failed(now, may_eject)
+            assert not (ejected and not may_eject), "never ejected when the caller forbids it"
+            assert not (ejected and was_ejected)
+            if may_eject and not was_ejected:
+                assert ejected == (outlier.failures == 0), "ejected exactly when the count was reached"
+                assert outlier.failures < FAILURES_TO_EJECT
+            ejections += ejected
+        elif kind == "ok":
+            outlier.succeeded()
+            assert outlier.failures == 0 and not outlier.probation
+        else:
+            outlier.comes_back(now)
+        assert 0 <= outlier.remaining(now) <= MAX_COOLOFF
+        assert outlier.ejections == ejections
+    now += MAX_COOLOFF
+    outlier.comes_back(now)
+    assert not outlier.ejected, "every ejection ends within MAX_COOLOFF"
