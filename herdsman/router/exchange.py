@@ -209,8 +209,7 @@ class Exchange:
     def give_up(self, route: Route, backend: Backend, now: float, sent: bool) -> None:
         """No connection, or no first byte, within the first-byte timeout: end it on this backend."""
         backend.errors += 1
-        if sent:
-            backend.timeouts += 1
+        backend.timeouts += 1
         route.failed(backend, now)
         connecting, self.connecting = self.connecting, None
         if connecting is not None:

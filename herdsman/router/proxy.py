@@ -44,7 +44,7 @@ class Backend:
     latency_total: float = 0.0
     draining: bool = False
     ejected: bool = False  # out of rotation for a cool-off (mirrors outlier.ejected, read per request)
-    timeouts: int = 0  # requests it did not answer within the first-byte timeout
+    timeouts: int = 0  # requests it let wait past the first-byte timeout (no connection or no byte)
     outlier: Outlier = field(default_factory=Outlier)
     idle: list[UpstreamConnection] = field(default_factory=list)  # kept-alive, ready for a request
     exchanges: set[Exchange] = field(default_factory=set)  # requests in flight on this backend
