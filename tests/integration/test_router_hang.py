@@ -196,8 +196,10 @@ def test_a_post_to_a_hung_instance_gets_a_504_and_is_not_repeated(
         pool(client, hung)  # a GET with nowhere else to go: a 504, not a wait without end
         response = http.get(url)
         assert response.status_code == 504 and "no instance of route p/web answered" in response.text
+        streamed = http.post(url, content=iter([b"chunked ", b"order"]))  # its wait starts once sent
+        assert streamed.status_code == 504 and "a POST is not retried" in streamed.text
     stats = backend_stats(client, hung)
-    assert stats["timeouts"] == 3 and not stats["ejected"], "the last backend of a pool is never ejected"
+    assert stats["timeouts"] == 4 and not stats["ejected"], "the last backend of a pool is never ejected"
 
 
 def test_draining_a_hung_instance_ends_with_the_first_byte_timeout(

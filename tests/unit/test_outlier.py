@@ -1,5 +1,5 @@
 """Outlier ejection bookkeeping (router/outlier.py): when a backend leaves rotation, for how long,
-and that it always comes back."""
+and that it always comes back; and a pool (router/proxy.Route) never emptied by it."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from herdsman.router.outlier import BASE_COOLOFF, FAILURES_TO_EJECT, MAX_COOLOFF, Outlier
+from herdsman.router.proxy import Backend, Route
 
 
 def test_consecutive_failures_eject_and_a_success_resets_the_count() -> None:
@@ -88,3 +89,41 @@ def test_invariants_over_any_history(history: list[tuple[str, float, bool]]) -> 
     now += MAX_COOLOFF
     outlier.comes_back(now)
     assert not outlier.ejected, "every ejection ends within MAX_COOLOFF"
+
+
+pools = st.lists(st.tuples(st.integers(1, 5), st.booleans()), min_size=1, max_size=6)
+steps = st.lists(
+    st.tuples(st.integers(0, 5), st.sampled_from(["fail", "ok", "choose", "tick"])), max_size=120
+)
+
+
+@given(pools, steps)
+def test_a_pool_never_empties_by_ejection(
+    pool: list[tuple[int, bool]], history: list[tuple[int, str]]
+) -> None:
+    route = Route("p/web", "127.0.0.1:1")
+    route.backends = [
+        Backend(f"i{n}", "127.0.0.1", 1000 + n, weight=weight, draining=draining)
+        for n, (weight, draining) in enumerate(pool)
+    ]
+    serving = [b for b in route.backends if not b.draining]
+    now = 0.0
+    for index, kind in history:
+        backend = route.backends[index % len(route.backends)]
+        now += 0.5
+        if kind == "fail":
+            route.failed(backend, now)
+        elif kind == "ok":
+            backend.outlier.succeeded()
+        elif kind == "tick":
+            route.comeback(now)
+        else:
+            chosen = route.choose(frozenset())
+            assert (chosen is None) == (not serving), "a pool with a backend not draining always answers"
+            assert chosen is None or not chosen.draining
+        in_rotation = [b for b in serving if not b.ejected]
+        assert in_rotation or not serving, "the last backend in rotation is never ejected"
+        assert route.ejected == sum(b.ejected for b in route.backends)
+        assert all(not b.ejected for b in route.backends if b.draining)
+        if len(in_rotation) < len(serving):
+            assert route.choose(frozenset()) in in_rotation, "ejected backends get no request"
