@@ -9,6 +9,7 @@ stops only the processes it started, by pid, and lets them go (SIGCONT, SIGKILL)
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -22,7 +23,8 @@ from typing import Any
 import httpx
 import pytest
 
-from herdsman.router.client import RouterClient, ensure_router, stop_router
+from herdsman.errors import DeployError
+from herdsman.router.client import RouterClient, ensure_router, router_paths, stop_router
 from tests.helpers import free_port
 
 FIRST_BYTE = 1.0  # the route's first_byte_timeout in these tests, in seconds
@@ -237,3 +239,17 @@ def test_draining_a_hung_instance_ends_with_the_first_byte_timeout(
     assert reply["cut"] == 0, "they ended by the first-byte timeout, not cut by the drain"
     assert [getattr(o, "status_code", o) for o in outcomes] == [200] * 6
     assert {o.text for o in outcomes if isinstance(o, httpx.Response)} == {"good"}
+
+
+def test_the_first_byte_timeout_is_kept_in_the_state_file_and_must_be_positive(
+    tmp_path: Path, router: tuple[RouterClient, str]
+) -> None:
+    client, url = router
+    _socket, state, _log = router_paths(tmp_path / ".herd")
+    assert json.loads(state.read_text())["routes"][0]["first_byte_timeout"] == FIRST_BYTE
+    listen = url.removeprefix("http://")
+    with pytest.raises(DeployError, match="first_byte_timeout of route p/web must be > 0"):
+        client.call_now(
+            {"op": "set_routes", "routes": [{"name": "p/web", "listen": listen, "first_byte_timeout": 0}]}
+        )
+    assert json.loads(state.read_text())["routes"][0]["first_byte_timeout"] == FIRST_BYTE, "nothing changed"
