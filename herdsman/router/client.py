@@ -130,6 +130,7 @@ def routes_of(env: str, services: Mapping[str, Service]) -> list[dict[str, Any]]
                     "listen": service.route.listen,
                     "host": service.route.host,
                     "drain_timeout": service.route.drain_timeout,
+                    "first_byte_timeout": service.route.first_byte_timeout,
                 }
             )
     return routes

@@ -3,10 +3,16 @@
 Control protocol: JSON lines over a unix socket (mode 0600), one request, one reply per line:
 
     {"op": "ping"}                                              -> {"ok": true, "pid": N}
-    {"op": "set_routes", "prefix": "ENV/", "routes": [{"name", "listen", "host", "drain_timeout"}]}
+    {"op": "set_routes", "prefix": "ENV/",
+     "routes": [{"name", "listen", "host", "drain_timeout", "first_byte_timeout"}]}
     {"op": "set_pool", "route": NAME, "backends": [{"id", "address", "weight"}]}
     {"op": "drain", "route": NAME, "addresses": [...], "timeout": SECONDS}   (replies when done)
     {"op": "stats"}                                             -> {"ok": true, "stats": {...}}
+
+Stats per backend: instance, address, weight, inflight, requests, errors, mean_latency_ms, and
+for outlier ejection (`router/outlier.py`): timeouts (requests that waited past the first-byte
+timeout, for a connection or a first byte), failures (in a row), ejected (out of rotation now),
+ejections (times taken out), ejected_for_s (cool-off left).
 
 Errors reply {"ok": false, "error": "..."}. Routes and pools are written to the state file
 (atomically) after every change and loaded at start.
@@ -43,7 +49,13 @@ class ControlServer:
 
     def save_state(self) -> None:
         routes = [
-            {"name": r.name, "listen": r.listen, "host": r.host, "drain_timeout": r.drain_timeout}
+            {
+                "name": r.name,
+                "listen": r.listen,
+                "host": r.host,
+                "drain_timeout": r.drain_timeout,
+                "first_byte_timeout": r.first_byte_timeout,
+            }
             for r in self.router.routes.values()
         ]
         pools = {

@@ -11,7 +11,14 @@ Retries, so that no request fails while instances come and go:
 - nothing is retried once a byte of the response reached the client; a small response is read
   whole before it is sent, so a backend dying in the middle of one is retried (idempotent only);
 - when every backend of the pool failed that way, the pool is tried again after a short pause
-  (up to three rounds, 0.3 s in all) before the client gets a 503.
+  (up to three rounds, 0.3 s in all) before the client gets a 503;
+- no first byte of the response within the route's ``first_byte_timeout`` of the request being
+  fully sent (or no connection within it), as seen by the router's watchdog (`overdue`): the
+  upstream connection is aborted, never reused, and the request goes to another backend if it is
+  idempotent with its body in hand (or nothing was sent); otherwise, or when no other backend is
+  left, the client gets a 504. A hung instance so holds no request, nor a drain, for longer.
+Timeouts and connections refused or lost count against the backend (`router/outlier.py`); a
+response clears its count.
 Draining (`cut`): requests still running when the drain timeout passes are cut, with a 504 if
 their response had not started.
 """
@@ -56,6 +63,9 @@ class Exchange:
     timer: asyncio.TimerHandle | None = None
     pending: bytearray | None = None  # a streamed body that came before its upstream connection
     reused = False
+    sent = 0.0  # when the request was fully sent to the backend (0.0: not yet)
+    answering = False  # a first byte of the response came
+    timed_out = False  # a backend let it wait past the first-byte timeout
     started = False  # a byte of the response reached the client: no retry any more
     done = False
     t0 = 0.0
@@ -103,6 +113,10 @@ class Exchange:
         assert route is not None
         backend = route.choose(self.tried)
         if backend is None:
+            if self.timed_out:  # not again round the pool: each backend could keep it waiting again
+                text = f"no instance of route {route.name} answered within {route.first_byte_timeout:g}s\n"
+                self.answer(simple_response(504, "Gateway Timeout", text))
+                return
             if self.tried and self.body is not None and self.rounds < RETRY_ROUNDS:
                 self.rounds += 1  # every backend failed before answering: a short pause, then again
                 self.tried = frozenset()
@@ -126,11 +140,14 @@ class Exchange:
                 upstream.exchange = self
                 self.upstream = upstream
                 upstream.transport.write(self.request + body if body else self.request)
+                self.sent = self.t0
                 return
         self.connect()
 
     def connect(self) -> None:
         self.reused = False
+        self.sent = 0.0
+        self.answering = False
         self.connecting = asyncio.get_running_loop().create_task(self._connect(self.backend))
 
     async def _connect(self, backend: Backend | None) -> None:
@@ -143,6 +160,8 @@ class Exchange:
         except OSError:  # refused or reset before any byte was sent: another backend
             self.connecting = None
             if not self.done and self.backend is backend:
+                if self.route is not None:
+                    self.route.failed(backend, time.monotonic())
                 self.retry()
             return
         self.connecting = None
@@ -153,10 +172,13 @@ class Exchange:
         self.upstream = upstream
         if self.body is not None:
             upstream.transport.write(self.request + self.body if self.body else self.request)
+            self.sent = time.monotonic()
         else:
             pending, self.pending = self.pending, None
             upstream.transport.write(self.request + pending if pending else self.request)
             self.client.unhold(HOLD_PENDING)
+            if self.body_done:
+                self.sent = time.monotonic()
 
     def retry(self) -> None:
         """This backend failed before the response began: leave it out and choose again."""
@@ -164,7 +186,49 @@ class Exchange:
         if backend is not None:
             self.tried = {*self.tried, backend.address}
         self.release()
+        self.sent = 0.0
+        self.answering = False
         self.attempt()
+
+    def overdue(self, now: float) -> None:
+        """The watchdog's look (`Router.watch`): has its backend kept it waiting too long?"""
+        route, backend = self.route, self.backend
+        if self.done or self.answering or route is None or backend is None:
+            return
+        if self.upstream is None:
+            if self.connecting is not None and now - self.t0 >= route.first_byte_timeout:
+                self.give_up(route, backend, now, sent=False)
+            return
+        if not self.sent:
+            if self.body_done:  # a streamed body ended since the last look: its wait starts now
+                self.sent = now
+            return
+        if now - self.sent >= route.first_byte_timeout:
+            self.give_up(route, backend, now, sent=True)
+
+    def give_up(self, route: Route, backend: Backend, now: float, sent: bool) -> None:
+        """No connection, or no first byte, within the first-byte timeout: end it on this backend."""
+        backend.errors += 1
+        backend.timeouts += 1
+        route.failed(backend, now)
+        connecting, self.connecting = self.connecting, None
+        if connecting is not None:
+            connecting.cancel()
+        upstream, self.upstream = self.upstream, None
+        if upstream is not None:  # never reused: a late answer on it would belong to no request
+            upstream.exchange = None
+            upstream.transport.abort()
+        if not sent or (self.body is not None and self.method in IDEMPOTENT):
+            self.timed_out = True
+            self.retry()
+            return
+        self.release()
+        who = backend.instance or backend.address
+        text = (
+            f"instance {who} did not answer within {route.first_byte_timeout:g}s;"
+            f" a {self.method.decode()} is not retried\n"
+        )
+        self.answer(simple_response(504, "Gateway Timeout", text))
 
     def request_body(self, data: bytes) -> None:
         """A piece of a streamed request body."""
@@ -202,6 +266,9 @@ class Exchange:
             backend.latency_total += time.monotonic() - self.t0
             backend.inflight -= 1
             backend.exchanges.discard(self)
+            outlier = backend.outlier
+            if outlier.failures or outlier.probation:
+                outlier.succeeded()
         self.done = True
         self.started = True
         self.upstream = None
@@ -221,15 +288,23 @@ class Exchange:
             if self.reused:
                 self.connect()  # the backend closed an idle connection: once more on a fresh one
             else:
+                self.lost()
                 self.retry()  # it died before a byte reached the client: another backend
             return
         self.failed()
+
+    def lost(self) -> None:
+        """A fresh connection ended without a whole response: a failure of its backend (a reused
+        one closing as a request comes is the keep-alive race, not the backend's fault)."""
+        if self.backend is not None and self.route is not None and not self.reused:
+            self.route.failed(self.backend, time.monotonic())
 
     def failed(self) -> None:
         backend = self.backend
         if backend is not None:
             backend.requests += 1
             backend.errors += 1
+            self.lost()
         self.release()
         self.done = True
         if not self.started:

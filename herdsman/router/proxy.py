@@ -1,10 +1,17 @@
 """The embedded router's configuration: listeners, routes, pools with weights, draining, counters.
 
-The control socket (`router/control.py`) changes these; the data plane (`router/wire.py`) reads
-them per request. A backend is chosen per request (smooth weighted round robin over the backends
-not draining), and a pool is replaced in one assignment, so a switch is atomic for every later
-request. Draining: a backend leaves the pool at once, requests in flight on it finish, and those
-still running when the drain timeout passes are cut (with a 504 if their response had not started).
+The control socket (`router/control.py`) changes these; the data plane (`router/inbound.py`,
+`exchange.py`, `upstream.py`) reads them per request. A backend is chosen per request (smooth
+weighted round robin over the backends neither draining nor ejected), and a pool is replaced in one
+assignment, so a switch is atomic for every later request. Draining: a backend leaves the pool at
+once, requests in flight on it finish, and those still running when the drain timeout passes are
+cut (with a 504 if their response had not started).
+
+A hung backend must not hold requests (nor a drain) for long: a watchdog ticking every
+``TICK`` ends each request whose backend has not sent a first byte within the route's
+``first_byte_timeout`` (`Exchange.overdue`), and brings ejected backends back when their cool-off
+ends. Failures in a row take a backend out of rotation (`router/outlier.py`); the last backend
+of a pool not ejected is never taken out, and if all are ejected anyway they are all used.
 """
 
 from __future__ import annotations
@@ -12,12 +19,16 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
+import traceback
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
 from herdsman.router.exchange import Exchange
 from herdsman.router.inbound import ClientConnection
+from herdsman.router.outlier import Outlier
 from herdsman.router.upstream import UpstreamConnection
+
+TICK = 0.05  # seconds between the watchdog's looks at first-byte deadlines and cool-offs
 
 
 @dataclass
@@ -32,6 +43,9 @@ class Backend:
     errors: int = 0
     latency_total: float = 0.0
     draining: bool = False
+    ejected: bool = False  # out of rotation for a cool-off (mirrors outlier.ejected, read per request)
+    timeouts: int = 0  # requests it let wait past the first-byte timeout (no connection or no byte)
+    outlier: Outlier = field(default_factory=Outlier)
     idle: list[UpstreamConnection] = field(default_factory=list)  # kept-alive, ready for a request
     exchanges: set[Exchange] = field(default_factory=set)  # requests in flight on this backend
 
@@ -52,13 +66,21 @@ class Route:
     listen: str
     host: str | None = None
     drain_timeout: float = 30.0
+    first_byte_timeout: float = 30.0
     backends: list[Backend] = field(default_factory=list)
+
+    ejected: int = 0  # backends of this pool out of rotation
 
     def choose(self, exclude: AbstractSet[str]) -> Backend | None:
         backends = self.backends
         if len(backends) == 1 and not exclude:  # the common case, without the arithmetic
             return None if backends[0].draining else backends[0]
-        candidates = [b for b in self.backends if not b.draining and b.address not in exclude]
+        if self.ejected and any(not b.draining and not b.ejected for b in backends):
+            candidates = [
+                b for b in backends if not b.draining and not b.ejected and b.address not in exclude
+            ]
+        else:  # every backend not draining is ejected: a pool never empties by ejection
+            candidates = [b for b in backends if not b.draining and b.address not in exclude]
         if not candidates:
             return None
         total = sum(b.weight for b in candidates)
@@ -70,6 +92,23 @@ class Route:
         best.current -= total
         return best
 
+    def failed(self, backend: Backend, now: float) -> None:
+        """A request failed on ``backend`` (no first byte in time, no connection): maybe eject it."""
+        if backend.draining or not any(b is backend for b in self.backends):
+            return  # out of the pool already
+        others = any(b is not backend and not b.draining and not b.ejected for b in self.backends)
+        if backend.outlier.failed(now, may_eject=others):
+            backend.ejected = True
+            backend.close_idle()
+            self.ejected += 1
+
+    def comeback(self, now: float) -> None:
+        """Ejected backends whose cool-off is over go back into rotation (on probation)."""
+        for backend in self.backends:
+            if backend.ejected and backend.outlier.comes_back(now):
+                backend.ejected = False
+        self.ejected = sum(b.ejected for b in self.backends)
+
 
 class Router:
     def __init__(self) -> None:
@@ -77,11 +116,15 @@ class Router:
         self.servers: dict[str, asyncio.Server] = {}
         self.retired: dict[str, Backend] = {}  # draining backends no longer in any pool
         self.listeners: dict[str, tuple[dict[str, Route], Route | None]] = {}  # by listen address
+        self.watchdog: asyncio.Task[None] | None = None
 
     # configuration ------------------------------------------------------------------------------
     async def set_routes(self, routes: list[dict[str, object]], prefix: str = "") -> None:
         """Make the routes whose names start with ``prefix`` (one environment's) exactly ``routes``."""
         wanted = {str(r["name"]): r for r in routes}
+        for name, spec in wanted.items():  # refused before anything changes
+            if not float(spec.get("first_byte_timeout", 30.0)) > 0:  # type: ignore[arg-type]
+                raise ValueError(f"first_byte_timeout of route {name} must be > 0")
         for name in list(self.routes):
             if name.startswith(prefix) and name not in wanted:
                 del self.routes[name]
@@ -89,15 +132,14 @@ class Router:
             route = self.routes.get(name)
             listen, host = str(spec["listen"]), spec.get("host")
             timeout = float(spec.get("drain_timeout", 30.0))  # type: ignore[arg-type]
+            first_byte = float(spec.get("first_byte_timeout", 30.0))  # type: ignore[arg-type]
             if route is None:
-                self.routes[name] = Route(name, listen, str(host).lower() if host else None, timeout)
-            else:
-                route.listen, route.host, route.drain_timeout = (
-                    listen,
-                    str(host).lower() if host else None,
-                    timeout,
-                )
+                route = self.routes[name] = Route(name, listen)
+            route.listen, route.host = listen, str(host).lower() if host else None
+            route.drain_timeout, route.first_byte_timeout = timeout, first_byte
         self._index_listeners()
+        if self.watchdog is None:
+            self.watchdog = asyncio.get_running_loop().create_task(self.watch())
         needed = {r.listen for r in self.routes.values()}
         for address in list(self.servers):
             if address not in needed:
@@ -122,6 +164,7 @@ class Router:
             backend.draining = False
             new.append(backend)
         route.backends = new  # one assignment: the switch is atomic for every later request
+        route.ejected = sum(b.ejected for b in new)
         for backend in old.values():  # left the pool: in-flight requests finish, idle sockets close
             backend.draining = True
             backend.close_idle()
@@ -146,10 +189,34 @@ class Router:
             self.retired.pop(backend.address, None)
         if route is not None:
             route.backends = [b for b in route.backends if b.address not in addresses]
+            route.ejected = sum(b.ejected for b in route.backends)
         return {"cut": cut}
+
+    async def watch(self) -> None:
+        """The watchdog: first-byte deadlines of requests in flight, and cool-offs that end."""
+        while True:
+            await asyncio.sleep(TICK)
+            now = time.monotonic()
+            for route in list(self.routes.values()):
+                if route.ejected:
+                    route.comeback(now)
+                for backend in route.backends:
+                    if backend.exchanges:
+                        self._overdue(backend, now)
+            for backend in list(self.retired.values()):
+                self._overdue(backend, now)
+
+    @staticmethod
+    def _overdue(backend: Backend, now: float) -> None:
+        for exchange in list(backend.exchanges):
+            try:
+                exchange.overdue(now)
+            except Exception:  # one request's bug must not stop the watchdog of all
+                traceback.print_exc()
 
     def stats(self) -> dict[str, object]:
         out: dict[str, object] = {}
+        now = time.monotonic()
         for name, route in self.routes.items():
             out[name] = {
                 "listen": route.listen,
@@ -163,6 +230,11 @@ class Router:
                         "requests": b.requests,
                         "errors": b.errors,
                         "mean_latency_ms": round(1000 * b.latency_total / b.requests, 3) if b.requests else 0,
+                        "timeouts": b.timeouts,
+                        "failures": b.outlier.failures,
+                        "ejected": b.ejected,
+                        "ejections": b.outlier.ejections,
+                        "ejected_for_s": round(b.outlier.remaining(now), 3),
                     }
                     for b in route.backends
                 ],
@@ -170,6 +242,8 @@ class Router:
         return out
 
     def close(self) -> None:
+        if self.watchdog is not None:
+            self.watchdog.cancel()
         for server in self.servers.values():
             server.close()
 

@@ -76,6 +76,7 @@ class UpstreamConnection(asyncio.Protocol):
             else:
                 exchange.client.transport.write(data)
             return
+        exchange.answering = True  # its first byte came: no first-byte timeout any more
         try:
             self._response(exchange, self.buf + data if self.buf else data)
         except BadMessage:

@@ -134,6 +134,10 @@ class Route(Model):
     listen: str = "127.0.0.1:8080"
     host: str | None = None
     drain_timeout: Duration = 30.0
+    # From the request fully sent to the first byte of the response: past it, the router gives up
+    # on that instance (an idempotent request is retried elsewhere, another gets a 504), so a hung
+    # instance holds no request, and no drain, for longer than this.
+    first_byte_timeout: Annotated[Duration, Field(gt=0)] = 30.0
 
 
 class DeployPolicy(Model):

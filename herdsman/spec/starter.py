@@ -44,6 +44,7 @@ deadline = "60s"                     # a new instance not healthy by then fails 
 listen = "127.0.0.1:8080"            # a stable address in front of the instances
 # host = "web.example.com"           # share one address between services by Host header
 drain_timeout = "30s"
+first_byte_timeout = "30s"           # no first response byte by then: retried elsewhere (GET...) or 504
 
 [service.web.deploy]
 strategy = "rolling"                 # "rolling", "blue-green" or "canary"

@@ -183,7 +183,13 @@ def test_drain_lets_in_flight_finish_and_cuts_hung_requests_with_504(
     threading.Thread(
         target=lambda: outcome.setdefault("hung", httpx.get(f"{url}/slow/5", timeout=10))
     ).start()
-    time.sleep(0.2)
+    deadline = (
+        time.monotonic() + 5
+    )  # both requests reached the backend (threads start slowly on a busy machine)
+    while time.monotonic() < deadline:
+        if client.call_now({"op": "stats"})["stats"]["p/web"]["backends"][0]["inflight"] == 2:
+            break
+        time.sleep(0.01)
     pool(client)  # out of the pool; then drain with a 1 s timeout
     reply = client.call_now({"op": "drain", "route": "p/web", "addresses": [slow.address], "timeout": 1})
     time.sleep(0.3)

@@ -52,7 +52,12 @@ FULL = {
                 "failures": 3,
                 "deadline": "1m30s",
             },
-            "route": {"listen": "127.0.0.1:8080", "host": "shop.localhost", "drain_timeout": "30s"},
+            "route": {
+                "listen": "127.0.0.1:8080",
+                "host": "shop.localhost",
+                "drain_timeout": "30s",
+                "first_byte_timeout": "5s",
+            },
             "deploy": {
                 "strategy": "canary",
                 "max_surge": 2,
@@ -109,6 +114,11 @@ def test_a_full_stack_parses_into_frozen_models() -> None:
     assert [(c.src, c.dest) for c in web.image.copy_steps] == [("app", "/app"), ("static", "/app")]
     assert web.deploy.strategy == "canary" and web.scale.target_inflight == 10
     assert stack.environment["staging"].replicas == {"web": 1}
+    assert web.route.first_byte_timeout == 5 and stack.service["worker"].route is None
+    assert (
+        parse(mutate("service.web.route.first_byte_timeout", DELETE)).service["web"].route.first_byte_timeout
+        == 30
+    )
     with pytest.raises(pydantic.ValidationError):
         web.replicas = 5  # type: ignore[misc]
 
@@ -129,6 +139,13 @@ def test_a_full_stack_parses_into_frozen_models() -> None:
         ("service.web.image.base", "ubuntu", "service.web.image.base", "unknown base"),
         ("stack.name", "Shop", "stack.name", "not allowed"),
         ("service.web.deploy.strategy", "yolo", "service.web.deploy.strategy", ""),
+        (
+            "service.web.route.first_byte_timeout",
+            "0s",
+            "service.web.route.first_byte_timeout",
+            "greater than 0",
+        ),
+        ("service.web.route.first_byte_timeout", 30, "service.web.route.first_byte_timeout", "duration"),
     ],
 )
 def test_field_errors_name_the_key(path: str, value: Any, key: str, words: str) -> None:
