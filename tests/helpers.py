@@ -222,7 +222,9 @@ def app_pid(root: Path, instance: str) -> int:
         out = subprocess.run(
             ["docker", "inspect", "-f", "{{.State.Pid}}", container_of(instance)], capture_output=True
         )
-        return int(out.stdout.strip())
+        init = int(out.stdout.strip())  # Docker's init; the app is its child
+        children = Path(f"/proc/{init}/task/{init}/children").read_text().split()
+        return int(children[0]) if children else init
     group = int(json.loads((root / ".herd" / "run" / "instances" / f"{instance}.json").read_text())["pid"])
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():

@@ -122,7 +122,15 @@ def heal_plan(service: str, seen: list[Seen], want: Want, new_id: Callable[[], s
                     }
                 )
     for instance, reason in sick.items():
-        steps.append({"op": "quarantine", "service": service, "instances": [instance], "reason": reason})
+        steps.append(
+            {
+                "op": "quarantine",
+                "service": service,
+                "instances": [instance],
+                "reason": reason,
+                "unhealthy": True,
+            }
+        )
     return steps
 
 

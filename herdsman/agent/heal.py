@@ -142,7 +142,10 @@ class Healer:
         config = service_config(entry) if entry else None
         pools = agent.deployment.executor.pools
         if pools is not None and config is not None and config.route is not None and state.address:
-            await pools.drain(route_name(self.env, service), [state.address], config.route.drain_timeout)
+            hung = bool(step.get("unhealthy"))  # failing its checks: what it holds will not be answered
+            await pools.drain(
+                route_name(self.env, service), [state.address], config.route.drain_timeout, hung=hung
+            )
         info = {
             "service": service,
             "release": state.release,

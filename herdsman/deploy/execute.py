@@ -40,8 +40,9 @@ class Pools(Protocol):
         """Replace the route's pool atomically with (instance id, address, weight) backends."""
         ...
 
-    async def drain(self, route: str, addresses: list[str], timeout: float) -> None:
-        """Wait until the backends (already out of the pool) have no request in flight, or timeout."""
+    async def drain(self, route: str, addresses: list[str], timeout: float, *, hung: bool = False) -> None:
+        """Wait until the backends (already out of the pool) have no request in flight, or timeout;
+        ``hung`` backends' requests that wait for a first byte are ended (retried) at once."""
         ...
 
 

@@ -370,6 +370,8 @@ class DockerDriver(BlockingDriver):
             if keep is not None:
                 self._keep(container, keep)
             if container.status == "running":
+                with contextlib.suppress(docker.errors.APIError):  # a stopped (hung) app gets SIGTERM
+                    container.kill(signal="SIGCONT")  # only once it runs again (init forwards this)
                 container.stop(timeout=max(0, int(grace + 0.999)))
             container.remove(v=False, force=True)
         except docker.errors.NotFound:

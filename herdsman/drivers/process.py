@@ -348,6 +348,7 @@ class ProcessDriver(BlockingDriver):
             for member in targets or [pid]:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(member, signal.SIGTERM)
+                    os.kill(member, signal.SIGCONT)  # a stopped (hung) process gets SIGTERM only then
             if not self._wait_gone(pid, ticks, grace):
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(pid, signal.SIGKILL)

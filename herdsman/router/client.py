@@ -60,10 +60,9 @@ class RouterPools:
         payload = [{"id": i, "address": a, "weight": w} for i, a, w in backends]
         await self.client.call({"op": "set_pool", "route": route, "backends": payload})
 
-    async def drain(self, route: str, addresses: list[str], timeout: float) -> None:
-        await self.client.call(
-            {"op": "drain", "route": route, "addresses": addresses, "timeout": timeout}, timeout + 10
-        )
+    async def drain(self, route: str, addresses: list[str], timeout: float, *, hung: bool = False) -> None:
+        request = {"op": "drain", "route": route, "addresses": addresses, "timeout": timeout, "hung": hung}
+        await self.client.call(request, timeout + 10)
 
     async def stats(self) -> dict[str, Any]:
         """Per route: its backends with their in-flight and cumulative request/error counters."""

@@ -6,7 +6,7 @@ Control protocol: JSON lines over a unix socket (mode 0600), one request, one re
     {"op": "set_routes", "prefix": "ENV/",
      "routes": [{"name", "listen", "host", "drain_timeout", "first_byte_timeout"}]}
     {"op": "set_pool", "route": NAME, "backends": [{"id", "address", "weight"}]}
-    {"op": "drain", "route": NAME, "addresses": [...], "timeout": SECONDS}   (replies when done)
+    {"op": "drain", "route": NAME, "addresses": [...], "timeout": SECONDS, "hung": BOOL}   (replies when done)
     {"op": "stats"}                                             -> {"ok": true, "stats": {...}}
 
 Stats per backend: instance, address, weight, inflight, requests, errors, mean_latency_ms, and
@@ -82,7 +82,10 @@ class ControlServer:
             return {"ok": True}
         if op == "drain":
             result = await self.router.drain(
-                str(request["route"]), list(request["addresses"]), float(request["timeout"])
+                str(request["route"]),
+                list(request["addresses"]),
+                float(request["timeout"]),
+                bool(request.get("hung", False)),
             )
             self.save_state()
             return {"ok": True, **result}

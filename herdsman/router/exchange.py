@@ -313,6 +313,15 @@ class Exchange:
             self.client.transport.write(simple_response(502, "Bad Gateway", text, close=True))
         self.client.transport.close()
 
+    def unanswered(self, now: float) -> None:
+        """Its backend is hung (it failed its health checks and is being drained): a request still
+        waiting for a first byte is ended there now, as at a first-byte timeout (retried elsewhere
+        when idempotent, else a 504); one whose response has begun is left to finish."""
+        route, backend = self.route, self.backend
+        if self.done or self.answering or route is None or backend is None:
+            return
+        self.give_up(route, backend, now, sent=self.upstream is not None)
+
     def cut(self) -> None:
         """The drain timeout passed with this request still running."""
         if self.backend is not None:

@@ -170,13 +170,22 @@ class Router:
             backend.close_idle()
             self.retired[backend.address] = backend
 
-    async def drain(self, route_name: str, addresses: list[str], timeout: float) -> dict[str, int]:
-        """Wait until the backends have nothing in flight; cut what still runs after ``timeout``."""
+    async def drain(
+        self, route_name: str, addresses: list[str], timeout: float, hung: bool = False
+    ) -> dict[str, int]:
+        """Wait until the backends have nothing in flight; cut what still runs after ``timeout``.
+        With ``hung`` (backends that failed their health checks) requests still waiting for a first
+        byte are ended at once (`Exchange.unanswered`): they would only wait out the timeout."""
         route = self.routes.get(route_name)
         draining = [b for b in (route.backends if route else []) if b.address in addresses]
         draining += [self.retired[a] for a in addresses if a in self.retired]
         for backend in draining:
             backend.draining = True
+        if hung:
+            now = time.monotonic()
+            for backend in draining:
+                for exchange in list(backend.exchanges):
+                    exchange.unanswered(now)
         deadline = time.monotonic() + timeout
         while any(b.inflight for b in draining) and time.monotonic() < deadline:
             await asyncio.sleep(0.01)

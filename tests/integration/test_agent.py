@@ -274,3 +274,28 @@ def test_the_agent_reaps_instances_of_no_release(project: tuple[Path, int]) -> N
     assert any(i["id"] == "web-99-stray" for i in running(root))
     wait_for(lambda: all(i["id"] != "web-99-stray" for i in instances(root)), seconds=20)
     assert len(running(root)) == 2 and {i["release"] for i in running(root)} == {"1"}
+
+
+def test_a_hung_instance_leaves_quickly_with_no_failed_request(project: tuple[Path, int]) -> None:
+    """SIGSTOP an instance under load: its liveness checks fail, it leaves the pool, the requests it
+    held are retried elsewhere at once (not after the drain or first-byte timeout), and it is
+    quarantined and stopped without waiting a whole stop grace for a process that cannot run."""
+    root, port = project
+    herd(root, "up", "-d")
+    victim = sorted(i["id"] for i in running(root))[0]
+    kept = root / ".herd" / "quarantine" / victim
+    with Load(f"http://127.0.0.1:{port}/", workers=4) as load:
+        time.sleep(0.5)
+        stopped_at = time.monotonic()
+        os.kill(app_pid(root, victim), signal.SIGSTOP)
+        wait_for(lambda: victim not in serving(root), 20)
+        out_of_pool = time.monotonic() - stopped_at
+        wait_for(lambda: (kept / "instance.json").exists() and len(running(root)) == 2, 40)
+        quarantined = time.monotonic() - stopped_at
+        time.sleep(0.5)
+    print(f"hung: out of the pool in {out_of_pool:.2f}s, quarantined and stopped in {quarantined:.2f}s")
+    assert load.failures == [], load.failures[:5]
+    assert len(load.served) > 50
+    assert victim not in {i["id"] for i in running(root)}
+    assert quarantined < 25, "the 30 s drain timeout (first-byte timeout) was not waited out"
+    assert "liveness" in json.loads((kept / "instance.json").read_text())["reason"]
