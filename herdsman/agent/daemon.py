@@ -35,7 +35,7 @@ from herdsman.agent.quarantine import Quarantine
 from herdsman.agent.server import ensure_token, serve, socket_path
 from herdsman.agent.watch import Watcher
 from herdsman.deploy.pidlock import lock_holder, pid_lock
-from herdsman.deploy.plan import Policy
+from herdsman.deploy.plan import effective_policy
 from herdsman.deploy.release import service_config
 from herdsman.deploy.run import Deployment
 from herdsman.drivers.base import InstanceState
@@ -177,6 +177,7 @@ class Agent:
         """A full listing: adopt what runs, watch it, and note what changed."""
         generation = self.deployment.state.generation(self.env)
         states = await self.deployment.driver.list(self.deployment.executor.target.selector)
+        self.deployment.executor.saw(states)
         release = self.deployment.state.current_release(self.env)
         checks = {}
         if release is not None:
@@ -251,7 +252,7 @@ class Agent:
                 continue
             load = loads.setdefault(name, ServiceLoad())
             load.samples.append(sample_of(route, now))
-            current = scales[name][0] if name in scales else configs[name].replicas
+            current = effective_policy(configs[name], scales.get(name)).replicas
             new = decide(rule, load, current, now)
             if new is not None and new != current:
                 self._scaled(name, current, new, load.samples[-1])
@@ -301,20 +302,10 @@ class Agent:
     # acting ---------------------------------------------------------------------------------------
     def wants(self, release: Release) -> dict[str, Want]:
         scales = self.deployment.state.scales(self.env)
-        out = {}
-        for name, entry in release.services().items():
-            config = service_config(entry)
-            replicas = scales[name][0] if name in scales else config.replicas
-            out[name] = Want(
-                release.number,
-                Policy(
-                    replicas=replicas,
-                    max_surge=config.deploy.max_surge,
-                    max_unavailable=config.deploy.max_unavailable,
-                    routed=config.route is not None,
-                ),
-            )
-        return out
+        return {
+            name: Want(release.number, effective_policy(service_config(entry), scales.get(name)))
+            for name, entry in release.services().items()
+        }
 
     async def reconcile(self) -> None:
         """One pass over the services where something changed, against the release that is current

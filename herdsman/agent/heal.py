@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from herdsman.agent.fleet import Seen, Want, heal_plan
 from herdsman.deploy.execute import id_maker, route_name
-from herdsman.deploy.plan import Step
+from herdsman.deploy.plan import Step, retire_removed
 from herdsman.deploy.release import service_config
 from herdsman.errors import DeployError
 from herdsman.state import Release
@@ -45,11 +45,7 @@ class Healer:
             if want is None:  # a service no longer in the release: retire what is left of it
                 ids = [s.id for s in seen]
                 if ids:
-                    jobs.append(
-                        self._apply(
-                            service, [{"op": "retire", "service": service, "instances": ids}], release
-                        )
-                    )
+                    jobs.append(self._apply(service, retire_removed(service, ids), release))
                 continue
             self._count_crashes(service, seen)
             wait = self.agent.backoff.wait(service, now)
@@ -125,6 +121,7 @@ class Healer:
             )
 
     def _forget(self, service: str, instance: str) -> None:
+        self.agent.deployment.executor.known.pop(instance, None)
         self.agent.watcher.forget(instance)
         self.agent.fleet.forget(service, instance)
         self.agent.drifted.pop(instance, None)

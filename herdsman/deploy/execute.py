@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from herdsman.deploy.instances import instance_spec
-from herdsman.deploy.plan import Policy, Running, Step, plan_service
+from herdsman.deploy.plan import Running, Step, effective_policy, plan_release
 from herdsman.deploy.release import service_config
 from herdsman.drivers.base import Driver, InstanceSpec, InstanceState
 from herdsman.errors import DeployError
@@ -92,6 +92,9 @@ class Target:
         return {"herd.stack-id": self.stack_id, "herd.env": self.env}
 
 
+LOOK_EVERY = 0.25  # seconds between asking the driver whether an instance being admitted still runs
+
+
 def route_name(env: str, service: str) -> str:
     return f"{env}/{service}"
 
@@ -120,8 +123,14 @@ class Executor:
         self.pools = pools
         self.progress: collections.deque[str] = collections.deque(maxlen=500)  # the latest lines
         self.listeners: list[Callable[[str], None]] = []  # e.g. the CLI printing as it goes
+        # what start and the last listing said of each instance: a rollout does not ask again
+        self.known: dict[str, InstanceState] = {}
         # steps the agent adds (e.g. "quarantine"), applied by the agent's own code
         self.extra_ops: dict[str, Callable[[Step, Release], Awaitable[None]]] = {}
+
+    def saw(self, listing: list[InstanceState]) -> None:
+        """A full listing of what runs: what is known of each instance starts from it."""
+        self.known = {i.id: i for i in listing}
 
     def say(self, message: str) -> None:
         self.progress.append(message)
@@ -154,34 +163,26 @@ class Executor:
         quarantines them itself). Replica counts set at run time (`herd scale`) win over the release's."""
         if current is None:
             current = await self.driver.list(self.target.selector)
+        self.saw(current)
         scales = self.state.scales(self.target.env)
-        steps: list[Step] = []
-        prefix = token.token_hex(2)
-        for name, entry in release.services().items():
-            if services is not None and name not in services:
-                continue
-            config = service_config(entry)
-            deploy = config.deploy
-            if deploy.strategy == "canary" and services is None:
-                self.say(f"{name}: the canary strategy is not available yet; rolling out with `rolling`")
-            mine = [i for i in current if i.service == name and i.id not in absent]
-            running = [Running(i.id, i.release, i.state == "running") for i in mine]
-            policy = Policy(
-                replicas=scales[name][0] if name in scales else config.replicas,
-                strategy="blue-green" if deploy.strategy == "blue-green" else "rolling",
-                max_surge=deploy.max_surge,
-                max_unavailable=deploy.max_unavailable,
-                routed=config.route is not None,
-            )
-            steps += plan_service(
-                name, running, release.number, policy, id_maker(name, release.number, prefix)
-            )
+        configs = {name: service_config(entry) for name, entry in release.services().items()}
         if services is None:
-            known = release.services()
-            for instance in current:  # services removed from the stack
-                if instance.service not in known:
-                    steps.append({"op": "retire", "service": instance.service, "instances": [instance.id]})
-        return steps
+            for name, config in configs.items():
+                if config.deploy.strategy == "canary":
+                    self.say(f"{name}: the canary strategy is not available yet; rolling out with `rolling`")
+        running: dict[str, list[Running]] = {}
+        for i in current:
+            if i.id not in absent:
+                running.setdefault(i.service, []).append(Running(i.id, i.release, i.state == "running"))
+        policies = {name: effective_policy(config, scales.get(name)) for name, config in configs.items()}
+        prefix = token.token_hex(2)
+        return plan_release(
+            running,
+            release.number,
+            policies,
+            lambda name: id_maker(name, release.number, prefix),
+            services,
+        )
 
     # running --------------------------------------------------------------------------------------
     async def rollout(self, release: Release, previous: Release | None, *, migrate: bool = False) -> None:
@@ -319,7 +320,7 @@ class Executor:
         self, instance_id: str, service: str, release: Release, entry: Mapping[str, Any]
     ) -> None:
         spec = await asyncio.to_thread(self.target.spec, instance_id, service, release.number, entry)
-        await self.driver.start(spec)
+        self.known[instance_id] = await self.driver.start(spec)
         self.state.event(
             self.target.env,
             "instance",
@@ -337,8 +338,12 @@ class Executor:
         deadline = time.monotonic() + (check.deadline if check else 60.0)
         tracker = HealthTracker.for_check(check) if check else None
         pause = 0.01
+        state, looked = self.known.get(instance_id), 0.0
         while True:
-            state = await self.driver.inspect(instance_id)
+            # whether it still runs is asked of the driver at most every LOOK_EVERY (on Docker each
+            # look is an API round trip); an answering probe says so already
+            if state is None or check is None or time.monotonic() - looked >= LOOK_EVERY:
+                state, looked = await self._look(instance_id), time.monotonic()
             if state is None or state.state != "running":
                 raise self._failure(instance_id, state, "crashed before it became healthy")
             if check is None or tracker is None:
@@ -347,6 +352,9 @@ class Executor:
             if tracker.record(result) or tracker.healthy:
                 return
             if time.monotonic() > deadline:
+                state = await self._look(instance_id)
+                if state is None or state.state != "running":
+                    raise self._failure(instance_id, state, "crashed before it became healthy")
                 raise self._failure(
                     instance_id,
                     state,
@@ -368,18 +376,31 @@ class Executor:
             message, hint="the previous release keeps serving; `herd logs` shows the whole log"
         )
 
+    async def _look(self, instance_id: str) -> InstanceState | None:
+        """Ask the driver about an instance, and remember the answer."""
+        state = await self.driver.inspect(instance_id)
+        if state is None:
+            self.known.pop(instance_id, None)
+        else:
+            self.known[instance_id] = state
+        return state
+
+    async def _state(self, instance_id: str) -> InstanceState | None:
+        """What is known of an instance (its start, the last listing), else the driver's answer."""
+        return self.known.get(instance_id) or await self._look(instance_id)
+
     async def _pool(self, service: str, ids: list[str]) -> None:
         if self.pools is None:
             return
         backends = []
         for instance_id in ids:
-            state = await self.driver.inspect(instance_id)
+            state = await self._state(instance_id)
             if state is not None and state.state == "running" and state.port:
                 backends.append((instance_id, state.address, 1))
         await self.pools.set_pool(route_name(self.target.env, service), backends)
 
     async def _retire(self, service: str, ids: list[str], entry: Mapping[str, Any] | None) -> None:
-        states = [s for s in [await self.driver.inspect(i) for i in ids] if s is not None]
+        states = [s for s in [await self._state(i) for i in ids] if s is not None]
         config = service_config(entry) if entry else None
         if self.pools is not None and config is not None and config.route is not None:
             addresses = [s.address for s in states if s.address]
@@ -389,6 +410,7 @@ class Executor:
         grace = config.stop_grace if config is not None else 10.0
         await asyncio.gather(*(self.driver.stop(s.id, grace) for s in states))
         for s in states:
+            self.known.pop(s.id, None)
             self.state.event(
                 self.target.env,
                 "instance",

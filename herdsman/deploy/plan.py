@@ -16,9 +16,11 @@ Steps are plain dicts (they are written ahead into the state store as JSON):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from herdsman.spec import Service
 
 Step = dict[str, Any]
 
@@ -39,6 +41,46 @@ class Policy:
     max_surge: int = 1
     max_unavailable: int = 0
     routed: bool = True
+
+
+def effective_policy(config: Service, scale: tuple[int, str] | None = None) -> Policy:
+    """How one service of a release rolls: its deploy policy, with a replica count set at run time
+    (``scale``: `herd scale` or the autoscaler, as the state store keeps it) winning over the
+    release's. The one place this rule lives: deploys, heals and the autoscaler all ask it."""
+    deploy = config.deploy
+    return Policy(
+        replicas=scale[0] if scale is not None else config.replicas,
+        strategy="blue-green" if deploy.strategy == "blue-green" else "rolling",
+        max_surge=deploy.max_surge,
+        max_unavailable=deploy.max_unavailable,
+        routed=config.route is not None,
+    )
+
+
+def plan_release(
+    current: Mapping[str, Sequence[Running]],
+    release: int,
+    policies: Mapping[str, Policy],
+    new_id: Callable[[str], Callable[[], str]],
+    services: Collection[str] | None = None,
+) -> list[Step]:
+    """The steps from what runs (``current``, by service) to ``release`` with ``policies`` (one per
+    service of the release). With ``services``, only those; otherwise the instances of services that
+    left the stack are retired too."""
+    steps: list[Step] = []
+    for name, policy in policies.items():
+        if services is None or name in services:
+            steps += plan_service(name, current.get(name, ()), release, policy, new_id(name))
+    if services is None:
+        for name, running in sorted(current.items()):
+            if name not in policies and running:
+                steps += retire_removed(name, [r.id for r in running])
+    return steps
+
+
+def retire_removed(service: str, ids: Sequence[str]) -> list[Step]:
+    """A service that left the stack: its instances retire (its route went with it)."""
+    return [{"op": "retire", "service": service, "instances": list(ids)}]
 
 
 def plan_service(
