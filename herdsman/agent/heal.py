@@ -17,9 +17,9 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from herdsman.agent.fleet import Seen, Want, heal_plan
-from herdsman.deploy.execute import id_maker, route_name
 from herdsman.deploy.plan import Step, retire_removed
 from herdsman.deploy.release import service_config
+from herdsman.deploy.target import id_maker, route_name
 from herdsman.errors import DeployError
 from herdsman.state import Release
 

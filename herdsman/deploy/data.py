@@ -15,9 +15,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from herdsman.deploy.execute import route_name
 from herdsman.deploy.release import service_config
 from herdsman.deploy.run import Deployment
+from herdsman.deploy.target import route_name
 from herdsman.deploy.volumes import snapshot_dir
 from herdsman.state import Release
 

@@ -19,8 +19,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from herdsman.deploy.execute import Target, log_tail
 from herdsman.deploy.release import service_config
+from herdsman.deploy.target import Target, log_tail
 from herdsman.deploy.volumes import restore, snapshot, snapshot_dir
 from herdsman.drivers.base import Driver
 from herdsman.errors import DeployError

@@ -15,9 +15,10 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from herdsman.deploy.execute import Executor, Pools, Target
+from herdsman.deploy.execute import Executor, Pools
 from herdsman.deploy.pidlock import pid_lock
 from herdsman.deploy.release import release_content
+from herdsman.deploy.target import Target
 from herdsman.drivers.base import Driver, private_dir
 from herdsman.drivers.process import ProcessDriver
 from herdsman.errors import DeployError, DriverError

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from herdsman.deploy.execute import Executor, Target
+from herdsman.deploy.execute import Executor
 from herdsman.deploy.release import release_content
+from herdsman.deploy.target import Target
 from herdsman.drivers.process import ProcessDriver
 from herdsman.errors import DeployError
 from herdsman.image.bake import bake, image_store
