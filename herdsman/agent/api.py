@@ -225,7 +225,7 @@ def make_app(agent: Agent, token: str) -> FastAPI:
                 trigger=r.trigger,
                 status=r.status,
                 reason=r.reason,
-                images={name: str(entry.get("image", "")) for name, entry in r.services().items()},
+                images={name: entry.image for name, entry in r.services().items()},
             )
             for r in agent.state.releases(agent.env)
         ]

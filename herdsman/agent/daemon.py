@@ -36,7 +36,6 @@ from herdsman.agent.server import ensure_token, serve, socket_path
 from herdsman.agent.watch import Watcher
 from herdsman.deploy.pidlock import lock_holder, pid_lock
 from herdsman.deploy.plan import effective_policy
-from herdsman.deploy.release import service_config
 from herdsman.deploy.run import Deployment
 from herdsman.drivers.base import InstanceState
 from herdsman.errors import HerdError
@@ -181,7 +180,7 @@ class Agent:
         release = self.deployment.state.current_release(self.env)
         checks = {}
         if release is not None:
-            checks = {n: service_config(e).health for n, e in release.services().items()}
+            checks = {n: e.config.health for n, e in release.services().items()}
         for state in states:
             if state.state == "running":
                 if not self.watcher.watch_exit(state):
@@ -238,7 +237,7 @@ class Agent:
         release = self.deployment.state.current_release(self.env)
         if release is None:
             return
-        configs = {n: service_config(e) for n, e in release.services().items()}
+        configs = {n: e.config for n, e in release.services().items()}
         rules = {n: c.scale for n, c in configs.items() if c.scale is not None and c.route is not None}
         holder = lock_holder(self.home / "run" / f"deploy-{self.env}.lock")
         if not rules or (holder is not None and holder != os.getpid()):
@@ -303,7 +302,7 @@ class Agent:
     def wants(self, release: Release) -> dict[str, Want]:
         scales = self.deployment.state.scales(self.env)
         return {
-            name: Want(release.number, effective_policy(service_config(entry), scales.get(name)))
+            name: Want(release.number, effective_policy(entry.config, scales.get(name)))
             for name, entry in release.services().items()
         }
 

@@ -13,7 +13,6 @@ import asyncio
 import dataclasses
 from typing import TYPE_CHECKING
 
-from herdsman.deploy.release import service_config
 from herdsman.deploy.verify import Finding, verify_instances
 from herdsman.image.filelist import copy_differences
 
@@ -45,7 +44,7 @@ class DriftChecker:
         release = agent.state.current_release(agent.env)
         for finding in await verify_instances(agent.deployment):
             entry = release.services().get(finding.service) if release else None
-            policy = service_config(entry).drift if entry else "report"
+            policy = entry.config.drift if entry else "report"
             if policy == "ignore":
                 continue
             action = "reported"

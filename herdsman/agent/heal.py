@@ -14,11 +14,10 @@ import asyncio
 import secrets as token
 import shutil
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from herdsman.agent.fleet import Seen, Want, heal_plan
 from herdsman.deploy.plan import Step, retire_removed
-from herdsman.deploy.release import service_config
 from herdsman.deploy.target import id_maker, route_name
 from herdsman.errors import DeployError
 from herdsman.state import Release
@@ -135,8 +134,8 @@ class Healer:
         state = await driver.inspect(instance_id)
         if state is None:
             return
-        entry: dict[str, Any] = release.services().get(service) or {}
-        config = service_config(entry) if entry else None
+        entry = release.services().get(service)
+        config = entry.config if entry is not None else None
         pools = agent.deployment.executor.pools
         if pools is not None and config is not None and config.route is not None and state.address:
             hung = bool(step.get("unhealthy"))  # failing its checks: what it holds will not be answered

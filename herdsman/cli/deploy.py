@@ -125,7 +125,7 @@ def releases(ctx: Context, env: str | None) -> None:
         table.add_column(column)
     previous = None
     for release in deployment.state.releases(deployment.env):
-        images = ", ".join(f"{name}={short(entry['image'])}" for name, entry in release.services().items())
+        images = ", ".join(f"{name}={short(entry.image)}" for name, entry in release.services().items())
         changed = ", ".join(changed_keys(previous, release.content)) or "nothing"
         when = datetime.fromtimestamp(release.created).strftime("%Y-%m-%d %H:%M:%S")
         status = release.status + (f": {release.reason.splitlines()[0]}" if release.reason else "")
@@ -164,7 +164,6 @@ def ps(ctx: Context, env: str | None) -> None:
 
 async def _probe_all(deployment: Deployment, instances: list[InstanceState]) -> dict[str, str]:
     """One health probe per running instance, all at once, with the check of its release."""
-    from herdsman.deploy.release import service_config
     from herdsman.health import probe
 
     async def one(item: InstanceState) -> tuple[str, str]:
@@ -174,7 +173,7 @@ async def _probe_all(deployment: Deployment, instances: list[InstanceState]) -> 
             entry = deployment.state.release(deployment.env, item.release).services()[item.service]
         except (HerdError, KeyError):
             return item.id, "?"
-        check = service_config(entry).health
+        check = entry.config.health
         if check is None:
             return item.id, "no check"
         result = await probe(check, "127.0.0.1", item.port)

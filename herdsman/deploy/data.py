@@ -15,7 +15,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from herdsman.deploy.release import service_config
 from herdsman.deploy.run import Deployment
 from herdsman.deploy.target import route_name
 from herdsman.deploy.volumes import snapshot_dir
@@ -55,7 +54,7 @@ async def stop_users(deployment: Deployment, release: Release | None, volumes: s
     services = []
     if release is not None:
         for name, entry in release.services().items():
-            config = service_config(entry)
+            config = entry.config
             if volumes & set(config.volumes):
                 services.append(name)
                 pools = deployment.executor.pools

@@ -14,16 +14,15 @@ import collections
 import contextlib
 import secrets as token
 import time
-from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterator
 from typing import Any, Protocol
 
 from herdsman.deploy.plan import Running, Step, effective_policy, plan_release
-from herdsman.deploy.release import service_config
 from herdsman.deploy.target import Target, id_maker, log_tail, route_name
 from herdsman.drivers.base import Driver, InstanceState
 from herdsman.errors import DeployError
 from herdsman.health import HealthTracker, probe
-from herdsman.state import Release, StateStore
+from herdsman.state import Release, ServiceRelease, StateStore
 
 
 class Pools(Protocol):
@@ -96,7 +95,7 @@ class Executor:
             current = await self.driver.list(self.target.selector)
         self.saw(current)
         scales = self.state.scales(self.target.env)
-        configs = {name: service_config(entry) for name, entry in release.services().items()}
+        configs = {name: entry.config for name, entry in release.services().items()}
         if services is None:
             for name, config in configs.items():
                 if config.deploy.strategy == "canary":
@@ -130,7 +129,7 @@ class Executor:
                 self.state.set_release_status(self.target.env, release.number, "failed", failure.message)
                 raise
         steps = await self.plan(release)
-        strategy = ",".join(sorted({service_config(e).deploy.strategy for e in release.services().values()}))
+        strategy = ",".join(sorted({e.config.deploy.strategy for e in release.services().values()}))
         record = self.state.start_rollout(
             self.target.env,
             previous.number if previous else None,
@@ -189,7 +188,7 @@ class Executor:
 
         notes = []
         for done in migrated:
-            config = service_config(release.services()[done.service])
+            config = release.services()[done.service].config
             if config.migrate is not None and config.migrate.rollback_data:
                 Migrator(self.target, self.state, self.driver, self.say).restore(done.snapshots)
                 notes.append(
@@ -224,7 +223,7 @@ class Executor:
             return
         from herdsman.router.client import routes_of
 
-        configs = {name: service_config(entry) for name, entry in release.services().items()}
+        configs = {name: entry.config for name, entry in release.services().items()}
         await self.pools.set_routes(self.target.env, routes_of(self.target.env, configs))
 
     async def apply(self, step: Step, release: Release) -> None:
@@ -247,9 +246,7 @@ class Executor:
         else:
             raise DeployError(f"unknown step {op!r}")
 
-    async def _start(
-        self, instance_id: str, service: str, release: Release, entry: Mapping[str, Any]
-    ) -> None:
+    async def _start(self, instance_id: str, service: str, release: Release, entry: ServiceRelease) -> None:
         spec = await asyncio.to_thread(self.target.spec, instance_id, service, release.number, entry)
         self.known[instance_id] = await self.driver.start(spec)
         self.state.event(
@@ -261,11 +258,11 @@ class Executor:
             release=release.number,
         )
 
-    async def _admit(self, instance_id: str, service: str, entry: Mapping[str, Any]) -> None:
+    async def _admit(self, instance_id: str, service: str, entry: ServiceRelease) -> None:
         """Wait until the instance passes its health check. Until its first success it is probed
         quickly (from 20 ms, doubling up to the check's interval), so a replacement that is ready
         in 100 ms takes traffic in about 100 ms, not after a whole interval."""
-        check = service_config(entry).health
+        check = entry.config.health
         deadline = time.monotonic() + (check.deadline if check else 60.0)
         tracker = HealthTracker.for_check(check) if check else None
         pause = 0.01
@@ -330,9 +327,9 @@ class Executor:
                 backends.append((instance_id, state.address, 1))
         await self.pools.set_pool(route_name(self.target.env, service), backends)
 
-    async def _retire(self, service: str, ids: list[str], entry: Mapping[str, Any] | None) -> None:
+    async def _retire(self, service: str, ids: list[str], entry: ServiceRelease | None) -> None:
         states = [s for s in [await self._state(i) for i in ids] if s is not None]
-        config = service_config(entry) if entry else None
+        config = entry.config if entry else None
         if self.pools is not None and config is not None and config.route is not None:
             addresses = [s.address for s in states if s.address]
             await self.pools.drain(

@@ -11,9 +11,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from herdsman.deploy.release import service_config
 from herdsman.drivers.base import InstanceSpec, VolumeMount
 from herdsman.errors import DeployError
+from herdsman.state import ServiceRelease
 
 
 def instance_spec(
@@ -24,12 +24,12 @@ def instance_spec(
     env_name: str,
     service: str,
     release: int,
-    entry: Mapping[str, Any],
+    entry: ServiceRelease,
     image_config: Mapping[str, Any],
     home: Path,
     secrets: Mapping[str, str],
 ) -> InstanceSpec:
-    config = service_config(entry)
+    config = entry.config
     run = image_config.get("config") or {}
     command = list(config.command) or list(run.get("Cmd") or [])
     argv = list(run.get("Entrypoint") or []) + command
@@ -62,14 +62,14 @@ def instance_spec(
         "herd.service": service,
         "herd.release": str(release),
         "herd.instance": instance_id,
-        "herd.image": entry["image"],
+        "herd.image": entry.image,
     }
     volumes = tuple(
         VolumeMount(name, home / "volumes" / name, target) for name, target in sorted(config.volumes.items())
     )
     return InstanceSpec(
         id=instance_id,
-        image=entry["image"],
+        image=entry.image,
         labels=labels,
         argv=tuple(argv),
         env=env,

@@ -19,12 +19,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from herdsman.deploy.release import service_config
 from herdsman.deploy.target import Target, log_tail
 from herdsman.deploy.volumes import restore, snapshot, snapshot_dir
 from herdsman.drivers.base import Driver
 from herdsman.errors import DeployError
-from herdsman.state import Release, StateStore
+from herdsman.state import Release, ServiceRelease, StateStore
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,7 +43,7 @@ class Migrator:
         """Run every migration of ``release``; on a failure, restore and raise."""
         done: list[Migrated] = []
         for service, entry in release.services().items():
-            config = service_config(entry)
+            config = entry.config
             if config.migrate is None:
                 continue
             snapshots = await asyncio.to_thread(self._snapshot, release, config.volumes)
@@ -88,8 +87,8 @@ class Migrator:
             restore(path, self.driver.volume_dir(self.target.stack_id, volume))
             self.say(f"volume {volume} restored from {path}")
 
-    async def _run_one(self, release: Release, service: str, entry: dict[str, object]) -> None:
-        config = service_config(entry)
+    async def _run_one(self, release: Release, service: str, entry: ServiceRelease) -> None:
+        config = entry.config
         assert config.migrate is not None
         instance_id = f"{service}-{release.number}-migrate"
         spec = await asyncio.to_thread(self.target.spec, instance_id, service, release.number, entry)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from herdsman.spec import Project, Service
+from herdsman.spec import Project
 
 
 def release_content(project: Project, env: str, images: Mapping[str, str]) -> dict[str, Any]:
@@ -35,11 +35,6 @@ def release_content(project: Project, env: str, images: Mapping[str, str]) -> di
         "services": services,
         "volumes": sorted(stack.volume),
     }
-
-
-def service_config(entry: Mapping[str, Any]) -> Service:
-    """A release's service config as the typed model again (durations and all)."""
-    return Service.model_validate(entry["config"])
 
 
 def changed_keys(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> list[str]:

@@ -26,7 +26,7 @@ from herdsman.image.assemble import git_revision
 from herdsman.image.bake import bake, image_store
 from herdsman.image.progress import NullReporter, Reporter
 from herdsman.spec import Project, herd_home
-from herdsman.state import Release, StateStore
+from herdsman.state import Release, StateStore, services_of
 
 
 def deploy_lock(home: Path, env: str, wait: float = 0.0) -> contextlib.AbstractContextManager[None]:
@@ -140,8 +140,8 @@ class Deployment:
         """What can be checked before a release is recorded: every secret has a value, every service
         has something to run. Raises one DeployError naming every problem."""
         problems = []
-        for name, entry in sorted(content["services"].items()):
-            missing = [s for s in entry["config"].get("secrets", []) if s not in secrets]
+        for name, entry in sorted(services_of(content).items()):
+            missing = [s for s in entry.config.secrets if s not in secrets]
             if missing:
                 problems.append(f"service {name!r} needs secret(s) {', '.join(missing)}, which are not set")
                 continue

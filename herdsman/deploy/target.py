@@ -15,6 +15,7 @@ from typing import Any
 from herdsman.deploy.instances import instance_spec
 from herdsman.drivers.base import InstanceSpec
 from herdsman.image.oci import ImageStore
+from herdsman.state import ServiceRelease
 
 
 @dataclass
@@ -35,7 +36,7 @@ class Target:
         instance_id: str,
         service: str,
         release: int,
-        entry: Mapping[str, Any],
+        entry: ServiceRelease,
         secrets: Mapping[str, str] | None = None,
     ) -> InstanceSpec:
         """What the driver starts for ``instance_id`` of ``release`` (reads the image config)."""
@@ -47,8 +48,8 @@ class Target:
             service=service,
             release=release,
             entry=entry,
-            image_config=self.configs.get(entry["image"])
-            or self.configs.setdefault(entry["image"], self.images.config(entry["image"])),
+            image_config=self.configs.get(entry.image)
+            or self.configs.setdefault(entry.image, self.images.config(entry.image)),
             home=self.home,
             secrets=self.secrets_of(release) if secrets is None else secrets,
         )

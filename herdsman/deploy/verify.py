@@ -45,9 +45,9 @@ async def verify_instances(deployment: Deployment) -> list[Finding]:
         if entry is None:
             continue
         values = target.secrets_of(release.number)
-        secrets = {name: values.get(name, UNKNOWN) for name in entry["config"].get("secrets", [])}
+        secrets = {name: values.get(name, UNKNOWN) for name in entry.config.secrets}
         spec = target.spec(state.id, state.service, release.number, entry, secrets)
         drifts = await deployment.driver.verify(state.id, spec)
         if drifts:
-            findings.append(Finding(state.id, state.service, release.number, entry["image"], tuple(drifts)))
+            findings.append(Finding(state.id, state.service, release.number, entry.image, tuple(drifts)))
     return findings

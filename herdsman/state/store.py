@@ -14,14 +14,53 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from herdsman.errors import DeployError
+from herdsman.spec import Service
 from herdsman.state.schema import MIGRATIONS
+
+
+@dataclass(frozen=True)
+class ServiceRelease:
+    """One service of a release, typed: the image it runs and the config it runs with."""
+
+    name: str
+    image: str  # manifest digest
+    image_spec: str  # digest of what of the service's spec went into its image
+    config: Service
+
+
+_PARSED: dict[str, dict[str, ServiceRelease]] = {}  # by content digest: a release never changes
+_PARSED_KEEP = 64
+
+
+def services_of(content: Mapping[str, Any]) -> dict[str, ServiceRelease]:
+    """The services of a release's content (recorded or about to be), typed."""
+    return {
+        name: ServiceRelease(
+            name,
+            str(entry["image"]),
+            str(entry.get("image_spec", "")),
+            Service.model_validate(entry["config"]),
+        )
+        for name, entry in content.get("services", {}).items()
+    }
+
+
+def _parse(digest: str, content: Mapping[str, Any]) -> dict[str, ServiceRelease]:
+    """A release's services as typed values, validated once per content however often it is read."""
+    found = _PARSED.get(digest)
+    if found is None:
+        found = services_of(content)
+        if len(_PARSED) >= _PARSED_KEEP:
+            _PARSED.pop(next(iter(_PARSED)))
+        _PARSED[digest] = found
+    return found
 
 
 @dataclass(frozen=True)
@@ -37,8 +76,9 @@ class Release:
     status: str
     reason: str
 
-    def services(self) -> dict[str, Any]:
-        return dict(self.content.get("services", {}))
+    def services(self) -> dict[str, ServiceRelease]:
+        """Its services, typed (parsed once per content; ``content`` keeps the record as stored)."""
+        return dict(_parse(self.content_digest, self.content))
 
 
 @dataclass(frozen=True)

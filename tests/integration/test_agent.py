@@ -250,9 +250,7 @@ def test_the_agent_reaps_instances_of_no_release(project: tuple[Path, int]) -> N
     root, _port = project
     herd(root, "up", "-d")
     project_ = load_project(root / "herd.toml")
-    digest = next(iter(StateStore(root / ".herd" / "state.db").release("production", 1).services().values()))[
-        "image"
-    ]
+    digest = StateStore(root / ".herd" / "state.db").release("production", 1).services()["web"].image
     labels = {
         "herd.stack": stack_name(root),
         "herd.stack-id": stack_id(root),

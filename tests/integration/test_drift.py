@@ -45,7 +45,7 @@ def test_a_changed_file_in_an_unpacked_image_is_found_and_replaced(tmp_path: Pat
     try:
         herd(root, "deploy")
         assert "every running instance matches" in herd(root, "verify").stdout
-        image = StateStore(root / ".herd" / "state.db").release("production", 1).services()["web"]["image"]
+        image = StateStore(root / ".herd" / "state.db").release("production", 1).services()["web"].image
         rootfs = root / ".herd" / "rootfs" / image.removeprefix("sha256:")
         assert list_path(rootfs).exists(), "the file list is recorded at unpack"
         app = rootfs / "app" / "app.py"
@@ -115,11 +115,12 @@ async def started_spec(root: Path, instance: str):  # type: ignore[no-untyped-de
     return instance_spec(
         instance_id=instance,
         stack=project.stack.name,
+        stack_id=project.stack_id,
         env_name="production",
         service="web",
         release=1,
         entry=entry,
-        image_config=image_store(project).config(entry["image"]),
+        image_config=image_store(project).config(entry.image),
         home=root / ".herd",
         secrets={},
     )
