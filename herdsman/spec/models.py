@@ -46,8 +46,15 @@ def _absolute_path(value: str) -> str:
     return value.rstrip("/") or "/"
 
 
+def _copy_dest(value: str) -> str:
+    """An absolute path that keeps one trailing "/": it says "into this directory" (Docker's COPY)."""
+    path = _absolute_path(value)
+    return path + "/" if value.endswith("/") and path != "/" else path
+
+
 Argv = Annotated[tuple[str, ...], BeforeValidator(_argv)]
 AbsPath = Annotated[str, AfterValidator(_absolute_path)]
+CopyDest = Annotated[str, AfterValidator(_copy_dest)]
 
 
 class Model(BaseModel):
@@ -55,10 +62,12 @@ class Model(BaseModel):
 
 
 class CopyStep(Model):
-    """Files from the project (``src``, relative to herd.toml) into the image at ``dest``."""
+    """Files from the project (``src``, relative to herd.toml) into the image at ``dest``, as
+    Docker's COPY: a directory's contents go into ``dest``; a file goes into ``dest`` when it ends
+    with "/", and is otherwise renamed to ``dest``."""
 
     src: str = "."
-    dest: AbsPath = "/app"
+    dest: CopyDest = "/app"
 
 
 def _copy_steps(value: object) -> object:
