@@ -53,6 +53,14 @@ def check_stack(stack: Stack) -> list[Problem]:
 def _check_service(key: str, service: Service, stack: Stack) -> list[Problem]:
     problems: list[Problem] = []
     deploy = service.deploy
+    if deploy.strategy == "canary":  # a rule, not a model change: the canary keeps its keys meanwhile
+        problems.append(
+            Problem(
+                f"{key}.deploy.strategy",
+                "the canary strategy is not available yet; use rolling or blue-green",
+                'strategy = "rolling" replaces instances a few at a time; "blue-green" all at once',
+            )
+        )
     if deploy.max_surge == 0 and deploy.max_unavailable == 0:
         problems.append(
             Problem(
