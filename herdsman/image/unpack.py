@@ -54,6 +54,8 @@ OPAQUE = ".wh..wh..opq"
 _CHUNK = 1 << 20
 _SPECIAL = {tarfile.CHRTYPE: "character device", tarfile.BLKTYPE: "block device", tarfile.FIFOTYPE: "FIFO"}
 _HINT = "the image is damaged or hostile; herdsman never writes outside the directory it unpacks into"
+_BASE_HINT = "the base is damaged or hostile: nothing was baked from it; use another base or rebuild it"
+RULES_VERSION = 2  # part of what a passed check is remembered by: stricter rules check bases again
 
 
 def unpack_image(store: ImageStore, manifest_digest: str, dest: Path) -> None:
@@ -349,7 +351,8 @@ def check_layers(store: ImageStore, layers: Sequence[Descriptor], origin: str) -
     """Refuse a base whose layers could not be unpacked safely, naming ``origin`` (the archive or
     reference), the layer, the member and why, in one line. Run before the base is recorded in the
     store's index, so nothing is baked from it; see the module docstring."""
-    key = hashlib.sha256("\n".join(layer.digest for layer in layers).encode()).hexdigest()
+    chain = [f"rules:{RULES_VERSION}", *(layer.digest for layer in layers)]
+    key = hashlib.sha256("\n".join(chain).encode()).hexdigest()
     marker = store.root.parent / "cache" / "checked" / key
     if not layers or marker.exists():
         return
@@ -359,6 +362,8 @@ def check_layers(store: ImageStore, layers: Sequence[Descriptor], origin: str) -
             label = f"the base {origin}, layer {index} of {len(layers)}"
             blob = store.blob_path(layer.digest)
             unpack_layer(blob, layer.media_type, scratch, digest=layer.digest, label=label)
+    except BakeError as exc:
+        raise BakeError(exc.message, hint=_BASE_HINT) from None
     finally:
         _remove_tree(scratch)
     marker.parent.mkdir(parents=True, exist_ok=True)
