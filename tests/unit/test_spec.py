@@ -72,7 +72,14 @@ FULL = {
         },
     },
     "volume": {"data": {"description": "orders", "snapshots_keep": 7}},
-    "environment": {"staging": {"driver": "docker", "replicas": {"web": 1}, "env": {"MODE": "staging"}}},
+    "environment": {
+        "staging": {
+            "driver": "docker",
+            "replicas": {"web": 1},
+            "env": {"MODE": "staging"},
+            "registry": "127.0.0.1:5000/shop",
+        }
+    },
 }
 
 
