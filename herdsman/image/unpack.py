@@ -54,7 +54,7 @@ OPAQUE = ".wh..wh..opq"
 _CHUNK = 1 << 20
 _SPECIAL = {tarfile.CHRTYPE: "character device", tarfile.BLKTYPE: "block device", tarfile.FIFOTYPE: "FIFO"}
 _HINT = "the image is damaged or hostile; herdsman never writes outside the directory it unpacks into"
-_BASE_HINT = "the base is damaged or hostile: nothing was baked from it; use another base or rebuild it"
+_BASE_HINT = "the image is damaged or hostile; it was refused before anything was baked from it"
 RULES_VERSION = 2  # part of what a passed check is remembered by: stricter rules check bases again
 
 
@@ -359,7 +359,7 @@ def check_layers(store: ImageStore, layers: Sequence[Descriptor], origin: str) -
     scratch = Path(tempfile.mkdtemp(prefix=".check-", dir=store.root.parent))
     try:
         for index, layer in enumerate(layers, 1):
-            label = f"the base {origin}, layer {index} of {len(layers)}"
+            label = f"{origin}, layer {index} of {len(layers)}"
             blob = store.blob_path(layer.digest)
             unpack_layer(blob, layer.media_type, scratch, digest=layer.digest, label=label)
     except BakeError as exc:

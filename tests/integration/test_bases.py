@@ -303,7 +303,7 @@ def test_a_hostile_docker_archive_is_refused_at_bake_with_one_line(tmp_path: Pat
     with pytest.raises(BakeError) as err:
         bake(load_project(file))
     message = str(err.value)
-    assert message.startswith("refusing the base docker-archive:evil.tar, layer 2 of 2: member ")
+    assert message.startswith("refusing docker-archive:evil.tar, layer 2 of 2: member ")
     assert repr(member)[: len(member) + 1] in message and why in message
     assert "\n" not in message and len(message) < 300
     store = image_store(load_project(file))
