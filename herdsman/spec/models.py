@@ -4,6 +4,12 @@ Every model rejects unknown keys (a typo such as ``replica = 3`` must not silent
 Field names are the TOML keys, so a validation error's location *is* the key path a user types.
 Cross-field rules (a volume used but not declared, two routes on one address) live in
 ``spec.rules`` so each can name the exact key it is about.
+
+Values that would pass a type check but fail later are refused here too (issue 14): one-line
+values (paths, bases, addresses) hold no control character and `health.path` and `route.host`
+follow `spec.checks`; a duration is at most 30 days, and 0 only where it means "at once" or
+"never" (`PositiveDuration` elsewhere); a driver must be an installed `herdsman.drivers` entry
+point, read by name only so that the spec never imports a driver.
 """
 
 from __future__ import annotations

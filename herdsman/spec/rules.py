@@ -2,7 +2,8 @@
 
 Pydantic checks one field at a time; these need the whole stack (is this volume declared? does
 another route already listen there?). They return problems instead of raising, so `herd check`
-shows every mistake in one run.
+shows every mistake in one run. The canary strategy is refused here rather than in the model, so
+its keys and the planner's code keep working until it is built; then the rule goes.
 """
 
 from __future__ import annotations
