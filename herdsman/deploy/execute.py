@@ -96,10 +96,6 @@ class Executor:
         self.saw(current)
         scales = self.state.scales(self.target.env)
         configs = {name: entry.config for name, entry in release.services().items()}
-        if services is None:
-            for name, config in configs.items():
-                if config.deploy.strategy == "canary":
-                    self.say(f"{name}: the canary strategy is not available yet; rolling out with `rolling`")
         running: dict[str, list[Running]] = {}
         for i in current:
             if i.id not in absent:

@@ -9,7 +9,8 @@ otherwise uploaded (POST, then PUT with its digest). The manifest goes last, und
 is given and by digest always, with its bytes as stored — so its digest stays the one we baked.
 Pull: by digest (a tag is resolved to a digest first, once, and said so); the manifest and every
 blob are verified against their digests while they stream into the store, written atomically, so
-a tampered blob is refused and leaves nothing behind.
+a tampered blob is refused and leaves nothing behind. The layers are then checked by the unpacking
+rules (`unpack.check_layers`): an image with a hostile layer is refused and never indexed.
 
 Auth: anonymous, HTTP basic, and the bearer-token flow (a 401 with `WWW-Authenticate: Bearer
 realm=...,service=...,scope=...` sends us to the realm, with basic credentials if we have them, for
@@ -39,6 +40,7 @@ from herdsman.image.oci import (
     ImageStore,
     sha256_digest,
 )
+from herdsman.image.unpack import check_layers
 
 ACCEPT = ", ".join((MEDIA_MANIFEST, MEDIA_INDEX, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST))
 INDEXES = (MEDIA_INDEX, DOCKER_MANIFEST_LIST)
@@ -297,6 +299,8 @@ def pull(store: ImageStore, reference: Reference, platform: str = "amd64") -> De
         ]:
             registry.fetch_blob(store, reference.name, blob)
         store.write_blob(raw, media_type)
+    layers = [Descriptor.from_json(x) for x in manifest.get("layers", [])]
+    check_layers(store, layers, str(reference.by_digest(digest)))
     descriptor = Descriptor(media_type, digest, len(raw), {REF_NAME: str(reference.by_digest(digest))})
     store.add_to_index(descriptor)
     return descriptor

@@ -82,7 +82,11 @@ class StatCache:
 
 
 def scan(root: Path, src: str, dest: str, cache: StatCache) -> list[SourceFile]:
-    """Every file under ``root/src`` that is not ignored, mapped under ``dest``, sorted."""
+    """Every file under ``root/src`` that is not ignored, mapped under ``dest``, sorted.
+
+    As Docker's COPY: a directory ``src`` puts its *contents* into ``dest``; a file ``src`` goes
+    into ``dest`` when it ends with "/" (``app.py`` to ``/app/`` is ``/app/app.py``), and otherwise
+    ``dest`` is the file's new path (``app.py`` to ``/app/main.py`` is ``/app/main.py``)."""
     base = (root / src).resolve()
     if not base.exists():
         raise BakeError(f"copy source {src!r} does not exist in {root}", hint="fix image.copy in herd.toml")
@@ -90,9 +94,9 @@ def scan(root: Path, src: str, dest: str, cache: StatCache) -> list[SourceFile]:
         raise BakeError(f"copy source {src!r} is outside the project {root}")
     dest_path = dest.strip("/")
     out: list[SourceFile] = []
-    if base.is_file():
+    if base.is_file():  # as Docker's COPY: into a directory when dest ends with "/", else renamed
         info = base.stat()
-        name = f"{dest_path}/{base.name}" if dest_path else base.name
+        name = "/".join(filter(None, [dest_path, base.name])) if dest.endswith("/") else dest_path
         return [SourceFile(name, "file", bool(info.st_mode & 0o111), cache.digest(base, info), base)]
     for rel in _walk(base):
         path = base / rel

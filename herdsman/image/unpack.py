@@ -1,15 +1,30 @@
-"""Unpack an image from the local store into a root file system directory, safely.
+"""Unpack an image from the local store into a root file system directory, safely; and the same
+rules as a check, for a base image entering the store.
 
 Layers are untrusted input (a registry, a colleague's tarball), and ``tarfile.extractall`` follows
 symlinks planted by earlier members or layers, creates device nodes and knows nothing of OCI whiteouts.
-So each member is extracted by hand: names must be relative, without ``..``; parent directories are
-resolved as in a chroot (an absolute symlink target means the image root; climbing above the root, or
-through more than 40 links, is refused) and a host symlink is never followed; relative symlink targets
-must stay inside the root (absolute ones are kept: Debian has many); hard links must name a file already
-extracted; device nodes and FIFOs are refused. ``.wh.NAME`` and ``.wh..wh..opq`` whiteouts hide lower
-layers' content. An image is unpacked beside its destination, each blob checked against its digest as
-it is read, then renamed into place: a directory named by an image digest is always complete, and
-its per-file digest list (`filelist`, for drift detection) is written beside it first.
+So each member is extracted by hand, by these rules (this module is their one place):
+
+- a member's name must be relative, without a ``..`` component, without NUL, at most 4096 bytes long
+  with no component over 255 bytes; anything else is refused;
+- symlinks are kept as written, and their targets are resolved *as a chroot would*: an absolute
+  target means the image root, and ``..`` at the root stays at the root. So ``lib -> /usr/lib`` or
+  ``x -> ../../../usr/share/x`` work, and a later member written through them lands inside the image;
+  only more than 40 links in a row are refused. herdsman never follows a link of an unpacked image on
+  the host (parents are resolved by hand, files are opened with ``O_NOFOLLOW``);
+- hard links must name a file already extracted (inside the image, by the same rules); device nodes
+  and FIFOs are refused;
+- ``.wh.NAME`` and ``.wh..wh..opq`` whiteouts hide lower layers' content.
+
+An image is unpacked beside its destination, each blob checked against its digest as it is read, then
+renamed into place: a directory named by an image digest is always complete, and its per-file digest
+list (`filelist`, for drift detection) is written beside it first.
+
+`check_layers` applies the same rules when a base image enters the store (`herd bake` of an ``oci:``
+or ``docker-archive:`` base, `herd pull`): its layers are unpacked into a scratch directory that is
+then removed, so a hostile archive is refused with one line before any image is baked from it, rather
+than at a deploy after it was exported or pushed. A sequence of layers that passed is remembered
+(by their digests) so the next bake does not check it again.
 """
 
 from __future__ import annotations
@@ -22,6 +37,7 @@ import stat
 import tarfile
 import tempfile
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -30,11 +46,16 @@ from herdsman.image import filelist
 from herdsman.image.oci import GZIP_MEDIA_TYPES, MEDIA_LAYER_TAR, Descriptor, ImageStore, sha256_digest
 
 MAX_SYMLINKS = 40
+MAX_PATH = 4096  # bytes in a member's name or a link's target (Linux PATH_MAX)
+MAX_COMPONENT = 255  # bytes in one component of a name (Linux NAME_MAX)
+SHOWN = 80  # characters of a name shown in an error: a hostile one may be megabytes long
 WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
 _CHUNK = 1 << 20
 _SPECIAL = {tarfile.CHRTYPE: "character device", tarfile.BLKTYPE: "block device", tarfile.FIFOTYPE: "FIFO"}
 _HINT = "the image is damaged or hostile; herdsman never writes outside the directory it unpacks into"
+_BASE_HINT = "the image is damaged or hostile; it was refused before anything was baked from it"
+RULES_VERSION = 2  # part of what a passed check is remembered by: stricter rules check bases again
 
 
 def unpack_image(store: ImageStore, manifest_digest: str, dest: Path) -> None:
@@ -66,19 +87,22 @@ def unpack_image(store: ImageStore, manifest_digest: str, dest: Path) -> None:
         raise
 
 
-def unpack_layer(blob: Path, media_type: str, dest: Path, *, digest: str | None = None) -> None:
+def unpack_layer(
+    blob: Path, media_type: str, dest: Path, *, digest: str | None = None, label: str | None = None
+) -> None:
     """Apply one layer (tar or tar+gzip) onto ``dest``, which may already hold the lower layers.
 
     With ``digest``, the blob is hashed while it is read and a mismatch is an error (raised once the
     whole blob is read: unpack into a scratch directory, as `unpack_image` does, to discard it).
+    ``label`` names the layer in errors (default: "layer DIGEST").
     """
-    name = digest or blob.name
+    name = label or f"layer {digest or blob.name}"
     if media_type not in GZIP_MEDIA_TYPES and media_type != MEDIA_LAYER_TAR:
-        raise BakeError(f"layer {name} has an unsupported media type {media_type!r}")
+        raise BakeError(f"{name} has an unsupported media type {media_type!r}")
     try:
         handle = blob.open("rb")
     except OSError as exc:
-        raise BakeError(f"cannot read layer {name}: {exc}", hint="bake again (`herd bake`)") from None
+        raise BakeError(f"cannot read {name}: {exc}", hint="bake again (`herd bake`)") from None
     with handle:
         raw = _HashingReader(handle)
         stream = io.BufferedReader(raw, _CHUNK)
@@ -93,15 +117,15 @@ def unpack_layer(blob: Path, media_type: str, dest: Path, *, digest: str | None 
             while stream.read(_CHUNK):  # the rest of the blob (tar padding, gzip trailer) counts too
                 pass
         except OSError as exc:
-            raise BakeError(f"cannot read layer {name}: {exc}") from exc
+            raise BakeError(f"cannot read {name}: {exc}") from exc
     actual = "sha256:" + raw.hash.hexdigest()
     if digest is not None and actual != digest:
         raise BakeError(
-            f"layer {name} is corrupt: its content hashes to {actual}",
+            f"{name} is corrupt: its content hashes to {actual}",
             hint="remove the blob from the image store and bake again",
         ) from failure
     if failure is not None:
-        raise BakeError(f"cannot unpack layer {name}: {failure}") from failure
+        raise BakeError(f"cannot unpack {name}: {_cut(str(failure), 200)}") from failure
 
 
 class _HashingReader(io.RawIOBase):
@@ -133,7 +157,7 @@ class _Unpacker:
         self.checked: set[Path] = set()
 
     def refuse(self, reason: str) -> BakeError:
-        return BakeError(f"refusing layer {self.layer}: member {self.member!r} {reason}", hint=_HINT)
+        return BakeError(f"refusing {self.layer}: member {shown(self.member)} {reason}", hint=_HINT)
 
     def run(self, tar: tarfile.TarFile) -> None:
         for member in tar:
@@ -149,12 +173,22 @@ class _Unpacker:
                 self.set_meta(path, meta, is_link=False)
 
     def split(self, name: str) -> list[str]:
+        self.check_name(name, "name")
         if name.startswith("/"):
             raise self.refuse("has an absolute path")
         parts = [p for p in name.split("/") if p not in ("", ".")]
         if ".." in parts:
             raise self.refuse("has a '..' component")
+        longest = max((_size(p) for p in parts), default=0)
+        if longest > MAX_COMPONENT:
+            raise self.refuse(f"has a name component of {longest} bytes (at most {MAX_COMPONENT})")
         return parts
+
+    def check_name(self, name: str, what: str) -> None:
+        if "\0" in name:
+            raise self.refuse(f"has a NUL byte in its {what}")
+        if _size(name) > MAX_PATH:
+            raise self.refuse(f"has a {what} of {_size(name)} bytes (at most {MAX_PATH})")
 
     def apply(self, tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
         parts = self.split(member.name)
@@ -190,7 +224,7 @@ class _Unpacker:
                 shutil.copyfileobj(contents, out, _CHUNK)
             self.set_meta(path, member, is_link=False)
         elif member.issym():
-            self.check_symlink(parent, member.linkname)
+            self.check_symlink(member.linkname)
             self.clear(path)
             os.symlink(member.linkname, path)
             self.set_meta(path, member, is_link=True)
@@ -214,9 +248,8 @@ class _Unpacker:
             if part in ("", "."):
                 continue
             if part == "..":
-                if not resolved:
-                    raise self.refuse("goes through a symbolic link that leads outside the image root")
-                resolved.pop()
+                if resolved:  # at the root, ".." is the root: as in a chroot
+                    resolved.pop()
                 continue
             here = self.root.joinpath(*resolved)
             self.writable(here)
@@ -243,27 +276,20 @@ class _Unpacker:
                 os.chmod(path, 0o755)
         return resolved
 
-    def check_symlink(self, parent: list[str], target: str) -> None:
+    def check_symlink(self, target: str) -> None:
+        """Any target is meaningful inside the image only (resolved as in a chroot, never followed
+        on the host), so only a target no file system could hold is refused."""
         if not target:
             raise self.refuse("is a symbolic link with an empty target")
-        if target.startswith("/"):
-            return  # meaningful inside the image only; never followed on the host
-        depth = len(parent)
-        for part in target.split("/"):
-            if part == "..":
-                depth -= 1
-                if depth < 0:
-                    raise self.refuse(f"is a symbolic link to {target!r}, outside the image root")
-            elif part not in ("", "."):
-                depth += 1
+        self.check_name(target, "link target")
 
     def link_source(self, linkname: str) -> Path:
-        parts = self.split(linkname)
+        parts = self.split(linkname)  # a hard link's target by the rules of a name: no "/x", no ".."
         parent = self.resolve(parts[:-1], create=False) if parts else None
         source = None if parent is None else self.root.joinpath(*parent, parts[-1])
         info = None if source is None else _lstat(source)
         if source is None or info is None or stat.S_ISDIR(info.st_mode):
-            raise self.refuse(f"is a hard link to {linkname!r}, which is not an extracted file")
+            raise self.refuse(f"is a hard link to {shown(linkname)}, which is not an extracted file")
         return source
 
     def whiteout(self, parent_parts: list[str], leaf: str) -> None:
@@ -319,6 +345,42 @@ class _Unpacker:
             os.chmod(path, member.mode & 0o7777, follow_symlinks=False)
         if not is_link or os.utime in os.supports_follow_symlinks:
             os.utime(path, (member.mtime, member.mtime), follow_symlinks=False)
+
+
+def check_layers(store: ImageStore, layers: Sequence[Descriptor], origin: str) -> None:
+    """Refuse a base whose layers could not be unpacked safely, naming ``origin`` (the archive or
+    reference), the layer, the member and why, in one line. Run before the base is recorded in the
+    store's index, so nothing is baked from it; see the module docstring."""
+    chain = [f"rules:{RULES_VERSION}", *(layer.digest for layer in layers)]
+    key = hashlib.sha256("\n".join(chain).encode()).hexdigest()
+    marker = store.root.parent / "cache" / "checked" / key
+    if not layers or marker.exists():
+        return
+    scratch = Path(tempfile.mkdtemp(prefix=".check-", dir=store.root.parent))
+    try:
+        for index, layer in enumerate(layers, 1):
+            label = f"{origin}, layer {index} of {len(layers)}"
+            blob = store.blob_path(layer.digest)
+            unpack_layer(blob, layer.media_type, scratch, digest=layer.digest, label=label)
+    except BakeError as exc:
+        raise BakeError(exc.message, hint=_BASE_HINT) from None
+    finally:
+        _remove_tree(scratch)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(origin + "\n")
+
+
+def shown(name: str) -> str:
+    """A name as an error shows it: quoted, and cut when long."""
+    return repr(_cut(name, SHOWN))
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def _size(name: str) -> int:
+    return len(name.encode("utf-8", "surrogateescape"))
 
 
 def _lstat(path: Path) -> os.stat_result | None:

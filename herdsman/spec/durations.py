@@ -2,15 +2,26 @@
 
 A bare number is refused on purpose: "timeout = 5" could mean seconds or milliseconds, and a
 deploy that waits 5 ms for health is a bad surprise. The unit is always written.
+
+Durations are capped at 30 days (`MAX_SECONDS`): nothing in a stack waits that long on purpose, and
+"99999999h" is a typo that would otherwise overflow timers or mean "never" without saying so.
+Whether 0 is allowed depends on the key (see `spec.models`): where it means "at once" (stop_grace,
+drain_timeout, canary_pause, scale_in_window) or "never" (verify_every) it is; where it would make a
+check spin or fail at once (health interval, timeout, deadline; migrate timeout) it is refused.
 """
 
 from __future__ import annotations
 
+import math
 import re
+
+from herdsman.spec.checks import Invalid
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 HINT = 'write a number with a unit: "250ms", "1s", "2m", "1h" or "1m30s"'
+MAX_SECONDS = 30 * 24 * 3600.0
+CAP_HINT = 'durations are at most 30 days ("720h"); did you mean a smaller unit?'
 
 
 def parse_duration(text: object) -> float:
@@ -29,6 +40,9 @@ def parse_duration(text: object) -> float:
         pos = match.end()
     if pos != len(value) or pos == 0:
         raise ValueError(f"{text!r} is not a duration")
+    if not math.isfinite(total) or total > MAX_SECONDS:
+        shown = text if len(text) <= 40 else text[:40] + "..."
+        raise Invalid(f"the duration {shown!r} is longer than 30 days", CAP_HINT)
     return total
 
 

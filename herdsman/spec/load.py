@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from herdsman.errors import Problem, SpecError
+from herdsman.spec.checks import MAX_DEPTH, NESTING_HINT, Invalid, check_document, deep_toml_key, quoted
 from herdsman.spec.durations import HINT as DURATION_HINT
 from herdsman.spec.files import STACK_FILE, find_stack_file, home_for
 from herdsman.spec.models import Stack
@@ -84,6 +85,16 @@ def parse_stack(text: str, *, file: str = STACK_FILE) -> Stack:
         raise SpecError(
             Problem("", f"not valid TOML: {exc}", "check quotes, brackets and '=' near that line"), file=file
         ) from None
+    except RecursionError:  # the parser recurses per nesting level: a hostile file must not crash us
+        key, line = deep_toml_key(text)
+        where = f" (line {line})" if line else ""
+        raise SpecError(
+            Problem(key, f"the file is nested too deeply{where}: more than {MAX_DEPTH} levels", NESTING_HINT),
+            file=file,
+        ) from None
+    problems = check_document(data)
+    if problems:
+        raise SpecError(problems, file=file)
     try:
         stack = Stack.model_validate(data)
     except ValidationError as exc:
@@ -100,6 +111,9 @@ def _problem(err: Any) -> Problem:
     kind = err["type"]
     message = str(err["msg"]).removeprefix("Value error, ")
     hint = ""
+    cause = (err.get("ctx") or {}).get("error")
+    if isinstance(cause, Invalid):
+        return Problem(key, str(cause), cause.hint)
     if kind == "extra_forbidden":
         allowed = _allowed_keys(loc[:-1])
         message = f"unknown key {loc[-1]!r}"
@@ -112,8 +126,11 @@ def _problem(err: Any) -> Problem:
     elif kind.startswith("int_") or kind == "bool_type" or kind.endswith("_type"):
         hint = f"got {err.get('input')!r}"
     elif kind == "string_pattern_mismatch":
-        message = f"{err.get('input')!r} is not allowed here"
+        message = f"{quoted(str(err.get('input')))} is not allowed here"
         hint = _pattern_hint(loc)
+    elif kind == "literal_error":
+        message = f"{quoted(str(err.get('input')))} is not a choice here"
+        hint = f"use {(err.get('ctx') or {}).get('expected', 'one of the documented values')}"
     return Problem(key, message, hint)
 
 

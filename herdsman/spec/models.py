@@ -4,25 +4,53 @@ Every model rejects unknown keys (a typo such as ``replica = 3`` must not silent
 Field names are the TOML keys, so a validation error's location *is* the key path a user types.
 Cross-field rules (a volume used but not declared, two routes on one address) live in
 ``spec.rules`` so each can name the exact key it is about.
+
+Values that would pass a type check but fail later are refused here too (issue 14): one-line
+values (paths, bases, addresses) hold no control character and `health.path` and `route.host`
+follow `spec.checks`; a duration is at most 30 days, and 0 only where it means "at once" or
+"never" (`PositiveDuration` elsewhere); a driver must be an installed `herdsman.drivers` entry
+point, read by name only so that the spec never imports a driver.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import re
 import shlex
+from functools import cache
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
 
+from herdsman.spec.checks import Invalid, host_name, http_path, one_line, quoted
 from herdsman.spec.durations import format_duration, parse_duration
 
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,40}$"
 ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
+
+def _positive(seconds: float) -> float:
+    if seconds <= 0:
+        raise Invalid(
+            "a duration of 0 makes no sense here",
+            'give it a length, such as "250ms" or "1s" (0 would make it spin or fail at once)',
+        )
+    return seconds
+
+
 # Seconds inside; written back as "250ms"/"2m" in JSON, so a dumped config parses again unchanged.
+# At most 30 days (durations.MAX_SECONDS); 0 is allowed where it means "at once" or "never".
 Duration = Annotated[
     float, BeforeValidator(parse_duration), PlainSerializer(format_duration, when_used="json")
 ]
+# A duration where 0 makes no sense (a check interval, a timeout, a deadline).
+PositiveDuration = Annotated[
+    float,
+    BeforeValidator(parse_duration),
+    AfterValidator(_positive),
+    PlainSerializer(format_duration, when_used="json"),
+]
+Line = Annotated[str, AfterValidator(one_line)]
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
 EnvName = Annotated[str, Field(pattern=ENV_NAME_PATTERN)]
 Port = Annotated[int, Field(ge=1, le=65535)]
@@ -39,6 +67,7 @@ def _argv(value: object) -> object:
 
 
 def _absolute_path(value: str) -> str:
+    one_line(value)
     if not value.startswith("/"):
         raise ValueError(f"{value!r} must be an absolute path inside the instance, such as /data")
     if any(part == ".." for part in value.split("/")):
@@ -46,8 +75,15 @@ def _absolute_path(value: str) -> str:
     return value.rstrip("/") or "/"
 
 
+def _copy_dest(value: str) -> str:
+    """An absolute path that keeps one trailing "/": it says "into this directory" (Docker's COPY)."""
+    path = _absolute_path(value)
+    return path + "/" if value.endswith("/") and path != "/" else path
+
+
 Argv = Annotated[tuple[str, ...], BeforeValidator(_argv)]
 AbsPath = Annotated[str, AfterValidator(_absolute_path)]
+CopyDest = Annotated[str, AfterValidator(_copy_dest)]
 
 
 class Model(BaseModel):
@@ -55,10 +91,12 @@ class Model(BaseModel):
 
 
 class CopyStep(Model):
-    """Files from the project (``src``, relative to herd.toml) into the image at ``dest``."""
+    """Files from the project (``src``, relative to herd.toml) into the image at ``dest``, as
+    Docker's COPY: a directory's contents go into ``dest``; a file goes into ``dest`` when it ends
+    with "/", and is otherwise renamed to ``dest``."""
 
-    src: str = "."
-    dest: AbsPath = "/app"
+    src: Line = "."
+    dest: CopyDest = "/app"
 
 
 def _copy_steps(value: object) -> object:
@@ -97,9 +135,9 @@ def _base(value: str) -> str:
 class ImageRecipe(Model):
     """How to bake a service's image: a base, then Python requirements, then the copied sources."""
 
-    base: Annotated[str, AfterValidator(_base)] = "host"
+    base: Annotated[str, AfterValidator(one_line), AfterValidator(_base)] = "host"
     packages: tuple[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9.+-]+(=[^\s]+)?$")], ...] = ()
-    requirements: str | None = None
+    requirements: Line | None = None
     python_path: AbsPath = "/opt/herd/python"
     copy_steps: Annotated[tuple[CopyStep, ...], BeforeValidator(_copy_steps)] = Field(
         default=(CopyStep(),), alias="copy"
@@ -110,30 +148,30 @@ class ImageRecipe(Model):
     ] = ""
     entrypoint: Argv = ()
     env: dict[EnvName, str] = Field(default_factory=dict)
-    labels: dict[str, str] = Field(default_factory=dict)
-    annotations: dict[str, str] = Field(default_factory=dict)
+    labels: dict[Line, str] = Field(default_factory=dict)
+    annotations: dict[Line, str] = Field(default_factory=dict)
 
 
 class HealthCheck(Model):
     """How to tell an instance is ready (admission) and still alive (ejection)."""
 
     type: Literal["http", "tcp", "command"] = "http"
-    path: Annotated[str, Field(pattern=r"^/")] = "/healthz"
+    path: Annotated[str, AfterValidator(http_path)] = "/healthz"  # sent in the probe's request line
     status: Annotated[int, Field(ge=100, le=599)] = 200
     command: Argv = ()
-    interval: Duration = 1.0
-    timeout: Duration = 1.0
+    interval: PositiveDuration = 1.0
+    timeout: PositiveDuration = 1.0
     successes: Annotated[int, Field(ge=1, le=100)] = 1
     failures: Annotated[int, Field(ge=1, le=100)] = 3
-    deadline: Duration = 60.0
+    deadline: PositiveDuration = 60.0
 
 
 class Route(Model):
     """A stable address in front of the service's pool."""
 
-    listen: str = "127.0.0.1:8080"
-    host: str | None = None
-    drain_timeout: Duration = 30.0
+    listen: Line = "127.0.0.1:8080"
+    host: Annotated[str, AfterValidator(host_name)] | None = None  # lower-cased, as the router compares
+    drain_timeout: Duration = 30.0  # 0: in-flight requests are not waited for
     # From the request fully sent to the first byte of the response: past it, the router gives up
     # on that instance (an idempotent request is retried elsewhere, another gets a 504), so a hung
     # instance holds no request, and no drain, for longer than this.
@@ -147,7 +185,7 @@ class DeployPolicy(Model):
     max_surge: Annotated[int, Field(ge=0, le=1000)] = 1
     max_unavailable: Annotated[int, Field(ge=0, le=1000)] = 0
     canary_weights: tuple[Annotated[int, Field(ge=1, le=100)], ...] = (10, 50, 100)
-    canary_pause: Duration = 30.0
+    canary_pause: Duration = 30.0  # 0: no pause between steps
     auto_rollback: bool = True
 
 
@@ -158,14 +196,14 @@ class Scale(Model):
     max: Annotated[int, Field(ge=1)] = 10
     target_inflight: Annotated[float, Field(gt=0)] | None = None
     target_rps: Annotated[float, Field(gt=0)] | None = None
-    scale_in_window: Duration = 300.0
+    scale_in_window: Duration = 300.0  # 0: scale in as soon as the load allows
 
 
 class Migrate(Model):
     """A one-off command run from the new image before any new instance takes traffic."""
 
     command: Argv
-    timeout: Duration = 600.0
+    timeout: PositiveDuration = 600.0
     rollback_data: bool = False
 
 
@@ -185,7 +223,7 @@ class Service(Model):
     route: Route | None = None
     deploy: DeployPolicy = Field(default_factory=DeployPolicy)
     volumes: dict[Name, AbsPath] = Field(default_factory=dict)
-    stop_grace: Duration = 10.0
+    stop_grace: Duration = 10.0  # 0: SIGKILL at once
     scale: Scale | None = None
     migrate: Migrate | None = None
     limits: Limits = Field(default_factory=Limits)
@@ -201,10 +239,28 @@ class Volume(Model):
     snapshots_keep: Annotated[int, Field(ge=0, le=1000)] = 5
 
 
+@cache
+def known_drivers() -> tuple[str, ...]:
+    """The driver names installed (entry points of the group ``herdsman.drivers``); read as names
+    only, so the spec never imports a driver. ``process``, the embedded default, is always known."""
+    names = {ep.name for ep in importlib.metadata.entry_points(group="herdsman.drivers")}
+    return tuple(sorted(names | {"process"}))
+
+
+def _driver(name: str) -> str:
+    known = known_drivers()
+    if name not in known:
+        raise Invalid(
+            f"there is no driver {quoted(name)}",
+            f"known drivers: {', '.join(known)} (a driver is installed as a `herdsman.drivers` entry point)",
+        )
+    return name
+
+
 class Environment(Model):
     """A named target made from the same releases: its driver and replica overrides."""
 
-    driver: Literal["process", "docker", "swarm", "kubernetes"] = "process"
+    driver: Annotated[str, AfterValidator(_driver)] = "process"
     replicas: dict[Name, Annotated[int, Field(ge=0, le=10000)]] = Field(default_factory=dict)
     env: dict[EnvName, str] = Field(default_factory=dict)
     # REGISTRY/PREFIX: every deploy pushes its images to PREFIX/SERVICE, and the docker driver

@@ -6,7 +6,7 @@ It doubles as documentation of every section, so it is tested to parse.
 from __future__ import annotations
 
 STARTER = """# herd.toml: one stack, described once. `herd check` validates it, `herd bake` bakes its images.
-# Durations are written with a unit: "250ms", "1s", "2m", "1h".
+# Durations are written with a unit: "250ms", "1s", "2m", "1h"; at most 30 days ("720h").
 
 [stack]
 name = "{name}"                      # lower-case letters, digits and '-'
@@ -47,7 +47,7 @@ drain_timeout = "30s"
 first_byte_timeout = "30s"           # no first response byte by then: retried elsewhere (GET...) or 504
 
 [service.web.deploy]
-strategy = "rolling"                 # "rolling", "blue-green" or "canary"
+strategy = "rolling"                 # "rolling" or "blue-green" (the canary is not available yet)
 max_surge = 1                        # extra instances started ahead of stopping old ones
 max_unavailable = 0                  # old instances that may stop before replacements are healthy
 

@@ -13,6 +13,7 @@ import pytest
 from herdsman.errors import BakeError
 from herdsman.image.bake import bake, image_store
 from herdsman.image.progress import NullReporter
+from herdsman.image.unpack import unpack_image
 from herdsman.spec import load_project
 from tests.helpers import HELLO, make_wheel, write_project
 
@@ -215,6 +216,36 @@ def test_sdist_only_requirement_is_refused(tmp_path: Path) -> None:
     with pytest.raises(BakeError, match="pip could not resolve"):
         bake(load_project(file))
     assert not (file.parent / "herd.lock").exists(), "a failed bake must not write a half lock"
+
+
+def test_copy_follows_dockers_copy_for_files_and_directories(tmp_path: Path) -> None:
+    """A file goes into a dest ending with "/" and is renamed to any other dest; a directory's
+    contents go into dest, with or without the slash (issue 14: app.py used to land at
+    /app/app.py/app.py)."""
+    toml = APP_TOML.replace(
+        'copy = [{ src = "src", dest = "/app" }]',
+        """copy = [
+    { src = "app.py", dest = "/app/app.py" },
+    { src = "app.py", dest = "/srv/" },
+    { src = "app.py", dest = "/" },
+    { src = "static", dest = "/www" },
+    { src = "static", dest = "/www2/" },
+]""",
+    )
+    file = write_project(tmp_path / "p", toml, {"app.py": "print(1)\n", "static/index.html": "hi"})
+    assert load_project(file).stack.service["web"].image.copy_steps[1].dest == "/srv/"
+    result = bake(load_project(file))[0]
+    assert _layer_names(file, result.image.digest) == [
+        ["app", "app/app.py"],  # parents are written explicitly
+        ["srv", "srv/app.py"],
+        ["app.py"],
+        ["www", "www/index.html"],
+        ["www2", "www2/index.html"],
+    ]
+    rootfs = tmp_path / "rootfs"
+    unpack_image(image_store(load_project(file)), result.image.digest, rootfs)
+    assert (rootfs / "app" / "app.py").read_text() == "print(1)\n"
+    assert (rootfs / "srv" / "app.py").is_file() and (rootfs / "www2" / "index.html").is_file()
 
 
 def test_missing_copy_source_is_a_clear_error(tmp_path: Path) -> None:

@@ -219,3 +219,139 @@ def test_two_debian_builds_give_one_digest(tmp_path: Path) -> None:
         request = BaseRequest("debian:bookworm", (), tmp_path, store, None, False, NullReporter())
         digests.append(resolve_base(request).digest)
     assert digests[0] == digests[1]
+
+
+# --- hostile base archives are refused when they enter the store, before anything is baked -----------
+
+
+def _layer_tar(members: list[tuple[tarfile.TarInfo, bytes | None]]) -> bytes:
+    import io
+
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for info, data in members:
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+    return raw.getvalue()
+
+
+def _member(name: str, kind: bytes = tarfile.REGTYPE, data: bytes | None = b"x", **attrs: object):  # type: ignore[no-untyped-def]
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.mode = 0o755 if kind == tarfile.DIRTYPE else 0o644
+    if kind == tarfile.REGTYPE:
+        info.size = len(data or b"")
+    else:
+        data = None
+    for key, value in attrs.items():
+        setattr(info, key, value)
+    return info, data
+
+
+def _docker_archive(path: Path, layers: list[bytes]) -> Path:
+    """A `docker save` tarball with these uncompressed layers."""
+    import hashlib
+    import io
+
+    diff_ids = ["sha256:" + hashlib.sha256(layer).hexdigest() for layer in layers]
+    config = json.dumps(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "config": {},
+            "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        }
+    ).encode()
+    names = [f"l{i}/layer.tar" for i in range(len(layers))]
+    manifest = json.dumps([{"Config": "cfg.json", "RepoTags": ["evil:1"], "Layers": names}]).encode()
+    with tarfile.open(path, "w") as tar:
+        for name, data in [
+            ("manifest.json", manifest),
+            ("cfg.json", config),
+            *zip(names, layers, strict=True),
+        ]:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+HOSTILE = {
+    # id: (members of the hostile layer, the member named, why)
+    "dotdot": ([_member("../../evil")], "../../evil", "'..'"),
+    "absolute": ([_member("/etc/cron.d/evil")], "/etc/cron.d/evil", "absolute path"),
+    "device": (
+        [_member("dev/sda", tarfile.BLKTYPE, devmajor=8, devminor=0)],
+        "dev/sda",
+        "device nodes are not allowed",
+    ),
+    "hardlink-outside": ([_member("x", tarfile.LNKTYPE, linkname="/etc/shadow")], "x", "absolute path"),
+    "hardlink-dotdot": ([_member("x", tarfile.LNKTYPE, linkname="../../etc/shadow")], "x", "'..'"),
+    "huge-name": ([_member("n" * 5000)], "n" * 80, "at most 4096"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+def test_a_hostile_docker_archive_is_refused_at_bake_with_one_line(tmp_path: Path, case: str) -> None:
+    members, member, why = HOSTILE[case]
+    good = _layer_tar([_member("etc", tarfile.DIRTYPE), _member("etc/motd")])
+    file = write_project(
+        tmp_path / "p",
+        SCRATCH_TOML.replace('base = "scratch"', 'base = "docker-archive:evil.tar"'),
+        {"files/bin/app": "#!/bin/sh\n"},
+    )
+    _docker_archive(file.parent / "evil.tar", [good, _layer_tar(members)])
+    with pytest.raises(BakeError) as err:
+        bake(load_project(file))
+    message = str(err.value)
+    assert message.startswith("refusing docker-archive:evil.tar, layer 2 of 2: member ")
+    assert repr(member)[: len(member) + 1] in message and why in message
+    assert "\n" not in message and len(message) < 300
+    store = image_store(load_project(file))
+    assert store.index() == []  # nothing recorded, nothing baked from it
+    assert not list(file.parent.joinpath(".herd").glob(".check-*"))  # the scratch directory is gone
+    assert not (file.parent / "herd.lock").exists()
+
+
+def test_a_hostile_oci_layout_is_refused_and_a_good_one_checked_once(tmp_path: Path) -> None:
+    layout, digest = _baked(tmp_path)
+    store = ImageStore(tmp_path / "other")
+    resolve_base(_request(tmp_path, f"oci:{layout}#{digest}", store))
+    assert len(list((tmp_path / "cache" / "checked").iterdir())) == 1  # remembered: not checked again
+    source = ImageStore(layout)
+    evil = source.write_blob(_layer_tar([_member("../escape")]), "application/vnd.oci.image.layer.v1.tar")
+    manifest = source.manifest(digest)
+    config = source.read_json(manifest["config"]["digest"])
+    config["rootfs"]["diff_ids"].append(evil.digest)
+    config_desc = source.write_json(config, manifest["config"]["mediaType"])
+    manifest["config"] = config_desc.to_json()
+    manifest["layers"].append(evil.to_json())
+    written = source.write_json(manifest, manifest["mediaType"])
+    source.add_to_index(written)
+    bad = written.digest
+    with pytest.raises(BakeError, match=r"layer 2 of 2: member '\.\./escape' has a '\.\.' component"):
+        resolve_base(_request(tmp_path, f"oci:{layout}#{bad}", store))
+    assert [d.digest for d in store.index()] == [digest]
+
+
+def test_absolute_and_dotdot_symlinks_in_a_base_resolve_inside_it(tmp_path: Path) -> None:
+    """`lib -> /usr/lib` (and `..` links) are fine: they mean the image's own /usr/lib, as in a chroot."""
+    lower = _layer_tar(
+        [
+            _member("usr", tarfile.DIRTYPE),
+            _member("usr/lib", tarfile.DIRTYPE),
+            _member("usr/lib/libc.so", data=b"elf"),
+            _member("lib", tarfile.SYMTYPE, linkname="/usr/lib"),
+            _member("usr/share", tarfile.DIRTYPE),
+            _member("usr/share/up", tarfile.SYMTYPE, linkname="../../../../../usr/lib"),
+        ]
+    )
+    upper = _layer_tar([_member("lib/extra.so", data=b"more"), _member("usr/share/up/third.so", data=b"3")])
+    _docker_archive(tmp_path / "base.tar", [lower, upper])
+    store = ImageStore(tmp_path / "store")
+    base = resolve_base(_request(tmp_path, "docker-archive:base.tar", store))
+    unpack_image(store, base.digest, tmp_path / "rootfs")
+    root = tmp_path / "rootfs"
+    assert os.readlink(root / "lib") == "/usr/lib"
+    assert os.readlink(root / "usr" / "share" / "up") == "../../../../../usr/lib"
+    assert sorted(os.listdir(root / "usr" / "lib")) == ["extra.so", "libc.so", "third.so"]
+    assert not (tmp_path / "usr").exists()

@@ -140,6 +140,51 @@ def test_a_tampered_blob_is_refused_and_nothing_is_kept(tmp_path: Path, registry
     assert not list((store.root / "tmp").glob("*")), "no partial blob is left"
 
 
+def test_an_image_with_a_hostile_layer_is_refused_by_pull_and_as_a_base(
+    tmp_path: Path, registry: RunningRegistry
+) -> None:
+    """A registry may serve what no bake of ours made: its layers are checked like a base archive's."""
+    import io
+    import tarfile
+
+    from herdsman.image.oci import MEDIA_CONFIG, MEDIA_LAYER_TAR, MEDIA_MANIFEST, ImageStore
+    from herdsman.image.registry import parse_reference, push
+
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        info = tarfile.TarInfo("../../../etc/cron.d/evil")
+        info.size = 1
+        tar.addfile(info, io.BytesIO(b"x"))
+    evil_store = ImageStore(tmp_path / "evil" / "images")
+    layer = evil_store.write_blob(raw.getvalue(), MEDIA_LAYER_TAR)
+    config = evil_store.write_json(
+        {"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": [layer.digest]}},
+        MEDIA_CONFIG,
+    )
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": MEDIA_MANIFEST,
+        "config": config.to_json(),
+        "layers": [layer.to_json()],
+    }
+    digest = evil_store.write_json(manifest, MEDIA_MANIFEST).digest
+    push(evil_store, digest, parse_reference(f"{registry.address}/evil/base:v1"))
+
+    other = write_project(tmp_path / "b", TOML.format(base="scratch"), {"root/x": "x"}).parent
+    result = herd(other, "pull", f"{registry.address}/evil/base@{digest}", check=False)
+    assert result.returncode == 1
+    assert f"refusing {registry.address}/evil/base@{digest}, layer 1 of 1: member " in result.stderr
+    assert "'../../../etc/cron.d/evil' has a '..' component" in result.stderr
+    assert image_store(load_project(other / "herd.toml")).index() == []
+
+    based = write_project(
+        tmp_path / "c", TOML.format(base=f"{registry.address}/evil/base:v1"), {"root/x": "x"}
+    )
+    baking = herd(based.parent, "bake", check=False)
+    assert baking.returncode == 1 and "'../../../etc/cron.d/evil' has a '..' component" in baking.stderr
+    assert image_store(load_project(based)).index() == []
+
+
 def test_a_registry_base_by_digest_and_by_a_pinned_tag(tmp_path: Path, registry: RunningRegistry) -> None:
     base_project = baked(tmp_path / "base")
     v1 = image_digest(base_project)

@@ -73,3 +73,45 @@ def test_no_herd_toml_says_what_to_do(tmp_path: Path) -> None:
     result = herd("check", cwd=tmp_path)
     assert result.returncode == 2
     assert "herd init" in result.stderr
+
+
+def test_check_refuses_issue_14_edge_input_with_exit_2_and_no_traceback(tmp_path: Path) -> None:
+    """Each of these passed `herd check` (or crashed it with exit 70) and failed later, at deploy."""
+    head = '[stack]\nname = "x"\n[service.web]\ncommand = "run"\nport = 8000\n'
+    cases = {
+        "nested": (
+            head + "env = { A = " + "[" * 5000 + "]" * 5000 + " }\n",
+            "service.web.env",
+            "nested too deeply",
+        ),
+        "nul": (head + 'env = { A = "x\\u0000y" }\n', "service.web.env.A", "U+0000 (NUL)"),
+        "driver": (
+            head + '[environment.prod]\ndriver = "kubernetes"\n',
+            "environment.prod.driver",
+            "kubernetes",
+        ),
+        "zero": (
+            head + '[service.web.health]\ntimeout = "0ms"\n',
+            "service.web.health.timeout",
+            "0 makes no",
+        ),
+        "huge": (head + 'stop_grace = "100000h"\n', "service.web.stop_grace", "longer than 30 days"),
+        "crlf": (
+            head + '[service.web.health]\npath = "/h\\r\\nX: y"\n',
+            "service.web.health.path",
+            "HTTP path",
+        ),
+        "host": (head + '[service.web.route]\nhost = "a\\u0000b"\n', "service.web.route.host", "NUL"),
+        "canary": (
+            head + '[service.web.deploy]\nstrategy = "canary"\n',
+            "service.web.deploy.strategy",
+            "canary",
+        ),
+    }
+    for name, (text, key, words) in cases.items():
+        (tmp_path / "herd.toml").write_text(text)
+        result = herd("-f", str(tmp_path / "herd.toml"), "check")
+        assert result.returncode == 2, (name, result.stderr)
+        first = result.stderr.splitlines()[0]
+        assert first.startswith(f"error: {tmp_path / 'herd.toml'}: {key}") and words in first, (name, first)
+        assert "hint:" in result.stderr and "Traceback" not in result.stderr, name

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from typing import Any
 
 import pydantic
@@ -59,7 +60,7 @@ FULL = {
                 "first_byte_timeout": "5s",
             },
             "deploy": {
-                "strategy": "canary",
+                "strategy": "blue-green",
                 "max_surge": 2,
                 "max_unavailable": 1,
                 "canary_weights": [5, 50, 100],
@@ -76,7 +77,14 @@ FULL = {
         },
     },
     "volume": {"data": {"description": "orders", "snapshots_keep": 7}},
-    "environment": {"staging": {"driver": "docker", "replicas": {"web": 1}, "env": {"MODE": "staging"}}},
+    "environment": {
+        "staging": {
+            "driver": "docker",
+            "replicas": {"web": 1},
+            "env": {"MODE": "staging"},
+            "registry": "127.0.0.1:5000/shop",
+        }
+    },
 }
 
 
@@ -112,7 +120,7 @@ def test_a_full_stack_parses_into_frozen_models() -> None:
     assert web.command == ("python3", "app.py", "--port", "$PORT")
     assert web.health.deadline == 90 and web.health.timeout == 0.25
     assert [(c.src, c.dest) for c in web.image.copy_steps] == [("app", "/app"), ("static", "/app")]
-    assert web.deploy.strategy == "canary" and web.scale.target_inflight == 10
+    assert web.deploy.strategy == "blue-green" and web.scale.target_inflight == 10
     assert stack.environment["staging"].replicas == {"web": 1}
     assert web.route.first_byte_timeout == 5 and stack.service["worker"].route is None
     assert (
@@ -340,3 +348,238 @@ def _only_spec_errors(document: dict[str, Any]) -> None:
             assert (
                 problem.key or problem.message.startswith("not valid TOML") or "no service" in problem.message
             )
+
+
+# --- issue 14: bad input fails at the edge, with its key ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "key", "words"),
+    [
+        # control characters would fail at deploy (execve refuses NUL) or split a request line
+        ("service.web.env", {"A": "x\0y"}, "service.web.env.A", "U+0000 (NUL)"),
+        ("service.web.env", {"A\0": "x"}, 'service.web.env."A\\x00"', "key holds"),
+        ("service.web.command", ["python3", "a\0b"], "service.web.command[1]", "NUL"),
+        ("service.web.command", "python3 a\x1bb", "service.web.command", "ESC"),
+        ("service.web.secrets", ["DB\x01"], "service.web.secrets[0]", "U+0001"),
+        ("service.web.image.env", {"A": "\x7f"}, "service.web.image.env.A", "DEL"),
+        ("service.web.image.copy", [{"src": "a\tb"}], "service.web.image.copy[0].src", "tab"),
+        ("service.web.image.copy", [{"src": "a", "dest": "/a\nb"}], "service.web.image.copy[0].dest", "LF"),
+        ("service.web.image.workdir", "/app\r", "service.web.image.workdir", "CR"),
+        ("service.web.image.labels", {"a\nb": "x"}, 'service.web.image.labels."a\\nb"', "key holds"),
+        ("service.web.volumes", {"data": "/da\nta"}, "service.web.volumes.data", "LF"),
+        ("service.web.route.listen", "127.0.0.1:80\n", "service.web.route.listen", "LF"),
+        ("volume.data.description", "x\0", "volume.data.description", "NUL"),
+        ("environment.staging.env", {"M": "\0"}, "environment.staging.env.M", "NUL"),
+        ("service.web.health.path", "/x\r\nHost: evil", "service.web.health.path", "not an HTTP path"),
+        ("service.web.health.path", "/a b", "service.web.health.path", "not an HTTP path"),
+        ("service.web.health.path", "/é", "service.web.health.path", "not an HTTP path"),
+        ("service.web.route.host", "evil\r\nX: y", "service.web.route.host", "not a host name"),
+        ("service.web.route.host", "web.example.com:80", "service.web.route.host", "not a host name"),
+        ("service.web.route.host", "http://web", "service.web.route.host", "not a host name"),
+        # drivers are the installed ones
+        ("environment.staging.driver", "kubernetes", "environment.staging.driver", "no driver 'kubernetes'"),
+        ("environment.staging.driver", "swarm", "environment.staging.driver", "no driver 'swarm'"),
+        # zero where it makes no sense, and absurd lengths
+        ("service.web.health.timeout", "0ms", "service.web.health.timeout", "0 makes no sense"),
+        ("service.web.health.interval", "0s", "service.web.health.interval", "0 makes no sense"),
+        ("service.web.health.deadline", "0m", "service.web.health.deadline", "0 makes no sense"),
+        ("service.web.migrate.timeout", "0s", "service.web.migrate.timeout", "0 makes no sense"),
+        ("service.web.stop_grace", "721h", "service.web.stop_grace", "longer than 30 days"),
+        ("service.web.route.drain_timeout", "9" * 400 + "h", "service.web.route.drain_timeout", "30 days"),
+        ("stack.verify_every", "100000000m", "stack.verify_every", "longer than 30 days"),
+        # the canary is planned, not built
+        ("service.web.deploy.strategy", "canary", "service.web.deploy.strategy", "not available yet"),
+    ],
+)
+def test_edge_input_is_refused_with_its_key_and_a_hint(path: str, value: Any, key: str, words: str) -> None:
+    err = error(mutate(path, value))
+    assert err.file == "herd.toml"
+    problem = next((p for p in err.problems if p.key == key and words in p.message), None)
+    assert problem is not None, err.lines()
+    assert problem.hint
+    assert all("\n" not in line and "\r" not in line and "\0" not in line for line in err.lines())
+
+
+def test_unknown_driver_hint_lists_the_installed_ones() -> None:
+    err = error(mutate("environment.staging.driver", "kubernetes"))
+    assert "docker" in err.problems[0].hint and "process" in err.problems[0].hint
+
+
+def test_canary_message_says_what_to_use() -> None:
+    err = error(mutate("service.web.deploy.strategy", "canary"))
+    assert err.problems[0].message == "the canary strategy is not available yet; use rolling or blue-green"
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "check"),
+    [
+        ("service.web.stop_grace", "0s", lambda s: s.service["web"].stop_grace == 0),
+        ("service.web.route.drain_timeout", "0ms", lambda s: s.service["web"].route.drain_timeout == 0),
+        ("stack.verify_every", "0s", lambda s: s.stack.verify_every == 0),
+        ("service.web.deploy.canary_pause", "0s", lambda s: s.service["web"].deploy.canary_pause == 0),
+        ("service.web.scale.scale_in_window", "0s", lambda s: s.service["web"].scale.scale_in_window == 0),
+        ("service.web.health.deadline", "720h", lambda s: s.service["web"].health.deadline == 30 * 86400),
+        ("service.web.env", {"PEM": "a\n\tb\r\n"}, lambda s: s.service["web"].env["PEM"] == "a\n\tb\r\n"),
+        ("service.web.command", ["sh", "-c", "a\nb"], lambda s: s.service["web"].command[2] == "a\nb"),
+        (
+            "service.web.route.host",
+            "SHOP.Example.com",
+            lambda s: s.service["web"].route.host == "shop.example.com",
+        ),
+        ("service.web.route.host", "[::1]", lambda s: s.service["web"].route.host == "[::1]"),
+        (
+            "service.web.health.path",
+            "/healthz?full=1&x=%20",
+            lambda s: s.service["web"].health.path.endswith("%20"),
+        ),
+        ("environment.staging.driver", "process", lambda s: s.environment["staging"].driver == "process"),
+    ],
+)
+def test_edge_input_that_is_fine(path: str, value: Any, check: Any) -> None:
+    assert check(parse(mutate(path, value)))
+
+
+STACK_HEAD = '[stack]\nname = "x"\n\n[service.web]\ncommand = "app"\n'
+
+
+@pytest.mark.parametrize("depth", [33, 200, 1000, 20000])
+@pytest.mark.parametrize(("open_", "close"), [("[", "]"), ("{a = ", "}")])
+def test_a_deeply_nested_file_is_a_spec_error_naming_the_key(depth: int, open_: str, close: str) -> None:
+    text = STACK_HEAD + "env = { A = " + open_ * depth + "1" + close * depth + " }\n"
+    with pytest.raises(SpecError) as info:
+        parse_stack(text, file="herd.toml")
+    problem = info.value.problems[0]
+    assert info.value.file == "herd.toml"
+    assert "nested too deeply" in problem.message and problem.hint
+    assert problem.key.startswith("service.web.env")
+
+
+def test_deeply_nested_tables_are_a_spec_error() -> None:
+    text = STACK_HEAD + "[" + ".".join(["t"] * 40) + "]\nx = 1\n"
+    with pytest.raises(SpecError, match="nested too deeply") as info:
+        parse_stack(text, file="herd.toml")
+    assert info.value.problems[0].key.startswith("t.t.t")
+
+
+# --- hypothesis: edge input, anywhere, is a SpecError with a key, never another exception ------------
+
+
+def _strings(node: Any, path: tuple[Any, ...] = ()) -> list[tuple[tuple[Any, ...], str]]:
+    """Every string in a document: (path to it, "value" or "key")."""
+    out: list[tuple[tuple[Any, ...], str]] = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            out.append(((*path, key), "key"))
+            out += _strings(value, (*path, key))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            out += _strings(value, (*path, index))
+    elif isinstance(node, str):
+        out.append((path, "value"))
+    return out
+
+
+def _key_of(path: tuple[Any, ...]) -> str:
+    """A key path as problems name it: a key that is not a bare TOML key is quoted."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            name = part if re.fullmatch(r"[A-Za-z0-9_-]+", part) else f'"{part}"'
+            out += ("." if out else "") + name
+    return out
+
+
+controls = st.characters(categories=["Cc"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_control_characters_in_any_string_are_refused_at_their_key(data: st.DataObject) -> None:
+    document = copy.deepcopy(FULL)
+    path, kind = data.draw(st.sampled_from(_strings(document)))
+    char = data.draw(controls)
+    node: Any = document
+    for part in path[:-1]:
+        node = node[part]
+    if kind == "key":
+        where = data.draw(st.integers(0, len(str(path[-1]))))
+        new = str(path[-1])[:where] + char + str(path[-1])[where:]
+        node[new] = node.pop(path[-1])
+    else:
+        text = node[path[-1]]
+        where = data.draw(st.integers(0, len(text)))
+        node[path[-1]] = text[:where] + char + text[where:]
+    try:
+        parse(document)
+    except SpecError as err:
+        assert err.file == "herd.toml"
+        assert all(p.key and p.message for p in err.problems), err.lines()
+        assert all("\n" not in line and "\0" not in line for line in err.lines())
+        if kind == "value" and char not in "\t\n\r":
+            assert any(p.key == _key_of(path) and p.hint for p in err.problems), err.lines()
+        return
+    assert kind == "value" and char in "\t\n\r", f"{char!r} at {path} was accepted"
+
+
+DURATION_KEYS = [
+    "service.web.stop_grace",
+    "service.web.health.interval",
+    "service.web.health.timeout",
+    "service.web.health.deadline",
+    "service.web.route.drain_timeout",
+    "service.web.deploy.canary_pause",
+    "service.web.scale.scale_in_window",
+    "service.web.migrate.timeout",
+    "stack.verify_every",
+]
+durations = st.one_of(
+    st.sampled_from(["0s", "0ms", "0h", "0.0s", "0m0s", "720h", "721h", "30000m", "1e9s", "inf", "nan"]),
+    st.builds(lambda n, u: f"{n}{u}", st.integers(0, 10**40), st.sampled_from(["ms", "s", "m", "h"])),
+    st.builds(lambda n: f"{n}s", st.floats(min_value=0, allow_nan=False, allow_infinity=False)),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(DURATION_KEYS), durations)
+def test_zero_and_huge_durations_are_a_spec_error_at_their_key_or_fine(key: str, value: str) -> None:
+    try:
+        stack = parse(mutate(key, value))
+    except SpecError as err:
+        assert err.file == "herd.toml"
+        # at its own key, or (a short interval) where the cross-key rule on the health timeout says so
+        assert any(
+            (p.key == key or "longer than its interval" in p.message) and p.hint for p in err.problems
+        ), err.lines()
+        return
+    node: Any = stack
+    for part in key.split("."):
+        node = node[part] if isinstance(node, dict) else getattr(node, part)
+    assert 0 <= node <= 30 * 86400
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.integers(1, 5000),
+    st.sampled_from([("[", "]"), ("{a = ", "}"), ("[{b = ", "}]")]),
+    st.sampled_from(["env = { A = ", "command = ", "x = ", "[service.web.image]\nlabels = { l = "]),
+)
+def test_any_nesting_depth_is_read_or_a_spec_error(depth: int, brackets: tuple[str, str], at: str) -> None:
+    open_, close = brackets
+    text = (
+        STACK_HEAD
+        + at
+        + open_ * depth
+        + '"v"'
+        + close * depth
+        + (" }" if at.endswith("{ A = ") or "{ l" in at else "")
+        + "\n"
+    )
+    try:
+        parse_stack(text, file="herd.toml")
+    except SpecError as err:
+        assert err.file == "herd.toml"
+        for problem in err.problems:
+            assert problem.message and (problem.key or problem.message.startswith("not valid TOML"))

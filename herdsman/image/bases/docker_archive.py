@@ -3,7 +3,9 @@
 The archive's config is stored raw (its digest is the image ID Docker shows). Its layers are
 stored as they are — uncompressed tars, whose digest is their diff_id, or gzip if the engine wrote
 them so — and a new OCI manifest is written for them: a docker-archive has no manifest of its own.
-Members are streamed from the tar, never read whole into memory.
+Members are streamed from the tar, never read whole into memory. The layers are checked by the
+unpacking rules (`unpack.check_layers`) before the image is recorded: a hostile archive is refused
+with one line naming it, the layer and the member, and nothing is baked from it.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from herdsman.image.oci import (
     REF_NAME,
     Descriptor,
 )
+from herdsman.image.unpack import check_layers
 
 
 def _member(tar: tarfile.TarFile, name: str, archive: str) -> IO[bytes]:
@@ -84,6 +87,8 @@ def resolve_docker_archive(request: BaseRequest, rest: str) -> BaseImage:
                 expected = diff_id if media_type == MEDIA_LAYER_TAR else None
                 layers.append(store.copy_in(handle, media_type, expected=expected))
                 task.advance()
+    with request.reporter.task(f"checking the base {request.name}"):
+        check_layers(store, layers, request.name)
     manifest = {
         "schemaVersion": 2,
         "mediaType": MEDIA_MANIFEST,

@@ -3,6 +3,8 @@
 The base's manifest, config and layers are copied into the store byte for byte, each verified
 against its digest while copied: a base's manifest or config is never re-serialised, so its digest
 is the one its publisher computed. A multi-platform index resolves to this machine's platform.
+Its layers are checked by the unpacking rules (`unpack.check_layers`) before it is recorded in the
+store's index: a hostile layer is refused here, not baked into an image that could be exported.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from herdsman.image.oci import (
     Descriptor,
     ImageStore,
 )
+from herdsman.image.unpack import check_layers
 
 INDEX_TYPES = frozenset({MEDIA_INDEX, DOCKER_MANIFEST_LIST})
 
@@ -94,6 +97,8 @@ def resolve_oci_dir(request: BaseRequest, rest: str) -> BaseImage:
     diff_ids = tuple(config.get("rootfs", {}).get("diff_ids") or [])
     if len(diff_ids) != len(layers):
         raise BakeError(f"the base {request.name} has {len(layers)} layers but {len(diff_ids)} diff_ids")
+    with request.reporter.task(f"checking the base {request.name}"):
+        check_layers(request.store, layers, request.name)
     annotations = {REF_NAME: f"base/oci:{Path(path_text).name}{'#' + ref if ref else ''}"}
     request.store.add_to_index(Descriptor(manifest_desc.media_type, digest, manifest_desc.size, annotations))
     return BaseImage(
