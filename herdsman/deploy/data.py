@@ -63,7 +63,7 @@ async def stop_users(deployment: Deployment, release: Release | None, volumes: s
                     await pools.set_pool(route_name(deployment.env, name), [])
     labels = {"herd.stack": deployment.project.stack.name, "herd.env": deployment.env}
     users = [i for i in await deployment.driver.list(labels) if i.service in services]
-    await asyncio.gather(*(deployment.driver.stop(i.id, 10) for i in users))
+    await asyncio.gather(*(deployment.driver.stop(i.id, deployment.stop_grace(i)) for i in users))
     return services
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import secrets as token
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping
@@ -290,17 +291,27 @@ class Executor:
         """Wait until the instance passes its health check. Until its first success it is probed
         quickly (from 20 ms, doubling up to the check's interval), so a replacement that is ready
         in 100 ms takes traffic in about 100 ms, not after a whole interval."""
-        check = service_config(entry).health
+        config = service_config(entry)
+        check = config.health
         deadline = time.monotonic() + (check.deadline if check else 60.0)
         tracker = HealthTracker.for_check(check) if check else None
         pause = 0.01
+        settled = False  # no health check: it has run for min_ready
         while True:
             state = await self.driver.inspect(instance_id)
             if state is None or state.state != "running":
-                raise self._failure(instance_id, state, "crashed before it became healthy")
+                what = "crashed before it became healthy"
+                if check is None:
+                    what = f"exited before it had run for min_ready ({config.min_ready:g}s, no health check)"
+                raise self._failure(instance_id, state, what)
             if check is None or tracker is None:
-                return  # no health check: running is healthy
-            result = await probe(check, "127.0.0.1", state.port)
+                if settled or config.min_ready <= 0:
+                    return  # no health check: still running after min_ready is healthy
+                await asyncio.sleep(config.min_ready)
+                settled = True
+                continue
+            inside = functools.partial(self.driver.exec, instance_id)  # a command check runs in it
+            result = await probe(check, "127.0.0.1", state.port, inside)
             if tracker.record(result) or tracker.healthy:
                 return
             if time.monotonic() > deadline:

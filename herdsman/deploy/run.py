@@ -17,9 +17,9 @@ from pathlib import Path
 from herdsman.deploy.execute import Executor, Pools, Target
 from herdsman.deploy.pidlock import pid_lock
 from herdsman.deploy.release import release_content
-from herdsman.drivers.base import Driver
+from herdsman.drivers.base import Driver, InstanceState
 from herdsman.drivers.process import ProcessDriver
-from herdsman.errors import DeployError, DriverError
+from herdsman.errors import DeployError, DriverError, HerdError
 from herdsman.image.assemble import git_revision
 from herdsman.image.bake import bake, image_store
 from herdsman.image.progress import NullReporter, Reporter
@@ -191,12 +191,22 @@ class Deployment:
                 await self.executor.apply(step, current)
             return len(steps)
 
+    def stop_grace(self, instance: InstanceState) -> float:
+        """The `stop_grace` of the release the instance runs (10 s when that is unknown)."""
+        from herdsman.deploy.release import service_config
+
+        try:
+            entry = self.state.release(self.env, instance.release).services()[instance.service]
+        except (HerdError, KeyError):
+            return 10.0
+        return service_config(entry).stop_grace
+
     async def down(self) -> int:
         """Stop every instance of the environment; volumes and logs stay."""
         with deploy_lock(self.home, self.env):
             labels = {"herd.stack": self.project.stack.name, "herd.env": self.env}
             instances = await self.driver.list(labels)
-            await asyncio.gather(*(self.driver.stop(i.id, 10) for i in instances))
+            await asyncio.gather(*(self.driver.stop(i.id, self.stop_grace(i)) for i in instances))
             current = self.state.current_release(self.env)
             if current is not None:
                 self.state.set_release_status(self.env, current.number, "stopped")

@@ -27,7 +27,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,11 +36,13 @@ from herdsman.drivers.base import (
     BlockingDriver,
     Drift,
     Drifts,
+    ExecResult,
     InstanceSpec,
     InstanceState,
     States,
     env_differences,
 )
+from herdsman.drivers.bounded import run_bounded
 from herdsman.drivers.sandbox import Launch, bwrap_launch, host_layout, plain_launch
 from herdsman.errors import DriverError
 from herdsman.image import filelist
@@ -148,7 +150,13 @@ class ProcessDriver(BlockingDriver):
             "stamper_ticks": procfs.start_ticks(stamper.pid),
             "argv": list(spec.argv),
             "env": _hidden(launch.env, spec.secrets),  # what it was started with, for `herd verify`
+            "secrets": list(spec.secrets),
             "stop_grace": spec.stop_grace,
+            # how `exec` enters it: the sandbox's argv up to its command ("--"), or the plain cwd
+            "exec": {
+                "sandbox": launch.argv[: len(launch.argv) - len(spec.argv)] if self.bwrap else None,
+                "cwd": launch.cwd,
+            },
         }
         _write_json(self.records / f"{spec.id}.json", record)
         return self._state(record)
@@ -269,6 +277,45 @@ class ProcessDriver(BlockingDriver):
     def _exit_code(self, pid: int) -> int | None:
         child = self._children.get(pid)
         return child.poll() if child is not None else None
+
+    # exec -------------------------------------------------------------------------------------
+    async def exec(self, instance_id: str, argv: Sequence[str], timeout: float) -> ExecResult:
+        """Run ``argv`` in a new sandbox built with exactly the instance's binds (its unpacked
+        image, its volumes, its own /tmp), environment and user; without bubblewrap (host images),
+        in the instance's working directory with its environment."""
+        record = self._load(instance_id)
+        if record is None or not procfs.alive(int(record["pid"]), record.get("ticks")):
+            raise DriverError(f"instance {instance_id} is not running")
+        how = record.get("exec")
+        if not isinstance(how, dict):
+            raise DriverError(
+                f"instance {instance_id} was started by an older herdsman, which did not record how to "
+                "enter it",
+                hint="replace it (herd deploy) to run command checks inside it",
+            )
+        env = self._exec_env(record)
+        if how.get("sandbox"):
+            # the same bwrap argv, plus: the command dies with its caller (a probe that was cancelled)
+            sandbox = list(how["sandbox"])
+            return await run_bounded(
+                [*sandbox[:-1], "--die-with-parent", "--", *argv], timeout=timeout, env=env, cwd="/"
+            )
+        return await run_bounded(argv, timeout=timeout, env=env, cwd=str(how.get("cwd") or "/"))
+
+    def _exec_env(self, record: dict[str, Any]) -> dict[str, str]:
+        """The environment the instance was started with, from its record; secret values (kept
+        there only as digests) from the sandbox process started with them, else left out."""
+        env = {str(k): str(v) for k, v in dict(record.get("env") or {}).items()}
+        secrets = [str(name) for name in record.get("secrets") or []]
+        if not secrets:
+            return env
+        launched = procfs.environ(int(record["pid"]))
+        for name in secrets:
+            if name in launched:
+                env[name] = launched[name]
+            else:
+                env.pop(name, None)
+        return env
 
     # drift ------------------------------------------------------------------------------------
     async def verify(self, instance_id: str, spec: InstanceSpec) -> Drifts:

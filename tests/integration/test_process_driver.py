@@ -15,6 +15,7 @@ import pytest
 
 from herdsman.drivers.base import InstanceSpec, VolumeMount
 from herdsman.drivers.process import ProcessDriver
+from herdsman.errors import DriverError
 from herdsman.health import probe
 from herdsman.image.bake import bake, image_store
 from herdsman.spec import load_project
@@ -158,3 +159,51 @@ def test_a_new_driver_adopts_running_instances_and_sees_crashes(hello: tuple[Pat
         assert await adopter.list() == []
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("sandbox", ["bwrap", "none"])
+def test_exec_runs_inside_the_instance_and_is_killed_at_its_timeout(
+    hello: tuple[Path, str], sandbox: str
+) -> None:
+    """`exec` sees the instance's environment, working directory, volume and (sandboxed) its own
+    /tmp and read-only root; a command past its timeout is killed with everything it started."""
+    if sandbox == "bwrap":
+        need_command("bwrap")
+    home, digest = hello
+    volume = home / "volumes" / "counter"
+
+    async def scenario() -> None:
+        driver = ProcessDriver(home, image_store(load_project(home.parent / "herd.toml")), sandbox=sandbox)
+        one = await driver.start(_spec(home, digest, "web-1", volume))
+        await driver.start(_spec(home, digest, "web-2", volume))
+        (volume / "mine-web-1").write_text("x")
+        script = 'echo "$HERD_INSTANCE $PORT $(pwd)"; test -s "$DATA_DIR/mine-$HERD_INSTANCE"'
+        ran = await driver.exec("web-1", ["sh", "-c", script], 5)
+        assert ran.exit_code == 0 and not ran.timed_out, ran
+        instance, port, cwd = ran.output.split()
+        assert instance == "web-1" and port == str(one.port)
+        assert cwd == "/app" if sandbox == "bwrap" else cwd.endswith("/app")
+        assert (await driver.exec("web-2", ["sh", "-c", script], 5)).exit_code == 1
+        if sandbox == "bwrap":
+            wrote = await driver.exec("web-1", ["sh", "-c", "echo beat > /tmp/heartbeat"], 5)
+            assert wrote.exit_code == 0, wrote
+            assert (home / "run" / "scratch" / "web-1" / "heartbeat").read_text() == "beat\n"
+            assert (await driver.exec("web-2", ["test", "-e", "/tmp/heartbeat"], 5)).exit_code == 1
+            assert (await driver.exec("web-1", ["sh", "-c", "echo x > /app/x"], 5)).exit_code != 0
+        started = time.monotonic()
+        hung = await driver.exec("web-1", ["sh", "-c", "sleep 30 & sleep 30; echo never"], 0.5)
+        assert hung.timed_out and hung.exit_code is None and time.monotonic() - started < 10
+        leftovers = [p for p in Path("/proc").iterdir() if p.name.isdigit() and _cmd(p) == b"sleep\x0030\x00"]
+        assert leftovers == [], "the whole command was killed, children included"
+        await driver.stop("web-1", 1)
+        with pytest.raises(DriverError, match="not running"):
+            await driver.exec("web-1", ["true"], 1)
+
+    asyncio.run(scenario())
+
+
+def _cmd(proc: Path) -> bytes:
+    try:
+        return (proc / "cmdline").read_bytes()
+    except OSError:
+        return b""

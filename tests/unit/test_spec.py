@@ -129,6 +129,8 @@ def test_a_full_stack_parses_into_frozen_models() -> None:
         ("service.web.image.base", "ubuntu", "service.web.image.base", "unknown base"),
         ("stack.name", "Shop", "stack.name", "not allowed"),
         ("service.web.deploy.strategy", "yolo", "service.web.deploy.strategy", ""),
+        ("service.web.min_ready", "soon", "service.web.min_ready", "not a duration"),
+        ("service.web.min_ready", 1, "service.web.min_ready", "duration"),
     ],
 )
 def test_field_errors_name_the_key(path: str, value: Any, key: str, words: str) -> None:
