@@ -5,7 +5,9 @@ a migration followed by a failed release keeps the data migrated (and says so) u
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
 import time
 from pathlib import Path
 
@@ -210,3 +212,32 @@ def test_volume_data_survives_20_deploys_and_5_rollbacks(project: tuple[Path, in
     assert len(StateStore(root / ".herd" / "state.db").releases("production")) == 25
     snapshots = sorted((root / ".herd" / "snapshots").iterdir())
     assert len(snapshots) == 5, "only the snapshots of the last 5 migrating releases are kept"
+
+
+def test_concurrent_visits_across_two_instances_are_counted_exactly(project: tuple[Path, int]) -> None:
+    """examples/hello's counter under 200 concurrent visits spread over its two instances: an
+    flock across instances and a temp file per writer make every increment count, once."""
+    root, port = project
+    herd(root, "deploy")
+    total, parallel = 200, 20
+
+    async def visit_all() -> list[str]:
+        limit = asyncio.Semaphore(parallel)
+        async with httpx.AsyncClient(timeout=30) as client:
+
+            async def one() -> str:
+                async with limit:
+                    response = await client.get(f"http://127.0.0.1:{port}/")
+                    assert response.status_code == 200, response.text
+                    return response.text
+
+            return await asyncio.gather(*(one() for _ in range(total)))
+
+    pages = asyncio.run(visit_all())
+    numbers = sorted(int(re.search(r"<b id=visits>(\d+)</b>", page).group(1)) for page in pages)  # type: ignore[union-attr]
+    served_by = {re.search(r"<code>([^<]+)</code>", page).group(1) for page in pages}  # type: ignore[union-attr]
+    assert len(served_by) == 2, f"both instances served: {served_by}"
+    assert numbers == list(range(1, total + 1)), "each visit got its own number"
+    assert visits(root) == total
+    logs = herd(root, "logs").stdout
+    assert "Traceback" not in logs, logs[-2000:]
