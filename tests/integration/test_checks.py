@@ -107,8 +107,9 @@ def test_with_no_check_an_instance_must_keep_running_for_min_ready(project: Path
 
 
 def test_down_honours_stop_grace(project: Path) -> None:
-    """Workers that ignore SIGTERM with stop_grace = 1s: `herd down` takes about a second, not the
-    10 s it took when every instance got a fixed grace (a generous bound, not a benchmark)."""
+    """Workers that ignore SIGTERM with stop_grace = 1s: `herd down` takes about a second more than
+    the CLI's start, not the 10 s every instance got as a fixed grace (a generous bound, not a
+    benchmark: measured 4.2 s on docker, of which 2.3 s were imports)."""
     add_worker(project, 'IGNORE_TERM = "yes"', check=False, extra='stop_grace = "1s"\n')
     herd(project, "deploy")
     assert len(workers(project)) == 2
@@ -116,5 +117,7 @@ def test_down_honours_stop_grace(project: Path) -> None:
     out = herd(project, "down").stdout
     took = time.monotonic() - started
     assert "stopped 4 instance(s)" in out
-    assert took < 6, f"herd down took {took:.1f}s"
+    # the fixed 10 s grace alone took longer than this; the rest is the CLI starting (2-4 s on a
+    # busy 2-core machine: imports, the Docker client) and the engine stopping four containers
+    assert took < 8, f"herd down took {took:.1f}s"
     assert instances(project) == []
