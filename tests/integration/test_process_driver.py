@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import shutil
@@ -184,6 +185,12 @@ def test_exec_runs_inside_the_instance_and_is_killed_at_its_timeout(
         assert instance == "web-1" and port == str(one.port)
         assert cwd == "/app" if sandbox == "bwrap" else cwd.endswith("/app")
         assert (await driver.exec("web-2", ["sh", "-c", script], 5)).exit_code == 1
+        secret = _spec(home, digest, "web-3", volume)
+        secret = dataclasses.replace(secret, env={**secret.env, "TOKEN": "s3cret"}, secrets=("TOKEN",))
+        await driver.start(secret)
+        assert "s3cret" not in (home / "run" / "instances" / "web-3.json").read_text()
+        token = await driver.exec("web-3", ["sh", "-c", 'test "$TOKEN" = s3cret'], 5)
+        assert token.exit_code == 0, "a secret reaches the command, though its record keeps a digest"
         if sandbox == "bwrap":
             wrote = await driver.exec("web-1", ["sh", "-c", "echo beat > /tmp/heartbeat"], 5)
             assert wrote.exit_code == 0, wrote
