@@ -131,9 +131,10 @@ def restore_command(ctx: Context, name: str, file: Path, env: str | None, yes: b
     """Put a backup back into volume NAME.
 
     Every file is checked against the backup's manifest first: a damaged archive is refused and
-    nothing changes. Then the instances using the volume are stopped (out of the router's pool,
-    drained), the data replaced, and the current release started again: a restore never writes
-    under running instances.
+    nothing changes. The backup is then copied beside the volume and checked again while the
+    service keeps running; only then are the instances using the volume stopped (out of the
+    router's pool, drained), the copy renamed into place and the current release started again:
+    a restore never writes under running instances, and they are down for the swap, not the copy.
     """
     from herdsman.deploy.data import restore_locked
     from herdsman.deploy.run import deploy_lock
@@ -149,6 +150,7 @@ def restore_command(ctx: Context, name: str, file: Path, env: str | None, yes: b
 
     deployment = Deployment(project, env)
     deployment.executor.pools = ensure_router_pools(project, deployment.env)
+    deployment.executor.on_progress = lambda line: console.print(f"[dim]·[/] {line}", highlight=False)
 
     async def run() -> list[str]:
         with deploy_lock(deployment.home, deployment.env, wait=60):

@@ -111,8 +111,16 @@ class DockerDriver(BlockingDriver):
         return found[0] if found else None
 
     def volume_dir(self, stack: str, name: str) -> Path:
-        """The named volume's data on this machine (snapshots copy it; the engine must be local)."""
+        """The named volume's data on this machine (snapshots copy it; the engine must be local).
+        Only a plain `local` volume (what herdsman creates) keeps its data there: one with mount
+        options (nfs, tmpfs, a device) has it elsewhere whenever no container uses it."""
         volume = self.client.volumes.get(self._volume(stack, name))
+        if volume.attrs.get("Driver") != "local" or volume.attrs.get("Options"):
+            raise DriverError(
+                f"volume {name} ({volume.name}) is not a plain local volume: its data is not on this "
+                "machine's disk while no container uses it",
+                hint="snapshots, backups and restores work on volumes herdsman created",
+            )
         path = Path(str(volume.attrs.get("Mountpoint", "")))
         if not path.is_dir():
             raise DriverError(
