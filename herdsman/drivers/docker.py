@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Any
 
 from herdsman.drivers.base import (
-    OUTPUT_LIMIT,
     BlockingDriver,
     Drift,
     Drifts,
@@ -43,7 +42,7 @@ from herdsman.drivers.base import (
     States,
     env_differences,
 )
-from herdsman.drivers.bounded import kill_tree
+from herdsman.drivers.docker_exec import exec_in
 from herdsman.errors import DriverError
 from herdsman.image.export import export_image
 from herdsman.image.filelist import Difference
@@ -317,51 +316,11 @@ class DockerDriver(BlockingDriver):
 
     # exec -------------------------------------------------------------------------------------
     async def exec(self, instance_id: str, argv: Sequence[str], timeout: float) -> ExecResult:
-        """`docker exec` into the running container: its read-only root, volumes, tmpfs /tmp,
-        environment, working directory and user. The engine has no call to stop an exec, so at the
-        timeout its process (a host pid: the engine is local) and its children are killed."""
-        import docker.errors
-
+        """`docker exec` into the running container (see `docker_exec`)."""
         container = await asyncio.to_thread(self._container, instance_id)
         if container is None or container.status != "running":
             raise DriverError(f"instance {instance_id} is not running")
-        api = self.client.api
-        try:
-            created = await asyncio.to_thread(
-                api.exec_create, container.id, list(argv), stdout=True, stderr=True, stdin=False, tty=False
-            )
-        except docker.errors.APIError as exc:
-            raise DriverError(f"Docker could not exec in {instance_id}: {exc.explanation or exc}") from None
-        exec_id = created["Id"]
-        tail = bytearray()
-
-        def pump() -> dict[str, Any]:
-            for chunk in api.exec_start(exec_id, stream=True):
-                tail.extend(chunk)
-                del tail[:-OUTPUT_LIMIT]
-            return dict(api.exec_inspect(exec_id))
-
-        running = asyncio.ensure_future(asyncio.to_thread(pump))
-        try:
-            info = await asyncio.wait_for(asyncio.shield(running), timeout)
-        except TimeoutError:
-            await asyncio.to_thread(self._kill_exec, exec_id)
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(running, 5)
-            return ExecResult(None, tail.decode(errors="replace"), timed_out=True)
-        except asyncio.CancelledError:
-            await asyncio.to_thread(self._kill_exec, exec_id)
-            raise
-        except docker.errors.APIError as exc:
-            raise DriverError(f"Docker could not exec in {instance_id}: {exc.explanation or exc}") from None
-        code = info.get("ExitCode")
-        return ExecResult(int(code) if code is not None else None, tail.decode(errors="replace"))
-
-    def _kill_exec(self, exec_id: str) -> None:
-        with contextlib.suppress(Exception):
-            pid = int(self.client.api.exec_inspect(exec_id).get("Pid") or 0)
-            if pid > 0:
-                kill_tree(pid)
+        return await exec_in(self.client.api, container.id, instance_id, argv, timeout)
 
     # drift ------------------------------------------------------------------------------------
     async def verify(self, instance_id: str, spec: InstanceSpec) -> Drifts:
