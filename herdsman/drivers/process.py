@@ -43,6 +43,7 @@ from herdsman.drivers.base import (
     env_differences,
 )
 from herdsman.drivers.bounded import run_bounded
+from herdsman.drivers.process_exec import entry_from_proc, exec_env
 from herdsman.drivers.sandbox import Launch, bwrap_launch, host_layout, plain_launch
 from herdsman.errors import DriverError
 from herdsman.image import filelist
@@ -288,12 +289,8 @@ class ProcessDriver(BlockingDriver):
             raise DriverError(f"instance {instance_id} is not running")
         how = record.get("exec")
         if not isinstance(how, dict):
-            raise DriverError(
-                f"instance {instance_id} was started by an older herdsman, which did not record how to "
-                "enter it",
-                hint="replace it (herd deploy) to run command checks inside it",
-            )
-        env = self._exec_env(record)
+            how = entry_from_proc(record)
+        env = await asyncio.to_thread(exec_env, record)
         if how.get("sandbox"):
             # the same bwrap argv, plus: the command dies with its caller (a probe that was cancelled)
             sandbox = list(how["sandbox"])
@@ -301,21 +298,6 @@ class ProcessDriver(BlockingDriver):
                 [*sandbox[:-1], "--die-with-parent", "--", *argv], timeout=timeout, env=env, cwd="/"
             )
         return await run_bounded(argv, timeout=timeout, env=env, cwd=str(how.get("cwd") or "/"))
-
-    def _exec_env(self, record: dict[str, Any]) -> dict[str, str]:
-        """The environment the instance was started with, from its record; secret values (kept
-        there only as digests) from the sandbox process started with them, else left out."""
-        env = {str(k): str(v) for k, v in dict(record.get("env") or {}).items()}
-        secrets = [str(name) for name in record.get("secrets") or []]
-        if not secrets:
-            return env
-        launched = procfs.environ(int(record["pid"]))
-        for name in secrets:
-            if name in launched:
-                env[name] = launched[name]
-            else:
-                env.pop(name, None)
-        return env
 
     # drift ------------------------------------------------------------------------------------
     async def verify(self, instance_id: str, spec: InstanceSpec) -> Drifts:

@@ -66,3 +66,12 @@ def environ(pid: int) -> dict[str, str]:
         return {}
     pairs = (item.decode(errors="surrogateescape").partition("=") for item in raw.split(b"\0") if item)
     return {key: value for key, _, value in pairs}
+
+
+def cmdline(pid: int) -> list[str]:
+    """The argv ``pid`` was started with (empty when it cannot be read)."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [part.decode(errors="surrogateescape") for part in raw.split(b"\0")[:-1]]

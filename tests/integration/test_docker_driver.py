@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -120,9 +121,12 @@ def test_exec_runs_in_the_container_and_is_killed_at_its_timeout(project: Path) 
         assert ran.exit_code == 0 and ran.output.split() == [one, "/app"], ran
         assert (await driver.exec(two, ["test", "-e", "/tmp/hb"], 10)).exit_code == 1, "/tmp is private"
         assert (await driver.exec(one, ["sh", "-c", "echo x > /app/x"], 10)).exit_code != 0
-        hung = await driver.exec(one, ["sh", "-c", "sleep 29 & sleep 29; echo never"], 1)
+        mark = f"{29 + os.getpid() % 1000 / 1000:.3f}"  # a sleep no one else runs
+        hung = await driver.exec(one, ["sh", "-c", f"sleep {mark} & sleep {mark}; echo never"], 1)
         assert hung.timed_out and hung.exit_code is None
-        left = [p for p in Path("/proc").iterdir() if p.name.isdigit() and _cmdline(p) == b"sleep\x0029\x00"]
+        await asyncio.sleep(0.5)  # SIGKILL is sent; the kernel may take a moment to end them
+        wanted = f"sleep\0{mark}\0".encode()
+        left = [p for p in Path("/proc").iterdir() if p.name.isdigit() and _cmdline(p) == wanted]
         assert left == [], "the command and its children were killed (the engine's processes are ours to see)"
 
     asyncio.run(scenario())
