@@ -4,16 +4,25 @@ One probe is one attempt (http, tcp or command) bounded by the check's timeout; 
 heal logic count successes and failures (`HealthTracker`) to admit or eject an instance. Probes use
 plain asyncio sockets rather than an HTTP client library: a probe is one tiny request, made often,
 and must never hang past its timeout or keep a connection open.
+
+A command check runs *inside* the instance, as a Docker HEALTHCHECK or a Kubernetes exec probe
+does: the caller passes the driver's `exec` for that instance (``run_inside``). Run on the host it
+would see neither the instance's files nor its environment, so a worker could not check its own
+state. There is no host fallback: without ``run_inside`` a command check fails, saying why.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
+from herdsman.errors import HerdError
 from herdsman.spec import HealthCheck
+
+COMMAND_SLACK = 2.0  # past a command's own timeout (its runner kills it), the probe gives up anyway
 
 
 @dataclass(frozen=True)
@@ -23,15 +32,31 @@ class ProbeResult:
     seconds: float
 
 
+class Ran(Protocol):
+    """What a driver's `exec` returns (drivers.base.ExecResult; health does not import drivers)."""
+
+    @property
+    def exit_code(self) -> int | None: ...
+    @property
+    def output(self) -> str: ...
+    @property
+    def timed_out(self) -> bool: ...
+
+
+RunInside = Callable[[Sequence[str], float], Awaitable[Ran]]  # (argv, timeout) -> result
+
+
 async def probe(
-    check: HealthCheck, host: str, port: int | None, env: Mapping[str, str] | None = None
+    check: HealthCheck, host: str, port: int | None, run_inside: RunInside | None = None
 ) -> ProbeResult:
-    """Run one probe of ``check`` against an instance listening on host:port."""
+    """Run one probe of ``check`` against an instance listening on host:port; a command check
+    runs through ``run_inside`` (the driver's `exec` bound to the instance)."""
     started = time.monotonic()
+    limit = check.timeout + COMMAND_SLACK if check.type == "command" else check.timeout
     try:
-        async with asyncio.timeout(check.timeout):
+        async with asyncio.timeout(limit):
             if check.type == "command":
-                ok, detail = await _command(check, env)
+                ok, detail = await _command(check, run_inside)
             elif port is None:
                 ok, detail = False, "the instance has no port to probe"
             elif check.type == "tcp":
@@ -42,6 +67,8 @@ async def probe(
         ok, detail = False, f"timed out after {check.timeout:g}s"
     except OSError as exc:
         ok, detail = False, exc.strerror or type(exc).__name__
+    except HerdError as exc:  # the driver could not run the command (the instance stopped...)
+        ok, detail = False, exc.message
     return ProbeResult(ok, detail, time.monotonic() - started)
 
 
@@ -71,24 +98,17 @@ async def _http(check: HealthCheck, host: str, port: int) -> tuple[bool, str]:
     return status == check.status, f"HTTP {status}"
 
 
-async def _command(check: HealthCheck, env: Mapping[str, str] | None) -> tuple[bool, str]:
-    process = await asyncio.create_subprocess_exec(
-        *check.command,
-        env=dict(env) if env is not None else None,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        output, _ = await process.communicate()
-    except asyncio.CancelledError:
-        process.kill()
-        await process.wait()
-        raise
-    text = output.decode(errors="replace").strip().splitlines()
+async def _command(check: HealthCheck, run_inside: RunInside | None) -> tuple[bool, str]:
+    if run_inside is None:
+        return False, "no way to run the command inside the instance"
+    ran = await run_inside(check.command, check.timeout)
+    if ran.timed_out:
+        return False, f"timed out after {check.timeout:g}s"
+    text = ran.output.strip().splitlines()
     tail = f": {text[-1][:200]}" if text else ""
-    return process.returncode == 0, f"exit {process.returncode}{tail}"
+    if ran.exit_code is None:
+        return False, f"could not run{tail}"
+    return ran.exit_code == 0, f"exit {ran.exit_code}{tail}"
 
 
 @dataclass

@@ -82,7 +82,7 @@ class Agent:
         self.wake = asyncio.Event()
         self.fleet = Fleet()
         self.backoff = Backoff()
-        self.watcher = Watcher(self._changed)
+        self.watcher = Watcher(self._changed, self.deployment.driver.exec)
         self.quarantine = Quarantine(self.home)
         self.drifted: dict[str, str] = {}
         self.healer = Healer(self)

@@ -12,8 +12,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 from herdsman.drivers.base import InstanceState
 from herdsman.health import HealthTracker, ProbeResult, probe
@@ -23,9 +25,14 @@ KEEP_RESULTS = 20  # probe results kept per instance, as evidence for a quaranti
 
 
 class Watcher:
-    def __init__(self, on_change: Callable[[str, str], None]) -> None:
+    def __init__(
+        self,
+        on_change: Callable[[str, str], None],
+        exec_in: Callable[[str, Sequence[str], float], Awaitable[Any]] | None = None,
+    ) -> None:
         # called with (instance id, "exited" | "unhealthy")
         self.on_change = on_change
+        self.exec_in = exec_in  # the driver's `exec`: command checks run inside the instance
         self._fds: dict[str, int] = {}
         self._probes: dict[str, asyncio.Task[None]] = {}
         self.results: dict[str, collections.deque[ProbeResult]] = {}
@@ -67,7 +74,8 @@ class Watcher:
         tracker = HealthTracker.for_check(check)
         results = self.results[state.id]
         while True:
-            result = await probe(check, "127.0.0.1", state.port)
+            inside = functools.partial(self.exec_in, state.id) if self.exec_in else None
+            result = await probe(check, "127.0.0.1", state.port, inside)
             results.append(result)
             if tracker.record(result) is False:
                 self.unhealthy[state.id] = (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from datetime import datetime
 
@@ -176,7 +177,8 @@ async def _probe_all(deployment: Deployment, instances: list[InstanceState]) -> 
         check = entry.config.health
         if check is None:
             return item.id, "no check"
-        result = await probe(check, "127.0.0.1", item.port)
+        inside = functools.partial(deployment.driver.exec, item.id)  # a command check runs in it
+        result = await probe(check, "127.0.0.1", item.port, inside)
         return item.id, "healthy" if result.ok else f"failing ({result.detail})"
 
     return dict(await asyncio.gather(*(one(i) for i in instances)))

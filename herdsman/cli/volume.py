@@ -131,12 +131,12 @@ def restore_command(ctx: Context, name: str, file: Path, env: str | None, yes: b
     """Put a backup back into volume NAME.
 
     Every file is checked against the backup's manifest first: a damaged archive is refused and
-    nothing changes. Then the instances using the volume are stopped (out of the router's pool,
-    drained), the data replaced, and the current release started again: a restore never writes
-    under running instances.
+    nothing changes. The backup is then copied beside the volume and checked again while the
+    service keeps running; only then are the instances using the volume stopped (out of the
+    router's pool, drained), the copy renamed into place and the current release started again:
+    a restore never writes under running instances, and they are down for the swap, not the copy.
     """
     from herdsman.deploy.data import restore_locked
-    from herdsman.deploy.run import deploy_lock
     from herdsman.deploy.volumes import restore_backup, verify_backup
 
     project = _declared(ctx, name)
@@ -149,8 +149,9 @@ def restore_command(ctx: Context, name: str, file: Path, env: str | None, yes: b
     deployment = Deployment.open(project, env, driver_name=ctx.driver)
 
     async def run() -> list[str]:
-        with deploy_lock(deployment.home, deployment.env, wait=60):
+        with deployment.locked(wait=60):  # a running agent lists again before it heals
             return await restore_locked(deployment, {name: functools.partial(restore_backup, file)})
 
-    services = asyncio.run(run())
+    with deployment.executor.listening(lambda line: console.print(f"[dim]·[/] {line}", highlight=False)):
+        services = asyncio.run(run())
     console.print(f"volume {name} restored from {file}; {', '.join(services) or 'no service'} replaced")

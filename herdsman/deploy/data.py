@@ -1,23 +1,28 @@
 """Putting data back: restoring a volume from a backup or a pre-migration snapshot, and finding the
 migrations a rollback would not undo.
 
-A restore never writes under running instances: under the deploy lock, the instances of every
-service that mounts the volume leave the router's pool, drain and stop; the volume is filled; then
-instances are started again (the current release's, or — for `herd rollback --restore-data` — the
-release rolled back to). Requests to those services get the router's 503 meanwhile: a restore
-replaces the data the instances stand on, so it cannot be invisible.
+A restore never writes under running instances, and it keeps the time they are down short: the
+new data is first copied and verified *beside* the volume while the instances keep serving from
+the old data (`volumes.stage`); only then, under the deploy lock, do the instances of every service
+that mounts the volume leave the router's pool, drain and stop; the staged copy is renamed into
+the volume's place (`volumes.swap_in`) and instances are started again (the current release's,
+or — for `herd rollback --restore-data` — the release rolled back to). Requests to those services
+get the router's 503 only for the swap and a start, however big the copy. The old data is deleted
+once the service runs again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import shutil
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from herdsman.deploy.run import Deployment
 from herdsman.deploy.target import route_name
-from herdsman.deploy.volumes import snapshot_dir
+from herdsman.deploy.volumes import snapshot_dir, stage, swap_in
 from herdsman.state import Release
 
 
@@ -50,8 +55,9 @@ def snapshots_to_restore(deployment: Deployment, release: int) -> dict[str, Path
 
 async def stop_users(deployment: Deployment, release: Release | None, volumes: set[str]) -> list[str]:
     """Take every instance of a service mounting one of ``volumes`` out of service (pool, drain,
-    stop); returns the services. The caller holds the deploy lock."""
+    stop, each with its release's stop_grace); returns the services. The caller holds the lock."""
     services = []
+    routed = {}
     if release is not None:
         for name, entry in release.services().items():
             config = entry.config
@@ -60,25 +66,51 @@ async def stop_users(deployment: Deployment, release: Release | None, volumes: s
                 pools = deployment.executor.pools
                 if pools is not None and config.route is not None:
                     await pools.set_pool(route_name(deployment.env, name), [])
-    users = [
-        i for i in await deployment.driver.list(deployment.executor.target.selector) if i.service in services
-    ]
-    await asyncio.gather(*(deployment.driver.stop(i.id, 10) for i in users))
+                    routed[name] = config.route.drain_timeout
+    selector = deployment.executor.target.selector
+    users = [i for i in await deployment.driver.list(selector) if i.service in services]
+    pools = deployment.executor.pools
+    for name, timeout in routed.items():  # requests in flight finish before their instance stops
+        addresses = [i.address for i in users if i.service == name and i.address]
+        if pools is not None and addresses:
+            await pools.drain(route_name(deployment.env, name), addresses, timeout)
+    await asyncio.gather(*(deployment.driver.stop(i.id, deployment.stop_grace(i)) for i in users))
     return services
 
 
 async def restore_locked(
     deployment: Deployment, fills: Mapping[str, Callable[[Path], object]], *, restart: bool = True
 ) -> list[str]:
-    """Stop the users of the volumes, fill each volume (``fills``: volume -> fill(directory)),
-    then, with ``restart``, bring the current release back. The caller holds the deploy lock."""
-    current = deployment.state.current_release(deployment.env)
-    services = await stop_users(deployment, current, set(fills))
-    for volume, fill in fills.items():
-        directory = deployment.driver.volume_dir(deployment.project.stack_id, volume)
-        await asyncio.to_thread(fill, directory)
-        deployment.state.event(deployment.env, "volume", f"volume {volume} restored", volumes=[volume])
+    """Stage each volume's new data (``fills``: volume -> fill(empty directory)), then stop the
+    users of the volumes, swap the staged copies in and, with ``restart``, bring the current
+    release back. The caller holds the deploy lock. Progress goes to the executor's `say`."""
+    say = deployment.executor.say
+    stack = deployment.project.stack_id
+    staged: dict[str, tuple[Path, Path]] = {}
+    try:
+        for volume, fill in fills.items():
+            directory = deployment.driver.volume_dir(stack, volume)
+            say(f"volume {volume}: copying the new data beside it (the service keeps running)")
+            started = time.monotonic()
+            staged[volume] = (await asyncio.to_thread(stage, fill, directory), directory)
+            say(f"volume {volume}: new data staged and verified in {time.monotonic() - started:.1f}s")
+        current = deployment.state.current_release(deployment.env)
+        down = time.monotonic()
+        services = await stop_users(deployment, current, set(fills))
+        say(f"stopped {', '.join(services) or 'no service'}; swapping the data in")
+        replaced = []
+        for volume in list(staged):
+            path, directory = staged.pop(volume)
+            replaced.append(await asyncio.to_thread(swap_in, path, directory))
+            deployment.state.event(deployment.env, "volume", f"volume {volume} restored", volumes=[volume])
+    finally:
+        for path, _ in staged.values():  # a failure before the swap: the volumes are unchanged
+            await asyncio.to_thread(shutil.rmtree, path, True)
     if restart and current is not None:
         for step in await deployment.executor.plan(current):
             await deployment.executor.apply(step, current)
+        say(f"{', '.join(services) or 'nothing'} back after {time.monotonic() - down:.1f}s")
+    for old in replaced:
+        if old is not None:
+            await asyncio.to_thread(shutil.rmtree, old, True)
     return services

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import secrets as token
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterator
@@ -258,21 +259,31 @@ class Executor:
         """Wait until the instance passes its health check. Until its first success it is probed
         quickly (from 20 ms, doubling up to the check's interval), so a replacement that is ready
         in 100 ms takes traffic in about 100 ms, not after a whole interval."""
-        check = entry.config.health
+        config = entry.config
+        check = config.health
         deadline = time.monotonic() + (check.deadline if check else 60.0)
         tracker = HealthTracker.for_check(check) if check else None
         pause = 0.01
         state, looked = self.known.get(instance_id), 0.0
+        settled = False  # no health check: it has run for min_ready
         while True:
             # whether it still runs is asked of the driver at most every LOOK_EVERY (on Docker each
             # look is an API round trip); an answering probe says so already
             if state is None or check is None or time.monotonic() - looked >= LOOK_EVERY:
                 state, looked = await self._look(instance_id), time.monotonic()
             if state is None or state.state != "running":
-                raise self._failure(instance_id, state, "crashed before it became healthy")
+                what = "crashed before it became healthy"
+                if check is None:
+                    what = f"exited before it had run for min_ready ({config.min_ready:g}s, no health check)"
+                raise self._failure(instance_id, state, what)
             if check is None or tracker is None:
-                return  # no health check: running is healthy
-            result = await probe(check, "127.0.0.1", state.port)
+                if settled or config.min_ready <= 0:
+                    return  # no health check: still running after min_ready is healthy
+                await asyncio.sleep(config.min_ready)
+                settled = True
+                continue
+            inside = functools.partial(self.driver.exec, instance_id)  # a command check runs in it
+            result = await probe(check, "127.0.0.1", state.port, inside)
             if tracker.record(result) or tracker.healthy:
                 return
             if time.monotonic() > deadline:

@@ -19,9 +19,9 @@ from herdsman.deploy.execute import Executor, Pools
 from herdsman.deploy.pidlock import pid_lock
 from herdsman.deploy.release import release_content
 from herdsman.deploy.target import Target
-from herdsman.drivers.base import Driver, private_dir
+from herdsman.drivers.base import Driver, InstanceState, private_dir
 from herdsman.drivers.process import ProcessDriver
-from herdsman.errors import DeployError, DriverError
+from herdsman.errors import DeployError, DriverError, HerdError
 from herdsman.image.assemble import git_revision
 from herdsman.image.bake import bake, image_store
 from herdsman.image.progress import NullReporter, Reporter
@@ -285,11 +285,19 @@ class Deployment:
                 await self.executor.apply(step, current)
             return len(steps)
 
+    def stop_grace(self, instance: InstanceState) -> float:
+        """The `stop_grace` of the release the instance runs (10 s when that is unknown)."""
+        try:
+            entry = self.state.release(self.env, instance.release).services()[instance.service]
+        except (HerdError, KeyError):
+            return 10.0
+        return entry.config.stop_grace
+
     async def down(self) -> int:
         """Stop every instance of the environment; volumes and logs stay."""
         with self.locked():
             instances = await self.driver.list(self.executor.target.selector)
-            await asyncio.gather(*(self.driver.stop(i.id, 10) for i in instances))
+            await asyncio.gather(*(self.driver.stop(i.id, self.stop_grace(i)) for i in instances))
             current = self.state.current_release(self.env)
             if current is not None:
                 self.state.set_release_status(self.env, current.number, "stopped")

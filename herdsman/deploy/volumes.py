@@ -6,10 +6,14 @@ in `.herd/snapshots/RELEASE/VOLUME`: a consistent copy, file by file, cloned (re
 where the file system can, else copied. Not hard links: an app that writes a file in place would
 write through the link into the snapshot.
 
-A restore empties the volume's directory (never the directory itself: it may be a mount point)
-and copies the snapshot back, modes, times and owners included, so the data is byte for byte what
-it was. Backups are tar archives with a manifest of every file's sha256 (`herd volume backup`);
-restoring one verifies every digest first and refuses a damaged archive without touching the volume.
+A restore makes the volume byte for byte its snapshot or backup again (modes, times and owners
+included). It is staged: the copy is made and verified in a directory *beside* the volume (same
+file system) while the instances keep serving from the old data, and only then put in place by
+two renames (`swap_in`) — so the service is down for the swap and a start, not for the copy. A
+volume directory that cannot be renamed (a mount point) gets the staged copy's content instead.
+Backups are tar archives with a manifest of every file's sha256 (`herd volume backup`); restoring
+one verifies every digest, of the archive and of the files extracted, and refuses a damaged
+archive without touching the volume.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import shutil
 import stat
 import tarfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from herdsman.errors import DeployError
@@ -182,19 +187,82 @@ def verify_backup(archive: Path) -> dict[str, str]:
     return expected
 
 
-def restore_backup(archive: Path, volume_dir: Path) -> int:
-    """Replace the volume's contents with a verified backup; returns the file count."""
+def fill_from_backup(archive: Path, directory: Path) -> int:
+    """Make ``directory`` hold exactly a verified backup (every extracted file is checked against
+    the manifest too); returns the file count. Used on a staging directory by a restore."""
     files = verify_backup(archive)
-    staging = volume_dir.with_name(f".{volume_dir.name}.restore")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    try:
-        with tarfile.open(archive) as tar:
-            members = [m for m in tar.getmembers() if m.name != MANIFEST]
-            tar.extractall(staging, members=members, filter="data")
-        volume_dir.mkdir(parents=True, exist_ok=True)
-        empty(volume_dir)
-        copy_tree(staging, volume_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    directory.mkdir(parents=True, exist_ok=True)
+    empty(directory)
+    with tarfile.open(archive) as tar:
+        members = [m for m in tar.getmembers() if m.name != MANIFEST]
+        tar.extractall(directory, members=members, filter="data")
+    written = {
+        path.relative_to(directory).as_posix(): _file_digest(path)
+        for path in sorted(directory.rglob("*"))
+        if path.is_file() and not path.is_symlink()
+    }
+    if written != files:
+        bad = sorted(n for n in set(written) | set(files) if written.get(n) != files.get(n))
+        raise DeployError(
+            f"the copy of {archive} does not match its manifest: {', '.join(bad[:5])}",
+            hint="the disk may be full or failing; the volume was not changed",
+        )
     return len(files)
+
+
+restore_backup = fill_from_backup  # the name callers knew
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def staging_dir(volume_dir: Path) -> Path:
+    """Where a restore prepares the new data: beside the volume, on the same file system (for a
+    Docker volume, inside the volume's own directory, beside its `_data`)."""
+    return volume_dir.with_name(f".{volume_dir.name}.restoring")
+
+
+def stage(fill: Callable[[Path], object], volume_dir: Path) -> Path:
+    """A fresh staging directory beside ``volume_dir``, filled by ``fill``, with the volume
+    directory's own mode and owner (it will take its place). Nothing of the volume changes."""
+    staged = staging_dir(volume_dir)
+    shutil.rmtree(staged, ignore_errors=True)
+    volume_dir.mkdir(parents=True, exist_ok=True)
+    staged.mkdir()
+    try:
+        fill(staged)
+        info = volume_dir.stat()
+        os.chmod(staged, stat.S_IMODE(info.st_mode))
+        if os.geteuid() == 0:
+            os.chown(staged, info.st_uid, info.st_gid)
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+    return staged
+
+
+def swap_in(staged: Path, volume_dir: Path) -> Path | None:
+    """Put the staged copy in the volume's place (no instance may be using it): the volume moves
+    aside, the copy moves in — two renames. Returns where the old data went (for the caller to
+    delete once the service runs again), or None when the volume directory could not be renamed
+    (a mount point: its content is replaced by the staged copy's instead, a local copy)."""
+    old = volume_dir.with_name(f".{volume_dir.name}.replaced")
+    shutil.rmtree(old, ignore_errors=True)
+    try:
+        os.rename(volume_dir, old)
+    except OSError:
+        empty(volume_dir)
+        copy_tree(staged, volume_dir)
+        shutil.rmtree(staged, ignore_errors=True)
+        return None
+    try:
+        os.rename(staged, volume_dir)
+    except OSError:
+        os.rename(old, volume_dir)  # put the old data back: the volume is never left missing
+        raise
+    return old

@@ -13,11 +13,12 @@ import hashlib
 import hmac
 import os
 import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
 
+from herdsman.errors import DriverError
 from herdsman.image.filelist import Difference
 
 LABELS = (
@@ -153,6 +154,19 @@ class InstanceState:
         return int(self.labels.get("herd.release", "0") or 0)
 
 
+@dataclass(frozen=True)
+class ExecResult:
+    """What a command run inside an instance gave: its exit code (None when it was killed at its
+    timeout or could not start) and the tail of its output (stdout and stderr, bounded)."""
+
+    exit_code: int | None
+    output: str
+    timed_out: bool = False
+
+
+OUTPUT_LIMIT = 4096  # bytes of a command's output kept (the tail: where errors are)
+
+
 class Driver(Protocol):
     name: str
 
@@ -185,6 +199,12 @@ class Driver(Protocol):
         """How the running instance differs from ``spec`` (what its release says) and its image."""
         ...
 
+    async def exec(self, instance_id: str, argv: Sequence[str], timeout: float) -> ExecResult:
+        """Run ``argv`` *inside* the running instance — its root file system, volumes, /tmp,
+        environment, user and sandbox — as a Docker HEALTHCHECK or a Kubernetes exec probe does;
+        killed after ``timeout`` seconds. Raises DriverError when the instance does not run."""
+        ...
+
 
 States = list[InstanceState]
 
@@ -211,3 +231,9 @@ class BlockingDriver:
 
     async def list(self, labels: Mapping[str, str] | None = None) -> States:
         return await asyncio.to_thread(self.list_now, labels)
+
+    async def exec(self, instance_id: str, argv: Sequence[str], timeout: float) -> ExecResult:
+        """The default: no way in. Never the host instead: a check run beside the instance sees
+        neither its files nor its environment, and passes or fails for the wrong reasons."""
+        name = getattr(self, "name", type(self).__name__)
+        raise DriverError(f"the {name} driver cannot run a command inside instance {instance_id}")

@@ -27,7 +27,7 @@ import shutil
 import socket
 import subprocess
 import tarfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -36,11 +36,13 @@ from herdsman.drivers.base import (
     BlockingDriver,
     Drift,
     Drifts,
+    ExecResult,
     InstanceSpec,
     InstanceState,
     States,
     env_differences,
 )
+from herdsman.drivers.docker_exec import exec_in
 from herdsman.errors import DriverError
 from herdsman.image.export import export_image
 from herdsman.image.filelist import Difference
@@ -108,8 +110,16 @@ class DockerDriver(BlockingDriver):
         return found[0] if found else None
 
     def volume_dir(self, stack: str, name: str) -> Path:
-        """The named volume's data on this machine (snapshots copy it; the engine must be local)."""
+        """The named volume's data on this machine (snapshots copy it; the engine must be local).
+        Only a plain `local` volume (what herdsman creates) keeps its data there: one with mount
+        options (nfs, tmpfs, a device) has it elsewhere whenever no container uses it."""
         volume = self.client.volumes.get(self._volume(stack, name))
+        if volume.attrs.get("Driver") != "local" or volume.attrs.get("Options"):
+            raise DriverError(
+                f"volume {name} ({volume.name}) is not a plain local volume: its data is not on this "
+                "machine's disk while no container uses it",
+                hint="snapshots, backups and restores work on volumes herdsman created",
+            )
         path = Path(str(volume.attrs.get("Mountpoint", "")))
         if not path.is_dir():
             raise DriverError(
@@ -306,6 +316,14 @@ class DockerDriver(BlockingDriver):
             detail=detail,
             extra={"container": container.id},
         )
+
+    # exec -------------------------------------------------------------------------------------
+    async def exec(self, instance_id: str, argv: Sequence[str], timeout: float) -> ExecResult:
+        """`docker exec` into the running container (see `docker_exec`)."""
+        container = await asyncio.to_thread(self._container, instance_id)
+        if container is None or container.status != "running":
+            raise DriverError(f"instance {instance_id} is not running")
+        return await exec_in(self.client.api, container.id, instance_id, argv, timeout)
 
     # drift ------------------------------------------------------------------------------------
     async def verify(self, instance_id: str, spec: InstanceSpec) -> Drifts:

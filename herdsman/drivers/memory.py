@@ -11,11 +11,12 @@ import itertools
 import os
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from herdsman.drivers.base import Drift, Drifts, InstanceSpec, InstanceState
+from herdsman.drivers.base import Drift, Drifts, ExecResult, InstanceSpec, InstanceState
+from herdsman.errors import DriverError
 
 
 class MemoryDriver:
@@ -25,6 +26,7 @@ class MemoryDriver:
         self.instances: dict[str, InstanceState] = {}
         self.kept: dict[str, Path] = {}
         self.drift: dict[str, list[Drift]] = {}  # what `verify` reports, set by a test
+        self.exec_results: dict[str, ExecResult] = {}  # what `exec` gives (default: exit 0)
         self.started = 0
         self.stopped = 0
         self._ports = itertools.count(20000)
@@ -64,6 +66,12 @@ class MemoryDriver:
 
     async def verify(self, instance_id: str, spec: InstanceSpec) -> Drifts:
         return list(self.drift.get(instance_id, []))
+
+    async def exec(self, instance_id: str, argv: Sequence[str], timeout: float) -> ExecResult:
+        state = self.instances.get(instance_id)
+        if state is None or state.state != "running":
+            raise DriverError(f"instance {instance_id} is not running")
+        return self.exec_results.get(instance_id, ExecResult(0, ""))
 
     def crash(self, instance_id: str, code: int = 137) -> None:
         """What kill -9 would do: the instance is listed as exited until it is stopped."""

@@ -26,7 +26,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from herdsman.drivers.base import (
     BlockingDriver,
     Drift,
     Drifts,
+    ExecResult,
     InstanceSpec,
     InstanceState,
     States,
@@ -43,6 +44,8 @@ from herdsman.drivers.base import (
     secret_digest,
     stack_key,
 )
+from herdsman.drivers.bounded import run_bounded
+from herdsman.drivers.process_exec import entry_from_proc, exec_env
 from herdsman.drivers.sandbox import Launch, bwrap_launch, host_layout, plain_launch
 from herdsman.errors import DriverError
 from herdsman.image import filelist
@@ -152,7 +155,13 @@ class ProcessDriver(BlockingDriver):
             "stamper_ticks": procfs.start_ticks(stamper.pid),
             "argv": list(spec.argv),
             "env": _hidden(launch.env, spec.secrets, self.key),  # what it was started with, for `herd verify`
+            "secrets": list(spec.secrets),
             "stop_grace": spec.stop_grace,
+            # how `exec` enters it: the sandbox's argv up to its command ("--"), or the plain cwd
+            "exec": {
+                "sandbox": launch.argv[: len(launch.argv) - len(spec.argv)] if self.bwrap else None,
+                "cwd": launch.cwd,
+            },
         }
         _write_json(self.records / f"{spec.id}.json", record)
         return self._state(record)
@@ -273,6 +282,26 @@ class ProcessDriver(BlockingDriver):
     def _exit_code(self, pid: int) -> int | None:
         child = self._children.get(pid)
         return child.poll() if child is not None else None
+
+    # exec -------------------------------------------------------------------------------------
+    async def exec(self, instance_id: str, argv: Sequence[str], timeout: float) -> ExecResult:
+        """Run ``argv`` in a new sandbox built with exactly the instance's binds (its unpacked
+        image, its volumes, its own /tmp), environment and user; without bubblewrap (host images),
+        in the instance's working directory with its environment."""
+        record = self._load(instance_id)
+        if record is None or not procfs.alive(int(record["pid"]), record.get("ticks")):
+            raise DriverError(f"instance {instance_id} is not running")
+        how = record.get("exec")
+        if not isinstance(how, dict):
+            how = entry_from_proc(record)
+        env = await asyncio.to_thread(exec_env, record)
+        if how.get("sandbox"):
+            # the same bwrap argv, plus: the command dies with its caller (a probe that was cancelled)
+            sandbox = list(how["sandbox"])
+            return await run_bounded(
+                [*sandbox[:-1], "--die-with-parent", "--", *argv], timeout=timeout, env=env, cwd="/"
+            )
+        return await run_bounded(argv, timeout=timeout, env=env, cwd=str(how.get("cwd") or "/"))
 
     # drift ------------------------------------------------------------------------------------
     async def verify(self, instance_id: str, spec: InstanceSpec) -> Drifts:

@@ -224,6 +224,9 @@ class Service(Model):
     deploy: DeployPolicy = Field(default_factory=DeployPolicy)
     volumes: dict[Name, AbsPath] = Field(default_factory=dict)
     stop_grace: Duration = 10.0  # 0: SIGKILL at once
+    # with no health check, how long a new instance must keep running before it counts (an app
+    # that exits at once is not "deployed"), as Kubernetes' minReadySeconds
+    min_ready: Annotated[Duration, Field(ge=0)] = 1.0
     scale: Scale | None = None
     migrate: Migrate | None = None
     limits: Limits = Field(default_factory=Limits)

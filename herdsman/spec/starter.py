@@ -21,6 +21,7 @@ env = {{ GREETING = "hello" }}         # plain config; it is part of the release
 # secrets = ["DATABASE_URL"]         # taken from the deployer's environment, stored by name only
 volumes = {{ data = "/data" }}         # named volumes live outside instances and survive replacement
 stop_grace = "10s"                   # SIGTERM, then SIGKILL after this long
+min_ready = "1s"                     # without a health check: how long a new instance must keep running
 
 [service.web.image]
 base = "host"                        # "host" (run on this machine's OS), "scratch", "debian:bookworm",

@@ -5,7 +5,10 @@ a migration followed by a failed release keeps the data migrated (and says so) u
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import re
 import time
 from pathlib import Path
 
@@ -210,3 +213,97 @@ def test_volume_data_survives_20_deploys_and_5_rollbacks(project: tuple[Path, in
     assert len(StateStore(root / ".herd" / "state.db").releases("production")) == 25
     snapshots = sorted((root / ".herd" / "snapshots").iterdir())
     assert len(snapshots) == 5, "only the snapshots of the last 5 migrating releases are kept"
+
+
+def test_concurrent_visits_across_two_instances_are_counted_exactly(project: tuple[Path, int]) -> None:
+    """examples/hello's counter under 200 concurrent visits spread over its two instances: an
+    flock across instances and a temp file per writer make every increment count, once."""
+    root, port = project
+    herd(root, "deploy")
+    total, parallel = 200, 20
+
+    async def visit_all() -> list[str]:
+        limit = asyncio.Semaphore(parallel)
+        async with httpx.AsyncClient(timeout=30) as client:
+
+            async def one() -> str:
+                async with limit:
+                    response = await client.get(f"http://127.0.0.1:{port}/")
+                    assert response.status_code == 200, response.text
+                    return response.text
+
+            return await asyncio.gather(*(one() for _ in range(total)))
+
+    pages = asyncio.run(visit_all())
+    numbers = sorted(int(re.search(r"<b id=visits>(\d+)</b>", page).group(1)) for page in pages)  # type: ignore[union-attr]
+    served_by = {re.search(r"<code>([^<]+)</code>", page).group(1) for page in pages}  # type: ignore[union-attr]
+    assert len(served_by) == 2, f"both instances served: {served_by}"
+    assert numbers == list(range(1, total + 1)), "each visit got its own number"
+    assert visits(root) == total
+    logs = herd(root, "logs").stdout
+    assert "Traceback" not in logs, logs[-2000:]
+
+
+def test_a_restore_stages_the_copy_while_the_service_serves(tmp_path: Path) -> None:
+    """`herd volume restore` under a bounded load: while the backup is copied and verified beside
+    the volume, every request succeeds; requests fail (the router's 503, pool empty) only between
+    the instances' stop and their replacements' admission — the swap and a start."""
+    import subprocess
+    import sys
+    import threading
+
+    root = tmp_path / "hello"
+    port = hello_copy(root)
+    try:
+        herd(root, "deploy")
+        volume = volume_dir(root, "counter")
+        for number in range(12):  # 96 MB: a copy that takes a while
+            (volume / f"blob-{number}.bin").write_bytes(os.urandom(8 << 20))
+        archive = tmp_path / "counter.tar"
+        herd(root, "volume", "backup", "counter", str(archive))
+        answers: list[tuple[float, int]] = []
+        stop = threading.Event()
+
+        def client() -> None:
+            deadline = time.monotonic() + 180  # bounded whatever happens
+            with httpx.Client(timeout=10) as http:
+                while not stop.is_set() and time.monotonic() < deadline:
+                    try:
+                        status = http.get(f"http://127.0.0.1:{port}/healthz").status_code
+                    except httpx.HTTPError:
+                        status = 0
+                    answers.append((time.monotonic(), status))
+
+        threads = [threading.Thread(target=client, daemon=True) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        argv = [sys.executable, "-m", "herdsman", "-f", str(root / "herd.toml")]
+        restore = subprocess.Popen(
+            [*argv, "volume", "restore", "counter", str(archive), "--yes"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        assert restore.stdout is not None
+        lines = [(time.monotonic(), line.rstrip()) for line in restore.stdout]
+        assert restore.wait(timeout=180) == 0, lines
+        stop.set()
+        for thread in threads:
+            thread.join(30)
+    finally:
+        stop_project(root)
+
+    def at(words: str) -> float:
+        return next(t for t, line in lines if words in line)
+
+    copying, staged, stopped = at("copying the new data"), at("staged and verified"), at("stopped web")
+    back = at("web back after")
+    during_copy = [status for t, status in answers if copying <= t <= staged]
+    failed = [t for t, status in answers if status != 200]
+    assert during_copy and set(during_copy) == {200}, "the service serves while the copy is made"
+    assert failed and all(staged <= t <= back + 0.5 for t in failed), "failures only around the swap"
+    print(
+        f"copy {staged - copying:.2f}s with {len(during_copy)} requests served; "
+        f"{len(failed)} failed over {failed[-1] - failed[0]:.2f}s; stop to back {back - stopped:.2f}s"
+    )
+    assert len(list(volume.glob("blob-*.bin"))) == 12

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -106,3 +107,33 @@ def test_the_driver_option_overrides_the_environment(project: Path) -> None:
     assert len(ids) == 2 and all(container_of(i) for i in ids)
     subprocess.run([*herd_, "down"], check=True, capture_output=True)
     toml.write_text(toml.read_text() + '\n[environment.production]\ndriver = "docker"\n')  # for the cleanup
+
+
+def test_exec_runs_in_the_container_and_is_killed_at_its_timeout(project: Path) -> None:
+    """`exec` (what a command health check uses) sees the container's environment, read-only
+    root and private /tmp; a command past its timeout is killed, children included."""
+    herd(project, "deploy")
+    one, two = (i["id"] for i in instances(project))
+    driver = make_driver("docker", project / ".herd", load_project(project / "herd.toml"))
+
+    async def scenario() -> None:
+        ran = await driver.exec(one, ["sh", "-c", 'echo "$HERD_INSTANCE $(pwd)"; echo beat > /tmp/hb'], 10)
+        assert ran.exit_code == 0 and ran.output.split() == [one, "/app"], ran
+        assert (await driver.exec(two, ["test", "-e", "/tmp/hb"], 10)).exit_code == 1, "/tmp is private"
+        assert (await driver.exec(one, ["sh", "-c", "echo x > /app/x"], 10)).exit_code != 0
+        mark = f"{29 + os.getpid() % 1000 / 1000:.3f}"  # a sleep no one else runs
+        hung = await driver.exec(one, ["sh", "-c", f"sleep {mark} & sleep {mark}; echo never"], 1)
+        assert hung.timed_out and hung.exit_code is None
+        await asyncio.sleep(0.5)  # SIGKILL is sent; the kernel may take a moment to end them
+        wanted = f"sleep\0{mark}\0".encode()
+        left = [p for p in Path("/proc").iterdir() if p.name.isdigit() and _cmdline(p) == wanted]
+        assert left == [], "the command and its children were killed (the engine's processes are ours to see)"
+
+    asyncio.run(scenario())
+
+
+def _cmdline(proc: Path) -> bytes:
+    try:
+        return (proc / "cmdline").read_bytes()
+    except OSError:
+        return b""

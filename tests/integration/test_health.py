@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from herdsman.health import HealthTracker, ProbeResult, probe
+from herdsman.drivers.base import ExecResult
+from herdsman.drivers.bounded import run_bounded
+from herdsman.errors import DriverError
+from herdsman.health import HealthTracker, ProbeResult, RunInside, probe
 from herdsman.spec.models import HealthCheck
 
 
@@ -44,8 +47,13 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def run(check: HealthCheck, port: int | None) -> ProbeResult:
-    return asyncio.run(probe(check, "127.0.0.1", port))
+def run(check: HealthCheck, port: int | None, run_inside: RunInside | None = None) -> ProbeResult:
+    return asyncio.run(probe(check, "127.0.0.1", port, run_inside))
+
+
+async def on_host(argv: Sequence[str], timeout: float) -> ExecResult:
+    """A stand-in for a driver's `exec` (the probe's own logic is what is tested here)."""
+    return await run_bounded(argv, timeout=timeout)
 
 
 def test_http_probe(server: int) -> None:
@@ -71,11 +79,25 @@ def test_tcp_probe(server: int) -> None:
 
 
 def test_command_probe() -> None:
-    assert run(HealthCheck(type="command", command=("true",)), None).ok  # type: ignore[arg-type]
-    failed = run(HealthCheck(type="command", command=("sh", "-c", "echo sick; exit 3")), None)  # type: ignore[arg-type]
+    assert run(HealthCheck(type="command", command=("true",)), None, on_host).ok  # type: ignore[arg-type]
+    failed = run(HealthCheck(type="command", command=("sh", "-c", "echo sick; exit 3")), None, on_host)  # type: ignore[arg-type]
     assert not failed.ok and failed.detail == "exit 3: sick"
-    hung = run(HealthCheck(type="command", command=("sleep", "5"), timeout="200ms"), None)  # type: ignore[arg-type]
+    hung = run(HealthCheck(type="command", command=("sleep", "5"), timeout="200ms"), None, on_host)  # type: ignore[arg-type]
     assert not hung.ok and "timed out" in hung.detail
+    missing = run(HealthCheck(type="command", command=("no-such-command-here",)), None, on_host)  # type: ignore[arg-type]
+    assert not missing.ok and "cannot run 'no-such-command-here'" in missing.detail
+
+
+def test_a_command_check_never_falls_back_to_the_host() -> None:
+    """Without a way into the instance a command check fails (it would check the wrong machine)."""
+    result = run(HealthCheck(type="command", command=("true",)), None)  # type: ignore[arg-type]
+    assert not result.ok and "inside the instance" in result.detail
+
+    async def gone(argv: Sequence[str], timeout: float) -> ExecResult:
+        raise DriverError("instance web-1-a1 is not running")
+
+    stopped = run(HealthCheck(type="command", command=("true",)), None, gone)  # type: ignore[arg-type]
+    assert not stopped.ok and stopped.detail == "instance web-1-a1 is not running"
 
 
 def test_tracker_admits_after_successes_and_ejects_after_failures() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import shutil
@@ -15,6 +16,7 @@ import pytest
 
 from herdsman.drivers.base import InstanceSpec, VolumeMount
 from herdsman.drivers.process import ProcessDriver
+from herdsman.errors import DriverError
 from herdsman.health import probe
 from herdsman.image.bake import bake, image_store
 from herdsman.spec import load_project
@@ -158,3 +160,70 @@ def test_a_new_driver_adopts_running_instances_and_sees_crashes(hello: tuple[Pat
         assert await adopter.list() == []
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("sandbox", ["bwrap", "none"])
+def test_exec_runs_inside_the_instance_and_is_killed_at_its_timeout(
+    hello: tuple[Path, str], sandbox: str
+) -> None:
+    """`exec` sees the instance's environment, working directory, volume and (sandboxed) its own
+    /tmp and read-only root; a command past its timeout is killed with everything it started."""
+    if sandbox == "bwrap":
+        need_command("bwrap")
+    home, digest = hello
+    volume = home / "volumes" / "counter"
+
+    async def scenario() -> None:
+        driver = ProcessDriver(home, image_store(load_project(home.parent / "herd.toml")), sandbox=sandbox)
+        one = await driver.start(_spec(home, digest, "web-1", volume))
+        await driver.start(_spec(home, digest, "web-2", volume))
+        (volume / "mine-web-1").write_text("x")
+        script = 'echo "$HERD_INSTANCE $PORT $(pwd)"; test -s "$DATA_DIR/mine-$HERD_INSTANCE"'
+        ran = await driver.exec("web-1", ["sh", "-c", script], 5)
+        assert ran.exit_code == 0 and not ran.timed_out, ran
+        instance, port, cwd = ran.output.split()
+        assert instance == "web-1" and port == str(one.port)
+        assert cwd == "/app" if sandbox == "bwrap" else cwd.endswith("/app")
+        assert (await driver.exec("web-2", ["sh", "-c", script], 5)).exit_code == 1
+        record = home / "run" / "instances" / "web-1.json"
+        saved = record.read_text()
+        older = json.loads(saved)
+        del older["exec"]  # as an older herdsman wrote it: how to enter it comes from /proc
+        record.write_text(json.dumps(older))
+        assert (await driver.exec("web-1", ["sh", "-c", script], 5)).output.split()[0] == "web-1"
+        record.write_text(saved)
+        secret = _spec(home, digest, "web-3", volume)
+        secret = dataclasses.replace(secret, env={**secret.env, "TOKEN": "s3cret"}, secrets=("TOKEN",))
+        await driver.start(secret)
+        assert "s3cret" not in (home / "run" / "instances" / "web-3.json").read_text()
+        token = await driver.exec("web-3", ["sh", "-c", 'test "$TOKEN" = s3cret'], 5)
+        assert token.exit_code == 0, "a secret reaches the command, though its record keeps a digest"
+        if sandbox == "bwrap":
+            wrote = await driver.exec("web-1", ["sh", "-c", "echo beat > /tmp/heartbeat"], 5)
+            assert wrote.exit_code == 0, wrote
+            assert (home / "run" / "scratch" / "web-1" / "heartbeat").read_text() == "beat\n"
+            assert (await driver.exec("web-2", ["test", "-e", "/tmp/heartbeat"], 5)).exit_code == 1
+            assert (await driver.exec("web-1", ["sh", "-c", "echo x > /app/x"], 5)).exit_code != 0
+        started = time.monotonic()
+        mark = f"{30 + os.getpid() % 1000 / 1000:.3f}"  # a sleep no one else runs
+        hung = await driver.exec("web-1", ["sh", "-c", f"sleep {mark} & sleep {mark}; echo never"], 0.5)
+        assert hung.timed_out and hung.exit_code is None and time.monotonic() - started < 10
+        wanted = f"sleep\0{mark}\0".encode()
+        for _ in range(50):  # SIGKILL is sent; the kernel may take a moment to end them
+            leftovers = [p for p in Path("/proc").iterdir() if p.name.isdigit() and _cmd(p) == wanted]
+            if not leftovers:
+                break
+            await asyncio.sleep(0.05)
+        assert leftovers == [], "the whole command was killed, children included"
+        await driver.stop("web-1", 1)
+        with pytest.raises(DriverError, match="not running"):
+            await driver.exec("web-1", ["true"], 1)
+
+    asyncio.run(scenario())
+
+
+def _cmd(proc: Path) -> bytes:
+    try:
+        return (proc / "cmdline").read_bytes()
+    except OSError:
+        return b""

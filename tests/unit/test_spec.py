@@ -154,6 +154,8 @@ def test_a_full_stack_parses_into_frozen_models() -> None:
             "greater than 0",
         ),
         ("service.web.route.first_byte_timeout", 30, "service.web.route.first_byte_timeout", "duration"),
+        ("service.web.min_ready", "soon", "service.web.min_ready", "not a duration"),
+        ("service.web.min_ready", 1, "service.web.min_ready", "duration"),
     ],
 )
 def test_field_errors_name_the_key(path: str, value: Any, key: str, words: str) -> None:

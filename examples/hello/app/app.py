@@ -3,18 +3,27 @@
 It reads its port from $PORT (herdsman gives every instance its own), answers /healthz for the
 health check, and counts visits in a file on the `counter` volume (mounted at $DATA_DIR, /data by
 default), so the count survives every deploy: the instance is disposable, the data is not.
+
+Several instances (and each one's threads) share that volume, so an increment is a critical
+section: an flock on `.visits.lock` in the volume makes read-add-write exact across instances, and
+the new count is written under a temp name of its own (instance, process, thread) then renamed, so
+a killed instance never leaves a half-written counter and no two writers share a temp file.
 """
 
+import contextlib
+import fcntl
 import html
 import json
 import os
 import signal
 import sys
+import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 DATA = Path(os.environ.get("DATA_DIR", "/data"))
 COUNTER = DATA / "visits"
+LOCK = DATA / ".visits.lock"
 GREETING = os.environ.get("GREETING", "Hello")
 RELEASE = os.environ.get("HERD_RELEASE", "dev")
 INSTANCE = os.environ.get("HERD_INSTANCE", "local")
@@ -33,12 +42,25 @@ def read_visits() -> int:
     return int(value["visits"]) if isinstance(value, dict) else int(value)
 
 
+@contextlib.contextmanager
+def counter_lock():
+    """Exclusive use of the counter, across threads and instances (the kernel drops the lock of a
+    killed holder, so a crash never leaves it stuck)."""
+    with open(LOCK, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def count_visit() -> int:
-    """Add one visit and return the total (written atomically: a killed instance never corrupts it)."""
-    visits = read_visits() + 1
-    tmp = COUNTER.with_name(f".visits.{os.getpid()}")
-    tmp.write_text(json.dumps({"visits": visits, "schema": 2}))
-    os.replace(tmp, COUNTER)
+    """Add one visit and return the total: exact under concurrency, written atomically."""
+    with counter_lock():
+        visits = read_visits() + 1
+        tmp = COUNTER.with_name(f".visits.{INSTANCE}.{os.getpid()}.{threading.get_ident()}")
+        tmp.write_text(json.dumps({"visits": visits, "schema": 2}))
+        os.replace(tmp, COUNTER)
     return visits
 
 

@@ -6,6 +6,7 @@ herd.toml). It is idempotent (a counter already in the new format is left alone)
 atomically. If it fails, herdsman restores the snapshot and the old release serves on.
 """
 
+import fcntl
 import json
 import os
 import sys
@@ -13,9 +14,17 @@ from pathlib import Path
 
 DATA = Path(os.environ.get("DATA_DIR", "/data"))
 COUNTER = DATA / "visits"
+LOCK = DATA / ".visits.lock"  # the app's lock: the old release keeps counting while this runs
 
 
 def main() -> None:
+    DATA.mkdir(parents=True, exist_ok=True)
+    with open(LOCK, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        migrate()
+
+
+def migrate() -> None:
     if not COUNTER.exists():
         print("no counter yet: nothing to migrate", flush=True)
         return
