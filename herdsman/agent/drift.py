@@ -62,10 +62,8 @@ class DriftChecker:
                 release=finding.release,
             )
             out.append((finding, action))
-        move_aside = getattr(agent.deployment.driver, "discard_rootfs", None)
-        if move_aside is not None:
-            for image in discard:
-                move_aside(image)
+        for image in discard:
+            agent.deployment.driver.discard_rootfs(image)
         return out
 
     def _replace(self, finding: Finding) -> set[str]:

@@ -62,6 +62,19 @@ class Context:
 pass_context = click.make_pass_decorator(Context)
 
 
+def _known_driver(name: str | None) -> str | None:
+    """`--driver` names a registered driver (read lazily: the registry is not loaded at start-up)."""
+    if name is None:
+        return None
+    from herdsman.spec.models import known_drivers
+
+    if name not in known_drivers():
+        raise click.BadParameter(
+            f"no driver {name!r}; known: {', '.join(known_drivers())}", param_hint="--driver"
+        )
+    return name
+
+
 # Commands are imported when used, not at start-up: `herd bake` must not pay for the deploy code.
 COMMANDS = {
     "init": "herdsman.cli.images:init",
@@ -113,9 +126,10 @@ class LazyGroup(click.Group):
 @click.option("-v", "--verbose", is_flag=True, help="Show tracebacks on errors.")
 @click.option(
     "--driver",
-    type=click.Choice(["process", "docker"]),
     envvar="HERD_DRIVER",
-    help="Run instances with this driver, whatever [environment.NAME] driver says.",
+    callback=lambda ctx, param, value: _known_driver(value),
+    help="Run instances with this driver (process, docker, or an installed plug-in), whatever "
+    "[environment.NAME] driver says.",
 )
 @click.version_option(__version__, prog_name="herd")
 @click.pass_context

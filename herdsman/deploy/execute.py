@@ -300,9 +300,8 @@ class Executor:
 
     def _failure(self, instance_id: str, state: InstanceState | None, what: str) -> DeployError:
         detail = f" ({state.detail})" if state is not None and state.detail else ""
-        settle = getattr(self.driver, "settle_logs", None)  # a driver whose logs arrive late
-        if settle is not None and (state is None or state.state != "running"):
-            settle(instance_id)
+        if state is None or state.state != "running":
+            self.driver.settle_logs(instance_id)  # a driver whose logs arrive late
         tail = log_tail(self.driver.log_file(instance_id))
         message = f"instance {instance_id} {what}{detail}"
         if tail:

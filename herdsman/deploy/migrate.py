@@ -113,9 +113,7 @@ class Migrator:
             await self.driver.stop(instance_id, 5)
 
     def _failed(self, instance_id: str, what: str) -> DeployError:
-        settle = getattr(self.driver, "settle_logs", None)  # a driver whose logs arrive late
-        if settle is not None:
-            settle(instance_id, 1.0)
+        self.driver.settle_logs(instance_id)  # a driver whose logs arrive late
         tail = log_tail(self.driver.log_file(instance_id))
         message = f"the migration {instance_id} {what}"
         if tail:

@@ -20,8 +20,7 @@ from herdsman.deploy.pidlock import pid_lock
 from herdsman.deploy.release import release_content
 from herdsman.deploy.target import Target
 from herdsman.drivers.base import Driver, InstanceState, private_dir
-from herdsman.drivers.process import ProcessDriver
-from herdsman.errors import DeployError, DriverError, HerdError
+from herdsman.errors import DeployError, HerdError
 from herdsman.image.assemble import git_revision
 from herdsman.image.bake import bake, image_store
 from herdsman.image.progress import NullReporter, Reporter
@@ -42,14 +41,12 @@ def deploy_lock(home: Path, env: str, wait: float = 0.0) -> contextlib.AbstractC
     )
 
 
-def make_driver(name: str, home: Path, project: Project, registry: str | None = None) -> Driver:
-    if name == "process":
-        return ProcessDriver(home, image_store(project))
-    if name == "docker":
-        from herdsman.drivers.docker import DockerDriver  # the docker SDK loads only when used
+def make_driver(name: str, home: Path, project: Project, env: str | None = None) -> Driver:
+    """The driver ``name`` for an environment of ``project`` (see `drivers.registry`)."""
+    from herdsman.drivers.registry import make_driver as registered
 
-        return DockerDriver(home, image_store(project), registry=registry)
-    raise DriverError(f"the {name!r} driver is not available yet", hint='use driver = "process" or "docker"')
+    environment = project.stack.environment.get(env or project.stack.stack.environment)
+    return registered(name, home, image_store(project), environment)
 
 
 def choose_driver(project: Project, env: str, chosen: str | None = None) -> str:
@@ -84,7 +81,7 @@ class Deployment:
         environment = project.stack.environment.get(self.env)
         self.registry = environment.registry if environment else None
         name = choose_driver(project, self.env, driver_name)
-        self.driver = driver or make_driver(name, self.home, project, self.registry)
+        self.driver = driver or make_driver(name, self.home, project, self.env)
         self.reporter = reporter or NullReporter()
         target = Target(
             self.env,

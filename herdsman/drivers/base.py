@@ -129,6 +129,27 @@ def env_differences(expected: Mapping[str, str], actual: Mapping[str, str], secr
     return "; ".join(parts)
 
 
+def launch_drifts(
+    image: tuple[str, str],
+    argv: tuple[Sequence[str] | None, Sequence[str]],
+    env: tuple[Mapping[str, str] | None, Mapping[str, str]],
+    secrets: tuple[str, ...],
+) -> Drifts:
+    """How what an instance was started with differs from what its release says: each argument is
+    (what runs, what the release says) for the image, the command and the environment (None: not
+    known). Pure, and the same rule for every driver."""
+    drifts = []
+    if image[0] != image[1]:
+        drifts.append(Drift("image", f"runs {image[0]}, its release says {image[1]}"))
+    if argv[0] is not None and list(argv[0]) != list(argv[1]):
+        drifts.append(Drift("command", f"runs {list(argv[0])}, its release says {list(argv[1])}"))
+    if env[0] is not None:
+        changed = env_differences(env[1], env[0], secrets)
+        if changed:
+            drifts.append(Drift("environment", changed))
+    return drifts
+
+
 @dataclass(frozen=True)
 class InstanceState:
     id: str
@@ -199,6 +220,16 @@ class Driver(Protocol):
         """How the running instance differs from ``spec`` (what its release says) and its image."""
         ...
 
+    def settle_logs(self, instance_id: str) -> None:
+        """Wait (briefly) until what the instance wrote has reached its log file (a driver whose
+        logs arrive late; a no-op for the others)."""
+        ...
+
+    def discard_rootfs(self, image: str) -> Path | None:
+        """Move a drifted unpacked image aside so the next instance starts from a fresh one; returns
+        where it went (None: this driver keeps no unpacked images)."""
+        ...
+
     async def exec(self, instance_id: str, argv: Sequence[str], timeout: float) -> ExecResult:
         """Run ``argv`` *inside* the running instance — its root file system, volumes, /tmp,
         environment, user and sandbox — as a Docker HEALTHCHECK or a Kubernetes exec probe does;
@@ -225,6 +256,13 @@ class BlockingDriver:
 
     async def start(self, spec: InstanceSpec) -> InstanceState:
         return await asyncio.to_thread(self._start, spec)
+
+    def settle_logs(self, instance_id: str) -> None:
+        """Logs written straight to their file need no settling."""
+
+    def discard_rootfs(self, image: str) -> Path | None:
+        """No unpacked images to move aside."""
+        return None
 
     async def stop(self, instance_id: str, grace: float, keep: Path | None = None) -> None:
         await asyncio.to_thread(self._stop, instance_id, grace, keep)

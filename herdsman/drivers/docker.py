@@ -40,7 +40,7 @@ from herdsman.drivers.base import (
     InstanceSpec,
     InstanceState,
     States,
-    env_differences,
+    launch_drifts,
 )
 from herdsman.drivers.docker_exec import exec_in
 from herdsman.errors import DriverError
@@ -48,6 +48,7 @@ from herdsman.image.export import export_image
 from herdsman.image.filelist import Difference
 from herdsman.image.oci import ImageStore
 from herdsman.logs import write_labels
+from herdsman.spec.models import Environment
 
 HOST_BASE_ANNOTATION = "org.opencontainers.image.base.name"
 PORT_LABEL = "herd.port"
@@ -97,6 +98,11 @@ class DockerDriver(BlockingDriver):
         self.client = client or _engine()
         self.docker_cli = shutil.which("docker")
         self._followers: dict[str, subprocess.Popen[bytes]] = {}  # log followers this process started
+
+    @classmethod
+    def from_environment(cls, home: Path, store: ImageStore, environment: Environment | None) -> DockerDriver:
+        """`[environment.NAME] registry`: images are pulled from there by digest."""
+        return cls(home, store, registry=environment.registry if environment else None)
 
     # protocol ---------------------------------------------------------------------------------
     async def inspect(self, instance_id: str) -> InstanceState | None:
@@ -343,19 +349,16 @@ class DockerDriver(BlockingDriver):
         drifts = []
         config = container.attrs.get("Config") or {}
         expected_image = str(self.store.manifest(spec.image)["config"]["digest"])
-        if container.attrs.get("Image") != expected_image:
-            drifts.append(
-                Drift("image", f"runs {container.attrs.get('Image')}, its release says {expected_image}")
-            )
         argv = list(config.get("Entrypoint") or []) + list(config.get("Cmd") or [])
-        if argv != list(spec.argv):
-            drifts.append(Drift("command", f"runs {argv}, its release says {list(spec.argv)}"))
         env = dict(str(item).partition("=")[::2] for item in config.get("Env") or [])
         port = container.labels.get(PORT_LABEL) or ""
         expected = {**spec.env, **({"PORT": port} if port else {})}
-        changed = env_differences(expected, env, spec.secrets)
-        if changed:
-            drifts.append(Drift("environment", changed))
+        drifts += launch_drifts(
+            (str(container.attrs.get("Image")), expected_image),
+            (argv, spec.argv),
+            (env, expected),
+            spec.secrets,
+        )
         mounts = {"/tmp", *(v.target for v in spec.volumes), *ENGINE_MOUNTS}
         changes = [
             c

@@ -22,6 +22,12 @@ from herdsman.errors import DriverError
 class MemoryDriver:
     name = "memory"
 
+    def settle_logs(self, instance_id: str) -> None:
+        """Nothing to settle: there are no logs."""
+
+    def discard_rootfs(self, image: str) -> Path | None:
+        return None
+
     def __init__(self) -> None:
         self.instances: dict[str, InstanceState] = {}
         self.kept: dict[str, Path] = {}

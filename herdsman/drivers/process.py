@@ -39,7 +39,7 @@ from herdsman.drivers.base import (
     InstanceSpec,
     InstanceState,
     States,
-    env_differences,
+    launch_drifts,
     private_dir,
     secret_digest,
     stack_key,
@@ -53,6 +53,7 @@ from herdsman.image.filelist import Difference
 from herdsman.image.oci import ImageStore
 from herdsman.image.unpack import unpack_image
 from herdsman.logs import STAMPER, write_labels
+from herdsman.spec.models import Environment
 
 HOST_BASE_ANNOTATION = "org.opencontainers.image.base.name"
 Records = list[dict[str, Any]]
@@ -80,6 +81,13 @@ class ProcessDriver(BlockingDriver):
         self._children: dict[int, subprocess.Popen[bytes]] = {}
         self._checked: dict[Path, tuple[float, Differences]] = {}
         self._ports_given: set[int] = set()
+
+    @classmethod
+    def from_environment(
+        cls, home: Path, store: ImageStore, environment: Environment | None
+    ) -> ProcessDriver:
+        """The process driver has no settings of its own."""
+        return cls(home, store)
 
     # protocol ---------------------------------------------------------------------------------
     async def inspect(self, instance_id: str) -> InstanceState | None:
@@ -320,13 +328,8 @@ class ProcessDriver(BlockingDriver):
                 more = f" and {len(differences) - 5} more" if len(differences) > 5 else ""
                 detail = f"{len(differences)} path(s) differ from the image: {shown}{more}"
                 drifts.append(Drift("file system", detail, tuple(differences), rootfs))
-        if spec.image != record["image"]:
-            drifts.append(Drift("image", f"runs {record['image']}, its release says {spec.image}"))
-        if record.get("argv") != list(spec.argv):
-            drifts.append(
-                Drift("command", f"started with {record.get('argv')}, its release says {list(spec.argv)}")
-            )
         launched = record.get("env")
+        expected: dict[str, str] | None = None
         if isinstance(launched, dict):
             host_image = self._is_host_image(spec.image)
             scratch = self.scratch / instance_id
@@ -335,9 +338,13 @@ class ProcessDriver(BlockingDriver):
                 spec.secrets,
                 self.key,
             )
-            changed = env_differences(expected, launched, spec.secrets)
-            if changed:
-                drifts.append(Drift("environment", changed))
+        argv = record.get("argv")
+        drifts += launch_drifts(
+            (str(record["image"]), spec.image),
+            (argv if isinstance(argv, list) else None, spec.argv),
+            (launched if isinstance(launched, dict) and expected is not None else None, expected or {}),
+            spec.secrets,
+        )
         return drifts
 
     def _rootfs_differences(self, rootfs: Path) -> Differences:
