@@ -59,16 +59,12 @@ class LocalStack:
         restore_data: bool = False,
     ) -> dict[str, Any]:
         """As `AgentClient.rollback`."""
-        from herdsman.deploy.data import snapshots_to_restore
+        from herdsman.deploy import data
 
         deployment = self.deployment
-        snapshots = None
-        if restore_data:
-            source = deployment.rollback_source(release)
-            snapshots = snapshots_to_restore(deployment, source.number) or None
         with deployment.executor.listening(on_progress):
             new = asyncio.run(
-                deployment.rollback(release, wait=self.wait, restore_data=snapshots, secrets=secrets)
+                data.rollback(deployment, release, restore_data=restore_data, wait=self.wait, secrets=secrets)
             )
         return _summary(new)
 

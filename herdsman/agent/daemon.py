@@ -34,6 +34,7 @@ from herdsman.agent.metrics import AgentCounts, RouterTotals, Snapshot, render
 from herdsman.agent.quarantine import Quarantine
 from herdsman.agent.server import ensure_token, serve, socket_path
 from herdsman.agent.watch import Watcher
+from herdsman.deploy import data
 from herdsman.deploy.pidlock import lock_holder, pid_lock
 from herdsman.deploy.plan import effective_policy
 from herdsman.deploy.run import Deployment
@@ -363,14 +364,8 @@ class Agent:
                 values = {**target.secrets_of(current.number if current else 0), **secrets}
                 with deployment.executor.listening(say):
                     if rollback:
-                        snapshots = None
-                        if restore_data:
-                            from herdsman.deploy.data import snapshots_to_restore
-
-                            source = deployment.rollback_source(rollback_to)
-                            snapshots = snapshots_to_restore(deployment, source.number) or None
-                        return await deployment.rollback(
-                            rollback_to, wait=30, secrets=values, restore_data=snapshots
+                        return await data.rollback(
+                            deployment, rollback_to, restore_data=restore_data, wait=30, secrets=values
                         )
                     return await deployment.deploy(trigger="herd deploy", wait=30, secrets=values)
             finally:

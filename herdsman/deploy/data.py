@@ -14,6 +14,7 @@ once the service runs again.
 from __future__ import annotations
 
 import asyncio
+import functools
 import shutil
 import time
 from collections.abc import Callable, Mapping
@@ -76,6 +77,44 @@ async def stop_users(deployment: Deployment, release: Release | None, volumes: s
             await pools.drain(route_name(deployment.env, name), addresses, timeout)
     await asyncio.gather(*(deployment.driver.stop(i.id, deployment.stop_grace(i)) for i in users))
     return services
+
+
+async def rollback(
+    deployment: Deployment,
+    to: int | None,
+    *,
+    restore_data: bool = False,
+    wait: float = 0.0,
+    secrets: Mapping[str, str] | None = None,
+) -> Release:
+    """`herd rollback [--restore-data]`: with ``restore_data``, the volumes later releases migrated
+    get back the snapshot taken before the first such migration (see `snapshots_to_restore`)."""
+    snapshots = {}
+    if restore_data:
+        snapshots = snapshots_to_restore(deployment, deployment.rollback_source(to).number)
+    if not snapshots:
+        return await deployment.rollback(to, wait=wait, secrets=secrets)
+    return await rollback_with_data(deployment, to, snapshots, wait=wait, secrets=secrets)
+
+
+async def rollback_with_data(
+    deployment: Deployment,
+    to: int | None,
+    snapshots: Mapping[str, Path],
+    *,
+    wait: float = 0.0,
+    secrets: Mapping[str, str] | None = None,
+) -> Release:
+    """`herd rollback --restore-data`: under one hold of the deploy lock, the instances using the
+    volumes stop, each volume gets its snapshot back (volume -> snapshot), then the rollback."""
+    from herdsman.deploy.volumes import restore
+
+    with deployment.locked(wait):
+        values = deployment.executor.target.secrets if secrets is None else secrets
+        deployment.check(deployment.rollback_source(to).content, values)
+        fills = {v: functools.partial(restore, snap) for v, snap in snapshots.items()}
+        await restore_locked(deployment, fills, restart=False)
+        return await deployment.rollback_locked(to, secrets=secrets)
 
 
 async def restore_locked(

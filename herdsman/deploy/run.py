@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -199,33 +198,29 @@ class Deployment:
         to: int | None = None,
         *,
         wait: float = 0.0,
-        restore_data: dict[str, Path] | None = None,
         secrets: Mapping[str, str] | None = None,
     ) -> Release:
         """A new release with release ``to``'s content (default: the previous good one), rolled out
-        like any deploy. With ``restore_data`` (volume -> snapshot), the instances using those
-        volumes are stopped and the snapshots restored first (see `data.py`)."""
+        like any deploy (`data.rollback_with_data` also puts volumes back)."""
         with self.locked(wait):
-            values = self.executor.target.secrets if secrets is None else secrets
-            self.check(self.rollback_source(to).content, values)
-            if restore_data:
-                from herdsman.deploy.data import restore_locked
-                from herdsman.deploy.volumes import restore
+            return await self.rollback_locked(to, secrets=secrets)
 
-                fills = {v: functools.partial(restore, snap) for v, snap in restore_data.items()}
-                await restore_locked(self, fills, restart=False)
-            current = self.state.current_release(self.env)
-            source = self.rollback_source(to)
-            release = self.state.create_release(
-                self.env,
-                source.content,
-                trigger=f"herd rollback to {source.number}",
-                revision=source.revision,
-                copy_of=source.number,
-            )
-            self.executor.target.release_secrets[release.number] = dict(values)
-            await self.executor.rollout(release, current)
-            return self.state.release(self.env, release.number)
+    async def rollback_locked(self, to: int | None, *, secrets: Mapping[str, str] | None = None) -> Release:
+        """`rollback` for a caller that holds the deploy lock."""
+        values = self.executor.target.secrets if secrets is None else secrets
+        self.check(self.rollback_source(to).content, values)
+        current = self.state.current_release(self.env)
+        source = self.rollback_source(to)
+        release = self.state.create_release(
+            self.env,
+            source.content,
+            trigger=f"herd rollback to {source.number}",
+            revision=source.revision,
+            copy_of=source.number,
+        )
+        self.executor.target.release_secrets[release.number] = dict(values)
+        await self.executor.rollout(release, current)
+        return self.state.release(self.env, release.number)
 
     def rollback_source(self, to: int | None) -> Release:
         """The release a rollback copies: ``to``, or the previous good one."""
