@@ -6,8 +6,9 @@
     ├── DeployError           a rollout could not proceed (later issues)
     └── DriverError           a driver could not start, stop or list instances (later issues)
 
-An error that may succeed when tried again says so (`retryable=True`), in the manner of kopf's
-TemporaryError, so a control loop knows whether to retry instead of giving up.
+An error that may succeed when tried again says so (`retryable=True`) and when (`delay`, seconds),
+in the manner of kopf's `TemporaryError(delay=...)`, so a control loop knows whether and when to
+retry instead of giving up.
 """
 
 from __future__ import annotations
@@ -39,13 +40,15 @@ class HerdError(Exception):
         key: str = "",
         hint: str = "",
         retryable: bool = False,
+        delay: float | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.file = file
         self.key = key
         self.hint = hint
-        self.retryable = retryable
+        self.retryable = retryable or delay is not None
+        self.delay = delay  # for a retryable error: seconds after which trying again makes sense
 
     @property
     def where(self) -> str:

@@ -12,150 +12,73 @@ import asyncio
 import hmac
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, Field, StringConstraints
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from herdsman import __version__
+from herdsman.agent.schemas import (
+    ERRORS,
+    ID,
+    NOT_FOUND,
+    STREAM,
+    WITH_BODY,
+    DeployRequest,
+    Event,
+    Finding,
+    Instance,
+    Quarantined,
+    ReleaseInfo,
+    Replicas,
+    RollbackRequest,
+    ServiceStatus,
+    Status,
+)
 from herdsman.errors import HerdError
 
 if TYPE_CHECKING:
-    from herdsman.agent.daemon import Agent
-    from herdsman.state import Release
-
-ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+    from herdsman.agent.quarantine import Quarantine
+    from herdsman.state import Release, StateStore
 
 
-class ServiceStatus(BaseModel):
-    replicas: int = Field(description="Instances wanted now")
-    set_by: Literal["release", "herd scale", "autoscaler"]
-    running: int
-    note: str = Field("", description="e.g. a crash loop in backoff")
+class AgentView(Protocol):
+    """What the API asks of the agent: the routes are typed against this, not the Agent class."""
 
-
-class Status(BaseModel):
     env: str
-    pid: int
-    version: str
-    release: int | None = Field(description="The current release, if any")
-    services: dict[str, ServiceStatus]
+    quarantine: Quarantine
+    operations: set[asyncio.Task[None]]  # deploys asked through the API, running
+
+    @property
+    def state(self) -> StateStore: ...
+
+    async def status(self) -> Status: ...
+
+    async def instances(self) -> list[Instance]: ...
+
+    def scale(self, service: str, replicas: int | None) -> None: ...
+
+    async def verify(self) -> list[Finding]: ...
+
+    def metrics(self) -> bytes: ...
+
+    async def deploy(
+        self,
+        secrets: Mapping[str, str],
+        *,
+        rollback_to: int | None = None,
+        rollback: bool = False,
+        restore_data: bool = False,
+        say: Callable[[str], None] | None = None,
+    ) -> Release: ...
 
 
-class Instance(BaseModel):
-    id: str
-    service: str
-    release: int
-    image: str
-    state: Literal["running", "exited"]
-    detail: str
-    address: str
-    started: float
-    unhealthy: str = Field("", description="Why its liveness checks failed, if they did")
-
-
-class Event(BaseModel):
-    id: int
-    at: float
-    kind: str
-    service: str
-    instance: str
-    release: int | None
-    message: str
-    data: dict[str, Any]
-
-
-class ReleaseInfo(BaseModel):
-    number: int
-    created: float
-    trigger: str
-    status: str
-    reason: str
-    images: dict[str, str]
-
-
-class Replicas(BaseModel):
-    replicas: int | None = Field(
-        ge=0, le=10000, description="A fixed count, or null: back to the release's count (and autoscaling)"
-    )
-
-
-class Quarantined(BaseModel):
-    id: str
-    service: str
-    release: int | None
-    reason: str
-    quarantined: float
-    changed: list[str]
-    log_tail: list[str] = Field(default_factory=list)
-    record: dict[str, Any] = Field(default_factory=dict)
-
-
-class DriftFound(BaseModel):
-    what: str
-    detail: str
-
-
-class Finding(BaseModel):
-    instance: str
-    service: str
-    release: int
-    action: Literal["reported", "replaced", "being replaced"]
-    drift: list[DriftFound]
-
-
-class Problem(BaseModel):
-    detail: str
-
-
-SECRET_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
-
-
-class DeployRequest(BaseModel):
-    secrets: dict[
-        Annotated[str, StringConstraints(pattern=SECRET_NAME)],
-        Annotated[str, StringConstraints(pattern=r"^[^\x00]*$", max_length=65536)],
-    ] = Field(
-        default_factory=dict,
-        description="Values of the stack's secrets by name, from the deployer's environment. The agent "
-        "holds them in memory only (never on disk) and starts and heals the release's instances with them.",
-    )
-
-
-class RollbackRequest(DeployRequest):
-    release: int | None = Field(
-        None, ge=1, le=2**62, description="The release to copy (default: the previous good one)"
-    )
-    restore_data: bool = Field(
-        False, description="Also put back the volumes as they were before later migrations"
-    )
-
-
-STREAM: dict[int | str, dict[str, Any]] = {
-    200: {
-        "content": {"application/x-ndjson": {}},
-        "description": "One JSON object a line: {progress}, then {release} or {error: {message, hint}}",
-    }
-}
-
-
-ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": Problem, "description": "No token, or a wrong one"},
-}
-NOT_FOUND: dict[int | str, dict[str, Any]] = {
-    **ERRORS,
-    404: {"model": Problem, "description": "No such thing"},
-}
-WITH_BODY: dict[int | str, dict[str, Any]] = {**NOT_FOUND, 400: {"model": Problem, "description": "Not JSON"}}
-
-
-def make_app(agent: Agent, token: str) -> FastAPI:
+def make_app(agent: AgentView, token: str) -> FastAPI:
     bearer = HTTPBearer(auto_error=False, description="The token in .herd/agent-ENV.token")
 
     def authorised(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
@@ -210,11 +133,11 @@ def make_app(agent: Agent, token: str) -> FastAPI:
 
     @app.get("/v1/status", response_model=Status, responses=ERRORS)
     async def status() -> Status:
-        return await agent_status(agent)
+        return await agent.status()
 
     @app.get("/v1/instances", response_model=list[Instance], responses=ERRORS)
     async def instances() -> list[Instance]:
-        return await agent_instances(agent)
+        return await agent.instances()
 
     @app.get("/v1/releases", response_model=list[ReleaseInfo], responses=ERRORS)
     def releases() -> list[ReleaseInfo]:
@@ -249,7 +172,7 @@ def make_app(agent: Agent, token: str) -> FastAPI:
             agent.scale(service, body.replicas)
         except HerdError as exc:
             raise HTTPException(404, exc.message) from None
-        return (await agent_status(agent)).services[service]
+        return (await agent.status()).services[service]
 
     @app.post("/v1/deploy", response_class=StreamingResponse, responses={**WITH_BODY, **STREAM})
     async def deploy(body: DeployRequest) -> StreamingResponse:
@@ -274,16 +197,7 @@ def make_app(agent: Agent, token: str) -> FastAPI:
     @app.post("/v1/verify", response_model=list[Finding], responses=ERRORS)
     async def verify() -> list[Finding]:
         """Check every running instance against its image and release now (see `herd verify`)."""
-        return [
-            Finding(
-                instance=f.instance,
-                service=f.service,
-                release=f.release,
-                action=action,
-                drift=[DriftFound(what=d.what, detail=d.detail) for d in f.drifts],
-            )
-            for f, action in await agent.drift.check()
-        ]
+        return await agent.verify()
 
     @app.get("/v1/quarantine", response_model=list[Quarantined], responses=ERRORS)
     def quarantine() -> list[Quarantined]:
@@ -319,7 +233,7 @@ def make_app(agent: Agent, token: str) -> FastAPI:
 
 
 def _stream(
-    agent: Agent, operation: Callable[[Callable[[str], None]], Awaitable[Release]]
+    agent: AgentView, operation: Callable[[Callable[[str], None]], Awaitable[Release]]
 ) -> StreamingResponse:
     """Run ``operation`` as a task of the agent's (it finishes even if the caller goes away) and
     stream its progress lines, then its outcome, as JSON lines."""
@@ -361,7 +275,7 @@ def openapi_schema() -> dict[str, Any]:
     """The schema, without an agent (for `herd api schema` and the published docs/openapi.json)."""
     from typing import cast
 
-    return make_app(cast("Agent", None), "").openapi()
+    return make_app(cast("AgentView", None), "").openapi()
 
 
 def _quarantined(kept: Any, lines: int = 0, full: bool = False) -> Quarantined:
@@ -376,50 +290,3 @@ def _quarantined(kept: Any, lines: int = 0, full: bool = False) -> Quarantined:
         log_tail=kept.log_tail(lines) if lines else [],
         record=record if full else {},
     )
-
-
-async def agent_status(agent: Agent) -> Status:
-    release = agent.state.current_release(agent.env)
-    scales = agent.state.scales(agent.env)
-    notes = agent.state.notes(agent.env)
-    running: dict[str, int] = {}
-    for service, seen in agent.fleet.services.items():
-        running[service] = sum(1 for s in seen.values() if s.running)
-    services = {}
-    for name, want in agent.wants(release).items() if release else []:
-        mode = scales.get(name, (0, "release"))[1]
-        set_by: Literal["release", "herd scale", "autoscaler"] = (
-            "herd scale" if mode == "fixed" else "autoscaler" if mode == "auto" else "release"
-        )
-        services[name] = ServiceStatus(
-            replicas=want.policy.replicas,
-            set_by=set_by,
-            running=running.get(name, 0),
-            note=notes.get(name, ""),
-        )
-    import os
-
-    return Status(
-        env=agent.env,
-        pid=os.getpid(),
-        version=__version__,
-        release=release.number if release else None,
-        services=services,
-    )
-
-
-async def agent_instances(agent: Agent) -> list[Instance]:
-    return [
-        Instance(
-            id=s.id,
-            service=s.service,
-            release=s.release,
-            image=s.labels.get("herd.image", ""),
-            state=s.state,
-            detail=s.detail,
-            address=s.address,
-            started=s.started,
-            unhealthy=agent.watcher.unhealthy.get(s.id, ""),
-        )
-        for s in await agent.deployment.driver.list(agent.deployment.executor.target.selector)
-    ]

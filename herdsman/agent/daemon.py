@@ -28,11 +28,14 @@ from pathlib import Path
 from herdsman.agent.api import make_app
 from herdsman.agent.autoscale import Sample, ServiceLoad, decide, sample_of
 from herdsman.agent.drift import DriftChecker
-from herdsman.agent.fleet import Backoff, Fleet, Seen, Want
+from herdsman.agent.fleet import Seen, Want
 from herdsman.agent.heal import Healer
-from herdsman.agent.metrics import AgentCounts, RouterTotals, Snapshot, render
+from herdsman.agent.metrics import RouterTotals, Snapshot, render
+from herdsman.agent.observed import Observed
 from herdsman.agent.quarantine import Quarantine
+from herdsman.agent.schemas import Finding, Instance, Status
 from herdsman.agent.server import ensure_token, serve, socket_path
+from herdsman.agent.views import findings_of, instances_of, status_of
 from herdsman.agent.watch import Watcher
 from herdsman.deploy import data
 from herdsman.deploy.pidlock import lock_holder, pid_lock
@@ -80,19 +83,21 @@ class Agent:
         self.home = herd_home(project)
         self.interval = interval
         self.stopping = asyncio.Event()
-        self.wake = asyncio.Event()
-        self.fleet = Fleet()
-        self.backoff = Backoff()
         self.watcher = Watcher(self._changed, self.deployment.driver.exec)
+        self.observed = Observed(self.watcher)  # what the healer, drift checker and API share
+        self.fleet, self.backoff, self.drifted = (
+            self.observed.fleet,
+            self.observed.backoff,
+            self.observed.drifted,
+        )
+        self.counts, self.wake = self.observed.counts, self.observed.wake
         self.quarantine = Quarantine(self.home)
-        self.drifted: dict[str, str] = {}
-        self.healer = Healer(self)
-        self.drift = DriftChecker(self)
+        self.healer = Healer(self.observed, self.deployment, self.quarantine, self.home, self.sync)
+        self.drift = DriftChecker(self.observed, self.deployment, self.home, self.stopping)
         self._poked = False
         self._wanted: dict[str, Want] = {}
         self.api = api  # also serve the API on this loopback address
         self.router_totals = RouterTotals()
-        self.counts = AgentCounts()
         self.owner = asyncio.Lock()  # held by a heal pass and by a deploy or rollback asked of the agent
         self.known_generation = -1  # the state store's generation when the fleet was last listed
         self.operations: set[asyncio.Task[None]] = set()  # deploys asked through the API, running
@@ -283,6 +288,20 @@ class Agent:
         self.deployment.set_replicas(service, replicas)
         self.poke()
 
+    async def status(self) -> Status:
+        release = self.deployment.state.current_release(self.env)
+        wants = self.wants(release) if release is not None else {}
+        return status_of(self.env, self.deployment.state, self.fleet, release, wants)
+
+    async def instances(self) -> list[Instance]:
+        return instances_of(
+            await self.deployment.driver.list(self.deployment.executor.target.selector), self.watcher
+        )
+
+    async def verify(self) -> list[Finding]:
+        """`herd verify` now, acting on each finding as its service's `drift` says."""
+        return findings_of(await self.drift.check())
+
     def metrics(self) -> bytes:
         instances: dict[tuple[str, str], int] = {}
         for service, seen in self.fleet.services.items():
@@ -334,8 +353,8 @@ class Agent:
         except HerdError as exc:  # a failed pass is reported and tried again; the agent lives on
             for service in dirty or self.fleet.dirty:
                 self.fleet.touch(service)
-            if exc.retryable:  # e.g. a deploy holds the lock: try again shortly
-                asyncio.get_running_loop().call_later(0.2, self.wake.set)
+            if exc.retryable:  # e.g. a deploy holds the lock: try again when the error says
+                asyncio.get_running_loop().call_later(exc.delay or 0.2, self.wake.set)
             else:
                 what = f"release {current.number}" if current is not None else "the current release"
                 self.deployment.state.event(self.env, "heal", f"could not restore {what}: {exc.message}")

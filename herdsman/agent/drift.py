@@ -11,50 +11,52 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from typing import TYPE_CHECKING
+from pathlib import Path
 
+from herdsman.agent.observed import Observed
+from herdsman.deploy.run import Deployment
 from herdsman.deploy.verify import Finding, verify_instances
 from herdsman.image.filelist import copy_differences
 
-if TYPE_CHECKING:
-    from herdsman.agent.daemon import Agent
-
 
 class DriftChecker:
-    def __init__(self, agent: Agent) -> None:
-        self.agent = agent
+    def __init__(
+        self, observed: Observed, deployment: Deployment, home: Path, stopping: asyncio.Event
+    ) -> None:
+        self.observed = observed
+        self.deployment = deployment
+        self.home = home
+        self.stopping = stopping
 
     async def loop(self) -> None:
         """`herd verify` every `[stack] verify_every` (0: never)."""
-        agent = self.agent
-        every = agent.deployment.project.stack.stack.verify_every
-        while every > 0 and not agent.stopping.is_set():
+        every = self.deployment.project.stack.stack.verify_every
+        while every > 0 and not self.stopping.is_set():
             await asyncio.sleep(every)
             try:
                 await self.check()
             except Exception as exc:  # reported; the next round tries again
-                agent.state.event(agent.env, "drift", f"drift check failed: {exc!r}")
+                self.deployment.state.event(self.deployment.env, "drift", f"drift check failed: {exc!r}")
 
     async def check(self) -> list[tuple[Finding, str]]:
         """Check every running instance now and act on each finding as its service's `drift`
         says; returns the findings with what was done."""
-        agent = self.agent
         out = []
         discard: set[str] = set()  # unpacked images whose files changed, moved aside once evidence is kept
-        release = agent.state.current_release(agent.env)
-        for finding in await verify_instances(agent.deployment):
+        release = self.deployment.state.current_release(self.deployment.env)
+        for finding in await verify_instances(self.deployment):
             entry = release.services().get(finding.service) if release else None
             policy = entry.config.drift if entry else "report"
             if policy == "ignore":
                 continue
             action = "reported"
             if policy == "replace":
-                action = "being replaced" if finding.instance in agent.drifted else "replaced"
+                action = "being replaced" if finding.instance in self.observed.drifted else "replaced"
                 if action == "replaced":
                     discard |= self._replace(finding)
-            agent.counts.drift[finding.service] += 1
-            agent.state.event(
-                agent.env,
+            self.observed.counts.drift[finding.service] += 1
+            self.deployment.state.event(
+                self.deployment.env,
                 "drift",
                 f"{finding.instance} drifted ({action}): {finding.summary}",
                 service=finding.service,
@@ -63,22 +65,23 @@ class DriftChecker:
             )
             out.append((finding, action))
         for image in discard:
-            agent.deployment.driver.discard_rootfs(image)
+            self.deployment.driver.discard_rootfs(image)
         return out
 
     def _replace(self, finding: Finding) -> set[str]:
         """Keep the evidence and mark the instance for quarantine; returns the images to move aside."""
-        agent = self.agent
-        stage = agent.home / "run" / "drift" / finding.instance
+        stage = self.home / "run" / "drift" / finding.instance
         images = set()
         for drift in finding.drifts:
             if drift.what == "file system":
                 copy_differences(drift.root, list(drift.differences), stage)
                 if drift.root is not None:
                     images.add(finding.image)
-        agent.drifted[finding.instance] = f"drifted: {finding.summary}"
-        seen = agent.fleet.get(finding.instance)
+        self.observed.drifted[finding.instance] = f"drifted: {finding.summary}"
+        seen = self.observed.fleet.get(finding.instance)
         if seen is not None:
-            agent.fleet.observe(dataclasses.replace(seen, drifted=agent.drifted[finding.instance]))
-        agent.wake.set()
+            self.observed.fleet.observe(
+                dataclasses.replace(seen, drifted=self.observed.drifted[finding.instance])
+            )
+        self.observed.wake.set()
         return images

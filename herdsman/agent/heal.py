@@ -14,27 +14,40 @@ import asyncio
 import secrets as token
 import shutil
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
 
 from herdsman.agent.fleet import Seen, Want, heal_plan
+from herdsman.agent.observed import Observed
+from herdsman.agent.quarantine import Quarantine
 from herdsman.deploy.plan import Step, retire_removed
+from herdsman.deploy.run import Deployment
 from herdsman.deploy.target import id_maker, route_name
 from herdsman.errors import DeployError
 from herdsman.state import Release
 
-if TYPE_CHECKING:
-    from herdsman.agent.daemon import Agent
-
 
 class Healer:
-    def __init__(self, agent: Agent) -> None:
-        self.agent = agent
+    def __init__(
+        self,
+        observed: Observed,
+        deployment: Deployment,
+        quarantine: Quarantine,
+        home: Path,
+        resync: Callable[[], Awaitable[Any]],
+    ) -> None:
+        self.observed = observed
+        self.deployment = deployment
+        self.quarantine = quarantine
+        self.home = home
+        self.resync = resync  # a full listing, after a heal changed what runs
         self.counted: set[str] = set()  # exited instances already counted as crashes
-        agent.deployment.executor.extra_ops["quarantine"] = self._quarantine
+        deployment.executor.extra_ops["quarantine"] = self._quarantine
 
     @property
     def env(self) -> str:
-        return self.agent.env
+        return self.deployment.env
 
     async def heal(self, release: Release, dirty: dict[str, list[Seen]], wants: dict[str, Want]) -> None:
         now = time.monotonic()
@@ -47,9 +60,9 @@ class Healer:
                     jobs.append(self._apply(service, retire_removed(service, ids), release))
                 continue
             self._count_crashes(service, seen)
-            wait = self.agent.backoff.wait(service, now)
+            wait = self.observed.backoff.wait(service, now)
             if wait > 0:
-                self._later(service, wait)
+                self.observed.later(service, wait)
                 continue
             steps = heal_plan(service, seen, want, id_maker(service, release.number, token.token_hex(2)))
             if steps:
@@ -62,9 +75,9 @@ class Healer:
             if s.running or s.id in self.counted:
                 continue
             self.counted.add(s.id)
-            self.agent.counts.restarts[service] += 1
+            self.observed.counts.restarts[service] += 1
             lived = max(0.0, time.time() - s.started) if s.started else 0.0
-            self.agent.state.event(
+            self.deployment.state.event(
                 self.env,
                 "heal",
                 f"{s.id} {s.detail or 'exited'} after {lived:.1f}s; replacing it now",
@@ -73,21 +86,14 @@ class Healer:
                 release=s.release,
             )
 
-    def _later(self, service: str, delay: float) -> None:
-        def again() -> None:
-            self.agent.fleet.touch(service)
-            self.agent.wake.set()
-
-        asyncio.get_running_loop().call_later(delay, again)
-
     async def _apply(self, service: str, steps: list[Step], release: Release) -> None:
-        executor = self.agent.deployment.executor
+        executor = self.deployment.executor
         started: list[str] = []
         try:
             for step in steps:
                 if step["op"] == "start":
                     started += step["instances"]
-                    self.agent.state.event(
+                    self.deployment.state.event(
                         self.env,
                         "heal",
                         f"{service}: starting {', '.join(step['instances'])}",
@@ -99,44 +105,42 @@ class Healer:
                         self._forget(service, instance)
         except DeployError as failure:
             for instance in started:  # a replacement that did not make it: stop it, keep its log
-                await self.agent.deployment.driver.stop(instance, 5)
+                await self.deployment.driver.stop(instance, 5)
                 self._forget(service, instance)
-            backoff = self.agent.backoff
+            backoff = self.observed.backoff
             delay = backoff.failed(service, time.monotonic(), failure.message.splitlines()[0])
-            self.agent.state.set_note(self.env, service, backoff.note(service, time.monotonic()))
+            self.deployment.state.set_note(self.env, service, backoff.note(service, time.monotonic()))
             then = "trying again now" if delay == 0 else f"next attempt in {delay:.1f}s"
-            self.agent.state.event(self.env, "heal", f"{service}: {failure.message}\n{then}", service=service)
-            self.agent.fleet.touch(service)
-            self._later(service, delay)
+            self.deployment.state.event(
+                self.env, "heal", f"{service}: {failure.message}\n{then}", service=service
+            )
+            self.observed.later(service, delay)
             return
         finally:
-            await self.agent.sync()
+            await self.resync()
         if started:
-            if service in self.agent.backoff.streak:
-                self.agent.backoff.healthy(service)
-                self.agent.state.set_note(self.env, service, "")
-            self.agent.state.event(
+            if service in self.observed.backoff.streak:
+                self.observed.backoff.healthy(service)
+                self.deployment.state.set_note(self.env, service, "")
+            self.deployment.state.event(
                 self.env, "heal", f"{service}: {', '.join(started)} healthy and serving", service=service
             )
 
     def _forget(self, service: str, instance: str) -> None:
-        self.agent.deployment.executor.known.pop(instance, None)
-        self.agent.watcher.forget(instance)
-        self.agent.fleet.forget(service, instance)
-        self.agent.drifted.pop(instance, None)
+        self.deployment.executor.known.pop(instance, None)
+        self.observed.forget(service, instance)
         self.counted.discard(instance)
 
     # the agent's own step -------------------------------------------------------------------------
     async def _quarantine(self, step: Step, release: Release) -> None:
-        agent = self.agent
         service, instance_id, reason = step["service"], step["instances"][0], str(step.get("reason", ""))
-        driver = agent.deployment.driver
+        driver = self.deployment.driver
         state = await driver.inspect(instance_id)
         if state is None:
             return
         entry = release.services().get(service)
         config = entry.config if entry is not None else None
-        pools = agent.deployment.executor.pools
+        pools = self.deployment.executor.pools
         if pools is not None and config is not None and config.route is not None and state.address:
             hung = bool(step.get("unhealthy"))  # failing its checks: what it holds will not be answered
             await pools.drain(
@@ -154,19 +158,19 @@ class Healer:
             "reason": reason,
             "health": [
                 {"ok": r.ok, "detail": r.detail, "seconds": round(r.seconds, 4)}
-                for r in agent.watcher.results.get(instance_id, [])
+                for r in self.observed.watcher.results.get(instance_id, [])
             ],
         }
-        place = agent.quarantine.record(instance_id, info, driver.log_file(instance_id))
-        staged = agent.home / "run" / "drift" / instance_id
+        place = self.quarantine.record(instance_id, info, driver.log_file(instance_id))
+        staged = self.home / "run" / "drift" / instance_id
         if staged.is_dir():  # what drifted, copied when it was found
             shutil.rmtree(place / "drift", ignore_errors=True)
             shutil.move(staged, place / "drift")
         await driver.stop(instance_id, config.stop_grace if config else 10.0, keep=place / "tmp")
         self._forget(service, instance_id)
-        agent.counts.quarantines[service] += 1
-        pruned = agent.quarantine.prune(service, config.quarantine_keep if config else 3)
-        agent.state.event(
+        self.observed.counts.quarantines[service] += 1
+        pruned = self.quarantine.prune(service, config.quarantine_keep if config else 3)
+        self.deployment.state.event(
             self.env,
             "quarantine",
             f"quarantined {instance_id}: {reason}; evidence kept in {place}"

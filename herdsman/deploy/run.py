@@ -34,7 +34,7 @@ def deploy_lock(home: Path, env: str, wait: float = 0.0) -> contextlib.AbstractC
         lambda holder: DeployError(
             f"another deploy of environment {env!r} is running (pid {holder})",
             hint="wait for it to finish, or pass --wait SECONDS",
-            retryable=True,
+            delay=0.2,  # a rollout step is short: look again soon
         ),
         wait,
     )

@@ -29,9 +29,7 @@ class RouterClient:
         try:
             reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(str(self.socket_path)), 5)
         except (OSError, TimeoutError) as exc:
-            raise DeployError(
-                f"the router is not answering on {self.socket_path}: {exc}", retryable=True
-            ) from exc
+            raise DeployError(f"the router is not answering on {self.socket_path}: {exc}", delay=1.0) from exc
         try:
             writer.write(json.dumps(request).encode() + b"\n")
             await writer.drain()

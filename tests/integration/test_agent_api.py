@@ -108,9 +108,12 @@ schema = schemathesis.openapi.from_path(REPO / "docs" / "openapi.json")
 # per operation): a random run once failed on an invalid `wait` this test had rewritten into a
 # valid one. Invalid inputs are checked by name below, each one expected to get a 422.
 schema.config.generation.update(modes=[GenerationMode.POSITIVE])
+# Deploy and rollback change what runs and take seconds each: they have tests of their own
+# (test_ownership.py, test_secrets.py and the CLI through them), and one schema check below.
+checked = schema.exclude(path_regex="^/v1/(deploy|rollback)$")
 
 
-@schema.parametrize()
+@checked.parametrize()
 @settings(
     max_examples=25, derandomize=True, database=None, deadline=None, suppress_health_check=list(HealthCheck)
 )
@@ -154,3 +157,21 @@ def test_invalid_event_queries_get_a_422_naming_the_parameter(
     )
     assert response.status_code == 422, response.text
     assert [item["loc"] for item in response.json()["detail"]] == [["query", name]]
+
+
+def test_a_deploy_through_the_api_streams_its_progress_then_its_release(agent: tuple[Path, int, int]) -> None:
+    """POST /v1/deploy answers JSON lines (progress, then the release), as the schema says; a body
+    that is not the schema's gets a 422 before anything happens."""
+    root, api, _ = agent
+    headers = {"Authorization": f"Bearer {token_of(root)}"}
+    base = f"http://127.0.0.1:{api}"
+    before = len(httpx.get(f"{base}/v1/releases", headers=headers, timeout=10).json())
+    bad = httpx.post(f"{base}/v1/deploy", json={"secrets": {"1BAD": "x"}}, headers=headers, timeout=10)
+    assert bad.status_code == 422
+    lines = []
+    with httpx.stream("POST", f"{base}/v1/deploy", json={}, headers=headers, timeout=120) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("application/x-ndjson")
+        lines = [json.loads(line) for line in response.iter_lines() if line.strip()]
+    assert any("progress" in line for line in lines[:-1]), lines
+    assert lines[-1]["release"]["number"] == before + 1 and lines[-1]["release"]["status"] == "deployed"
