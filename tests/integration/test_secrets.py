@@ -108,8 +108,11 @@ def test_a_missing_secret_fails_before_anything_is_recorded(tmp_path: Path) -> N
     root = tmp_path / "hello"
     hello_copy(root)
     with_secret(root)
-    out = herd(root, "deploy", check=False, env={"API_KEY": ""})
-    assert out.returncode == 1
-    assert "API_KEY" in out.stderr and "nothing was recorded" in out.stderr, out.stderr
-    assert StateStore(root / ".herd" / "state.db").releases("production") == []
-    assert not list((root / ".herd" / "run" / "instances").glob("*.json"))
+    try:
+        out = herd(root, "deploy", check=False, env={"API_KEY": ""})
+        assert out.returncode == 1
+        assert "API_KEY" in out.stderr and "nothing was recorded" in out.stderr, out.stderr
+        assert StateStore(root / ".herd" / "state.db").releases("production") == []
+        assert not list((root / ".herd" / "run" / "instances").glob("*.json"))
+    finally:
+        herd(root, "down", check=False)  # the router it started
