@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -123,6 +124,17 @@ def herd(
     if check and result.returncode != 0:
         raise AssertionError(f"herd {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
     return result
+
+
+def wait_for(condition, seconds: float = 30.0, every: float = 0.05):  # type: ignore[no-untyped-def]
+    """Poll ``condition`` until it returns something true (returned), or fail after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"not true within {seconds}s: {condition}")
 
 
 def free_port() -> int:

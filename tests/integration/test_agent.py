@@ -25,6 +25,7 @@ from tests.helpers import (
     stack_id,
     stack_name,
     volume_dir,
+    wait_for,
     write_tmp,
 )
 
@@ -48,16 +49,6 @@ def project(hello_on_driver: tuple[Path, int]) -> tuple[Path, int]:
 
 def running(project: Path) -> list[dict[str, str]]:
     return [i for i in instances(project) if i["state"] == "running"]
-
-
-def wait_for(condition, seconds: float = 30.0, every: float = 0.05):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"not true within {seconds}s: {condition}")
 
 
 def test_kill_9_is_replaced_with_no_failed_request(project: tuple[Path, int]) -> None:

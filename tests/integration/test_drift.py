@@ -16,7 +16,7 @@ from herdsman.deploy.run import make_driver
 from herdsman.image.filelist import list_path
 from herdsman.spec import load_project
 from herdsman.state import StateStore
-from tests.helpers import Load, hello_copy, herd, instances, on_docker, stop_project
+from tests.helpers import Load, hello_copy, herd, instances, on_docker, stop_project, wait_for
 
 
 @pytest.fixture
@@ -26,15 +26,6 @@ def project(hello_on_driver: tuple[Path, int]) -> tuple[Path, int]:
 
 def running(root: Path) -> set[str]:
     return {i["id"] for i in instances(root) if i["state"] == "running"}
-
-
-def wait_for(condition, seconds: float = 30.0):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if value := condition():
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"not true within {seconds}s")
 
 
 def test_a_changed_file_in_an_unpacked_image_is_found_and_replaced(tmp_path: Path) -> None:

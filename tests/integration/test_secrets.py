@@ -12,11 +12,10 @@ from __future__ import annotations
 import os
 import signal
 import stat
-import time
 from pathlib import Path
 
 from herdsman.state import StateStore
-from tests.helpers import app_pid, herd, instances
+from tests.helpers import app_pid, herd, instances, wait_for
 
 SECRET = 'secrets = ["API_KEY"]\n'
 
@@ -36,16 +35,6 @@ def api_key_of(root: Path, instance: str) -> str:
     return values[0].decode() if values else ""
 
 
-def wait_for(condition, seconds: float = 60.0):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"not true within {seconds}s")
-
-
 def test_a_rotated_secret_is_not_undone_by_healing(hello_on_driver: tuple[Path, int]) -> None:
     root, _port = hello_on_driver
     with_secret(root)
@@ -59,7 +48,7 @@ def test_a_rotated_secret_is_not_undone_by_healing(hello_on_driver: tuple[Path, 
 
     victim = before[0]
     os.kill(app_pid(root, victim), signal.SIGKILL)
-    after = wait_for(lambda: (ids := web(root)) and len(ids) == 2 and victim not in ids and ids)
+    after = wait_for(lambda: (ids := web(root)) and len(ids) == 2 and victim not in ids and ids, 60)
     assert {api_key_of(root, i) for i in after} == {"new"}, "the replacement has the rotated value"
 
     # the agent holds "new": nothing drifted, whatever the caller's environment says
@@ -74,7 +63,9 @@ def test_a_rotated_secret_is_not_undone_by_healing(hello_on_driver: tuple[Path, 
     found = herd(root, "verify", check=False)
     assert found.returncode == 1 and "API_KEY: changed (secret)" in found.stdout, found.stdout
     assert "third" not in found.stdout and "new" not in found.stdout, "values are never shown"
-    wait_for(lambda: (ids := web(root)) and len(ids) == 2 and {api_key_of(root, i) for i in ids} == {"third"})
+    wait_for(
+        lambda: (ids := web(root)) and len(ids) == 2 and {api_key_of(root, i) for i in ids} == {"third"}, 60
+    )
 
 
 def test_secret_digests_are_keyed_and_files_are_private(tmp_path: Path) -> None:

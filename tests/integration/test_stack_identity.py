@@ -16,17 +16,17 @@ from pathlib import Path
 
 import httpx
 
-from tests.helpers import app_pid, free_port, herd, instances, stack_id, stack_name, stop_project, volume_dir
-
-
-def wait_for(condition, seconds: float = 30.0):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"not true within {seconds}s")
+from tests.helpers import (
+    app_pid,
+    free_port,
+    herd,
+    instances,
+    stack_id,
+    stack_name,
+    stop_project,
+    volume_dir,
+    wait_for,
+)
 
 
 def running_ids(root: Path) -> set[str]:
