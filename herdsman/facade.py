@@ -13,13 +13,20 @@ progress shows where the user is and the agent's own bake finds every layer cach
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import time
 from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
 
 from herdsman.agent.daemon import agent_pid
 from herdsman.client import AgentClient
+from herdsman.errors import HerdError
 from herdsman.image.progress import Reporter
 from herdsman.local import LocalStack
 from herdsman.spec import Project, herd_home
+from herdsman.state import StateStore
 
 Stack = AgentClient | LocalStack
 
@@ -61,3 +68,95 @@ def declared_secrets(project: Project, environ: Mapping[str, str] | None = None)
     source = os.environ if environ is None else environ
     names = {name for service in project.stack.service.values() for name in service.secrets}
     return {name: source[name] for name in sorted(names) if name in source}
+
+
+@dataclass(frozen=True)
+class Stopped:
+    """What `stop_stack` did."""
+
+    agent: int | None  # the pid of the agent it stopped
+    instances: int
+    router: bool  # the router was stopped too (no environment routes through it any more)
+
+
+def start_agent(
+    project: Project,
+    env: str | None = None,
+    *,
+    driver_name: str | None = None,
+    deploy: bool = True,
+    api: str | None = None,
+    timeout: float = 600.0,
+) -> tuple[int, Path]:
+    """Start the agent of ``env`` in the background (its own session: it outlives this process) and
+    wait until it says it is ready (its first deploy done). Returns its pid and its log. If it
+    stops first, the error carries the last lines of its log, which say why."""
+    name = environment_of(project, env)
+    home = herd_home(project)
+    running = agent_pid(home, name)
+    if running is not None:
+        raise HerdError(
+            f"an agent for environment {name!r} is already running (pid {running})",
+            hint="`herd deploy` deploys through it; `herd down` stops it and the instances",
+        )
+    log = home / "logs" / f"agent-{name}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    argv = [sys.executable, "-m", "herdsman", "-f", str(project.file)]
+    argv += ["--driver", driver_name] if driver_name else []
+    argv += ["up", "--env", name] + ([] if deploy else ["--no-deploy"]) + (["--api", api] if api else [])
+    start = log.stat().st_size if log.exists() else 0
+    with log.open("ab") as out:
+        child = subprocess.Popen(
+            argv, stdout=out, stderr=out, stdin=subprocess.DEVNULL, start_new_session=True
+        )
+    state = StateStore(home / "state.db")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if child.poll() is not None:
+            with log.open("rb") as handle:
+                handle.seek(start)
+                said = handle.read().decode(errors="replace").strip().splitlines()
+            why = "\n".join(line for line in said[-12:] if line.strip()) or "(it said nothing)"
+            raise HerdError(
+                f"the agent stopped (exit {child.returncode}):\n{why}", hint=f"its whole log: {log}"
+            )
+        if agent_pid(home, name) == child.pid and any(
+            e["kind"] == "agent" and e["message"] == f"agent ready (pid {child.pid})"
+            for e in state.events(name, last=50)
+        ):
+            return child.pid, log
+        time.sleep(0.1)
+    raise HerdError(
+        f"the agent (pid {child.pid}) did not say it was ready within {timeout:g}s", hint=f"see {log}"
+    )
+
+
+def stop_stack(project: Project, env: str | None = None, *, driver_name: str | None = None) -> Stopped:
+    """`herd down`: the agent first (so it does not replace what is being stopped), then every
+    instance of the environment (each with its release's stop_grace), then the router if no
+    environment routes through it any more. Volumes, logs and releases stay."""
+    import asyncio
+    import signal
+
+    from herdsman.deploy.run import Deployment
+    from herdsman.router.client import RouterClient, router_paths, router_pid, stop_router
+
+    name = environment_of(project, env)
+    home = herd_home(project)
+    pid = agent_pid(home, name)
+    if pid is not None:
+        os.kill(pid, signal.SIGTERM)
+        for _ in range(100):
+            if agent_pid(home, name) is None:
+                break
+            time.sleep(0.1)
+    deployment = Deployment(project, name, driver_name=driver_name)
+    count = asyncio.run(deployment.down())
+    stopped_router = False
+    if router_pid(home) is not None:
+        client = RouterClient(router_paths(home)[0])
+        client.call_now({"op": "set_routes", "prefix": f"{name}/", "routes": []})
+        if not client.call_now({"op": "stats"})["stats"]:
+            stop_router(home)
+            stopped_router = True
+    return Stopped(pid, count, stopped_router)

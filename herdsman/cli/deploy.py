@@ -18,7 +18,6 @@ from herdsman.deploy.release import changed_keys
 from herdsman.deploy.run import Deployment
 from herdsman.drivers.base import InstanceState
 from herdsman.errors import HerdError
-from herdsman.router.client import ensure_router
 
 ENV_OPTION = click.option(
     "-e", "--env", "env", help="The environment (default: [stack] environment, production)."
@@ -189,31 +188,16 @@ async def _probe_all(deployment: Deployment, instances: list[InstanceState]) -> 
 @pass_context
 def down(ctx: Context, env: str | None) -> None:
     """Stop the agent and every instance of the environment. Volumes, logs and releases stay."""
-    import os
-    import signal
+    from herdsman.facade import environment_of, stop_stack
 
-    from herdsman.agent.daemon import agent_pid
-    from herdsman.router.client import router_pid, stop_router
-    from herdsman.spec import herd_home
-
-    deployment = Deployment(ctx.project(), env, driver_name=ctx.driver)
-    home = herd_home(deployment.project)
-    pid = agent_pid(home, deployment.env)
-    if pid is not None:
-        os.kill(pid, signal.SIGTERM)  # the agent first, so it does not replace what is being stopped
-        for _ in range(100):
-            if agent_pid(home, deployment.env) is None:
-                break
-            time.sleep(0.1)
-        console.print(f"stopped the agent (pid {pid})")
-    count = asyncio.run(deployment.down())
-    if router_pid(home) is not None:
-        client = ensure_router(home)
-        client.call_now({"op": "set_routes", "prefix": f"{deployment.env}/", "routes": []})
-        if not client.call_now({"op": "stats"})["stats"]:
-            stop_router(home)  # no environment routes through it any more
-            console.print("stopped the router")
-    console.print(f"stopped {count} instance(s) of {deployment.env}; volumes and logs are kept")
+    project = ctx.project()
+    stopped = stop_stack(project, env, driver_name=ctx.driver)
+    if stopped.agent is not None:
+        console.print(f"stopped the agent (pid {stopped.agent})")
+    if stopped.router:
+        console.print("stopped the router")
+    where = environment_of(project, env)
+    console.print(f"stopped {stopped.instances} instance(s) of {where}; volumes and logs are kept")
 
 
 @click.command()
@@ -265,37 +249,14 @@ def up(ctx: Context, env: str | None, detach: bool, no_deploy: bool, api_listen:
     first deploy is done.
     """
     import os
-    import subprocess
-    import sys
-
-    from herdsman.agent.daemon import agent_pid
-    from herdsman.spec import herd_home
 
     project = ctx.project()
     if detach:
-        deployment = Deployment(project, env, driver_name=ctx.driver)
-        home = herd_home(project)
-        log = home / "logs" / f"agent-{deployment.env}.log"
-        log.parent.mkdir(parents=True, exist_ok=True)
-        argv = [sys.executable, "-m", "herdsman", "-f", str(project.file)]
-        argv += ["--driver", ctx.driver] if ctx.driver else []
-        argv += ["up", "--env", deployment.env]
-        if no_deploy:
-            argv.append("--no-deploy")
-        if api_listen:
-            argv += ["--api", api_listen]
-        with log.open("ab") as out:
-            child = subprocess.Popen(
-                argv, stdout=out, stderr=out, stdin=subprocess.DEVNULL, start_new_session=True
-            )
-        for _ in range(1200):  # the first deploy: until the agent holds its lock and says it is ready
-            if child.poll() is not None:
-                raise click.ClickException(f"the agent stopped (exit {child.returncode}); see {log}")
-            if agent_pid(home, deployment.env) == child.pid and _ready(deployment, child.pid):
-                break
-            time.sleep(0.1)
+        from herdsman.facade import start_agent
+
+        pid, log = start_agent(project, env, driver_name=ctx.driver, deploy=not no_deploy, api=api_listen)
         console.print(
-            f"agent running in the background (pid {child.pid}, log {log}); `herd ps` shows the instances"
+            f"agent running in the background (pid {pid}, log {log}); `herd ps` shows the instances"
         )
         return
     agent = Agent(project, env, api=api_listen, driver_name=ctx.driver)
@@ -317,8 +278,3 @@ async def _run_agent(agent: Agent, *, deploy: bool) -> None:
         console.print("[green]ready[/]: the stack runs; this agent keeps it so")
     waiting.cancel()
     await task
-
-
-def _ready(deployment: Deployment, pid: int) -> bool:
-    events = deployment.state.events(deployment.env)
-    return any(e["kind"] == "agent" and e["message"] == f"agent ready (pid {pid})" for e in events[-50:])

@@ -155,3 +155,17 @@ def test_ctrl_c_stops_the_agent_only(project: Path) -> None:
     assert after == before, "instances outlive the agent"
     events = [e["message"] for e in StateStore(project / ".herd" / "state.db").events("production")]
     assert any("agent stopped" in message for message in events)
+
+
+def test_a_second_agent_is_refused_with_the_reason(tmp_path: Path) -> None:
+    from tests.helpers import hello_copy, stop_project
+
+    root = tmp_path / "hello"
+    hello_copy(root)
+    try:
+        herd(root, "up", "-d")
+        second = herd(root, "up", "-d", check=False)
+        assert second.returncode == 1
+        assert "is already running (pid" in second.stderr and "herd deploy" in second.stderr, second.stderr
+    finally:
+        stop_project(root)
