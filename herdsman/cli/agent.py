@@ -62,7 +62,7 @@ def events(ctx: Context, env: str | None, follow: bool, last: int, kind: tuple[s
                 console.print(_event_line(event), markup=False, highlight=False, soft_wrap=True)
         return max([int(e["id"]) for e in batch], default=0)
 
-    after = show(state.events(env, last=last))
+    after = show(state.events(env, last=last, kinds=kind))
     try:
         while follow:
             if agent_pid(home, env) is not None:  # live from the agent, by long polling

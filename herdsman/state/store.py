@@ -338,19 +338,31 @@ class StateStore:
             return int(cursor.lastrowid or 0)
 
     def events(
-        self, env: str, after: int = 0, limit: int = 1000, *, last: int | None = None
+        self,
+        env: str,
+        after: int = 0,
+        limit: int = 1000,
+        *,
+        last: int | None = None,
+        kinds: tuple[str, ...] = (),
     ) -> list[dict[str, Any]]:
-        """Events after id ``after`` in order, or with ``last`` the newest ``last`` of them."""
+        """Events after id ``after`` in order, or with ``last`` the newest ``last`` of them; with
+        ``kinds``, only those kinds (filtered before the limit, so `-n 5 --kind heal` is 5 heals)."""
+        where = "env = ? AND id > ?"
+        args: list[Any] = [env, after]
+        if kinds:
+            where += f" AND kind IN ({', '.join('?' for _ in kinds)})"
+            args += list(kinds)
         with self._lock:
             if last is not None:
                 rows = self._db.execute(
-                    "SELECT * FROM (SELECT * FROM events WHERE env = ? AND id > ? ORDER BY id DESC LIMIT ?)"
+                    f"SELECT * FROM (SELECT * FROM events WHERE {where} ORDER BY id DESC LIMIT ?)"
                     " ORDER BY id",
-                    (env, after, last),
+                    (*args, last),
                 ).fetchall()
             else:
                 rows = self._db.execute(
-                    "SELECT * FROM events WHERE env = ? AND id > ? ORDER BY id LIMIT ?", (env, after, limit)
+                    f"SELECT * FROM events WHERE {where} ORDER BY id LIMIT ?", (*args, limit)
                 ).fetchall()
         return [{**dict(row), "data": json.loads(row["data"])} for row in rows]
 

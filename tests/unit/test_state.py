@@ -67,3 +67,15 @@ def test_events_in_order(tmp_path: Path) -> None:
     assert [e["message"] for e in events] == ["started", "finished"]
     assert events[0]["data"] == {"count": 3} and events[0]["service"] == "web"
     assert [e["message"] for e in store.events("production", after=first)] == ["finished"]
+
+
+def test_the_last_n_events_of_a_kind_are_n_of_that_kind(tmp_path: Path) -> None:
+    """`herd events --kind heal -n 2`: the filter comes before the limit."""
+    store = StateStore(tmp_path / "state.db")
+    for n in range(3):
+        store.event("production", "heal", f"heal {n}")
+    for n in range(10):
+        store.event("production", "scale", f"scale {n}")
+    last = store.events("production", last=2, kinds=("heal",))
+    assert [e["message"] for e in last] == ["heal 1", "heal 2"]
+    assert len(store.events("production", kinds=("heal", "scale"))) == 13
