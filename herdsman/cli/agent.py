@@ -7,7 +7,6 @@ with `.herd/quarantine`, so they are useful whether or not an agent runs.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from datetime import datetime
@@ -90,12 +89,11 @@ def scale(ctx: Context, counts: tuple[str, ...], env: str | None) -> None:
     `herd ps`. A running agent applies it at once (asked through its API); without one, this
     command does.
     """
-    from herdsman.agent.daemon import agent_pid
-    from herdsman.deploy.run import Deployment
+    from herdsman.client import AgentClient
     from herdsman.errors import HerdError
+    from herdsman.facade import open_stack
 
     project = ctx.project()
-    deployment = Deployment(project, env, driver_name=ctx.driver)
     parsed: list[tuple[str, int | None]] = []
     for item in counts:
         service, sep, value = item.partition("=")
@@ -110,22 +108,14 @@ def scale(ctx: Context, counts: tuple[str, ...], env: str | None) -> None:
             parsed.append((service, int(value)))
         else:
             raise HerdError(f"{item!r}: the count must be a number from 0 to 10000, or auto")
-    pid = agent_pid(deployment.home, deployment.env)
-    if pid is not None:
-        from herdsman.client import AgentClient
-
-        with AgentClient.for_home(deployment.home, deployment.env) as client:
-            for service, count in parsed:
-                status = client.scale(service, count)
-                console.print(f"{service}: {status['replicas']} replica(s), set by {status['set_by']}")
-        console.print(f"the agent (pid {pid}) applies it now; `herd ps` shows the instances")
-        return
-    for service, count in parsed:
-        console.print(deployment.set_replicas(service, count))
-    deployment = Deployment.open(project, env, driver_name=ctx.driver)
-    with deployment.executor.listening(lambda line: console.print(f"[dim]·[/] {line}", highlight=False)):
-        steps = asyncio.run(deployment.converge())
-    console.print(f"done ({steps} step(s)); no agent runs, so nothing keeps this count: `herd up -d`")
+    with open_stack(project, env, driver_name=ctx.driver) as stack:
+        for service, count in parsed:
+            status = stack.scale(service, count)
+            console.print(f"{service}: {status['replicas']} replica(s), set by {status['set_by']}")
+    if isinstance(stack, AgentClient):
+        console.print("the agent applies it now; `herd ps` shows the instances")
+    else:
+        console.print("done; no agent runs, so nothing keeps this count: `herd up -d`")
 
 
 @click.command()
@@ -140,25 +130,17 @@ def verify(ctx: Context, env: str | None) -> None:
     default), keeping the differences in .herd/quarantine; without one this only reports.
     Exits 1 when something drifted.
     """
-    from herdsman.agent.daemon import agent_pid
-    from herdsman.deploy.run import Deployment
-    from herdsman.deploy.verify import verify_instances
+    from herdsman.client import AgentClient
+    from herdsman.facade import open_stack
 
-    deployment = Deployment(ctx.project(), env, driver_name=ctx.driver)
-    if agent_pid(deployment.home, deployment.env) is not None:
-        from herdsman.client import AgentClient
-
-        with AgentClient.for_home(deployment.home, deployment.env) as client:
-            rows = [
-                (f["instance"], f["action"], "; ".join(f"{d['what']}: {d['detail']}" for d in f["drift"]))
-                for f in client.verify()
-            ]
-    else:
-        rows = [(f.instance, "reported", f.summary) for f in asyncio.run(verify_instances(deployment))]
-        if rows:
-            console.print(
-                "[dim]no agent runs: nothing is replaced (`herd up -d` replaces drifted instances)[/]"
-            )
+    with open_stack(ctx.project(), env, driver_name=ctx.driver) as stack:
+        findings = stack.verify()
+    rows = [
+        (f["instance"], f["action"], "; ".join(f"{d['what']}: {d['detail']}" for d in f["drift"]))
+        for f in findings
+    ]
+    if rows and not isinstance(stack, AgentClient):
+        console.print("[dim]no agent runs: nothing is replaced (`herd up -d` replaces drifted instances)[/]")
     if not rows:
         console.print("every running instance matches its image and release")
         return
