@@ -246,7 +246,8 @@ class Agent:
         configs = {n: e.config for n, e in release.services().items()}
         rules = {n: c.scale for n, c in configs.items() if c.scale is not None and c.route is not None}
         holder = lock_holder(self.home / "run" / f"deploy-{self.env}.lock")
-        if not rules or (holder is not None and holder != os.getpid()):
+        rolling = self.operations or (holder is not None and holder != os.getpid())  # here or elsewhere
+        if not rules or rolling:
             loads.clear()  # never during a rollout; start afresh after it
             return
         scales = self.deployment.state.scales(self.env)
