@@ -214,6 +214,12 @@ def logs(
     from herdsman.spec import herd_home, parse_duration
 
     project = ctx.project()
+    unknown = sorted(set(services) - set(project.stack.service))
+    if unknown:
+        raise HerdError(
+            f"no service {', '.join(unknown)} in {project.file.name}",
+            hint=f"services: {', '.join(sorted(project.stack.service)) or 'none'}",
+        )
     root = herd_home(project) / "logs"
     try:
         cutoff = time.time() - parse_duration(since) if since else 0.0

@@ -115,3 +115,11 @@ def test_check_refuses_issue_14_edge_input_with_exit_2_and_no_traceback(tmp_path
         first = result.stderr.splitlines()[0]
         assert first.startswith(f"error: {tmp_path / 'herd.toml'}: {key}") and words in first, (name, first)
         assert "hint:" in result.stderr and "Traceback" not in result.stderr, name
+
+
+def test_logs_of_a_service_that_does_not_exist_is_an_error(tmp_path: Path) -> None:
+    """Not an empty success: the user misspelt a name (issue 17)."""
+    assert herd("init", str(tmp_path)).returncode == 0
+    result = herd("-f", str(tmp_path / "herd.toml"), "logs", "wbe")
+    assert result.returncode == 1
+    assert "no service wbe" in result.stderr and "services: web" in result.stderr
