@@ -8,7 +8,6 @@ with `.herd/quarantine`, so they are useful whether or not an agent runs.
 from __future__ import annotations
 
 import json
-import time
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +18,7 @@ from herdsman.cli.app import Context, pass_context
 from herdsman.cli.ui import console, short
 
 if TYPE_CHECKING:
-    from herdsman.agent.quarantine import Quarantine
+    from herdsman.facade.views import Quarantine
 
 ENV_OPTION = click.option(
     "-e", "--env", "env", help="The environment (default: [stack] environment, production)."
@@ -45,31 +44,24 @@ def _event_line(event: dict[str, Any]) -> str:
 @pass_context
 def events(ctx: Context, env: str | None, follow: bool, last: int, kind: tuple[str, ...]) -> None:
     """What happened to the environment: deploys, heals, quarantines, scaling, drift, the agent."""
-    from herdsman.agent.daemon import agent_pid
-    from herdsman.client import AgentClient
-    from herdsman.spec import herd_home
-    from herdsman.state import StateStore
+    from herdsman.facade.views import events as past_events
+    from herdsman.facade.views import follow_events
 
     project = ctx.project()
-    env = env or project.stack.stack.environment
-    home = herd_home(project)
-    state = StateStore(home / "state.db")
 
-    def show(batch: list[dict[str, Any]]) -> int:
-        for event in batch:
-            if not kind or event["kind"] in kind:
-                console.print(_event_line(event), markup=False, highlight=False, soft_wrap=True)
-        return max([int(e["id"]) for e in batch], default=0)
+    def show(event: dict[str, Any]) -> None:
+        console.print(_event_line(event), markup=False, highlight=False, soft_wrap=True)
 
-    after = show(state.events(env, last=last, kinds=kind))
+    shown = past_events(project, env, last=last, kinds=kind)
+    for event in shown:
+        show(event)
+    if not follow:
+        return
+    newest = shown or past_events(project, env, last=1)  # follow from now, whatever the filter
+    after = max((int(e["id"]) for e in newest), default=0)
     try:
-        while follow:
-            if agent_pid(home, env) is not None:  # live from the agent, by long polling
-                with AgentClient.for_home(home, env) as client:
-                    after = max(after, show(client.events(after, wait=25)))
-            else:
-                time.sleep(0.5)
-                after = max(after, show(state.events(env, after=after)))
+        for event in follow_events(project, env, after=after, kinds=kind):
+            show(event)
     except KeyboardInterrupt:
         return
 
@@ -229,10 +221,9 @@ def inspect(ctx: Context, instance: str, lines: int, as_json: bool) -> None:
 
 
 def _quarantine(ctx: Context) -> Quarantine:
-    from herdsman.agent.quarantine import Quarantine
-    from herdsman.spec import herd_home
+    from herdsman.facade.views import quarantine as kept
 
-    return Quarantine(herd_home(ctx.project()))
+    return kept(ctx.project())
 
 
 @click.group()
@@ -250,9 +241,9 @@ def api() -> None:
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write to this file (default: print).")
 def api_schema(output: str | None) -> None:
     """The OpenAPI schema of the agent's API (also in docs/openapi.json)."""
-    from herdsman.agent.api import openapi_schema
+    from herdsman.facade.views import api_schema
 
-    text = json.dumps(openapi_schema(), indent=2, sort_keys=True) + "\n"
+    text = json.dumps(api_schema(), indent=2, sort_keys=True) + "\n"
     if output:
         with open(output, "w") as out:
             out.write(text)

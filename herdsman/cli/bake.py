@@ -22,15 +22,12 @@ def bake_command(ctx: Context, services: tuple[str, ...], refresh: bool) -> None
     Layers are reused when their inputs are unchanged; unpinned inputs (a base tag, a requirements
     file) are resolved once and pinned in herd.lock, which every later bake follows.
     """
-    from herdsman.image.assemble import quick_bake
-    from herdsman.spec.files import find_stack_file, home_for
+    from herdsman.facade.images import bake, quick_bake
 
     started = time.monotonic()
-    stack_file = find_stack_file(ctx.file)
-    results = None if refresh else quick_bake(stack_file, home_for(stack_file), services)
+    results = None if refresh else quick_bake(ctx.file, services)
     if results is None:
         from herdsman.cli.ui import RichReporter
-        from herdsman.image.bake import bake
 
         project = ctx.project()
         with RichReporter() as reporter:

@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import time
 from datetime import datetime
 
 import click
 from rich.table import Table
 
-from herdsman.agent.daemon import Agent
 from herdsman.cli.app import Context, pass_context
 from herdsman.cli.ui import RichReporter, console, short
 from herdsman.client import AgentClient
-from herdsman.deploy.release import changed_keys
-from herdsman.deploy.run import Deployment
-from herdsman.drivers.base import InstanceState
 from herdsman.errors import HerdError
 
 ENV_OPTION = click.option(
@@ -80,36 +74,36 @@ def rollback(
     migrated a volume, you are told so; --restore-data puts back the snapshot taken before the
     first such migration (the services using it stop meanwhile), after asking.
     """
-    from herdsman.deploy.data import migrations_after, snapshots_to_restore
     from herdsman.facade import declared_secrets, open_stack
+    from herdsman.facade.views import rollback_preview
 
     project = ctx.project()
-    deployment = Deployment(project, env, driver_name=ctx.driver)
-    source = deployment.rollback_source(release)
-    migrated = migrations_after(deployment, source.number)
-    snapshots = None
-    if migrated and not restore_data:
-        names = ", ".join(f"release {m.release} ({m.service})" for m in migrated)
+    preview = rollback_preview(project, env, release, driver_name=ctx.driver)
+    source = preview.source
+    if preview.migrated and not restore_data:
+        names = ", ".join(f"release {number} ({service})" for number, service in preview.migrated)
         console.print(
             f"[yellow]warning[/]: data is not rolled back: {names} migrated it after release "
-            f"{source.number}; release {source.number} will run on the migrated data "
+            f"{source}; release {source} will run on the migrated data "
             "(--restore-data puts back the snapshot taken before the first migration)",
             highlight=False,
         )
-    elif migrated:
-        snapshots = snapshots_to_restore(deployment, source.number)
-        missing = [str(path) for path in snapshots.values() if not path.is_dir()]
-        if missing:
-            raise HerdError(f"no snapshot to restore: {', '.join(missing)}", hint="they may have been pruned")
-        listing = ", ".join(f"{v} from {p}" for v, p in sorted(snapshots.items()))
+    elif preview.migrated:
+        if preview.missing:
+            missing = ", ".join(str(path) for path in preview.missing)
+            raise HerdError(f"no snapshot to restore: {missing}", hint="they may have been pruned")
+        listing = ", ".join(f"{v} from {p}" for v, p in sorted(preview.snapshots.items()))
         if not yes:
             click.confirm(f"restore {listing}? Changes made since are lost", abort=True)
     with open_stack(project, env, driver_name=ctx.driver, wait=wait) as stack:
         new = stack.rollback(
-            release, declared_secrets(project), on_progress=_print_step, restore_data=snapshots is not None
+            release,
+            declared_secrets(project),
+            on_progress=_print_step,
+            restore_data=restore_data and bool(preview.migrated),
         )
     console.print(
-        f"[green]release {new['number']}[/] (a copy of release {new['copy_of']}) deployed to {deployment.env}"
+        f"[green]release {new['number']}[/] (a copy of release {new['copy_of']}) deployed to {preview.env}"
     )
 
 
@@ -118,19 +112,16 @@ def rollback(
 @pass_context
 def releases(ctx: Context, env: str | None) -> None:
     """The release history: number, when, images, what changed, status and trigger."""
-    project = ctx.project()
-    deployment = Deployment(project, env, driver_name=ctx.driver)
+    from herdsman.facade.views import release_history
+
     table = Table(box=None, pad_edge=False)
     for column in ("release", "when", "images", "changed", "status", "trigger"):
         table.add_column(column)
-    previous = None
-    for release in deployment.state.releases(deployment.env):
-        images = ", ".join(f"{name}={short(entry.image)}" for name, entry in release.services().items())
-        changed = ", ".join(changed_keys(previous, release.content)) or "nothing"
-        when = datetime.fromtimestamp(release.created).strftime("%Y-%m-%d %H:%M:%S")
-        status = release.status + (f": {release.reason.splitlines()[0]}" if release.reason else "")
-        table.add_row(str(release.number), when, images, changed, status, release.trigger)
-        previous = release.content
+    for row in release_history(ctx.project(), env):
+        images = ", ".join(f"{name}={short(digest)}" for name, digest in row.images.items())
+        when = datetime.fromtimestamp(row.created).strftime("%Y-%m-%d %H:%M:%S")
+        status = row.status + (f": {row.reason.splitlines()[0]}" if row.reason else "")
+        table.add_row(str(row.number), when, images, ", ".join(row.changed) or "nothing", status, row.trigger)
     console.print(table)
 
 
@@ -139,48 +130,32 @@ def releases(ctx: Context, env: str | None) -> None:
 @pass_context
 def ps(ctx: Context, env: str | None) -> None:
     """The instances of the environment: service, release, image, state, uptime, address."""
-    project = ctx.project()
-    deployment = Deployment(project, env, driver_name=ctx.driver)
-    instances = asyncio.run(deployment.driver.list(deployment.executor.target.selector))
-    health = asyncio.run(_probe_all(deployment, instances))
+    from herdsman.facade.views import instances
+
+    found = instances(ctx.project(), env, driver_name=ctx.driver)
     table = Table(box=None, pad_edge=False)
     for column in ("instance", "service", "release", "image", "state", "health", "uptime", "address"):
         table.add_column(column)
     now = time.time()
-    for item in instances:
+    for item in found.rows:
         uptime = f"{now - item.started:.0f}s" if item.state == "running" else "-"
         state = item.state if not item.detail else f"{item.state} ({item.detail})"
-        image = short(item.labels.get("herd.image", ""))
         table.add_row(
-            item.id, item.service, str(item.release), image, state, health[item.id], uptime, item.address
+            item.id,
+            item.service,
+            str(item.release),
+            short(item.image),
+            state,
+            item.health,
+            uptime,
+            item.address,
         )
     console.print(table)
-    for service, (count, mode) in sorted(deployment.state.scales(deployment.env).items()):
+    for service, (count, mode) in sorted(found.scales.items()):
         who = "herd scale" if mode == "fixed" else "the autoscaler"
         console.print(f"{service}: {count} replica(s), set by {who}", highlight=False)
-    for service, note in sorted(deployment.state.notes(deployment.env).items()):
+    for service, note in sorted(found.notes.items()):
         console.print(f"[yellow]{service}[/]: {note}", highlight=False)
-
-
-async def _probe_all(deployment: Deployment, instances: list[InstanceState]) -> dict[str, str]:
-    """One health probe per running instance, all at once, with the check of its release."""
-    from herdsman.health import probe
-
-    async def one(item: InstanceState) -> tuple[str, str]:
-        if item.state != "running":
-            return item.id, "-"
-        try:
-            entry = deployment.state.release(deployment.env, item.release).services()[item.service]
-        except (HerdError, KeyError):
-            return item.id, "?"
-        check = entry.config.health
-        if check is None:
-            return item.id, "no check"
-        inside = functools.partial(deployment.driver.exec, item.id)  # a command check runs in it
-        result = await probe(check, "127.0.0.1", item.port, inside)
-        return item.id, "healthy" if result.ok else f"failing ({result.detail})"
-
-    return dict(await asyncio.gather(*(one(i) for i in instances)))
 
 
 @click.command()
@@ -210,26 +185,19 @@ def logs(
     ctx: Context, services: tuple[str, ...], follow: bool, release: int | None, since: str | None
 ) -> None:
     """Print the logs of SERVICES (default: all), merged by time, including replaced instances."""
-    from herdsman import logs as log_store
-    from herdsman.spec import herd_home, parse_duration
+    from herdsman.facade.views import follow_logs, log_lines
+    from herdsman.spec import parse_duration
 
     project = ctx.project()
-    unknown = sorted(set(services) - set(project.stack.service))
-    if unknown:
-        raise HerdError(
-            f"no service {', '.join(unknown)} in {project.file.name}",
-            hint=f"services: {', '.join(sorted(project.stack.service)) or 'none'}",
-        )
-    root = herd_home(project) / "logs"
     try:
         cutoff = time.time() - parse_duration(since) if since else 0.0
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--since") from None
-    for line in log_store.read(log_store.log_files(root, services, release), cutoff):
-        console.print(line.render(), markup=False, highlight=False, soft_wrap=True)
+    for line in log_lines(project, services, release=release, since=cutoff):
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
     if follow:
-        for line in log_store.follow(root, services, release):
-            console.print(line.render(), markup=False, highlight=False, soft_wrap=True)
+        for line in follow_logs(project, services, release=release):
+            console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 @click.command()
@@ -265,22 +233,16 @@ def up(ctx: Context, env: str | None, detach: bool, no_deploy: bool, api_listen:
             f"agent running in the background (pid {pid}, log {log}); `herd ps` shows the instances"
         )
         return
-    agent = Agent(project, env, api=api_listen, driver_name=ctx.driver)
-    console.print(
-        f"agent for {agent.env} starting (pid {os.getpid()}); Ctrl-C stops the agent, not the instances"
+    from herdsman.facade import run_agent
+
+    run_agent(
+        project,
+        env,
+        driver_name=ctx.driver,
+        api=api_listen,
+        deploy=not no_deploy,
+        on_start=lambda name: console.print(
+            f"agent for {name} starting (pid {os.getpid()}); Ctrl-C stops the agent, not the instances"
+        ),
+        on_ready=lambda: console.print("[green]ready[/]: the stack runs; this agent keeps it so"),
     )
-    asyncio.run(_run_agent(agent, deploy=not no_deploy))
-
-
-async def _run_agent(agent: Agent, *, deploy: bool) -> None:
-    import os
-
-    ready = asyncio.Event()
-    task = asyncio.create_task(agent.run(deploy=deploy, ready=ready))
-    waiting = asyncio.create_task(ready.wait())
-    await asyncio.wait({task, waiting}, return_when=asyncio.FIRST_COMPLETED)
-    if not task.done():
-        agent.deployment.state.event(agent.env, "agent", f"agent ready (pid {os.getpid()})")
-        console.print("[green]ready[/]: the stack runs; this agent keeps it so")
-    waiting.cancel()
-    await task

@@ -11,11 +11,7 @@ from rich.table import Table
 from herdsman.cli.app import Context, pass_context
 from herdsman.cli.ui import console, human_size, short
 from herdsman.errors import HerdError
-from herdsman.image.assemble import ANNOTATION_REVISION, ANNOTATION_SERVICE, ANNOTATION_STACK
-from herdsman.image.bake import image_store
-from herdsman.image.lock import Lock
-from herdsman.image.oci import Descriptor, ImageStore
-from herdsman.spec import STACK_FILE, Project
+from herdsman.spec import STACK_FILE
 from herdsman.spec.starter import starter
 
 
@@ -40,8 +36,10 @@ def init(directory: Path, name: str | None, force: bool) -> None:
 @pass_context
 def check(ctx: Context) -> None:
     """Validate herd.toml and herd.lock; exit non-zero and list every problem if one is wrong."""
+    from herdsman.facade.images import check as check_lock
+
     project = ctx.project()
-    Lock.load(project.lock_file)
+    check_lock(project)
     stack = project.stack
     console.print(
         f"[green]ok[/] {project.file}: stack {stack.name!r}, "
@@ -54,22 +52,14 @@ def check(ctx: Context) -> None:
 @pass_context
 def images(ctx: Context, show_all: bool) -> None:
     """List the baked images: service, digest, size and the revision they were baked from."""
-    project = ctx.project()
-    store = image_store(project)
+    from herdsman.facade.images import images as stored
+
     table = Table(box=None, pad_edge=False)
     for column in ("service", "digest", "size", "revision"):
         table.add_column(column)
-    for entry in reversed(store.index()):
-        annotations = entry.annotations
-        own = annotations.get(ANNOTATION_STACK) == project.stack.name
-        if not show_all and not own:
-            continue
-        manifest = store.manifest(entry.digest)
-        size = manifest["config"]["size"] + sum(layer["size"] for layer in manifest["layers"])
-        name = annotations.get(ANNOTATION_SERVICE) or annotations.get("org.opencontainers.image.ref.name", "")
-        table.add_row(
-            name, short(entry.digest), human_size(size), annotations.get(ANNOTATION_REVISION, "")[:12]
-        )
+    for row in stored(ctx.project()):
+        if show_all or row.own:
+            table.add_row(row.service, short(row.digest), human_size(row.size), row.revision[:12])
     console.print(table)
 
 
@@ -96,24 +86,7 @@ def export_command(ctx: Context, ref: str, output: Path, fmt: str) -> None:
     \b
     herd image export web -o web.tar && docker load -i web.tar
     """
-    from herdsman.image.export import export_image
+    from herdsman.facade.images import export
 
-    project = ctx.project()
-    store = image_store(project)
-    descriptor = _find_image(store, project, ref)
-    stack = descriptor.annotations.get(ANNOTATION_STACK, project.stack.name)
-    service = descriptor.annotations.get(ANNOTATION_SERVICE, "image")
-    tag = f"{stack}/{service}:{short(descriptor.digest)}"
-    export_image(store, descriptor.digest, output, fmt=fmt, tag=tag)
+    tag = export(ctx.project(), ref, output, fmt=fmt)
     console.print(f"wrote {output} ({human_size(output.stat().st_size)}) tagged {tag}")
-
-
-def _find_image(store: ImageStore, project: Project, ref: str) -> Descriptor:
-    """An image by service name (its newest bake), digest, digest prefix or ref name."""
-    if ref in project.stack.service:
-        for entry in reversed(store.index()):
-            ann = entry.annotations
-            if ann.get(ANNOTATION_SERVICE) == ref and ann.get(ANNOTATION_STACK) == project.stack.name:
-                return entry
-        raise HerdError(f"service {ref!r} has no baked image yet", hint=f"run `herd bake {ref}`")
-    return store.find(ref)

@@ -22,17 +22,11 @@ def push(ctx: Context, image: str, target: str) -> None:
     tag, when given), byte for byte, so the image keeps its digest. Prints the reference by digest,
     which is what to deploy or pull. Credentials: HERD_REGISTRY_USERNAME, HERD_REGISTRY_PASSWORD.
     """
-    from herdsman.cli.images import _find_image
-    from herdsman.image.bake import image_store
-    from herdsman.image.registry import parse_reference
-    from herdsman.image.registry import push as push_image
+    from herdsman.facade.images import push as push_image
 
-    project = ctx.project()
-    store = image_store(project)
-    descriptor = _find_image(store, project, image)
-    pushed = push_image(store, descriptor.digest, parse_reference(target))
+    pushed = push_image(ctx.project(), image, target)
     console.print(f"pushed {pushed.uploaded} blob(s), {pushed.skipped} already there", highlight=False)
-    click.echo(str(pushed.reference))
+    click.echo(pushed.reference)
 
 
 @click.command()
@@ -45,20 +39,10 @@ def pull(ctx: Context, reference: str, resolve: bool) -> None:
     A tag names different images over time, so pulling is by digest; --resolve looks a tag up
     once and says which digest it pulled.
     """
-    from herdsman.errors import HerdError
-    from herdsman.image.bake import image_store
-    from herdsman.image.registry import parse_reference
-    from herdsman.image.registry import pull as pull_image
-    from herdsman.image.registry import resolve as resolve_tag
+    from herdsman.facade.images import pull as pull_image
 
-    ref = parse_reference(reference)
-    if ref.digest is None:
-        if not resolve:
-            raise HerdError(
-                f"{reference} names a tag; pull by digest",
-                hint="herd pull REGISTRY/NAME@sha256:..., or --resolve to look the tag up once",
-            )
-        ref = ref.by_digest(resolve_tag(ref))
-        console.print(f"{reference} is {ref.digest}", highlight=False)
-    descriptor = pull_image(image_store(ctx.project()), ref)
-    console.print(f"pulled {ref} ({descriptor.size} byte manifest, every blob verified)", highlight=False)
+    pulled = pull_image(ctx.project(), reference, resolve=resolve)
+    if pulled.resolved_from is not None:
+        console.print(f"{pulled.resolved_from} is {pulled.reference.rpartition('@')[2]}", highlight=False)
+    message = f"pulled {pulled.reference} ({pulled.manifest_size} byte manifest, every blob verified)"
+    console.print(message, highlight=False)

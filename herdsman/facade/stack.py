@@ -1,4 +1,4 @@
-"""What the faces (the CLI, a script) call: one place that decides *where* an operation runs.
+"""Where an operation runs: one place that decides between the agent and this process.
 
 When an agent runs for the environment it owns what runs, so an operation that changes it goes
 through the agent's API (`client.AgentClient`); otherwise it runs in this process
@@ -16,7 +16,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -160,3 +160,39 @@ def stop_stack(project: Project, env: str | None = None, *, driver_name: str | N
             stop_router(home)
             stopped_router = True
     return Stopped(pid, count, stopped_router)
+
+
+def run_agent(
+    project: Project,
+    env: str | None = None,
+    *,
+    driver_name: str | None = None,
+    api: str | None = None,
+    deploy: bool = True,
+    on_start: Callable[[str], None] | None = None,
+    on_ready: Callable[[], None] | None = None,
+) -> None:
+    """`herd up` in the foreground: run the agent of ``env`` in this process until it is stopped.
+    ``on_start(env)`` is called before it starts, ``on_ready()`` once its first deploy is done
+    (when it also records "agent ready", which `start_agent` waits for)."""
+    import asyncio
+
+    from herdsman.agent.daemon import Agent
+
+    agent = Agent(project, env, api=api, driver_name=driver_name)
+    if on_start is not None:
+        on_start(agent.env)
+
+    async def run() -> None:
+        ready = asyncio.Event()
+        task = asyncio.create_task(agent.run(deploy=deploy, ready=ready))
+        waiting = asyncio.create_task(ready.wait())
+        await asyncio.wait({task, waiting}, return_when=asyncio.FIRST_COMPLETED)
+        if not task.done():
+            agent.deployment.state.event(agent.env, "agent", f"agent ready (pid {os.getpid()})")
+            if on_ready is not None:
+                on_ready()
+        waiting.cancel()
+        await task
+
+    asyncio.run(run())

@@ -1,0 +1,246 @@
+"""What the read-only commands show, as plain rows: releases, instances, events, logs, quarantine.
+
+Each function opens what it needs (state store, driver, log store), reads, and returns data the
+face formats; nothing here prints. `herd rollback`'s warning about migrated data is here too, as
+a `RollbackPreview`, so the CLI can ask before anything changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from herdsman.errors import HerdError
+from herdsman.facade.stack import agent_running, environment_of
+from herdsman.spec import Project, herd_home
+
+if TYPE_CHECKING:
+    from herdsman.agent.quarantine import Kept as Kept  # re-exported: what the faces format
+    from herdsman.agent.quarantine import Quarantine as Quarantine
+    from herdsman.deploy.run import Deployment
+    from herdsman.drivers.base import InstanceState
+    from herdsman.state import StateStore
+
+
+def _state(project: Project) -> StateStore:
+    from herdsman.state import StateStore
+
+    return StateStore(herd_home(project) / "state.db")
+
+
+@dataclass(frozen=True)
+class ReleaseRow:
+    number: int
+    created: float
+    images: dict[str, str]  # service -> image digest
+    changed: list[str]  # what differs from the release before it
+    status: str
+    reason: str
+    trigger: str
+
+
+def release_history(project: Project, env: str | None = None) -> list[ReleaseRow]:
+    """`herd releases`: every release of the environment, oldest first, with what it changed."""
+    from herdsman.deploy.release import changed_keys
+
+    rows, previous = [], None
+    for release in _state(project).releases(environment_of(project, env)):
+        images = {name: entry.image for name, entry in release.services().items()}
+        changed = changed_keys(previous, release.content)
+        rows.append(
+            ReleaseRow(
+                release.number,
+                release.created,
+                images,
+                changed,
+                release.status,
+                release.reason,
+                release.trigger,
+            )
+        )
+        previous = release.content
+    return rows
+
+
+@dataclass(frozen=True)
+class InstanceRow:
+    id: str
+    service: str
+    release: int
+    image: str
+    state: str
+    detail: str
+    health: str  # healthy, failing (why), no check, "-" (not running), "?" (release unknown)
+    started: float
+    address: str
+
+
+@dataclass(frozen=True)
+class Instances:
+    """`herd ps`: the instances, and the runtime state that explains their count."""
+
+    env: str
+    rows: list[InstanceRow]
+    scales: dict[str, tuple[int, str]] = field(default_factory=dict)  # service -> (count, fixed|auto)
+    notes: dict[str, str] = field(default_factory=dict)  # service -> e.g. a crash loop's back-off
+
+
+def instances(project: Project, env: str | None = None, *, driver_name: str | None = None) -> Instances:
+    """Every instance of the environment, each probed once with its release's health check."""
+    from herdsman.deploy.run import Deployment
+
+    deployment = Deployment(project, env, driver_name=driver_name)
+    try:
+        found = asyncio.run(deployment.driver.list(deployment.executor.target.selector))
+        health = asyncio.run(_probe_all(deployment, found))
+        rows = [
+            InstanceRow(
+                i.id,
+                i.service,
+                i.release,
+                i.labels.get("herd.image", ""),
+                i.state,
+                i.detail,
+                health[i.id],
+                i.started,
+                i.address,
+            )
+            for i in found
+        ]
+        state = deployment.state
+        return Instances(deployment.env, rows, state.scales(deployment.env), state.notes(deployment.env))
+    finally:
+        deployment.state.close()
+
+
+async def _probe_all(deployment: Deployment, found: list[InstanceState]) -> dict[str, str]:
+    """One health probe per running instance, all at once, with the check of its release."""
+    from herdsman.health import probe
+
+    async def one(item: InstanceState) -> tuple[str, str]:
+        if item.state != "running":
+            return item.id, "-"
+        try:
+            entry = deployment.state.release(deployment.env, item.release).services()[item.service]
+        except (HerdError, KeyError):
+            return item.id, "?"
+        check = entry.config.health
+        if check is None:
+            return item.id, "no check"
+        inside = functools.partial(deployment.driver.exec, item.id)  # a command check runs in it
+        result = await probe(check, "127.0.0.1", item.port, inside)
+        return item.id, "healthy" if result.ok else f"failing ({result.detail})"
+
+    return dict(await asyncio.gather(*(one(i) for i in found)))
+
+
+@dataclass(frozen=True)
+class RollbackPreview:
+    """What a rollback would do to data, known before anything changes."""
+
+    env: str
+    source: int  # the release whose content is rolled out again
+    migrated: list[tuple[int, str]]  # (release, service) of each migration since
+    snapshots: dict[str, Path]  # volume -> the snapshot taken before the first of them
+    missing: list[Path]  # snapshots that are gone (pruned)
+
+
+def rollback_preview(
+    project: Project, env: str | None = None, release: int | None = None, *, driver_name: str | None = None
+) -> RollbackPreview:
+    from herdsman.deploy.data import migrations_after, snapshots_to_restore
+    from herdsman.deploy.run import Deployment
+
+    deployment = Deployment(project, env, driver_name=driver_name)
+    try:
+        source = deployment.rollback_source(release).number
+        migrated = migrations_after(deployment, source)
+        snapshots = snapshots_to_restore(deployment, source) if migrated else {}
+        missing = [path for path in snapshots.values() if not path.is_dir()]
+        return RollbackPreview(
+            deployment.env, source, [(m.release, m.service) for m in migrated], snapshots, missing
+        )
+    finally:
+        deployment.state.close()
+
+
+def events(
+    project: Project, env: str | None = None, *, last: int = 50, kinds: tuple[str, ...] = ()
+) -> list[dict[str, Any]]:
+    """The last ``last`` events of the environment (of ``kinds``, when given), oldest first."""
+    return _state(project).events(environment_of(project, env), last=last, kinds=kinds)
+
+
+def follow_events(
+    project: Project, env: str | None = None, *, after: int = 0, kinds: tuple[str, ...] = ()
+) -> Iterator[dict[str, Any]]:
+    """Events newer than id ``after``, as they happen, forever: from a running agent by long
+    polling its API (it answers the moment one is recorded), else from the state store."""
+    from herdsman.client import AgentClient
+
+    name = environment_of(project, env)
+    home = herd_home(project)
+    state = _state(project)
+    while True:
+        if agent_running(project, name) is not None:
+            with AgentClient.for_home(home, name) as client:
+                batch = client.events(after, wait=25)
+        else:
+            time.sleep(0.5)
+            batch = state.events(name, after=after)
+        for event in batch:
+            after = max(after, int(event["id"]))
+            if not kinds or event["kind"] in kinds:
+                yield event
+
+
+def _log_root(project: Project, services: tuple[str, ...]) -> Path:
+    unknown = sorted(set(services) - set(project.stack.service))
+    if unknown:
+        raise HerdError(
+            f"no service {', '.join(unknown)} in {project.file.name}",
+            hint=f"services: {', '.join(sorted(project.stack.service)) or 'none'}",
+        )
+    return herd_home(project) / "logs"
+
+
+def log_lines(
+    project: Project, services: tuple[str, ...] = (), *, release: int | None = None, since: float = 0.0
+) -> Iterator[str]:
+    """`herd logs`: the lines of SERVICES' instances (replaced ones too) newer than ``since``
+    (a Unix time), merged by time, rendered."""
+    from herdsman import logs as log_store
+
+    root = _log_root(project, services)
+    for line in log_store.read(log_store.log_files(root, services, release), since):
+        yield line.render()
+
+
+def follow_logs(
+    project: Project, services: tuple[str, ...] = (), *, release: int | None = None
+) -> Iterator[str]:
+    """New log lines as they arrive, forever (new instances are picked up as they start)."""
+    from herdsman import logs as log_store
+
+    root = _log_root(project, services)
+    for line in log_store.follow(root, services, release):
+        yield line.render()
+
+
+def quarantine(project: Project) -> Quarantine:
+    """The quarantined instances of the project (plain files under .herd/quarantine)."""
+    from herdsman.agent.quarantine import Quarantine
+
+    return Quarantine(herd_home(project))
+
+
+def api_schema() -> dict[str, Any]:
+    """The OpenAPI schema of the agent's API."""
+    from herdsman.agent.api import openapi_schema
+
+    return openapi_schema()
