@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import click
@@ -16,7 +17,13 @@ def export_group() -> None:
     """Hand a release to another engine (today: Kubernetes manifests)."""
 
 
-@export_group.command(name="kubernetes")
+def _quantity(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    if not re.fullmatch(r"\d+(\.\d+)?([KMGTPE]i|[kMGTPE])?", value):
+        raise click.BadParameter(f"{value!r} is not a storage quantity, such as 1Gi or 500Mi")
+    return value
+
+
+@export_group.command(name="kubernetes", short_help="The current release as Kubernetes manifests.")
 @click.argument("env", required=False)
 @click.option(
     "-o", "--output", type=click.Path(path_type=Path), required=True, help="The directory to write to."
@@ -34,7 +41,11 @@ def export_group() -> None:
     help="Do not ask the registry whether it holds every image (offline).",
 )
 @click.option(
-    "--volume-size", default="1Gi", show_default=True, help="The storage each volume's claim asks for."
+    "--volume-size",
+    default="1Gi",
+    show_default=True,
+    callback=_quantity,
+    help="The storage each volume's claim asks for.",
 )
 @pass_context
 def kubernetes(
