@@ -46,7 +46,15 @@ def registry_of(project: Project, env: str, chosen: str | None) -> str:
             "(it pushes every image there), or `herd push SERVICE REGISTRY/PREFIX/SERVICE` and "
             "pass --registry REGISTRY/PREFIX",
         )
-    return registry.rstrip("/")
+    registry = registry.rstrip("/")
+    try:
+        parse_reference(f"{registry}/image")
+    except HerdError as exc:
+        raise HerdError(
+            f"{registry!r} is not a registry and prefix: {exc.message}",
+            hint="give REGISTRY/PREFIX, such as 127.0.0.1:5000/hello",
+        ) from None
+    return registry
 
 
 def check_pushed(release: Release, registry: str) -> None:

@@ -434,6 +434,8 @@ def test_cli_exports_without_a_secret_value_and_checks_warn(tmp_path: Path) -> N
     check = herd("-f", str(file), "check", "--for", "kubernetes")
     assert check.returncode == 0 and "warning: service.web.scale" in check.stdout
     assert "warning" not in herd("-f", str(file), "check").stdout
+    bad_registry = herd("-f", str(file), "export", "kubernetes", "-o", str(out), "--registry", "nohost")
+    assert bad_registry.returncode == 1 and "REGISTRY/PREFIX" in bad_registry.stderr
     bad_size = herd("-f", str(file), "export", "kubernetes", "-o", str(out), "--volume-size", "lots")
     assert bad_size.returncode == 2 and "not a storage quantity" in bad_size.stderr
     no_such = herd("-f", str(file), "export", "kubernetes", "-o", str(out), "--release", "9")
