@@ -47,6 +47,11 @@ def _quantity(ctx: click.Context, param: click.Parameter, value: str) -> str:
     callback=_quantity,
     help="The storage each volume's claim asks for.",
 )
+@click.option(
+    "--pull-secret",
+    metavar="NAME",
+    help="The docker-registry Secret the pods log in to the registry with (a private registry).",
+)
 @pass_context
 def kubernetes(
     ctx: Context,
@@ -56,6 +61,7 @@ def kubernetes(
     registry: str | None,
     no_check_registry: bool,
     volume_size: str,
+    pull_secret: str | None,
 ) -> None:
     """Write ENV's current release (default: [stack] environment) as Kubernetes manifests in OUTPUT.
 
@@ -92,6 +98,7 @@ def kubernetes(
         registry=registry,
         check_registry=not no_check_registry,
         volume_size=volume_size,
+        pull_secret=pull_secret,
     )
     objects = manifests(source)
     written = write_export(output, rendered(objects, header(project.stack.name, env_name, source.release)))

@@ -72,6 +72,7 @@ class ExportSource:
     registry: str
     image_users: Mapping[str, str] = field(default_factory=dict)
     volume_size: str = "1Gi"
+    pull_secret: str | None = None  # a docker-registry Secret, for a registry that needs a login
 
 
 @dataclass(frozen=True)
@@ -170,7 +171,7 @@ def _container_env(source: ExportSource, name: str, service: Service) -> list[di
 
 def _strategy(service: Service) -> dict[str, Any]:
     policy = service.deploy
-    if policy.max_surge == 0 and service.replicas <= 1:  # a singleton: never two at once
+    if policy.max_surge == 0 and service.replicas <= 1 and service.scale is None:  # never two at once
         return {"type": "Recreate"}
     surge: int | str = "100%" if policy.strategy == "blue-green" else policy.max_surge
     return {
@@ -204,7 +205,13 @@ def deployment(source: ExportSource, entry: ServiceRelease) -> dict[str, Any]:
     spec["progressDeadlineSeconds"] = whole_seconds(deadline, 0) + ready + PULL_SLACK
     spec["template"] = {
         "metadata": {"labels": pod_labels, "annotations": {f"{PREFIX}/image": entry.image}},
-        "spec": pod_spec([box], service, user=_user(source, name), claims=_claims(source, service)),
+        "spec": pod_spec(
+            [box],
+            service,
+            user=_user(source, name),
+            claims=_claims(source, service),
+            pull_secret=source.pull_secret,
+        ),
     }
     metadata = _metadata(
         object_name(source.stack.name, name),
@@ -236,6 +243,7 @@ def migration_job(source: ExportSource, entry: ServiceRelease) -> dict[str, Any]
         claims=_claims(source, service),
         restart="Never",
         with_grace=False,
+        pull_secret=source.pull_secret,
     )
     spec = {
         "backoffLimit": 0,

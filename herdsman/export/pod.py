@@ -174,9 +174,11 @@ def pod_spec(
     claims: Mapping[str, str],
     restart: str = "Always",
     with_grace: bool = True,
+    pull_secret: str | None = None,
 ) -> dict[str, Any]:
     """The pod around ``containers``: non-root user (and group for the volumes), seccomp, no
-    service account token, no service links, /tmp and the volumes' claims (volume -> claim)."""
+    service account token, no service links, /tmp and the volumes' claims (volume -> claim), and
+    the Secret that logs in to a private registry (``pull_secret``)."""
     uid, gid, _ = run_as(user)
     spec: dict[str, Any] = {
         "automountServiceAccountToken": False,
@@ -194,6 +196,8 @@ def pod_spec(
         "fsGroup": gid,
         "seccompProfile": {"type": "RuntimeDefault"},
     }
+    if pull_secret:
+        spec["imagePullSecrets"] = [{"name": pull_secret}]
     spec["containers"] = containers
     volumes: list[dict[str, Any]] = [{"name": TMP_VOLUME, "emptyDir": {}}]
     volumes += [

@@ -103,6 +103,7 @@ def export_source(
     registry: str | None = None,
     check_registry: bool = True,
     volume_size: str = "1Gi",
+    pull_secret: str | None = None,
 ) -> ExportSource:
     release = release_to_export(project, env, number)
     where = registry_of(project, env, registry)
@@ -116,4 +117,5 @@ def export_source(
         registry=where,
         image_users=image_users(project, release),
         volume_size=volume_size,
+        pull_secret=pull_secret,
     )

@@ -232,6 +232,7 @@ def test_rollout_stop_and_hardening(rich: dict[tuple[str, str], dict[str, Any]])
     assert {"name": "uploads", "mountPath": "/srv/uploads"} in box["volumeMounts"]
     assert {"name": "uploads", "persistentVolumeClaim": {"claimName": "shop-uploads"}} in pod["volumes"]
     assert box["image"] == f"registry.example:5000/shop/web@{DIGEST}"
+    assert "imagePullSecrets" not in pod
     cache = rich[("Deployment", "shop-cache")]
     assert container(cache)["securityContext"]["capabilities"] == {
         "drop": ["ALL"],
@@ -244,6 +245,17 @@ def test_rollout_stop_and_hardening(rich: dict[tuple[str, str], dict[str, Any]])
     assert worker["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 10  # no port: no preStop
     assert "lifecycle" not in container(worker)
     assert {"name": "uploads", "mountPath": "/data"} in container(worker)["volumeMounts"]
+
+
+def test_a_private_registry_gets_a_pull_secret_and_a_scaled_singleton_rolls(tmp_path: Path) -> None:
+    scaled = RICH.replace(
+        "max_unavailable = 1\n", "max_unavailable = 1\n[service.worker.scale]\nmax = 3\ntarget_rps = 50\n"
+    )
+    found = by_kind(manifests(source_of(parse_stack(scaled), pull_secret="regcred")))
+    for key in (("Deployment", "shop-web"), ("Job", "shop-web-migrate-7")):
+        assert found[key]["spec"]["template"]["spec"]["imagePullSecrets"] == [{"name": "regcred"}]
+        validate_object(found[key])
+    assert found[("Deployment", "shop-worker")]["spec"]["strategy"]["type"] == "RollingUpdate"
 
 
 def test_service_autoscaler_budget_and_claim(rich: dict[tuple[str, str], dict[str, Any]]) -> None:
