@@ -21,10 +21,11 @@ HELP = """herdsman: immutable infrastructure for a stack described in one herd.t
 
 \b
   herd init      write a commented starter herd.toml
-  herd check     validate herd.toml (and herd.lock)
+  herd check     validate herd.toml (and herd.lock); --for kubernetes: what has no equivalent there
   herd bake      bake reproducible OCI images into .herd/images, pinning inputs in herd.lock
   herd images    list baked images
   herd image export IMAGE -o FILE   write an image as a `docker load` / OCI archive
+  herd export kubernetes [ENV] -o DIR   the current release as Kubernetes manifests
   herd push IMAGE REGISTRY/NAME[:TAG]   send an image to an OCI registry
   herd pull REGISTRY/NAME@sha256:...    fetch an image by digest, every blob verified
   herd deploy    bake, record a release and replace the running instances with it
@@ -82,6 +83,7 @@ COMMANDS = {
     "bake": "herdsman.cli.bake:bake_command",
     "images": "herdsman.cli.images:images",
     "image": "herdsman.cli.images:image",
+    "export": "herdsman.cli.export:export_group",
     "deploy": "herdsman.cli.deploy:deploy_command",
     "rollback": "herdsman.cli.deploy:rollback",
     "releases": "herdsman.cli.deploy:releases",

@@ -33,9 +33,18 @@ def init(directory: Path, name: str | None, force: bool) -> None:
 
 
 @click.command()
+@click.option(
+    "--for",
+    "target",
+    type=click.Choice(["kubernetes"]),
+    help="Also warn about what has no equivalent there (what `herd export kubernetes` cannot carry over).",
+)
 @pass_context
-def check(ctx: Context) -> None:
-    """Validate herd.toml and herd.lock; exit non-zero and list every problem if one is wrong."""
+def check(ctx: Context, target: str | None) -> None:
+    """Validate herd.toml and herd.lock; exit non-zero and list every problem if one is wrong.
+
+    Warnings (--for kubernetes) do not change the exit status.
+    """
     from herdsman.facade.images import check as check_lock
 
     project = ctx.project()
@@ -45,6 +54,13 @@ def check(ctx: Context) -> None:
         f"[green]ok[/] {project.file}: stack {stack.name!r}, "
         f"{len(stack.service)} service(s), {len(stack.volume)} volume(s)"
     )
+    if target == "kubernetes":
+        from herdsman.cli.export import print_gaps
+        from herdsman.facade.export import kubernetes_gaps
+
+        gaps = kubernetes_gaps(project)
+        print_gaps(gaps)
+        console.print(f"{len(gaps)} warning(s) for kubernetes", highlight=False)
 
 
 @click.command()
