@@ -83,7 +83,8 @@ class Agent:
         self.home = herd_home(project)
         self.interval = interval
         self.stopping = asyncio.Event()
-        self.watcher = Watcher(self._changed, self.deployment.driver.exec)
+        # through the deployment: a deploy may move the environment to herd.toml's driver
+        self.watcher = Watcher(self._changed, lambda *args: self.deployment.driver.exec(*args))
         self.observed = Observed(self.watcher)  # what the healer, drift checker and API share
         self.fleet, self.backoff, self.drifted = (
             self.observed.fleet,

@@ -48,10 +48,16 @@ def make_driver(name: str, home: Path, project: Project, env: str | None = None)
     return registered(name, home, image_store(project), environment)
 
 
-def choose_driver(project: Project, env: str, chosen: str | None = None) -> str:
-    """The driver of ``env``: ``chosen`` (`herd --driver`), else the environment's `driver`."""
+def declared_driver(project: Project, env: str) -> str:
+    """The driver herd.toml gives ``env`` (`[environment.ENV] driver`, default process)."""
     environment = project.stack.environment.get(env)
-    return chosen or (environment.driver if environment else "process")
+    return environment.driver if environment else "process"
+
+
+def choose_driver(project: Project, env: str, chosen: str | None = None, recorded: str | None = None) -> str:
+    """The driver of ``env``: ``chosen`` (`herd --driver`), else the one its instances were
+    started with (recorded by the last deploy, until `herd down`), else herd.toml's."""
+    return chosen or recorded or declared_driver(project, env)
 
 
 class Deployment:
@@ -79,8 +85,9 @@ class Deployment:
         self.state = StateStore(self.home / "state.db")
         environment = project.stack.environment.get(self.env)
         self.registry = environment.registry if environment else None
-        name = choose_driver(project, self.env, driver_name)
-        self.driver = driver or make_driver(name, self.home, project, self.env)
+        self.driver_chosen = driver_name is not None  # `herd --driver`: wins over what is recorded
+        self.driver_name = choose_driver(project, self.env, driver_name, self.state.driver_of(self.env))
+        self.driver = driver or make_driver(self.driver_name, self.home, project, self.env)
         self.reporter = reporter or NullReporter()
         target = Target(
             self.env,
@@ -132,6 +139,33 @@ class Deployment:
         environment = project.stack.environment.get(self.env)
         self.registry = environment.registry if environment else None
 
+    async def claim_driver(self) -> None:
+        """Before a rollout (holding the lock): record the driver this environment runs on, so
+        `herd ps`, `logs` and `down` find its instances without `--driver`. Moving a running
+        environment to another driver is refused (its instances would be left behind, unseen);
+        once nothing runs on the recorded driver, herd.toml's choice applies again."""
+        recorded = self.state.driver_of(self.env)
+        wanted = self.driver_name if self.driver_chosen else declared_driver(self.project, self.env)
+        if recorded is not None and recorded != wanted:
+            old = self.driver
+            if recorded != self.driver_name:
+                old = make_driver(recorded, self.home, self.project, self.env)
+            running = await old.list(self.executor.target.selector)
+            if running:
+                why = "--driver says" if self.driver_chosen else f"{self.project.file.name} says"
+                raise DeployError(
+                    f"environment {self.env!r} runs on the {recorded} driver ({len(running)} instance(s)), "
+                    f"but {why} {wanted}: nothing was changed",
+                    hint=f"`herd --driver {recorded} deploy` keeps it there; `herd down` then deploy "
+                    f"moves it to {wanted}",
+                )
+            if wanted != self.driver_name:  # nothing runs where the record said: herd.toml's choice
+                self.driver = self.executor.driver = make_driver(wanted, self.home, self.project, self.env)
+                self.executor.known = {}
+                self.driver_name = wanted
+        if recorded != self.driver_name:
+            self.state.set_driver(self.env, self.driver_name)
+
     def check(self, content: Mapping[str, Any], secrets: Mapping[str, str]) -> None:
         """What can be checked before a release is recorded: every secret has a value, every service
         has something to run. Raises one DeployError naming every problem."""
@@ -167,6 +201,7 @@ class Deployment:
             content = release_content(self.project, self.env, images)
             values = self.executor.target.secrets if secrets is None else secrets
             self.check(content, values)
+            await self.claim_driver()
             if self.registry:
                 await asyncio.to_thread(self._push, images)
             previous = self.state.current_release(self.env)
@@ -209,6 +244,7 @@ class Deployment:
         """`rollback` for a caller that holds the deploy lock."""
         values = self.executor.target.secrets if secrets is None else secrets
         self.check(self.rollback_source(to).content, values)
+        await self.claim_driver()
         current = self.state.current_release(self.env)
         source = self.rollback_source(to)
         release = self.state.create_release(
@@ -272,6 +308,7 @@ class Deployment:
             current = self.state.current_release(self.env)
             if current is None:
                 raise DeployError("nothing is deployed yet", hint="herd deploy")
+            await self.claim_driver()
             steps = await self.executor.plan(current)
             for step in steps:
                 await self.executor.apply(step, current)
@@ -293,5 +330,6 @@ class Deployment:
             current = self.state.current_release(self.env)
             if current is not None:
                 self.state.set_release_status(self.env, current.number, "stopped")
+            self.state.clear_driver(self.env)  # nothing runs: the next deploy follows herd.toml again
             self.state.event(self.env, "down", f"stopped {len(instances)} instance(s)")
             return len(instances)

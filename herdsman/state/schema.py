@@ -98,4 +98,11 @@ MIGRATIONS: list[str] = [
         value INTEGER NOT NULL
     );
     """,
+    """
+    CREATE TABLE environment_drivers (
+        env TEXT PRIMARY KEY,
+        driver TEXT NOT NULL,
+        chosen REAL NOT NULL
+    );
+    """,
 ]

@@ -281,6 +281,25 @@ class StateStore:
             row = self._db.execute("SELECT value FROM generations WHERE env = ?", (env,)).fetchone()
         return int(row[0]) if row else 0
 
+    # the driver each environment runs on -----------------------------------------------------------
+    def set_driver(self, env: str, driver: str) -> None:
+        """``env``'s instances run on ``driver`` (recorded by a deploy, so that `herd ps`, `logs`
+        and `down` find them without being told)."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO environment_drivers VALUES (?, ?, ?)", (env, driver, time.time())
+            )
+
+    def clear_driver(self, env: str) -> None:
+        """Nothing of ``env`` runs any more (`herd down`): the next deploy may choose anew."""
+        with self._tx() as db:
+            db.execute("DELETE FROM environment_drivers WHERE env = ?", (env,))
+
+    def driver_of(self, env: str) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT driver FROM environment_drivers WHERE env = ?", (env,)).fetchone()
+        return str(row[0]) if row else None
+
     # runtime replica counts and notes -------------------------------------------------------------
     def set_scale(self, env: str, service: str, replicas: int, mode: str) -> None:
         """Run ``replicas`` instances of ``service`` whatever the release says; ``mode`` is who set
