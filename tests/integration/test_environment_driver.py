@@ -23,9 +23,7 @@ def _docker_ids(root: Path) -> list[str]:
 
 
 @pytest.mark.docker
-def test_a_stack_deployed_with_driver_docker_is_found_without_it(
-    tmp_path: Path, debian_hello: Path
-) -> None:
+def test_a_stack_deployed_with_driver_docker_is_found_without_it(tmp_path: Path, debian_hello: Path) -> None:
     root = tmp_path / "hello"
     hello_copy(root, template=debian_hello)
     toml = root / "herd.toml"
