@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 
 from herdsman.router.flow import HOLD_PENDING, HOLD_UPSTREAM
 from herdsman.router.http import IDEMPOTENT, simple_response
+from herdsman.router.latency import bucket
 from herdsman.router.upstream import UpstreamConnection
 
 if TYPE_CHECKING:
@@ -263,7 +264,9 @@ class Exchange:
         if backend is not None:
             self.backend = None
             backend.requests += 1
-            backend.latency_total += time.monotonic() - self.t0
+            took = time.monotonic() - self.t0
+            backend.latency_total += took
+            backend.latency_hist[bucket(took)] += 1
             backend.inflight -= 1
             backend.exchanges.discard(self)
             outlier = backend.outlier

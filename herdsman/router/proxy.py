@@ -23,6 +23,7 @@ import traceback
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
+from herdsman.router import latency
 from herdsman.router.exchange import Exchange
 from herdsman.router.inbound import ClientConnection
 from herdsman.router.outlier import Outlier
@@ -42,6 +43,8 @@ class Backend:
     requests: int = 0
     errors: int = 0
     latency_total: float = 0.0
+    latency_hist: list[int] = field(default_factory=latency.empty)  # see router/latency.py
+    responses_5xx: int = 0  # answers with a 5xx status (errors counts what never got an answer)
     draining: bool = False
     ejected: bool = False  # out of rotation for a cool-off (mirrors outlier.ejected, read per request)
     timeouts: int = 0  # requests it let wait past the first-byte timeout (no connection or no byte)
@@ -230,6 +233,7 @@ class Router:
             out[name] = {
                 "listen": route.listen,
                 "host": route.host,
+                "latency_bounds_ms": latency.LATENCY_BOUNDS_MS,
                 "backends": [
                     {
                         "instance": b.instance,
@@ -239,6 +243,9 @@ class Router:
                         "requests": b.requests,
                         "errors": b.errors,
                         "mean_latency_ms": round(1000 * b.latency_total / b.requests, 3) if b.requests else 0,
+                        "responses_5xx": b.responses_5xx,
+                        # sparse: bucket index -> count (JSON keys are strings)
+                        "latency_hist": {str(i): n for i, n in enumerate(b.latency_hist) if n},
                         "timeouts": b.timeouts,
                         "failures": b.outlier.failures,
                         "ejected": b.ejected,
