@@ -12,13 +12,14 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import functools
 import secrets as token
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterator
 from typing import Any, Protocol
 
-from herdsman.deploy.plan import Running, Step, effective_policy, plan_release
+from herdsman.deploy.plan import Running, Step, canary_weights, effective_policy, plan_release
 from herdsman.deploy.target import Target, id_maker, log_tail, route_name
 from herdsman.drivers.base import Driver, InstanceState
 from herdsman.errors import DeployError
@@ -40,6 +41,10 @@ class Pools(Protocol):
     async def drain(self, route: str, addresses: list[str], timeout: float, *, hung: bool = False) -> None:
         """Wait until the backends (already out of the pool) have no request in flight, or timeout;
         ``hung`` backends' requests that wait for a first byte are ended (retried) at once."""
+        ...
+
+    async def stats(self) -> dict[str, Any]:
+        """Per route: its backends' cumulative counters and latency histograms (a canary's verdict)."""
         ...
 
 
@@ -88,10 +93,13 @@ class Executor:
         current: list[InstanceState] | None = None,
         services: Collection[str] | None = None,
         absent: Collection[str] = (),
+        reverting: bool = False,
     ) -> list[Step]:
         """Steps from what runs (``current``, default: the driver's list) to ``release``, for every
         service or only ``services``; instances in ``absent`` are planned as if gone (the agent
-        quarantines them itself). Replica counts set at run time (`herd scale`) win over the release's."""
+        quarantines them itself). Replica counts set at run time (`herd scale`) win over the release's.
+        ``reverting``: back to the release that served, at once (a canary strategy is not judged
+        against the release that just failed: its instances leave the pool in the first step)."""
         if current is None:
             current = await self.driver.list(self.target.selector)
         self.saw(current)
@@ -102,6 +110,11 @@ class Executor:
             if i.id not in absent:
                 running.setdefault(i.service, []).append(Running(i.id, i.release, i.state == "running"))
         policies = {name: effective_policy(config, scales.get(name)) for name, config in configs.items()}
+        if reverting:
+            policies = {
+                name: dataclasses.replace(p, strategy="rolling") if p.strategy == "canary" else p
+                for name, p in policies.items()
+            }
         prefix = token.token_hex(2)
         return plan_release(
             running,
@@ -208,7 +221,7 @@ class Executor:
             return
         try:
             await self.set_routes(previous)
-            for step in await self.plan(previous):
+            for step in await self.plan(previous, reverting=True):
                 await self.apply(step, previous)
         except DeployError as exc:
             self.state.event(self.target.env, "rollout", f"revert to release {previous.number} failed: {exc}")
@@ -236,6 +249,11 @@ class Executor:
             self.say(f"{service}: {', '.join(ids)} healthy")
         elif op == "pool":
             await self._pool(service, ids)
+        elif op == "weigh":
+            await self._weigh(service, ids, list(step["baseline"]), int(step["weight"]))
+        elif op == "judge":
+            assert entry is not None
+            await self._judge(step, entry, release)
         elif op == "retire":
             await self._retire(service, ids, entry)
         elif op in self.extra_ops:
@@ -323,15 +341,32 @@ class Executor:
         """What is known of an instance (its start, the last listing), else the driver's answer."""
         return self.known.get(instance_id) or await self._look(instance_id)
 
-    async def _pool(self, service: str, ids: list[str]) -> None:
+    async def _pool(self, service: str, ids: list[str], weights: dict[str, int] | None = None) -> None:
         if self.pools is None:
             return
         backends = []
         for instance_id in ids:
             state = await self._state(instance_id)
             if state is not None and state.state == "running" and state.port:
-                backends.append((instance_id, state.address, 1))
+                backends.append((instance_id, state.address, (weights or {}).get(instance_id, 1)))
         await self.pools.set_pool(route_name(self.target.env, service), backends)
+
+    async def _weigh(self, service: str, canary: list[str], baseline: list[str], weight: int) -> None:
+        """The pool is the canary and the baseline, the canary taking exactly ``weight``% of requests."""
+        mine, theirs = canary_weights(len(canary), len(baseline), weight)
+        await self._pool(
+            service, canary + baseline, {**dict.fromkeys(baseline, theirs), **dict.fromkeys(canary, mine)}
+        )
+        self.say(f"{service}: the canary ({', '.join(canary)}) takes {weight}% of requests")
+
+    async def _judge(self, step: Step, entry: ServiceRelease, release: Release) -> None:
+        if self.pools is None:
+            raise DeployError("a canary needs the router, and this deployment has none")
+        from herdsman.deploy.canary import CanaryJudge
+
+        route = route_name(self.target.env, step["service"])
+        judge = CanaryJudge(self.pools, self.driver, self.state, self.target.env, self.say)
+        await judge.judge(step, route, entry.config, release.number)
 
     async def _retire(self, service: str, ids: list[str], entry: ServiceRelease | None) -> None:
         states = [s for s in [await self._state(i) for i in ids] if s is not None]

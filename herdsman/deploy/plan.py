@@ -12,10 +12,16 @@ Steps are plain dicts (they are written ahead into the state store as JSON):
     {"op": "admit",  "service": s, "instances": [ids]}   wait until healthy; fail the rollout if not
     {"op": "pool",   "service": s, "instances": [ids]}   the complete pool the router sends traffic to
     {"op": "retire", "service": s, "instances": [ids]}   drain (already out of the pool), then stop
+    {"op": "weigh",  "service": s, "instances": [ids], "baseline": [ids], "weight": w}
+                     the pool is both; the canary (``instances``) gets w% of requests, exactly
+    {"op": "judge",  "service": s, "instances": [ids], "baseline": [ids], "weight": w, "look": k}
+                     wait `canary_pause`, compare both sides over it (deploy/verdict.py); a fail
+                     fails the rollout, which reverts
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -37,10 +43,11 @@ class Running:
 @dataclass(frozen=True)
 class Policy:
     replicas: int
-    strategy: str = "rolling"  # rolling | blue-green (canary is planned as rolling for now)
+    strategy: str = "rolling"  # rolling | blue-green | canary
     max_surge: int = 1
     max_unavailable: int = 0
     routed: bool = True
+    canary_weights: tuple[int, ...] = (10, 50, 100)
 
 
 def effective_policy(config: Service, scale: tuple[int, str] | None = None) -> Policy:
@@ -50,10 +57,11 @@ def effective_policy(config: Service, scale: tuple[int, str] | None = None) -> P
     deploy = config.deploy
     return Policy(
         replicas=scale[0] if scale is not None else config.replicas,
-        strategy="blue-green" if deploy.strategy == "blue-green" else "rolling",
+        strategy=deploy.strategy,
         max_surge=deploy.max_surge,
         max_unavailable=deploy.max_unavailable,
         routed=config.route is not None,
+        canary_weights=tuple(deploy.canary_weights),
     )
 
 
@@ -103,7 +111,41 @@ def plan_service(
         steps += _retire(service, extra, keep + old, policy.routed)
     if policy.strategy == "blue-green":
         return steps + _blue_green(service, keep, old, policy, new_id)
+    if policy.strategy == "canary" and policy.routed and old and policy.replicas:
+        return steps + _canary(service, keep, old, policy, new_id)
     return steps + _rolling(service, keep, old, policy, new_id)
+
+
+def _canary(
+    service: str, new: list[str], old: list[str], policy: Policy, new_id: Callable[[], str]
+) -> list[Step]:
+    """A few instances of the new release (the canary: its first weight's share of the replicas,
+    at least one, started beside the old ones whatever max_surge says) take exactly each weight
+    short of 100 of the requests in turn, each step judged against the old release (the
+    baseline) over the same window; then the rest rolls as a rolling deploy does. Planned again
+    after a crash, the canary starts over from its first weight (its instances are kept)."""
+    size = max(1, min(policy.replicas, math.ceil(policy.replicas * policy.canary_weights[0] / 100)))
+    batch = [new_id() for _ in range(max(0, size - len(new)))]
+    canary = new + batch
+    steps: list[Step] = []
+    if batch:
+        steps += [
+            {"op": "start", "service": service, "instances": batch},
+            {"op": "admit", "service": service, "instances": batch},
+        ]
+    for look, weight in enumerate((w for w in policy.canary_weights if w < 100), start=1):
+        step = {"service": service, "instances": canary, "baseline": list(old), "weight": weight}
+        steps += [{"op": "weigh", **step}, {"op": "judge", **step, "look": look}]
+    return steps + _rolling(service, canary, old, policy, new_id)
+
+
+def canary_weights(canary: int, baseline: int, weight: int) -> tuple[int, int]:
+    """Per-instance weights that give ``canary`` instances together exactly ``weight``% of the
+    requests and ``baseline`` instances the rest (the router's weighted round robin is exact)."""
+    if baseline == 0:
+        return 1, 1
+    divisor = math.gcd(weight * baseline, (100 - weight) * canary)
+    return weight * baseline // divisor, (100 - weight) * canary // divisor
 
 
 def _rolling(
@@ -181,6 +223,8 @@ def simulate(current: Sequence[Running], steps: Sequence[Step]) -> list[tuple[in
             healthy |= ids
         elif step["op"] == "pool":
             pool = ids
+        elif step["op"] == "weigh":
+            pool = ids | set(step["baseline"])
         elif step["op"] == "retire":
             running -= ids
             healthy -= ids

@@ -59,6 +59,7 @@ class Exchange:
     tried: frozenset[str] | set[str] = frozenset()  # backends that failed this request
     rounds = 0
     backend: Backend | None = None
+    status: int = 0  # of the backend's response, once its head is read
     upstream: UpstreamConnection | None = None
     connecting: asyncio.Task[None] | None = None
     timer: asyncio.TimerHandle | None = None
@@ -267,6 +268,8 @@ class Exchange:
             took = time.monotonic() - self.t0
             backend.latency_total += took
             backend.latency_hist[bucket(took)] += 1
+            if self.status >= 500:
+                backend.responses_5xx += 1
             backend.inflight -= 1
             backend.exchanges.discard(self)
             outlier = backend.outlier

@@ -97,8 +97,7 @@ class UpstreamConnection(asyncio.Protocol):
             if status >= 200 or status == 101:
                 break
             buf = buf[end + 4 :]  # an interim response (100 Continue): not passed on
-        if status >= 500 and exchange.backend is not None:
-            exchange.backend.responses_5xx += 1
+        exchange.status = status  # counted once, when the exchange completes
         no_body = exchange.method == b"HEAD" or status in (204, 304, 101)
         length = 0 if no_body else None if head.chunked else head.length
         tokens = head.tokens  # an HTTP/1.0 backend keeps the connection only when it says so

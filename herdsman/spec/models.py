@@ -189,6 +189,18 @@ class DeployPolicy(Model):
     auto_rollback: bool = True
 
 
+class Canary(Model):
+    """How a canary's verdict is reached (`strategy = "canary"`, see deploy/verdict.py): at the end
+    of each `canary_pause` the new release's instances are compared with the current release's
+    over the same window."""
+
+    max_error_increase: Annotated[float, Field(ge=0, le=1)] = 0.01  # 0.01: one point of error rate
+    max_latency_ratio: Annotated[float, Field(gt=1)] = 1.5  # canary p50 or p99 over the baseline's
+    min_requests: Annotated[int, Field(ge=1)] = 50  # on each side, before any verdict
+    max_wait: Duration = 300.0  # a step short of traffic holds this long, then too_little_traffic
+    too_little_traffic: Literal["fail", "pass"] = "fail"
+
+
 class Scale(Model):
     """Autoscaling bounds and target, read from the router's live counters."""
 
@@ -222,6 +234,7 @@ class Service(Model):
     health: HealthCheck | None = None
     route: Route | None = None
     deploy: DeployPolicy = Field(default_factory=DeployPolicy)
+    canary: Canary = Field(default_factory=Canary)
     volumes: dict[Name, AbsPath] = Field(default_factory=dict)
     stop_grace: Duration = 10.0  # 0: SIGKILL at once
     # with no health check, how long a new instance must keep running before it counts (an app

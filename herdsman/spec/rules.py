@@ -2,8 +2,7 @@
 
 Pydantic checks one field at a time; these need the whole stack (is this volume declared? does
 another route already listen there?). They return problems instead of raising, so `herd check`
-shows every mistake in one run. The canary strategy is refused here rather than in the model, so
-its keys and the planner's code keep working until it is built; then the rule goes.
+shows every mistake in one run.
 """
 
 from __future__ import annotations
@@ -54,12 +53,12 @@ def check_stack(stack: Stack) -> list[Problem]:
 def _check_service(key: str, service: Service, stack: Stack) -> list[Problem]:
     problems: list[Problem] = []
     deploy = service.deploy
-    if deploy.strategy == "canary":  # a rule, not a model change: the canary keeps its keys meanwhile
+    if deploy.strategy == "canary" and service.route is None:
         problems.append(
             Problem(
                 f"{key}.deploy.strategy",
-                "the canary strategy is not available yet; use rolling or blue-green",
-                'strategy = "rolling" replaces instances a few at a time; "blue-green" all at once',
+                "a canary is judged on the traffic the router sends it, and this service has no route",
+                'add [service.NAME.route], or use strategy = "rolling"',
             )
         )
     if deploy.max_surge == 0 and deploy.max_unavailable == 0:

@@ -48,7 +48,7 @@ drain_timeout = "30s"
 first_byte_timeout = "30s"           # no first response byte by then: retried elsewhere (GET...) or 504
 
 [service.web.deploy]
-strategy = "rolling"                 # "rolling" or "blue-green" (the canary is not available yet)
+strategy = "rolling"                 # "rolling", "blue-green", or "canary" (judged: [service.web.canary])
 max_surge = 1                        # extra instances started ahead of stopping old ones
 max_unavailable = 0                  # old instances that may stop before replacements are healthy
 

@@ -87,3 +87,37 @@ def test_nothing_to_do_gives_no_steps() -> None:
 def test_unrouted_services_get_no_pool_steps() -> None:
     steps = plan_service("worker", [Running("a", 1)], 2, Policy(1, routed=False), _new_id_factory())
     assert "pool" not in [s["op"] for s in steps]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    old_count=st.integers(1, 8),
+    replicas=st.integers(1, 8),
+    surge=st.integers(0, 3),
+    weights=st.lists(st.integers(1, 99), min_size=0, max_size=4).map(lambda w: (*sorted(set(w)), 100)),
+)
+def test_a_canary_is_judged_at_each_weight_then_rolls_and_never_lowers_capacity(
+    old_count: int, replicas: int, surge: int, weights: tuple[int, ...]
+) -> None:
+    current = [Running(f"old-{i}", release=1) for i in range(old_count)]
+    policy = Policy(replicas, "canary", max(surge, 1), 0, canary_weights=weights)
+    steps = plan_service("web", current, 2, policy, _new_id_factory())
+    judged = [s["weight"] for s in steps if s["op"] == "judge"]
+    assert judged == [w for w in weights if w < 100]  # every step short of 100 is judged, in order
+    first_judge = next((i for i, s in enumerate(steps) if s["op"] == "judge"), 0)
+    assert not any(s["op"] == "retire" for s in steps[:first_judge])  # no old one goes before a verdict
+    for step in steps:
+        if step["op"] in ("weigh", "judge"):
+            assert step["baseline"] == [f"old-{i}" for i in range(old_count)]
+            assert 1 <= len(step["instances"]) <= replicas
+    trace = simulate(current, steps)
+    for running, serving, _pool in trace:
+        assert serving >= min(old_count, replicas)
+    final_running, final_serving, final_pool = trace[-1]
+    assert final_running == replicas == final_serving and all(i.startswith("new-") for i in final_pool)
+
+
+def test_a_canary_with_nothing_to_compare_with_is_a_plain_start() -> None:
+    steps = plan_service("web", [], 1, Policy(2, "canary", 1, 0, canary_weights=(10, 100)), _new_id_factory())
+    assert [s["op"] for s in steps if s["op"] in ("weigh", "judge")] == []
+    assert sum(len(s["instances"]) for s in steps if s["op"] == "start") == 2

@@ -1,0 +1,205 @@
+"""`strategy = "canary"` on real processes behind the real router (issue 16): a release that errs
+or is slow is aborted on its verdict, a good one is promoted, too little traffic holds and then
+does what `too_little_traffic` says; the failing share is bounded by the canary's weight."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from tests.helpers import Load, free_port, herd, instances, stop_project, write_project
+
+APP = """
+import os, threading, time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+FAIL_EVERY = int(os.environ.get("FAIL_EVERY", "0"))
+DELAY = float(os.environ.get("DELAY_MS", "0")) / 1000
+RELEASE = os.environ.get("HERD_RELEASE", "?")
+lock, count = threading.Lock(), [0]
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):
+        if self.path == "/healthz":
+            return self.reply(200, b"ok\\n")
+        time.sleep(DELAY)
+        with lock:
+            count[0] += 1
+            n = count[0]
+        if FAIL_EVERY and n % FAIL_EVERY == 0:
+            return self.reply(500, f"release {RELEASE} failed\\n".encode())
+        self.reply(200, f"release {RELEASE}\\n".encode())
+
+    def reply(self, status, body):
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("X-Herd-Release", RELEASE)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
+"""
+
+TOML = """
+[stack]
+name = "canary-{name}"
+
+[service.web]
+command = ["python3", "app.py"]
+port = 8000
+replicas = 2
+env = {{ FAIL_EVERY = "{fail_every}", DELAY_MS = "{delay_ms}" }}
+
+[service.web.image]
+base = "host"
+copy = [{{ src = "app", dest = "/app" }}]
+workdir = "/app"
+
+[service.web.health]
+type = "http"
+path = "/healthz"
+interval = "100ms"
+timeout = "100ms"
+
+[service.web.route]
+listen = "127.0.0.1:{port}"
+
+[service.web.deploy]
+strategy = "canary"
+canary_weights = [20, 100]
+canary_pause = "4s"
+
+[service.web.canary]
+min_requests = 30
+max_wait = "{max_wait}"
+too_little_traffic = "{too_little}"
+"""
+
+
+def project(
+    root: Path, *, fail_every: int = 0, delay_ms: int = 1, max_wait: str = "20s", too_little: str = "fail"
+) -> int:
+    port = (
+        free_port()
+        if not (root / "herd.toml").exists()
+        else int(
+            re.search(r"127\.0\.0\.1:(\d+)", (root / "herd.toml").read_text()).group(1)  # type: ignore[union-attr]
+        )
+    )
+    toml = TOML.format(
+        name=root.parent.name[-12:].lower().replace("_", "-"),
+        fail_every=fail_every,
+        delay_ms=delay_ms,
+        port=port,
+        max_wait=max_wait,
+        too_little=too_little,
+    )
+    write_project(root, toml, {"app/app.py": APP})
+    return port
+
+
+def canary_events(root: Path) -> list[dict[str, str]]:
+    out = herd(root, "events", "--kind", "canary", "-n", "100").stdout
+    return [{"line": line} for line in out.splitlines() if "canary at" in line]
+
+
+def releases_running(root: Path) -> set[str]:
+    return {i["release"] for i in instances(root) if i["state"] == "running"}
+
+
+def test_a_release_failing_one_request_in_five_is_aborted_within_the_canary_share(tmp_path: Path) -> None:
+    root = tmp_path / "app"
+    port = project(root)
+    try:
+        herd(root, "deploy")  # release 1: no canary (nothing to compare with)
+        project(root, fail_every=5)
+        with Load(f"http://127.0.0.1:{port}/", workers=4) as load:
+            result = herd(root, "deploy", check=False, timeout=180)
+        said = result.stdout + result.stderr
+        assert result.returncode != 0, said
+        assert "the canary of web failed at 20% of requests: error rate" in said
+        assert releases_running(root) == {"1"}  # the baseline serves everything again
+        assert load.failures, "the bad canary was never sent a request"
+        assert all("release 2 failed" in f for f in load.failures), load.failures[:5]
+        share = len(load.failures) / len(load.served)
+        assert share <= 0.2, f"{share:.1%} of requests failed: more than the canary's 20% share"
+        lines = [e["line"] for e in canary_events(root)]
+        assert any("canary at 20%: fail: error rate" in line for line in lines), lines
+        status = herd(root, "releases").stdout
+        assert re.search(r"^2 .* failed: the canary of web failed", status, re.M), status
+    finally:
+        stop_project(root)
+
+
+def test_a_release_twenty_times_slower_is_aborted_on_latency(tmp_path: Path) -> None:
+    root = tmp_path / "app"
+    port = project(root, delay_ms=2)
+    try:
+        herd(root, "deploy")
+        project(root, delay_ms=40)
+        with Load(f"http://127.0.0.1:{port}/", workers=4) as load:
+            result = herd(root, "deploy", check=False, timeout=180)
+        said = result.stdout + result.stderr
+        assert result.returncode != 0 and "latency" in said and "Mann-Whitney" in said, said
+        assert load.failures == []  # slow, not failing: no request was lost
+        assert releases_running(root) == {"1"}
+    finally:
+        stop_project(root)
+
+
+def test_a_good_release_is_promoted_with_zero_failed_requests(tmp_path: Path) -> None:
+    root = tmp_path / "app"
+    port = project(root)
+    try:
+        herd(root, "deploy")
+        project(root, delay_ms=2)  # a harmless change: a new release
+        with Load(f"http://127.0.0.1:{port}/", workers=4) as load:
+            out = herd(root, "deploy", timeout=180).stdout
+        assert "canary at 20% passed" in out
+        assert load.failures == []
+        assert releases_running(root) == {"2"} and len(instances(root)) == 2
+        lines = [e["line"] for e in canary_events(root)]
+        assert any("canary at 20%: pass" in line for line in lines), lines
+        event = herd(root, "events", "--kind", "canary", "-n", "1").stdout
+        assert "error rate 0.00%" in event
+    finally:
+        stop_project(root)
+
+
+def test_too_little_traffic_holds_then_does_what_it_is_told(tmp_path: Path) -> None:
+    root = tmp_path / "app"
+    project(root, max_wait="2s")
+    try:
+        herd(root, "deploy")
+        project(root, delay_ms=2, max_wait="2s", too_little="fail")
+        result = herd(root, "deploy", check=False, timeout=120)  # no load at all
+        said = result.stdout + result.stderr
+        assert (
+            result.returncode != 0 and "too little traffic" in said and "too_little_traffic = 'fail'" in said
+        )
+        assert releases_running(root) == {"1"}
+        project(root, delay_ms=3, max_wait="2s", too_little="pass")
+        out = herd(root, "deploy", timeout=120).stdout
+        assert "too_little_traffic = 'pass'" in out
+        assert releases_running(root) == {"3"}
+    finally:
+        stop_project(root)
+
+
+def test_the_pool_gives_the_canary_exactly_its_weight(tmp_path: Path) -> None:
+    """Weighted round robin is exact: with one canary and two baseline instances at 20%, every
+    fifth request goes to the canary (checked on the router's own counters)."""
+    from herdsman.deploy.plan import canary_weights
+
+    assert canary_weights(1, 2, 20) == (1, 2)  # 1 / (1 + 2*2) = 20%
+    assert canary_weights(2, 3, 5) == (3, 38)  # 2*3 / (2*3 + 3*38) = 5%
+    mine, theirs = canary_weights(3, 7, 33)
+    assert json.dumps(3 * mine / (3 * mine + 7 * theirs))[:4] == "0.33"
