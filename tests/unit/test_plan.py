@@ -111,7 +111,7 @@ def test_a_canary_is_judged_at_each_weight_then_rolls_and_never_lowers_capacity(
             assert step["baseline"] == [f"old-{i}" for i in range(old_count)]
             assert 1 <= len(step["instances"]) <= replicas
     trace = simulate(current, steps)
-    for running, serving, _pool in trace:
+    for _running, serving, _pool in trace:
         assert serving >= min(old_count, replicas)
     final_running, final_serving, final_pool = trace[-1]
     assert final_running == replicas == final_serving and all(i.startswith("new-") for i in final_pool)
