@@ -55,43 +55,87 @@ class CanaryJudge:
 
     async def judge(self, step: Mapping[str, Any], route: str, config: Service, release: int) -> Verdict:
         """Wait `canary_pause`, then judge the window since the step began; while the verdict holds
-        for lack of traffic, keep waiting up to `max_wait`. Raises DeployError on a fail."""
+        for lack of traffic, keep waiting up to `max_wait`. Raises DeployError on a fail. The live
+        numbers go to the state store as it waits (`herd canary status`), and an operator's
+        `herd canary promote` or `abort` is obeyed within a fraction of a second."""
         service, canary, baseline = step["service"], list(step["instances"]), list(step["baseline"])
         weight, look = int(step["weight"]), int(step.get("look", 1))
-        rules_config = config.canary
+        if self.decision(service, release) == "promote":
+            return self.promoted(service, release, weight, {})
+        settings = config.canary
         rules = Rules(
-            rules_config.max_error_increase, rules_config.max_latency_ratio, rules_config.min_requests
+            max_error_increase=settings.max_error_increase,
+            max_latency_ratio=settings.max_latency_ratio,
+            min_latency_increase_ms=settings.min_latency_increase * 1000,
+            min_requests=settings.min_requests,
         )
-        start_canary, start_baseline = await self.readings(route, canary, baseline)
+        start = await self.readings(route, canary, baseline)
         began = time.monotonic()
         pause = config.deploy.canary_pause
         self.say(f"{service}: judging the canary at {weight}% for {pause:g}s")
-        await self.watch(canary, began + pause)
-        while True:
+
+        async def now() -> Verdict:
             end_canary, end_baseline = await self.readings(route, canary, baseline)
-            verdict = judge(
-                end_canary.minus(start_canary), end_baseline.minus(start_baseline), rules, look=look
+            return judge(end_canary.minus(start[0]), end_baseline.minus(start[1]), rules, look=look)
+
+        until = began + pause
+        while True:
+            verdict = await now()
+            self.state.set_canary(
+                self.env, service, release, weight, "judging", verdict.numbers, verdict.reason
             )
-            waited = time.monotonic() - began
-            if verdict.outcome == "hold" and waited - pause < rules_config.max_wait:
-                await self.watch(canary, time.monotonic() + max(1.0, min(pause, 5.0)))
-                continue
-            if verdict.outcome == "hold":  # waited max_wait: too little traffic
-                outcome = rules_config.too_little_traffic
-                verdict = Verdict(
-                    outcome,
-                    f"{verdict.reason}, after {waited:.0f}s (too_little_traffic = {outcome!r})",
-                    verdict.numbers,
-                )
-            self.record(service, release, weight, verdict)
-            if verdict.outcome == "fail":
-                raise DeployError(
-                    f"the canary of {service} failed at {weight}% of requests: {verdict.reason}",
-                    hint="the previous release serves all requests again; `herd events --kind canary` "
-                    "has the numbers of every verdict",
-                )
-            self.say(f"{service}: canary at {weight}% passed: {verdict.reason}")
-            return verdict
+            decided = self.decision(service, release)
+            if decided == "promote":
+                return self.promoted(service, release, weight, verdict.numbers)
+            if decided == "abort":
+                verdict = Verdict("fail", "aborted by hand (herd canary abort)", verdict.numbers)
+                break
+            if time.monotonic() >= until:
+                waited = time.monotonic() - began
+                if verdict.outcome != "hold":
+                    break
+                if waited - pause >= settings.max_wait:  # waited max_wait: too little traffic
+                    outcome = settings.too_little_traffic
+                    reason = f"{verdict.reason}, after {waited:.0f}s (too_little_traffic = {outcome!r})"
+                    verdict = Verdict(outcome, reason, verdict.numbers)
+                    break
+                until = time.monotonic() + max(1.0, min(pause, 5.0))
+            try:
+                await self.watch(canary, min(until, time.monotonic() + 1.0))
+            except DeployError as stopped:  # a canary instance stopped: the verdict is that
+                verdict = Verdict("fail", stopped.message, verdict.numbers)
+                break
+        self.record(service, release, weight, verdict)
+        self.state.set_canary(
+            self.env,
+            service,
+            release,
+            weight,
+            "passed" if verdict.outcome == "pass" else "failed",
+            verdict.numbers,
+            verdict.reason,
+        )
+        if verdict.outcome == "fail":
+            raise DeployError(
+                f"the canary of {service} failed at {weight}% of requests: {verdict.reason}",
+                hint="the previous release serves all requests again; `herd events --kind canary` "
+                "has the numbers of every verdict",
+            )
+        self.say(f"{service}: canary at {weight}% passed: {verdict.reason}")
+        return verdict
+
+    def decision(self, service: str, release: int) -> str:
+        for row in self.state.canaries(self.env):
+            if row["service"] == service and row["release"] == release:
+                return str(row["decision"])
+        return ""
+
+    def promoted(self, service: str, release: int, weight: int, numbers: Mapping[str, float]) -> Verdict:
+        verdict = Verdict("pass", "promoted by hand (herd canary promote)", dict(numbers))
+        self.record(service, release, weight, verdict)
+        self.state.set_canary(self.env, service, release, weight, "promoted", numbers, verdict.reason)
+        self.say(f"{service}: canary at {weight}% promoted by hand")
+        return verdict
 
     async def watch(self, canary: Sequence[str], until: float) -> None:
         """Sleep until ``until``, failing at once if a canary instance stops running."""

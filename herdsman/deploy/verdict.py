@@ -14,7 +14,8 @@ What peers get wrong, and what this does instead (see issue 16):
 - Latency uses Mann-Whitney U on the binned samples (as Kayenta does), one-sided (is the canary
   slower?), at a level that shrinks with each look (alpha / 2^look, so all looks together spend
   at most alpha), *and* a minimum effect: its p50 or p99 over the baseline's above
-  `max_latency_ratio`. A significant but tiny slowdown passes; a large one on a handful of
+  `max_latency_ratio` and at least `min_latency_increase` slower (2.7 ms against 1.7 ms is
+  a ratio of 1.6 and noise). A significant but tiny slowdown passes; a large one on a handful of
   requests holds until there are enough.
 """
 
@@ -84,6 +85,7 @@ class Rules:
 
     max_error_increase: float = 0.01  # canary error rate may exceed the baseline's by this much
     max_latency_ratio: float = 1.5  # canary p50 or p99 over the baseline's
+    min_latency_increase_ms: float = 2.0  # below this, a ratio is noise (1.5 ms against 1 ms)
     min_requests: int = 50  # on each side, before any verdict
     alpha: float = 0.05  # the chance of failing a release as good as the current one
 
@@ -135,7 +137,8 @@ def judge(canary: Window, baseline: Window, rules: Rules, *, look: int = 1) -> V
             mine, theirs = numbers.get(f"canary_{label}_ms"), numbers.get(f"baseline_{label}_ms")
             if label == "p99" and canary.requests < 100:
                 continue  # a p99 of fewer than 100 requests is its slowest one or two
-            if mine is not None and theirs and mine / theirs > rules.max_latency_ratio:
+            too_slow = mine is not None and theirs and mine / theirs > rules.max_latency_ratio
+            if too_slow and mine is not None and theirs and mine - theirs >= rules.min_latency_increase_ms:
                 numbers[f"{label}_ratio"] = round(mine / theirs, 3)
                 return Verdict(
                     "fail",

@@ -196,6 +196,7 @@ class Canary(Model):
 
     max_error_increase: Annotated[float, Field(ge=0, le=1)] = 0.01  # 0.01: one point of error rate
     max_latency_ratio: Annotated[float, Field(gt=1)] = 1.5  # canary p50 or p99 over the baseline's
+    min_latency_increase: Duration = 0.002  # and at least this much slower (below it: noise)
     min_requests: Annotated[int, Field(ge=1)] = 50  # on each side, before any verdict
     max_wait: Duration = 300.0  # a step short of traffic holds this long, then too_little_traffic
     too_little_traffic: Literal["fail", "pass"] = "fail"

@@ -105,4 +105,19 @@ MIGRATIONS: list[str] = [
         chosen REAL NOT NULL
     );
     """,
+    """
+    CREATE TABLE canaries (
+        env TEXT NOT NULL,
+        service TEXT NOT NULL,
+        release INTEGER NOT NULL,
+        weight INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        since REAL NOT NULL,
+        updated REAL NOT NULL,
+        numbers TEXT NOT NULL DEFAULT '{}',
+        reason TEXT NOT NULL DEFAULT '',
+        decision TEXT NOT NULL DEFAULT '',
+        PRIMARY KEY (env, service)
+    );
+    """,
 ]

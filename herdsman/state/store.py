@@ -22,6 +22,8 @@ from typing import Any
 
 from herdsman.errors import DeployError
 from herdsman.spec import Service
+from herdsman.state.runtime import RuntimeState
+from herdsman.state.runtime import canonical as _canonical
 from herdsman.state.schema import MIGRATIONS
 
 
@@ -94,11 +96,9 @@ class Rollout:
     finished: float | None
 
 
-def _canonical(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+class StateStore(RuntimeState):
+    """Releases, rollouts and events (here), and runtime state (`runtime.RuntimeState`)."""
 
-
-class StateStore:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         if not path.exists():  # releases and events are the project's business only: 0600
@@ -265,76 +265,6 @@ class StateStore:
                 "SELECT * FROM rollouts WHERE env = ? AND state = 'running' ORDER BY id", (env,)
             ).fetchall()
         return [Rollout(**dict(row)) for row in rows]
-
-    # generations: what runs was changed by a holder of the deploy lock ---------------------------
-    def bump_generation(self, env: str) -> int:
-        """Say that what runs in ``env`` changed (a rollout, a restore, a down); returns the new value."""
-        with self._tx() as db:
-            db.execute(
-                "INSERT INTO generations VALUES (?, 1) ON CONFLICT(env) DO UPDATE SET value = value + 1",
-                (env,),
-            )
-            return int(db.execute("SELECT value FROM generations WHERE env = ?", (env,)).fetchone()[0])
-
-    def generation(self, env: str) -> int:
-        with self._lock:
-            row = self._db.execute("SELECT value FROM generations WHERE env = ?", (env,)).fetchone()
-        return int(row[0]) if row else 0
-
-    # the driver each environment runs on -----------------------------------------------------------
-    def set_driver(self, env: str, driver: str) -> None:
-        """``env``'s instances run on ``driver`` (recorded by a deploy, so that `herd ps`, `logs`
-        and `down` find them without being told)."""
-        with self._tx() as db:
-            db.execute(
-                "INSERT OR REPLACE INTO environment_drivers VALUES (?, ?, ?)", (env, driver, time.time())
-            )
-
-    def clear_driver(self, env: str) -> None:
-        """Nothing of ``env`` runs any more (`herd down`): the next deploy may choose anew."""
-        with self._tx() as db:
-            db.execute("DELETE FROM environment_drivers WHERE env = ?", (env,))
-
-    def driver_of(self, env: str) -> str | None:
-        with self._lock:
-            row = self._db.execute("SELECT driver FROM environment_drivers WHERE env = ?", (env,)).fetchone()
-        return str(row[0]) if row else None
-
-    # runtime replica counts and notes -------------------------------------------------------------
-    def set_scale(self, env: str, service: str, replicas: int, mode: str) -> None:
-        """Run ``replicas`` instances of ``service`` whatever the release says; ``mode`` is who set
-        it: "fixed" (`herd scale`) or "auto" (the autoscaler)."""
-        with self._tx() as db:
-            db.execute(
-                "INSERT OR REPLACE INTO scale VALUES (?, ?, ?, ?, ?)",
-                (env, service, replicas, mode, time.time()),
-            )
-
-    def clear_scale(self, env: str, service: str) -> None:
-        with self._tx() as db:
-            db.execute("DELETE FROM scale WHERE env = ? AND service = ?", (env, service))
-
-    def scales(self, env: str) -> dict[str, tuple[int, str]]:
-        """{service: (replicas, mode)} for the services whose count was set at run time."""
-        with self._lock:
-            rows = self._db.execute("SELECT service, replicas, mode FROM scale WHERE env = ?", (env,))
-            return {row[0]: (int(row[1]), str(row[2])) for row in rows.fetchall()}
-
-    def set_note(self, env: str, service: str, note: str) -> None:
-        """What `herd ps` should say about a service (empty: nothing)."""
-        with self._tx() as db:
-            if note:
-                db.execute(
-                    "INSERT OR REPLACE INTO service_notes VALUES (?, ?, ?, ?)",
-                    (env, service, note, time.time()),
-                )
-            else:
-                db.execute("DELETE FROM service_notes WHERE env = ? AND service = ?", (env, service))
-
-    def notes(self, env: str) -> dict[str, str]:
-        with self._lock:
-            rows = self._db.execute("SELECT service, note FROM service_notes WHERE env = ?", (env,))
-            return {row[0]: str(row[1]) for row in rows.fetchall()}
 
     # events -------------------------------------------------------------------------------------
     def event(

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
-from tests.helpers import Load, free_port, herd, instances, stop_project, write_project
+from tests.helpers import Load, free_port, herd, instances, stop_project, wait_for, write_project
 
 APP = """
 import os, threading, time
@@ -22,6 +24,7 @@ lock, count = threading.Lock(), [0]
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # head and body are two writes: no 40 ms delayed-ACK stall
 
     def do_GET(self):
         if self.path == "/healthz":
@@ -56,7 +59,7 @@ name = "canary-{name}"
 command = ["python3", "app.py"]
 port = 8000
 replicas = 2
-env = {{ FAIL_EVERY = "{fail_every}", DELAY_MS = "{delay_ms}" }}
+env = {{ FAIL_EVERY = "{fail_every}", DELAY_MS = "{delay_ms}", NOTE = "{note}" }}
 
 [service.web.image]
 base = "host"
@@ -85,7 +88,13 @@ too_little_traffic = "{too_little}"
 
 
 def project(
-    root: Path, *, fail_every: int = 0, delay_ms: int = 1, max_wait: str = "20s", too_little: str = "fail"
+    root: Path,
+    *,
+    note: str = "",
+    fail_every: int = 0,
+    delay_ms: int = 1,
+    max_wait: str = "20s",
+    too_little: str = "fail",
 ) -> int:
     port = (
         free_port()
@@ -101,6 +110,7 @@ def project(
         port=port,
         max_wait=max_wait,
         too_little=too_little,
+        note=note,
     )
     write_project(root, toml, {"app/app.py": APP})
     return port
@@ -124,7 +134,9 @@ def test_a_release_failing_one_request_in_five_is_aborted_within_the_canary_shar
         with Load(f"http://127.0.0.1:{port}/", workers=4) as load:
             result = herd(root, "deploy", check=False, timeout=180)
         said = result.stdout + result.stderr
-        assert result.returncode != 0, said
+        assert result.returncode != 0, (
+            said + herd(root, "events", "-n", "30").stdout + herd(root, "ps").stdout
+        )
         assert "the canary of web failed at 20% of requests: error rate" in said
         assert releases_running(root) == {"1"}  # the baseline serves everything again
         assert load.failures, "the bad canary was never sent a request"
@@ -160,7 +172,7 @@ def test_a_good_release_is_promoted_with_zero_failed_requests(tmp_path: Path) ->
     port = project(root)
     try:
         herd(root, "deploy")
-        project(root, delay_ms=2)  # a harmless change: a new release
+        project(root, note="a new release, as fast as the old one")
         with Load(f"http://127.0.0.1:{port}/", workers=4) as load:
             out = herd(root, "deploy", timeout=180).stdout
         assert "canary at 20% passed" in out
@@ -203,3 +215,52 @@ def test_the_pool_gives_the_canary_exactly_its_weight(tmp_path: Path) -> None:
     assert canary_weights(2, 3, 5) == (3, 38)  # 2*3 / (2*3 + 3*38) = 5%
     mine, theirs = canary_weights(3, 7, 33)
     assert json.dumps(3 * mine / (3 * mine + 7 * theirs))[:4] == "0.33"
+
+
+def _judging(root: Path) -> str | None:
+    out = herd(root, "canary", "status").stdout
+    return out if "judging" in out and " req," in out else None
+
+
+def _deploy_in_background(root: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "herdsman", "-f", str(root / "herd.toml"), "deploy"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def test_status_shows_both_sides_live_and_a_person_can_abort_or_promote(tmp_path: Path) -> None:
+    root = tmp_path / "app"
+    port = project(root)
+    toml = root / "herd.toml"
+    try:
+        herd(root, "deploy")
+        assert "no canary is being judged" in herd(root, "canary", "abort", check=False).stderr
+        project(root, delay_ms=2)
+        toml.write_text(toml.read_text().replace('canary_pause = "4s"', 'canary_pause = "10m"'))
+        with Load(f"http://127.0.0.1:{port}/", workers=2) as load:
+            deploying = _deploy_in_background(root)
+            status = wait_for(lambda: _judging(root), seconds=60)
+            assert re.search(r"web\s+2\s+20%\s+judging", status), status
+            wait_for(
+                lambda: re.search(r"judging.*?([1-9]\d*) req", herd(root, "canary", "status").stdout), 30
+            )
+            assert "asked web to abort" in herd(root, "canary", "abort", "web").stdout
+            out, _ = deploying.communicate(timeout=60)
+            assert deploying.returncode != 0 and "aborted by hand (herd canary abort)" in out, out
+            assert releases_running(root) == {"1"}
+            assert "failed" in herd(root, "canary", "status").stdout
+
+            project(root, delay_ms=3)
+            toml.write_text(toml.read_text().replace('canary_pause = "4s"', 'canary_pause = "10m"'))
+            deploying = _deploy_in_background(root)
+            wait_for(lambda: "judging" in herd(root, "canary", "status").stdout, seconds=60)
+            assert "asked web to promote" in herd(root, "canary", "promote").stdout
+            out, _ = deploying.communicate(timeout=60)
+            assert deploying.returncode == 0 and "promoted by hand" in out, out
+        assert load.failures == []
+        assert releases_running(root) == {"3"}
+    finally:
+        stop_project(root)

@@ -390,8 +390,6 @@ def _only_spec_errors(document: dict[str, Any]) -> None:
         ("service.web.stop_grace", "721h", "service.web.stop_grace", "longer than 30 days"),
         ("service.web.route.drain_timeout", "9" * 400 + "h", "service.web.route.drain_timeout", "30 days"),
         ("stack.verify_every", "100000000m", "stack.verify_every", "longer than 30 days"),
-        # the canary is planned, not built
-        ("service.web.deploy.strategy", "canary", "service.web.deploy.strategy", "not available yet"),
     ],
 )
 def test_edge_input_is_refused_with_its_key_and_a_hint(path: str, value: Any, key: str, words: str) -> None:
@@ -408,9 +406,15 @@ def test_unknown_driver_hint_lists_the_installed_ones() -> None:
     assert "docker" in err.problems[0].hint and "process" in err.problems[0].hint
 
 
-def test_canary_message_says_what_to_use() -> None:
-    err = error(mutate("service.web.deploy.strategy", "canary"))
-    assert err.problems[0].message == "the canary strategy is not available yet; use rolling or blue-green"
+def test_a_canary_needs_a_route_to_be_judged_on() -> None:
+    stack = parse(mutate("service.web.deploy.strategy", "canary"))
+    assert stack.service["web"].deploy.strategy == "canary"
+    assert stack.service["web"].canary.too_little_traffic == "fail"  # never promoted silently
+    document = mutate("service.web.deploy.strategy", "canary")
+    del document["service"]["web"]["route"]
+    err = error(document)
+    assert err.problems[0].key.endswith("service.web.deploy.strategy")
+    assert "no route" in err.problems[0].message
 
 
 @pytest.mark.parametrize(
