@@ -10,7 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.helpers import Load, free_port, herd, instances, stop_project, wait_for, write_project
+import pytest
+
+from tests.helpers import Load, free_port, hello_copy, herd, instances, stop_project, wait_for, write_project
 
 APP = """
 import os, threading, time
@@ -262,5 +264,46 @@ def test_status_shows_both_sides_live_and_a_person_can_abort_or_promote(tmp_path
             assert deploying.returncode == 0 and "promoted by hand" in out, out
         assert load.failures == []
         assert releases_running(root) == {"3"}
+    finally:
+        stop_project(root)
+
+
+FAILING = """
+    def do_GET(self) -> None:
+        every = int(os.environ.get("FAIL_EVERY", "0"))
+        if self.path == "/" and every and next(CALLS) % every == 0:
+            return self.reply(500, "text/plain", f"release {RELEASE} failed\\n")
+        return self.serve()
+
+    def serve(self) -> None:
+"""
+
+
+@pytest.mark.docker
+def test_a_failing_canary_is_aborted_on_docker_too(tmp_path: Path, debian_hello: Path) -> None:
+    root = tmp_path / "hello"
+    port = hello_copy(root, template=debian_hello)
+    app = root / "app" / "app.py"
+    text = app.read_text().replace("import contextlib\n", "import contextlib\nimport itertools\n", 1)
+    text = text.replace("\nclass Handler(", "\nCALLS = itertools.count(1)\n\n\nclass Handler(", 1)
+    app.write_text(text.replace("\n    def do_GET(self) -> None:\n", FAILING, 1))
+    toml = root / "herd.toml"
+    canary = '[service.web.deploy]\nstrategy = "canary"\ncanary_weights = [20, 100]\ncanary_pause = "4s"\n'
+    canary += '\n[service.web.canary]\nmin_requests = 30\nmax_wait = "20s"\n'
+    text = re.sub(r"\[service\.web\.deploy\]\n(.+\n)+?(?=\n|\[)", canary, toml.read_text())
+    toml.write_text(text.replace('DATA_DIR = "/data" }', 'DATA_DIR = "/data", FAIL_EVERY = "0" }'))
+    assert 'strategy = "canary"' in toml.read_text() and 'driver = "docker"' in toml.read_text()
+    try:
+        herd(root, "deploy", timeout=300)
+        toml.write_text(toml.read_text().replace('FAIL_EVERY = "0"', 'FAIL_EVERY = "5"'))
+        with Load(f"http://127.0.0.1:{port}/", workers=4) as load:
+            result = herd(root, "deploy", check=False, timeout=300)
+        said = result.stdout + result.stderr
+        assert result.returncode != 0 and "the canary of web failed at 20% of requests: error rate" in said, (
+            said
+        )
+        assert releases_running(root) == {"1"}
+        assert load.failures and all("release 2 failed" in f for f in load.failures), load.failures[:5]
+        assert len(load.failures) / len(load.served) <= 0.2
     finally:
         stop_project(root)
