@@ -307,3 +307,34 @@ def test_a_failing_canary_is_aborted_on_docker_too(tmp_path: Path, debian_hello:
         assert len(load.failures) / len(load.served) <= 0.2
     finally:
         stop_project(root)
+
+
+def test_a_canary_survives_its_agent_killed_mid_verdict(tmp_path: Path) -> None:
+    """Through the agent: killed with SIGKILL while the canary is judged, a new agent plans again
+    from what runs (the canary instance is kept, the canary starts over at its first weight) and
+    promotes the good release; the router never stops serving."""
+    import os
+    import signal
+
+    root = tmp_path / "app"
+    port = project(root)
+    toml = root / "herd.toml"
+    try:
+        herd(root, "up", "-d", timeout=120)
+        project(root, note="release 2")
+        toml.write_text(toml.read_text().replace('canary_pause = "4s"', 'canary_pause = "6s"'))
+        with Load(f"http://127.0.0.1:{port}/", workers=2) as load:
+            deploying = _deploy_in_background(root)
+            wait_for(lambda: _judging(root), seconds=60)
+            agent = int((root / ".herd" / "run" / "agent-production.pid").read_text())
+            os.kill(agent, signal.SIGKILL)
+            out, _ = deploying.communicate(timeout=60)
+            assert deploying.returncode != 0, out  # its agent died under it
+            herd(root, "up", "-d", "--no-deploy", timeout=120)  # resumes the rollout it left
+            wait_for(lambda: releases_running(root) == {"2"} and len(instances(root)) == 2, seconds=90)
+        assert load.failures == []
+        lines = [e["line"] for e in canary_events(root)]
+        assert any("canary at 20%: pass" in line for line in lines), lines
+        assert "release 2 deployed" in herd(root, "events", "--kind", "rollout").stdout
+    finally:
+        stop_project(root)
