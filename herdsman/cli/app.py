@@ -31,6 +31,7 @@ HELP = """herdsman: immutable infrastructure for a stack described in one herd.t
   herd deploy    bake, record a release and replace the running instances with it
   herd rollback  roll out an earlier release again (as a new release)
   herd releases  the release history
+  herd diff A B  what changed between two releases: config values, image layers
   herd ps        the running instances
   herd down      stop every instance (volumes and logs stay)
   herd up        deploy and keep the stack running with the agent (-d: in the background)
@@ -88,6 +89,7 @@ COMMANDS = {
     "deploy": "herdsman.cli.deploy:deploy_command",
     "rollback": "herdsman.cli.deploy:rollback",
     "releases": "herdsman.cli.deploy:releases",
+    "diff": "herdsman.cli.deploy:diff_command",
     "ps": "herdsman.cli.deploy:ps",
     "down": "herdsman.cli.deploy:down",
     "logs": "herdsman.cli.deploy:logs",

@@ -246,3 +246,38 @@ def up(ctx: Context, env: str | None, detach: bool, no_deploy: bool, api_listen:
         ),
         on_ready=lambda: console.print("[green]ready[/]: the stack runs; this agent keeps it so"),
     )
+
+
+@click.command(name="diff")
+@click.argument("first", type=int)
+@click.argument("second", type=int)
+@ENV_OPTION
+@pass_context
+def diff_command(ctx: Context, first: int, second: int, env: str | None) -> None:
+    """What changed from release FIRST to release SECOND: config values by key, images by layer.
+
+    \b
+    herd diff 3 4      what release 4 changed
+    herd diff 4 2      what a rollback from 4 to 2 would change
+    """
+    from herdsman.facade.views import release_diff
+
+    found = release_diff(ctx.project(), first, second, env)
+    if not found.changes:
+        console.print(f"releases {first} and {second} of {found.env} are the same (images and config)")
+        return
+    for change in found.changes:
+        console.print(f"[bold]{change.path}[/]", highlight=False)
+        console.print(f"  [red]- {change.before}[/]", markup=True, highlight=False)
+        console.print(f"  [green]+ {change.after}[/]", markup=True, highlight=False)
+    for service, layers in found.layers.items():
+        if layers is None:
+            console.print(
+                f"{service}: an image is not in this project's store, so its layers are not compared"
+            )
+            continue
+        console.print(f"{service}: {len(layers.same)} layer(s) shared", highlight=False)
+        for layer in layers.removed:
+            console.print(f"  [red]- {short(layer.digest)}[/] {layer.made_by}", highlight=False)
+        for layer in layers.added:
+            console.print(f"  [green]+ {short(layer.digest)}[/] {layer.made_by}", highlight=False)

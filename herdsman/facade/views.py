@@ -22,6 +22,7 @@ from herdsman.spec import Project, herd_home
 if TYPE_CHECKING:
     from herdsman.agent.quarantine import Kept as Kept  # re-exported: what the faces format
     from herdsman.agent.quarantine import Quarantine as Quarantine
+    from herdsman.deploy.diff import Change, LayerDiff
     from herdsman.deploy.run import Deployment
     from herdsman.drivers.base import InstanceState
     from herdsman.state import StateStore
@@ -244,3 +245,36 @@ def api_schema() -> dict[str, Any]:
     from herdsman.agent.api import openapi_schema
 
     return openapi_schema()
+
+
+@dataclass(frozen=True)
+class ReleaseDiff:
+    env: str
+    first: int
+    second: int
+    changes: list[Change]
+    layers: dict[str, LayerDiff | None]  # per service whose image changed; None: not in this store
+
+
+def release_diff(project: Project, first: int, second: int, env: str | None = None) -> ReleaseDiff:
+    """`herd diff A B`: config values that changed, and each changed image layer by layer."""
+    from herdsman.deploy.diff import config_changes, layer_diff, layers_of
+    from herdsman.image.bake import image_store
+
+    name = environment_of(project, env)
+    state = _state(project)
+    a, b = state.release(name, first), state.release(name, second)
+    store = image_store(project)
+    layers: dict[str, LayerDiff | None] = {}
+    old, new = a.services(), b.services()
+    for service, entry in sorted(new.items()):
+        before = old.get(service)
+        if before is None or before.image == entry.image:
+            continue
+        try:
+            sides = [layers_of(store.manifest(d), store.config(d)) for d in (before.image, entry.image)]
+        except (HerdError, OSError, KeyError):
+            layers[service] = None
+            continue
+        layers[service] = layer_diff(*sides)
+    return ReleaseDiff(name, first, second, config_changes(a.content, b.content), layers)

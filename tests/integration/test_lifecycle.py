@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from herdsman.state import StateStore
-from tests.helpers import Load, herd, instances, on_docker, stack_name, volume_dir
+from tests.helpers import Load, hello_copy, herd, instances, on_docker, stack_name, stop_project, volume_dir
 
 
 def instances_running(project: Path) -> list[dict[str, str]]:
@@ -167,5 +167,25 @@ def test_a_second_agent_is_refused_with_the_reason(tmp_path: Path) -> None:
         second = herd(root, "up", "-d", check=False)
         assert second.returncode == 1
         assert "is already running (pid" in second.stderr and "herd deploy" in second.stderr, second.stderr
+    finally:
+        stop_project(root)
+
+
+def test_herd_diff_names_each_changed_value_and_layer(tmp_path: Path) -> None:
+    root = tmp_path / "hello"
+    hello_copy(root)
+    try:
+        herd(root, "deploy")
+        toml = root / "herd.toml"
+        toml.write_text(toml.read_text().replace('GREETING = "Hello from herdsman"', 'GREETING = "Hi"'))
+        (root / "app" / "app.py").write_text((root / "app" / "app.py").read_text() + "\n# changed\n")
+        herd(root, "deploy")
+        out = herd(root, "diff", "1", "2").stdout
+        assert "web.env.GREETING" in out and "- Hello from herdsman" in out and "+ Hi" in out
+        assert "web.image" in out
+        assert "layer(s) shared" in out and "+ " in out.split("layer(s) shared", 1)[1]
+        assert "are the same" in herd(root, "diff", "2", "2").stdout
+        missing = herd(root, "diff", "1", "9", check=False)
+        assert missing.returncode != 0 and "9" in missing.stderr
     finally:
         stop_project(root)
