@@ -41,6 +41,7 @@ HELP = """herdsman: immutable infrastructure for a stack described in one herd.t
   herd quarantine   instances pulled from service and kept for inspection (purge deletes)
   herd inspect   what a quarantined instance ran, why it was pulled, what it changed
   herd volume    volumes: ls, snapshots, backup NAME FILE, restore NAME FILE
+  herd prune     delete old images, logs and snapshots ([retention]); --dry-run says why each stays
   herd verify    check running instances against their image and release (drift)
   herd canary    a canary's live numbers and verdict (status), or overrule it (promote, abort)
   herd api schema   the OpenAPI schema of the agent's API (token in .herd/agent-ENV.token)
@@ -102,6 +103,7 @@ COMMANDS = {
     "verify": "herdsman.cli.agent:verify",
     "canary": "herdsman.cli.canary:canary",
     "volume": "herdsman.cli.volume:volume",
+    "prune": "herdsman.cli.volume:prune",
     "push": "herdsman.cli.registry:push",
     "pull": "herdsman.cli.registry:pull",
 }

@@ -106,3 +106,38 @@ def restore_command(ctx: Context, name: str, file: Path, env: str | None, yes: b
         on_progress=lambda line: console.print(f"[dim]·[/] {line}", highlight=False),
     )
     console.print(f"volume {name} restored from {file}; {', '.join(services) or 'no service'} replaced")
+
+
+@click.command()
+@click.option("--dry-run", is_flag=True, help="Only say what would go, and why everything else stays.")
+@pass_context
+def prune(ctx: Context, dry_run: bool) -> None:
+    """Delete what piles up: old images, unpacked root file systems, old logs and snapshots.
+
+    Never what a retained release ([retention] releases = 10 per environment, the current one,
+    failed ones for failed_for = 7d), a running or quarantined instance, the newest bake of a
+    service, or a base or pulled image needs; never a blob younger than grace = 3m (a bake in
+    progress). It holds every environment's deploy lock; a prune killed midway leaves the store
+    consistent (the next one finishes the sweep).
+    """
+    from herdsman.facade.data import prune as sweep
+
+    done = sweep(ctx.project(), dry_run=dry_run)
+    verb = "would remove" if dry_run else "removed"
+    if dry_run:
+        for digest, reasons in sorted(done.kept.items()):
+            console.print(f"keep {digest[:19]}: {'; '.join(reasons)}", highlight=False)
+    for image in done.images:
+        console.print(f"{verb} image {image}", highlight=False)
+    for path in done.rootfs:
+        console.print(f"{verb} unpacked image .herd/rootfs/{path}", highlight=False)
+    for log in done.logs:
+        console.print(f"{verb} log {log}", highlight=False)
+    for snapshot in done.snapshots:
+        console.print(f"{verb} snapshot {snapshot}", highlight=False)
+    console.print(
+        f"{verb} {len(done.images)} image(s), {done.blobs} blob(s), {len(done.rootfs)} unpacked image(s), "
+        f"{len(done.logs)} log(s), {len(done.snapshots)} snapshot(s): {human_size(done.freed)} "
+        f"{'to free' if dry_run else 'freed'}; kept {len(done.kept)} image(s)",
+        highlight=False,
+    )

@@ -170,7 +170,14 @@ class Deployment:
         """What can be checked before a release is recorded: every secret has a value, every service
         has something to run. Raises one DeployError naming every problem."""
         problems = []
+        store = self.executor.target.images
         for name, entry in sorted(services_of(content).items()):
+            if not store.has_blob(entry.image):
+                problems.append(
+                    f"service {name!r}: its image {entry.image[:19]} is no longer stored "
+                    "(`herd prune` keeps [retention] releases; `herd pull` can fetch it back by digest)"
+                )
+                continue
             missing = [s for s in entry.config.secrets if s not in secrets]
             if missing:
                 problems.append(f"service {name!r} needs secret(s) {', '.join(missing)}, which are not set")

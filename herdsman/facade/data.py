@@ -11,9 +11,13 @@ import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from herdsman.errors import HerdError
 from herdsman.spec import Project, herd_home
+
+if TYPE_CHECKING:
+    from herdsman.deploy.retention import Pruned as Pruned  # re-exported: what the faces format
 
 
 def _size(path: Path) -> int:
@@ -128,3 +132,13 @@ def restore_volume(
             return asyncio.run(run())
     finally:
         deployment.state.close()
+
+
+def prune(project: Project, *, dry_run: bool = False) -> Pruned:
+    """`herd prune`: delete what no retained release, running or quarantined instance needs
+    (`[retention]`); with ``dry_run``, only say what would go and why the rest stays."""
+    import asyncio
+
+    from herdsman.deploy.retention import prune as sweep
+
+    return asyncio.run(sweep(project, dry_run=dry_run))

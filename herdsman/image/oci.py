@@ -176,6 +176,10 @@ class ImageStore:
         ]
         self._write_index([*kept, descriptor])
 
+    def remove_from_index(self, digests: set[str]) -> None:
+        """Forget these images (their blobs stay until a prune sweeps what nothing names)."""
+        self._write_index([d for d in self.index() if d.digest not in digests])
+
     def _write_index(self, manifests: list[Descriptor]) -> None:
         index = {"schemaVersion": 2, "mediaType": MEDIA_INDEX, "manifests": [m.to_json() for m in manifests]}
         _atomic_write(self.root / "index.json", canonical_json(index))

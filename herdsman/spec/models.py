@@ -292,6 +292,15 @@ class StackInfo(Model):
     verify_every: Duration = 300.0
 
 
+class Retention(Model):
+    """What `herd prune` (and the agent, every `every`) keeps; the rest is deleted."""
+
+    releases: Annotated[int, Field(ge=1, le=10000)] = 10  # the images of the last N releases per environment
+    failed_for: Duration = 7 * 86400.0  # a failed release's images, for a post-mortem
+    logs_for: Duration = 14 * 86400.0  # logs of instances gone for longer are deleted
+    grace: Duration = 180.0  # a blob younger than this is never deleted (a bake in progress)
+
+
 class Stack(Model):
     """Everything one herd.toml declares."""
 
@@ -299,6 +308,7 @@ class Stack(Model):
     service: dict[Name, Service]
     volume: dict[Name, Volume] = Field(default_factory=dict)
     environment: dict[Name, Environment] = Field(default_factory=dict)
+    retention: Retention = Field(default_factory=Retention)
 
     @property
     def name(self) -> str:

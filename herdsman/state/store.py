@@ -172,6 +172,12 @@ class StateStore(RuntimeState):
             )
         return rows[0]
 
+    def environments(self) -> list[str]:
+        """Every environment that has a release."""
+        with self._lock:
+            rows = self._db.execute("SELECT DISTINCT env FROM releases ORDER BY env").fetchall()
+        return [str(row[0]) for row in rows]
+
     def releases(self, env: str) -> list[Release]:
         return self._releases("WHERE r.env = ? ORDER BY r.number", (env,))
 
