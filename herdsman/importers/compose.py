@@ -24,12 +24,16 @@ from herdsman.importers.interpolate import Interpolation
 from herdsman.importers.toml_text import Table
 
 
-class _ComposeLoader(yaml.SafeLoader):
+class _ComposeLoader(yaml.SafeLoader):  # type: ignore[misc]
     """SafeLoader with YAML 1.2 core booleans and integers, as compose (Go's yaml.v3) reads them."""
 
 
 _ComposeLoader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag not in ("tag:yaml.org,2002:bool", "tag:yaml.org,2002:int")]
+    first: [
+        (tag, regexp)
+        for tag, regexp in resolvers
+        if tag not in ("tag:yaml.org,2002:bool", "tag:yaml.org,2002:int")
+    ]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
 _ComposeLoader.add_implicit_resolver(
@@ -58,22 +62,28 @@ class Imported:
 def load_compose(text: str, *, file: str, variables: Mapping[str, str]) -> tuple[dict[str, Any], set[str]]:
     """The compose document with x- keys dropped and variables substituted; and the unset names."""
     try:
-        data = yaml.load(text, Loader=_ComposeLoader)  # noqa: S506 - a SafeLoader
+        data = yaml.load(text, Loader=_ComposeLoader)  # a SafeLoader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise HerdError(
-            f"not valid YAML{where}: {problem}", file=file, hint="check indentation, quotes and ':' near that line"
+            f"not valid YAML{where}: {problem}",
+            file=file,
+            hint="check indentation, quotes and ':' near that line",
         ) from None
     if not isinstance(data, dict):
-        raise HerdError("a compose file is a mapping with a `services` key", file=file, hint="services:\n  web: ...")
+        raise HerdError(
+            "a compose file is a mapping with a `services` key", file=file, hint="services:\n  web: ..."
+        )
     data = _without_extensions(data)
     interpolation = Interpolation(variables, file)
     data = interpolation.value(data)
     services = data.get("services")
     if not isinstance(services, dict) or not services:
-        raise HerdError("the compose file declares no service", file=file, key="services", hint="services:\n  web: ...")
+        raise HerdError(
+            "the compose file declares no service", file=file, key="services", hint="services:\n  web: ..."
+        )
     for name, service in services.items():
         if not isinstance(service, dict):
             raise HerdError(
@@ -143,7 +153,9 @@ def convert(
             gaps.append(Gap(str(top), "not a compose key herdsman knows"))
     for secret, options in (compose.get("secrets") or {}).items():
         source = ", ".join(f"{k} {v}" for k, v in (options or {}).items() if k in ("file", "environment"))
-        gaps.append(Gap(f"secrets.{secret}", f"not read ({source or 'no source'}): export it when you deploy"))
+        gaps.append(
+            Gap(f"secrets.{secret}", f"not read ({source or 'no source'}): export it when you deploy")
+        )
     missing = sorted(set(unset) | interpolation.unset)
     gaps = [Gap(f"${{{name}}}", "not set: replaced by an empty string") for name in missing] + gaps
     stack = Table("stack")
@@ -163,7 +175,8 @@ _VOLUME_OPTIONS = {
 
 def _header(file: str) -> str:
     return (
-        f"# herd.toml written by `herd import {file}`: read it through, then `herd check` and `herd deploy`.\n"
+        f"# herd.toml written by `herd import {file}`: read it through,\n"
+        "# then `herd check` and `herd deploy`.\n"
         "# Each service listens on $PORT (herdsman sets it per instance) behind its route on loopback;\n"
         "# instances are disposable, with a read-only root: data lives in [volume.*] only.\n"
         "# What compose said that herd.toml cannot say is listed at the end, with why.\n"

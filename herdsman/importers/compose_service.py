@@ -108,12 +108,16 @@ class ServiceImport:
             main.note(f"{', '.join(secrets)}: secret by name, so the value compose had is not written here")
         secrets += self._secrets()
         if secrets:
-            main.set("secrets", sorted(set(secrets)), "values come from the deployer's environment, never stored")
+            main.set(
+                "secrets", sorted(set(secrets)), "values come from the deployer's environment, never stored"
+            )
         volumes = self._volumes()
         if volumes:
             main.set("volumes", dict(volumes.items()))
         if "stop_grace_period" in spec:
-            grace = cv.duration(spec["stop_grace_period"], file=self.file, key=f"{self.key}.stop_grace_period")
+            grace = cv.duration(
+                spec["stop_grace_period"], file=self.file, key=f"{self.key}.stop_grace_period"
+            )
             main.set("stop_grace", cv.show_duration(grace))
         self._capabilities(main)
         self._remarks(main)
@@ -182,7 +186,7 @@ class ServiceImport:
                 target=build.get("target"),
                 exists=lambda path: self.read(path) is not None,
             )
-            image.update(recipe.image)  # type: ignore[arg-type]
+            image.update(recipe.image)
             notes = [f"from the Dockerfile {dockerfile}", *recipe.notes]
             command = recipe.command
             self.gaps += recipe.gaps
@@ -196,7 +200,10 @@ class ServiceImport:
             notes = [note, "herdsman sets the working directory: put the image's WORKDIR here"]
         else:
             raise HerdError(
-                "the service has neither image nor build", file=self.file, key=self.key, hint="add image: or build:"
+                "the service has neither image nor build",
+                file=self.file,
+                key=self.key,
+                hint="add image: or build:",
             )
         if entrypoint is not None:
             image["entrypoint"] = cv.argv(entrypoint, file=self.file, key=f"{self.key}.entrypoint")
@@ -207,7 +214,9 @@ class ServiceImport:
         labels = spec.get("labels")
         if labels:
             pairs = labels if isinstance(labels, dict) else dict(str(x).partition("=")[::2] for x in labels)
-            image["labels"] = {**(image.get("labels") or {}), **{str(k): str(v) for k, v in pairs.items()}}  # type: ignore[dict-item]
+            inherited = image.get("labels")
+            merged = dict(inherited) if isinstance(inherited, dict) else {}
+            image["labels"] = {**merged, **{str(k): str(v) for k, v in pairs.items()}}
         return image, command, notes
 
     def _port(self) -> cv.PortMapping | None:
@@ -219,9 +228,14 @@ class ServiceImport:
             elif index > 0:
                 self.gap(f"ports[{index}]", "one route per service: only the first port is routed")
             elif mapping.published is None:
-                self.gap(f"ports[{index}]", "no host port: compose picks one at random; add a [route] to publish")
+                self.gap(
+                    f"ports[{index}]", "no host port: compose picks one at random; add a [route] to publish"
+                )
             elif mapping.host_ip not in ("", "127.0.0.1", "localhost"):
-                self.gap(f"ports[{index}]", f"routed on 127.0.0.1, not {mapping.host_ip}: herdsman listens on loopback")
+                self.gap(
+                    f"ports[{index}]",
+                    f"routed on 127.0.0.1, not {mapping.host_ip}: herdsman listens on loopback",
+                )
         tcp = [m for m in mappings if m.protocol == "tcp"]
         return tcp[0] if tcp else None
 
@@ -258,7 +272,9 @@ class ServiceImport:
             if not cv.ENV_NAME.match(name):
                 self.gap(f"environment.{name}", "not a variable name herdsman accepts (letters, digits, _)")
             elif val is None:
-                self.gap(f"environment.{name}", "takes its value from the shell running compose: set it in env")
+                self.gap(
+                    f"environment.{name}", "takes its value from the shell running compose: set it in env"
+                )
             elif cv.looks_secret(name):
                 secrets.append(name)
             else:
@@ -273,7 +289,8 @@ class ServiceImport:
             names.append(name)
             self.gap(
                 f"secrets.{source}",
-                f"compose mounts it as the file /run/secrets/{source}; herdsman passes it as the variable {name}",
+                f"compose mounts it as the file /run/secrets/{source}; "
+                f"herdsman passes it as the variable {name}",
             )
         return names
 
@@ -288,9 +305,15 @@ class ServiceImport:
                 if m.read_only:
                     self.gap(key, f"{m.source} is mounted read-write: herdsman has no read-only volume mount")
             elif m.kind == "bind":
-                self.gap(key, f"bind mount {m.source}: instances see no host directory; bake files in (copy) or use a volume")
+                self.gap(
+                    key,
+                    f"bind mount {m.source}: instances see no host directory; "
+                    "bake files in (copy) or use a volume",
+                )
             elif m.kind == "anonymous":
-                self.gap(key, f"anonymous volume at {m.target}: its data would not survive; name it to keep it")
+                self.gap(
+                    key, f"anonymous volume at {m.target}: its data would not survive; name it to keep it"
+                )
             else:
                 self.gap(key, f"{m.kind} mount at {m.target}: only /tmp is a private tmpfs")
         return out
@@ -313,13 +336,17 @@ class ServiceImport:
         interval = cv.duration(check.get("interval", "30s"), file=self.file, key=f"{key}.interval")
         timeout = cv.duration(check.get("timeout", "30s"), file=self.file, key=f"{key}.timeout")
         table.set("interval", cv.show_duration(interval))
-        table.set("timeout", cv.show_duration(min(timeout, interval)), "" if timeout <= interval else
-                  "compose's timeout was longer than the interval; herdsman needs it at most the interval")  # fmt: skip
+        clamped = (
+            "" if timeout <= interval else "compose's was longer than the interval: at most the interval"
+        )
+        table.set("timeout", cv.show_duration(min(timeout, interval)), clamped)
         retries = int(check.get("retries", 3))
         table.set("failures", max(1, min(retries, 100)), "compose's retries")
         start = cv.duration(check.get("start_period", "0s"), file=self.file, key=f"{key}.start_period")
         deadline = max(60.0, start + interval * (retries + 1))
-        table.set("deadline", cv.show_duration(deadline), "start_period + interval x (retries + 1), at least 1m")
+        table.set(
+            "deadline", cv.show_duration(deadline), "start_period + interval x (retries + 1), at least 1m"
+        )
         for extra in ("start_interval",):
             if extra in check:
                 self.gap(f"healthcheck.{extra}", "herdsman checks at one interval from the start")
@@ -336,7 +363,12 @@ class ServiceImport:
         if limits.get("memory") is not None or limits.get("cpus") is not None:
             table = Table(f"service.{self.name}.limits")
             if limits.get("memory") is not None:
-                table.set("memory", cv.memory(limits["memory"], file=self.file, key=f"{self.key}.deploy.resources.limits.memory"))
+                table.set(
+                    "memory",
+                    cv.memory(
+                        limits["memory"], file=self.file, key=f"{self.key}.deploy.resources.limits.memory"
+                    ),
+                )
             if limits.get("cpus") is not None:
                 table.set("cpus", float(limits["cpus"]))
             tables.append(table)

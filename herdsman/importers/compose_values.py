@@ -12,7 +12,16 @@ from herdsman.errors import HerdError
 from herdsman.spec.durations import format_duration, parse_duration
 
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_MEMORY_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "m": 1024**2, "mb": 1024**2, "g": 1024**3, "gb": 1024**3}
+_MEMORY_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1024,
+    "kb": 1024,
+    "m": 1024**2,
+    "mb": 1024**2,
+    "g": 1024**3,
+    "gb": 1024**3,
+}
 _SECRET_WORDS = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN|PRIVATE_KEY|API_KEY|ACCESS_KEY", re.I)
 _HTTP_PROBE = re.compile(
     r"^\s*(?:curl|wget)(?:\s+-[-\w]+(?:=\S+)?)*\s+['\"]?https?://(?:localhost|127\.0\.0\.1)(?::(\d+))?"
@@ -78,7 +87,9 @@ def argv(value: object, *, file: str, key: str) -> list[str]:
         try:
             return shlex.split(value)
         except ValueError as exc:
-            raise HerdError(f"cannot split {value!r}: {exc}", file=file, key=key, hint="check its quotes") from None
+            raise HerdError(
+                f"cannot split {value!r}: {exc}", file=file, key=key, hint="check its quotes"
+            ) from None
     raise HerdError(f"a command is a string or a list, not {value!r}", file=file, key=key)
 
 
@@ -109,7 +120,9 @@ def port(value: object, *, file: str, key: str) -> PortMapping:
         hint='write "8080:8000" (host port, then the container port) or "8000"',
     )
     if any("-" in part for part in parts[-2:]):
-        raise HerdError(f"{value!r}: port ranges have no equivalent", file=file, key=key, hint="publish one port")
+        raise HerdError(
+            f"{value!r}: port ranges have no equivalent", file=file, key=key, hint="publish one port"
+        )
     try:
         container = int(parts[-1])
         published = int(parts[-2]) if len(parts) >= 2 and parts[-2] else None
@@ -145,7 +158,9 @@ def mount(value: object, *, file: str, key: str) -> Mount:
         read_only = len(parts) > 2 and "ro" in parts[2].split(",")
         kind = "bind" if source.startswith(("/", ".", "~", "$")) else "volume"
     else:
-        raise HerdError(f"{value!r} is not a volume", file=file, key=key, hint='write "NAME:/path" or a mapping')
+        raise HerdError(
+            f"{value!r} is not a volume", file=file, key=key, hint='write "NAME:/path" or a mapping'
+        )
     if not target.startswith("/"):
         raise HerdError(
             f"{value!r}: the path inside the container must be absolute",
@@ -169,7 +184,7 @@ class Probe:
 def probe(test: object, port: int | None, *, file: str, key: str) -> Probe | None:
     """CMD list, CMD-SHELL list, or a string (the shell form); ["NONE"] disables (None)."""
     if isinstance(test, str):
-        shell: str | None = test
+        shell = test
         command = ["/bin/sh", "-c", test]
     elif isinstance(test, list) and test and all(isinstance(item, str) for item in test):
         head, rest = test[0], [str(item) for item in test[1:]]
@@ -185,7 +200,7 @@ def probe(test: object, port: int | None, *, file: str, key: str) -> Probe | Non
                 f"a health check test starts with CMD, CMD-SHELL or NONE, not {head!r}",
                 file=file,
                 key=key,
-                hint='test: ["CMD", "pg_isready"] or test: ["CMD-SHELL", "curl -f http://localhost/ || exit 1"]',
+                hint='test: ["CMD", "pg_isready"] or ["CMD-SHELL", "curl -f http://localhost/ || exit 1"]',
             )
         if not rest:
             raise HerdError("the health check test has no command", file=file, key=key)

@@ -234,7 +234,11 @@ def recipe_from_dockerfile(
                 else:
                     gap(instruction, arguments, f"{candidate} is not in the build context")
             if not _only_housekeeping(arguments):
-                gap(instruction, arguments, "herdsman never runs build commands: a bake is files, packages and wheels")
+                gap(
+                    instruction,
+                    arguments,
+                    "herdsman never runs build commands: a bake is files, packages and wheels",
+                )
         elif instruction in ("EXPOSE", "MAINTAINER"):
             continue  # documentation only: the port comes from compose's `ports`
         else:
@@ -247,8 +251,9 @@ def recipe_from_dockerfile(
             recipe.gaps.append(
                 Gap(
                     f"{where} (apt-get install {' '.join(packages)})",
-                    f"packages can be installed on a debian base only, not on {base}: they are in the base image"
-                    " already, or use base = \"debian:bookworm\" with packages",
+                    f"packages can be installed on a debian base only, not on {base}: "
+                    "they are in the base image"
+                    ' already, or use base = "debian:bookworm" with packages',
                 )
             )
     recipe.image["copy"] = copies

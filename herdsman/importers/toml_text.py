@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 COMMENT_COLUMN = 38
 
-Value = str | int | float | bool | list["Value"] | dict[str, "Value"]
+Value = object  # str, int, float, bool, or lists and dicts of them
 
 
 def key(name: str) -> str:
@@ -25,9 +25,13 @@ def value(data: Value) -> str:
         return repr(data)
     if isinstance(data, str):
         return json.dumps(data, ensure_ascii=False)
-    if isinstance(data, list):
+    if isinstance(data, list | tuple):
         return "[" + ", ".join(value(item) for item in data) + "]"
-    return "{ " + ", ".join(f"{key(k)} = {value(v)}" for k, v in data.items()) + " }" if data else "{}"
+    if isinstance(data, dict):
+        return (
+            "{ " + ", ".join(f"{key(str(k))} = {value(v)}" for k, v in data.items()) + " }" if data else "{}"
+        )
+    raise TypeError(f"no TOML value for {data!r}")
 
 
 @dataclass
