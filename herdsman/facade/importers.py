@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,8 +24,15 @@ class ComposeImport:
     gaps: tuple[str, ...]  # "compose key: why", as listed at the end of the file
 
 
-def import_compose(compose_file: Path, output: Path | None = None, *, force: bool = False) -> ComposeImport:
-    """Write ``output`` (default: herd.toml beside the compose file) from ``compose_file``."""
+def import_compose(
+    compose_file: Path,
+    output: Path | None = None,
+    *,
+    force: bool = False,
+    environ: Mapping[str, str] | None = None,
+) -> ComposeImport:
+    """Write ``output`` (default: herd.toml beside the compose file) from ``compose_file``;
+    variables come from ``environ`` (default: this process's environment) over the `.env` file."""
     from herdsman.importers.compose import convert, load_compose
     from herdsman.importers.interpolate import parse_env_file
 
@@ -46,7 +54,7 @@ def import_compose(compose_file: Path, output: Path | None = None, *, force: boo
     dotenv = compose_file.parent / ".env"
     if dotenv.is_file():
         variables.update(parse_env_file(_read(dotenv), file=str(dotenv)))
-    variables.update(os.environ)  # the environment wins over .env, as in compose
+    variables.update(os.environ if environ is None else environ)  # the environment wins, as in compose
 
     def read(relative: str) -> str | None:
         path = (root / relative).resolve()

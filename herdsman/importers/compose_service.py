@@ -165,7 +165,9 @@ class ServiceImport:
                 )
             context = self.path(context)
             text = build.get("dockerfile_inline")
-            dockerfile = posixpath.join(context, str(build.get("dockerfile", "Dockerfile")))
+            dockerfile = posixpath.normpath(
+                posixpath.join(context, str(build.get("dockerfile", "Dockerfile")))
+            )
             if text is None:
                 text = self.read(dockerfile)
             if text is None:
@@ -220,24 +222,29 @@ class ServiceImport:
         return image, command, notes
 
     def _port(self) -> cv.PortMapping | None:
+        """The first HTTP-capable TCP port: the service's port and its route; the rest are gaps."""
         ports = self.spec.get("ports") or []
-        mappings = [cv.port(p, file=self.file, key=f"{self.key}.ports[{i}]") for i, p in enumerate(ports)]
-        for index, mapping in enumerate(mappings):
+        chosen: cv.PortMapping | None = None
+        for index, entry in enumerate(ports):
+            mapping = cv.port(entry, file=self.file, key=f"{self.key}.ports[{index}]")
+            key = f"ports[{index}]"
             if mapping.protocol != "tcp":
-                self.gap(f"ports[{index}]", f"{mapping.protocol}: the router forwards TCP (HTTP) only")
-            elif index > 0:
-                self.gap(f"ports[{index}]", "one route per service: only the first port is routed")
-            elif mapping.published is None:
+                self.gap(key, f"{mapping.protocol}: the router forwards TCP (HTTP) only")
+            elif mapping.container in cv.NOT_HTTP_PORTS:
                 self.gap(
-                    f"ports[{index}]", "no host port: compose picks one at random; add a [route] to publish"
+                    key,
+                    f"{mapping.container} is not HTTP and the router forwards HTTP: no route; the instance "
+                    f"listens on 127.0.0.1:{mapping.container} itself (host networking), so keep one replica",
                 )
-            elif mapping.host_ip not in ("", "127.0.0.1", "localhost"):
-                self.gap(
-                    f"ports[{index}]",
-                    f"routed on 127.0.0.1, not {mapping.host_ip}: herdsman listens on loopback",
-                )
-        tcp = [m for m in mappings if m.protocol == "tcp"]
-        return tcp[0] if tcp else None
+            elif chosen is not None:
+                self.gap(key, "one route per service: only the first HTTP port is routed")
+            else:
+                chosen = mapping
+                if mapping.published is None:
+                    self.gap(key, "no host port: compose picks one at random; add a [route] to publish")
+                elif mapping.host_ip not in ("", "127.0.0.1", "localhost"):
+                    self.gap(key, f"routed on 127.0.0.1, not {mapping.host_ip}: herdsman listens on loopback")
+        return chosen
 
     def _environment(self) -> tuple[dict[str, str], list[str]]:
         """env (env_file first, then environment, as compose) and the names that look secret."""
@@ -275,7 +282,14 @@ class ServiceImport:
                 self.gap(
                     f"environment.{name}", "takes its value from the shell running compose: set it in env"
                 )
-            elif cv.looks_secret(name):
+            elif val.startswith("/run/secrets/"):
+                secret = cv.env_name(val.removeprefix("/run/secrets/"))
+                self.gap(
+                    f"environment.{name}",
+                    f"points at a compose secret's file; herdsman writes no such file: "
+                    f"read the variable {secret}",
+                )
+            elif cv.looks_secret(name, val):
                 secrets.append(name)
             else:
                 env[name] = val

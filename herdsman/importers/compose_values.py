@@ -11,6 +11,11 @@ from dataclasses import dataclass
 from herdsman.errors import HerdError
 from herdsman.spec.durations import format_duration, parse_duration
 
+# The router forwards HTTP: a well-known port of another protocol gets no route (databases, brokers, caches)
+NOT_HTTP_PORTS = frozenset(
+    {22, 25, 53, 389, 587, 636, 1433, 1521, 1883, 2181, 3306, 4222, 5432, 5671, 5672, 6379, 6380, 6650,
+     7687, 8883, 9042, 9092, 11211, 26257, 27017}
+)  # fmt: skip
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _MEMORY_UNITS = {
     "": 1,
@@ -43,8 +48,10 @@ def env_name(name: str) -> str:
     return out if re.match(r"^[A-Z_]", out) else f"_{out}"
 
 
-def looks_secret(name: str) -> bool:
-    return bool(_SECRET_WORDS.search(name))
+def looks_secret(name: str, value: str) -> bool:
+    """A password, key or token by its name, unless its value is a flag or a path to a file."""
+    flag = value.lower() in ("", "0", "1", "true", "false", "yes", "no")
+    return bool(_SECRET_WORDS.search(name)) and not flag and not value.startswith("/")
 
 
 def duration(value: object, *, file: str, key: str) -> float:
