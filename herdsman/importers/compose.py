@@ -87,7 +87,10 @@ def load_compose(text: str, *, file: str, variables: Mapping[str, str]) -> tuple
     for name, service in services.items():
         if not isinstance(service, dict):
             raise HerdError(
-                f"a service is a mapping, not {type(service).__name__}", file=file, key=f"services.{name}"
+                f"a service is a mapping, not {type(service).__name__}",
+                file=file,
+                key=f"services.{name}",
+                hint=f"services:\n  {name}:\n    image: ...",
             )
     return data, interpolation.unset
 

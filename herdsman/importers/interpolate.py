@@ -86,7 +86,9 @@ class Interpolation:
         if match is None:
             raise self._error(text, key, "${ must be followed by a variable name")
         name, pos = match.group(), match.end()
-        if text[pos : pos + 1] == "}":
+        if pos >= len(text):
+            raise self._error(text, key, "a ${ is never closed")
+        if text[pos] == "}":
             return self._lookup(name), pos + 1
         operator = next((op for op in _OPERATORS if text.startswith(op, pos)), None)
         if operator is None:

@@ -2,37 +2,20 @@
 (tests/golden/compose/NAME/compose.yaml, with their Dockerfiles and env files): each output is
 byte for byte its golden `expected.herd.toml` and loads with herdsman's own loader.
 
-Regenerate the golden files after a deliberate change:
-`HERD_UPDATE_GOLDEN=1 .venv/bin/pytest -q -p no:cacheprovider tests/unit/test_compose_import.py -k golden`
-(then read the diff). `environ.json` beside a compose file holds the variables of its environment;
-nothing is taken from the environment the tests run in. `herd check` on each output, through the
-real CLI: tests/integration/test_compose_cli.py.
+The corpus and how to regenerate the golden files: tests/compose_corpus.py. `herd check` on
+each output, through the real CLI: tests/integration/test_compose_cli.py.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 from pathlib import Path
 
 import pytest
 
 from herdsman.facade.importers import import_compose
 from herdsman.spec import parse_stack
-
-CORPUS = Path(__file__).resolve().parent.parent / "golden" / "compose"
-CASES = sorted(p.name for p in CORPUS.iterdir() if (p / "compose.yaml").is_file())
-GOLDEN = "expected.herd.toml"
-
-
-def corpus_copy(name: str, tmp_path: Path) -> tuple[Path, dict[str, str]]:
-    """The case copied to ``tmp_path`` (without its golden file) and its environment."""
-    target = tmp_path / name
-    shutil.copytree(CORPUS / name, target, ignore=shutil.ignore_patterns(GOLDEN, "environ.json"))
-    environ_file = CORPUS / name / "environ.json"
-    environ = json.loads(environ_file.read_text()) if environ_file.is_file() else {}
-    return target, environ
+from tests.compose_corpus import CASES, CORPUS, GOLDEN, corpus_copy
 
 
 def test_the_corpus_has_ten_stacks() -> None:
