@@ -260,3 +260,22 @@ COPY bin/ /bin/
     assert recipe.gaps == []
     last = recipe_from_dockerfile(text, context="", where="w", args={}, target=None, exists=bool)
     assert last.image["base"] == "scratch" and last.image["copy"] == [{"src": "bin", "dest": "/bin/"}]
+
+
+def test_env_files_are_interpolated_and_environment_wins_over_them() -> None:
+    files = {"web.env": "GREETING=hello ${WHO:-world}\nLEVEL=debug\n"}
+    service = {"image": "a", "env_file": ["web.env"], "environment": {"LEVEL": "info"}}
+    result = convert(
+        {"services": {"web": service}},
+        file="compose.yaml",
+        stack_name="s",
+        read=files.get,
+        variables={"WHO": "herd"},
+    )
+    assert 'GREETING = "hello herd"' in result.text and 'LEVEL = "info"' in result.text
+
+
+def test_a_build_with_nothing_to_run_is_said() -> None:
+    files = {"Dockerfile": "FROM debian:bookworm\nCOPY . /app\n"}
+    result = convert({"services": {"web": {"build": "."}}}, file="c", stack_name="s", read=files.get)
+    assert any(g.key == "services.web.command" and "set command" in g.why for g in result.gaps)
