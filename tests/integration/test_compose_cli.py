@@ -4,9 +4,12 @@ is one line with the file, the key path and a hint, not a traceback."""
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -87,3 +90,43 @@ def test_secret_values_are_never_written(tmp_path: Path) -> None:
     text = (project / "herd.toml").read_text()
     assert "not-in-herd-toml" not in text and "hunter2" not in text
     assert 'secrets = ["DB_PASSWORD", "DJANGO_SECRET_KEY"]' in text
+
+
+def test_a_build_context_bakes_to_the_files_docker_would_copy(tmp_path: Path) -> None:
+    """The recipe from a Dockerfile bakes (scratch: no download), and the image holds each COPY's
+    files where Docker's COPY puts them, with the Dockerfile's WORKDIR and CMD."""
+    project = tmp_path / "shop"
+    (project / "web" / "static").mkdir(parents=True)
+    (project / "compose.yaml").write_text("services:\n  web:\n    build: ./web\n    ports: ['18080:8000']\n")
+    (project / "web" / "Dockerfile").write_text(
+        "FROM scratch\nWORKDIR /srv\nCOPY app.py .\nCOPY static/ ./static/\nCOPY app.py /opt/main.py\n"
+        'CMD ["python3", "app.py"]\n'
+    )
+    (project / "web" / "app.py").write_text("print('hi')\n")
+    (project / "web" / "static" / "site.css").write_text("body {}\n")
+    assert herd(project, "import", "compose.yaml").returncode == 0
+    baked = herd(project, "bake")
+    assert baked.returncode == 0, baked.stderr
+    exported = herd(project, "image", "export", "web", "-o", "web.tar", "--format", "oci")
+    assert exported.returncode == 0, exported.stderr
+    names, config = _image_files(project / "web.tar")
+    assert {"srv/app.py", "srv/static/site.css", "opt/main.py"} <= names
+    assert config["config"]["WorkingDir"] == "/srv" and config["config"]["Cmd"] == ["python3", "app.py"]
+
+
+def _image_files(archive: Path) -> tuple[set[str], dict[str, object]]:
+    """The file names in every layer of an OCI archive's one image, and the image config."""
+    with tarfile.open(archive) as outer:
+
+        def blob(digest: str) -> bytes:
+            member = outer.extractfile(f"blobs/sha256/{digest.removeprefix('sha256:')}")
+            assert member is not None
+            return member.read()
+
+        index = json.loads(outer.extractfile("index.json").read())  # type: ignore[union-attr]
+        manifest = json.loads(blob(index["manifests"][0]["digest"]))
+        names: set[str] = set()
+        for layer in manifest["layers"]:
+            with tarfile.open(fileobj=io.BytesIO(blob(layer["digest"]))) as inner:
+                names |= {member.name.lstrip("./") for member in inner.getmembers() if member.isfile()}
+        return names, json.loads(blob(manifest["config"]["digest"]))
