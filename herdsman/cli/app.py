@@ -21,6 +21,7 @@ HELP = """herdsman: immutable infrastructure for a stack described in one herd.t
 
 \b
   herd init      write a commented starter herd.toml
+  herd import compose.yaml   write a commented herd.toml from a docker compose file
   herd check     validate herd.toml (and herd.lock); --for kubernetes: what has no equivalent there
   herd bake      bake reproducible OCI images into .herd/images, pinning inputs in herd.lock
   herd images    list baked images
@@ -82,6 +83,7 @@ def _known_driver(name: str | None) -> str | None:
 # Commands are imported when used, not at start-up: `herd bake` must not pay for the deploy code.
 COMMANDS = {
     "init": "herdsman.cli.images:init",
+    "import": "herdsman.cli.importers:import_command",
     "check": "herdsman.cli.images:check",
     "bake": "herdsman.cli.bake:bake_command",
     "images": "herdsman.cli.images:images",

@@ -171,7 +171,10 @@ def _check_service(key: str, service: Service, stack: Stack) -> list[Problem]:
                     "target_inflight = 10 keeps about 10 requests in flight per instance",
                 )
             )
-    if not service.command and not recipe.entrypoint:
+    # a base of its own (a registry image, an OCI layout, a docker archive) may bring an entrypoint
+    # and a command, which the bake inherits; whether one is there is known only then (deploy says)
+    own_config = recipe.base in ("scratch", "host") or recipe.base.startswith("debian:")
+    if not service.command and not recipe.entrypoint and own_config:
         problems.append(
             Problem(
                 f"{key}.command",

@@ -589,3 +589,15 @@ def test_any_nesting_depth_is_read_or_a_spec_error(depth: int, brackets: tuple[s
         assert err.file == "herd.toml"
         for problem in err.problems:
             assert problem.message and (problem.key or problem.message.startswith("not valid TOML"))
+
+
+def test_an_image_base_of_its_own_may_bring_the_command() -> None:
+    """A registry, oci: or docker-archive: base may carry an entrypoint and a command (the bake
+    inherits them; a deploy says "nothing to run" if it has none); scratch, host and debian cannot."""
+    for base in ("registry-1.docker.io/library/redis:7", "oci:bases/app", "docker-archive:app.tar"):
+        document = mutate("service.worker.command", DELETE)
+        document["service"]["worker"].setdefault("image", {})["base"] = base
+        parse(document)
+    document = mutate("service.worker.command", DELETE)
+    document["service"]["worker"].setdefault("image", {})["base"] = "debian:bookworm"
+    assert any("nothing would run" in p.message for p in error(document).problems)
