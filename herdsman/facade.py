@@ -160,3 +160,12 @@ def stop_stack(project: Project, env: str | None = None, *, driver_name: str | N
             stop_router(home)
             stopped_router = True
     return Stopped(pid, count, stopped_router)
+
+
+def up_starts_from(project: Project, env: str | None = None) -> str:
+    """What `herd up` will run, in words: the current release, the last stopped one, or (no release
+    at all) the files deployed as release 1 (see `deploy.run.starting_point`)."""
+    from herdsman.deploy.run import starting_point
+
+    state = StateStore(herd_home(project) / "state.db")
+    return starting_point(state, environment_of(project, env))[1]

@@ -118,8 +118,8 @@ class Agent:
                 loop.add_signal_handler(signal.SIGUSR1, self.poke)
             try:
                 await self.deployment.resume()
-                if deploy:
-                    await self.deployment.deploy(trigger="herd up")
+                if deploy:  # the current release, or the files when there is none (it says which)
+                    await self.deployment.start()
                 await self.sync()
                 if ready is not None:
                     ready.set()

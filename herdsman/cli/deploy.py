@@ -238,7 +238,9 @@ def logs(
     "-d", "--detach", is_flag=True, help="Run the agent in the background (log: .herd/logs/agent-ENV.log)."
 )
 @click.option(
-    "--no-deploy", is_flag=True, help="Only resume and keep what runs; do not deploy the current files."
+    "--no-deploy",
+    is_flag=True,
+    help="Only resume and keep what runs; start no release (not even a stopped one).",
 )
 @click.option(
     "--api",
@@ -248,24 +250,32 @@ def logs(
 )
 @pass_context
 def up(ctx: Context, env: str | None, detach: bool, no_deploy: bool, api_listen: str | None) -> None:
-    """Bake if needed, deploy the stack and keep it running with the agent in the foreground.
+    """Keep the stack running with the agent, from its current release (in the foreground).
 
-    Ctrl-C stops the agent only: instances (and the router) keep serving, and the next
-    `herd up` adopts them. With -d the agent runs detached and the command returns once the
-    first deploy is done.
+    The agent runs the current release: `herd up` after `herd rollback` keeps the rollback, and
+    changed files are deployed by `herd deploy`, not by `herd up`. After `herd down` the last
+    release is started again; only a stack with no release at all has its files deployed (as
+    release 1), and `herd up` says so. Ctrl-C stops the agent only: instances (and the router)
+    keep serving, and the next `herd up` adopts them. With -d the agent runs detached and the
+    command returns once it is ready.
     """
     import os
 
-    project = ctx.project()
-    if detach:
-        from herdsman.facade import start_agent
+    from herdsman.facade import start_agent, up_starts_from
 
+    project = ctx.project()
+    starts = "" if no_deploy else up_starts_from(project, env)
+    if detach:
         pid, log = start_agent(project, env, driver_name=ctx.driver, deploy=not no_deploy, api=api_listen)
+        if starts:
+            console.print(f"[bold]{starts}[/]", highlight=False)
         console.print(
             f"agent running in the background (pid {pid}, log {log}); `herd ps` shows the instances"
         )
         return
     agent = Agent(project, env, api=api_listen, driver_name=ctx.driver)
+    if starts:
+        console.print(f"[bold]{starts}[/]", highlight=False)
     console.print(
         f"agent for {agent.env} starting (pid {os.getpid()}); Ctrl-C stops the agent, not the instances"
     )

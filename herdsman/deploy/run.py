@@ -54,6 +54,24 @@ def choose_driver(project: Project, env: str, chosen: str | None = None) -> str:
     return chosen or (environment.driver if environment else "process")
 
 
+def starting_point(state: StateStore, env: str) -> tuple[Release | None, str]:
+    """The release `herd up` starts from, and why, in words. The agent keeps the current release:
+    deploying changed files is `herd deploy`'s job, so `herd up` after `herd rollback` keeps the
+    rollback. After `herd down` (nothing current) the last release that ran is started again; only
+    with no release at all are the files deployed, as the first release, and it says so."""
+    current = state.current_release(env)
+    if current is not None:
+        return current, (
+            f"release {current.number} is current: the agent keeps it running "
+            "(`herd deploy` deploys changed files)"
+        )
+    stopped = state.previous_good(env, before=2**62)
+    if stopped is not None:
+        return stopped, f"nothing runs: starting release {stopped.number} again (the last one that ran)"
+    number = max((r.number for r in state.releases(env)), default=0) + 1
+    return None, f"no release yet: deploying the files as release {number}"
+
+
 class Deployment:
     """One environment of one project: its state store, driver and router pools.
 
@@ -192,6 +210,21 @@ class Deployment:
 
         for name, volume in self.project.stack.volume.items():
             prune_snapshots(self.home, name, volume.snapshots_keep)
+
+    async def start(self) -> Release:
+        """What `herd up` does before it keeps things running (see `starting_point`): nothing when a
+        release is current, the last stopped release again after `herd down`, and a deploy of the
+        files only when there is no release at all."""
+        release, why = starting_point(self.state, self.env)
+        self.state.event(self.env, "agent", why)
+        self.executor.say(why)
+        if release is None:
+            return await self.deploy(trigger="herd up")
+        if release.status == "deployed":
+            return release
+        with self.locked(wait=60):
+            await self.executor.rollout(release, None)
+        return self.state.release(self.env, release.number)
 
     async def rollback(
         self,
