@@ -169,3 +169,9 @@ def up_starts_from(project: Project, env: str | None = None) -> str:
 
     state = StateStore(herd_home(project) / "state.db")
     return starting_point(state, environment_of(project, env))[1]
+
+
+def current_release_number(project: Project, env: str | None = None) -> int | None:
+    """The number of the release now serving ``env`` (None: nothing deployed)."""
+    current = StateStore(herd_home(project) / "state.db").current_release(environment_of(project, env))
+    return current.number if current is not None else None

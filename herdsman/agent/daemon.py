@@ -369,6 +369,7 @@ class Agent:
         rollback_to: int | None = None,
         rollback: bool = False,
         restore_data: bool = False,
+        force: bool = False,
         say: Callable[[str], None] | None = None,
     ) -> Release:
         """`herd deploy` (or, with ``rollback``, `herd rollback [rollback_to]`) run by the agent: the
@@ -387,7 +388,9 @@ class Agent:
                         return await data.rollback(
                             deployment, rollback_to, restore_data=restore_data, wait=30, secrets=values
                         )
-                    return await deployment.deploy(trigger="herd deploy", wait=30, secrets=values)
+                    return await deployment.deploy(
+                        trigger="herd deploy", wait=30, secrets=values, force=force
+                    )
             finally:
                 await self.sync()
                 self.wake.set()

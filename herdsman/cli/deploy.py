@@ -34,18 +34,27 @@ def _print_step(line: str) -> None:
 @click.command(name="deploy")
 @ENV_OPTION
 @WAIT_OPTION
+@click.option("--force", is_flag=True, help="Roll out a new release even when nothing changed.")
 @pass_context
-def deploy_command(ctx: Context, env: str | None, wait: float) -> None:
+def deploy_command(ctx: Context, env: str | None, wait: float, force: bool) -> None:
     """Bake, record a new immutable release, and replace the running instances with it.
 
     New instances start from the new image, are admitted by their health check, take the traffic,
     and the old ones drain and stop. If a new instance never becomes healthy, the deploy is
-    reverted: the previous release keeps serving and the command fails with the reason.
+    reverted: the previous release keeps serving and the command fails with the reason. When the
+    images, config and routes equal the current release's, nothing is recorded or replaced.
     """
-    from herdsman.facade import bake_here, declared_secrets, environment_of, open_stack
+    from herdsman.facade import (
+        bake_here,
+        current_release_number,
+        declared_secrets,
+        environment_of,
+        open_stack,
+    )
 
     started = time.monotonic()
     project = ctx.project()
+    before = current_release_number(project, env)
     with (
         RichReporter() as reporter,
         open_stack(project, env, driver_name=ctx.driver, reporter=reporter, wait=wait) as stack,
@@ -53,9 +62,12 @@ def deploy_command(ctx: Context, env: str | None, wait: float) -> None:
         if isinstance(stack, AgentClient):
             bake_here(project, reporter)  # progress shows here; the agent's bake is then cached
             console.print("[dim]the agent of this environment runs: deploying through it[/]")
-        release = stack.deploy(declared_secrets(project), on_progress=_print_step)
+        release = stack.deploy(declared_secrets(project), on_progress=_print_step, force=force)
     seconds = time.monotonic() - started
     where = environment_of(project, env)
+    if release["number"] == before:
+        console.print(f"nothing changed: release {before} is current in {where}")
+        return
     console.print(f"[green]release {release['number']}[/] deployed to {where} in {seconds:.1f}s")
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -18,7 +19,7 @@ from herdsman.deploy.execute import Executor, Pools
 from herdsman.deploy.pidlock import pid_lock
 from herdsman.deploy.release import release_content
 from herdsman.deploy.target import Target
-from herdsman.drivers.base import Driver, InstanceState, private_dir
+from herdsman.drivers.base import Driver, InstanceState, private_dir, secret_digest, stack_key
 from herdsman.errors import DeployError, HerdError
 from herdsman.image.assemble import git_revision
 from herdsman.image.bake import bake, image_store
@@ -176,18 +177,30 @@ class Deployment:
         trigger: str = "herd deploy",
         wait: float = 0.0,
         secrets: Mapping[str, str] | None = None,
+        force: bool = False,
     ) -> Release:
         """Bake, record a new release, roll it out. On failure the previous release keeps serving.
-        ``secrets`` are the values its instances start with (default: the deployment's)."""
+        ``secrets`` are the values its instances start with (default: the deployment's).
+
+        When the bake's digests, the resolved config and routes (and the secret values, by digest)
+        equal the current release's, nothing is recorded or replaced and the current release is
+        returned — unless ``force``."""
         with self.locked(wait):
             results = await asyncio.to_thread(bake, self.project, None, reporter=self.reporter)
             images = {r.service: r.image.digest for r in results}
             content = release_content(self.project, self.env, images)
             values = self.executor.target.secrets if secrets is None else secrets
             self.check(content, values)
+            content = self._with_secret_digests(content, values)
+            previous = self.state.current_release(self.env)
+            if previous is not None and not force and previous.content == json.loads(json.dumps(content)):
+                self.executor.say(
+                    f"nothing changed: release {previous.number} is current (same images, config and "
+                    "routes); nothing recorded, nothing replaced (--force rolls it anyway)"
+                )
+                return previous
             if self.registry:
                 await asyncio.to_thread(self._push, images)
-            previous = self.state.current_release(self.env)
             release = self.state.create_release(
                 self.env, content, trigger=trigger, revision=git_revision(self.project.root)
             )
@@ -195,6 +208,16 @@ class Deployment:
             await self.executor.rollout(release, previous, migrate=True)
             self._prune_snapshots()
             return self.state.release(self.env, release.number)
+
+    def _with_secret_digests(self, content: dict[str, Any], values: Mapping[str, str]) -> dict[str, Any]:
+        """The content with each declared secret's value as its HMAC under the stack's key (as the
+        instance records keep it): `API_KEY=new herd deploy` is a change, though values are never
+        stored."""
+        names = sorted({s for entry in services_of(content).values() for s in entry.config.secrets})
+        if not names:
+            return content
+        key = stack_key(self.home)
+        return {**content, "secret_digests": {n: secret_digest(key, values[n]) for n in names}}
 
     def _push(self, images: dict[str, str]) -> None:
         """Send the release's images to the environment's registry, by digest."""

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 from pathlib import Path
 
 import httpx
+import pytest
 
 from herdsman.state import StateStore
-from tests.helpers import herd, instances, wait_for
+from tests.helpers import hello_copy, herd, instances, stop_project, wait_for
 
 
 def releases(root: Path) -> list[tuple[int, str, str]]:
@@ -51,3 +53,40 @@ def test_up_starts_the_current_release_and_deploys_files_only_when_there_is_none
     assert [(n, s) for n, s, _ in releases(root)] == [(1, "superseded"), (2, "superseded"), (3, "deployed")]
     assert {i["release"] for i in instances(root)} == {"3"}
     assert "Hello from herdsman" in httpx.get(f"http://127.0.0.1:{port}/", timeout=5).text
+
+
+def git(root: Path, *args: str) -> None:
+    subprocess.run(
+        ["git", "-C", str(root), "-c", "user.name=t", "-c", "user.email=t@example.invalid", *args],
+        check=True,
+        capture_output=True,
+    )
+
+
+def test_an_unchanged_deploy_records_nothing_and_replaces_nothing(hello_on_driver: tuple[Path, int]) -> None:
+    root, _port = hello_on_driver
+    git(root, "init", "-q")
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "hello")
+    herd(root, "deploy", timeout=300)
+    running = {i["id"] for i in instances(root)}
+
+    (root / "NOTES.md").write_text("docs only: not in any image\n")  # a docs-only commit
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "docs")
+    out = herd(root, "deploy", timeout=300)
+    assert "nothing changed: release 1 is current" in out.stdout, out.stdout
+    assert [n for n, _, _ in releases(root)] == [1]
+    assert {i["id"] for i in instances(root)} == running, "nothing was replaced"
+    revision = StateStore(root / ".herd" / "state.db").release("production", 1).revision
+    assert len(revision) == 40, "the release keeps where it came from"
+
+    out = herd(root, "deploy", "--force", timeout=300)
+    assert "release 2" in out.stdout and "deployed" in out.stdout, out.stdout
+    assert not running & {i["id"] for i in instances(root)}, "--force rolled every instance"
+
+    toml = root / "herd.toml"
+    toml.write_text(toml.read_text().replace("Hello from herdsman", "Hello, changed"))
+    herd(root, "deploy", timeout=300)
+    assert [(n, s) for n, s, _ in releases(root)][-1] == (3, "deployed")
+
