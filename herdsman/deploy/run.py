@@ -152,10 +152,15 @@ class Deployment:
         self.registry = environment.registry if environment else None
 
     def check(self, content: Mapping[str, Any], secrets: Mapping[str, str]) -> None:
-        """What can be checked before a release is recorded: every secret has a value, every service
-        has something to run. Raises one DeployError naming every problem."""
+        """What can be checked before a release is recorded (and before any snapshot or migration):
+        every secret has a value, every service has something to run, and the driver can run every
+        image (the docker driver refuses a `host` one). Raises one DeployError naming every problem."""
         problems = []
         for name, entry in sorted(services_of(content).items()):
+            refused = self.driver.refuse_image(entry.image)
+            if refused:
+                problems.append(f"service {name!r}: {refused}")
+                continue
             missing = [s for s in entry.config.secrets if s not in secrets]
             if missing:
                 problems.append(f"service {name!r} needs secret(s) {', '.join(missing)}, which are not set")
@@ -168,7 +173,8 @@ class Deployment:
             raise DeployError(
                 "nothing was recorded or started: " + "; ".join(problems),
                 hint="export each secret in the environment that runs `herd deploy` (values are "
-                "never stored); `command` says what a service runs",
+                "never stored); `command` says what a service runs; a `host` image runs only on the "
+                "process driver (give the service a full base, e.g. debian:bookworm, for docker)",
             )
 
     async def deploy(
@@ -205,7 +211,8 @@ class Deployment:
                 self.env, content, trigger=trigger, revision=git_revision(self.project.root)
             )
             self.executor.target.release_secrets[release.number] = dict(values)
-            await self.executor.rollout(release, previous, migrate=True)
+            with self.settles(release):
+                await self.executor.rollout(release, previous, migrate=True)
             self._prune_snapshots()
             return self.state.release(self.env, release.number)
 
@@ -275,8 +282,21 @@ class Deployment:
             copy_of=source.number,
         )
         self.executor.target.release_secrets[release.number] = dict(values)
-        await self.executor.rollout(release, current)
+        with self.settles(release):
+            await self.executor.rollout(release, current)
         return self.state.release(self.env, release.number)
+
+    @contextlib.contextmanager
+    def settles(self, release: Release) -> Iterator[None]:
+        """No release stays "pending" after a failed rollout: whatever failed, it is marked failed
+        with the reason (`herd releases` shows it). An interrupted one (Ctrl-C, a killed deployer)
+        is left to `resume`, which finishes it."""
+        try:
+            yield
+        except Exception as exc:
+            if self.state.release(self.env, release.number).status == "pending":
+                self.state.set_release_status(self.env, release.number, "failed", str(exc) or repr(exc))
+            raise
 
     def rollback_source(self, to: int | None) -> Release:
         """The release a rollback copies: ``to``, or the previous good one."""

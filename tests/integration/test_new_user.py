@@ -90,3 +90,39 @@ def test_an_unchanged_deploy_records_nothing_and_replaces_nothing(hello_on_drive
     herd(root, "deploy", timeout=300)
     assert [(n, s) for n, s, _ in releases(root)][-1] == (3, "deployed")
 
+
+@pytest.mark.docker
+def test_docker_refuses_a_host_image_before_anything_is_recorded_or_migrated(
+    tmp_path: Path, docker_engine: None
+) -> None:
+    root = tmp_path / "hello"
+    hello_copy(root)  # base = "host", with a migration and a volume
+    (root / "herd.toml").write_text(
+        (root / "herd.toml").read_text() + '\n[environment.production]\ndriver = "docker"\n'
+    )
+    try:
+        result = herd(root, "deploy", check=False, timeout=300)
+        assert result.returncode == 1
+        said = result.stdout + result.stderr
+        assert "nothing was recorded or started" in said and "cannot run in a container" in said, said
+        assert releases(root) == [], "no release was recorded"
+        assert not (root / ".herd" / "snapshots").exists(), "no snapshot, no migration"
+    finally:
+        stop_project(root)
+
+
+def test_a_failed_deploy_leaves_no_release_pending(tmp_path: Path) -> None:
+    """Whatever fails during a rollout (here the machine: the volume's directory is a file), the
+    release is marked failed with the reason, and the error is one clear line, not a traceback."""
+    root = tmp_path / "hello"
+    hello_copy(root)
+    (root / ".herd" / "volumes").mkdir(parents=True)
+    (root / ".herd" / "volumes" / "counter").write_text("not a directory")
+    try:
+        result = herd(root, "deploy", check=False, timeout=300)
+        assert result.returncode == 1
+        assert "Traceback" not in result.stderr, result.stderr
+        assert [(n, s) for n, s, _ in releases(root)] == [(1, "failed")]
+        assert "failed" in herd(root, "releases").stdout
+    finally:
+        stop_project(root)
