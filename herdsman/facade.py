@@ -175,3 +175,10 @@ def current_release_number(project: Project, env: str | None = None) -> int | No
     """The number of the release now serving ``env`` (None: nothing deployed)."""
     current = StateStore(herd_home(project) / "state.db").current_release(environment_of(project, env))
     return current.number if current is not None else None
+
+
+def stack_warnings(project: Project) -> list[str]:
+    """What `herd check` warns about (it still succeeds), one ``file: key: message (hint)`` line each."""
+    from herdsman.spec.rules import stack_warnings as warnings_of
+
+    return [f"{project.file}: {w.render()} (hint: {w.hint})" for w in warnings_of(project.stack)]

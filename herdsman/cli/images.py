@@ -40,9 +40,14 @@ def init(directory: Path, name: str | None, force: bool) -> None:
 @pass_context
 def check(ctx: Context) -> None:
     """Validate herd.toml and herd.lock; exit non-zero and list every problem if one is wrong."""
+    from herdsman.facade import stack_warnings
+
     project = ctx.project()
     Lock.load(project.lock_file)
     stack = project.stack
+    for warning in stack_warnings(project):
+        console.print("[yellow]warning[/]: ", end="", highlight=False)
+        console.print(warning, markup=False, highlight=False, soft_wrap=True)
     console.print(
         f"[green]ok[/] {project.file}: stack {stack.name!r}, "
         f"{len(stack.service)} service(s), {len(stack.volume)} volume(s)"
