@@ -214,14 +214,27 @@ def down(ctx: Context, env: str | None) -> None:
 
 @click.command()
 @click.argument("services", nargs=-1)
-@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines as they arrive (Ctrl-C stops).")
+@click.option(
+    "-f", "--follow", is_flag=True, help="Print new lines from now on, as they arrive (Ctrl-C stops)."
+)
 @click.option("--release", type=int, help="Only instances of this release (also ones replaced since).")
-@click.option("--since", help='Only lines newer than this, e.g. "10m" or "2h".')
+@click.option("--since", help='Only lines newer than this, e.g. "10m" or "2h" (with -f: then follow).')
+@click.option(
+    "-n", "--lines", "last", type=click.IntRange(min=0), help="Only the last N lines (with -f: then follow)."
+)
 @pass_context
 def logs(
-    ctx: Context, services: tuple[str, ...], follow: bool, release: int | None, since: str | None
+    ctx: Context,
+    services: tuple[str, ...],
+    follow: bool,
+    release: int | None,
+    since: str | None,
+    last: int | None,
 ) -> None:
-    """Print the logs of SERVICES (default: all), merged by time, including replaced instances."""
+    """Print the logs of SERVICES (default: all), merged by time, including replaced instances.
+
+    With -f, follow from now, as `tail -f` and `docker logs -f` do: no history unless --since or
+    -n asks for some."""
     from herdsman import logs as log_store
     from herdsman.spec import herd_home, parse_duration
 
@@ -237,8 +250,9 @@ def logs(
         cutoff = time.time() - parse_duration(since) if since else 0.0
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--since") from None
-    for line in log_store.read(log_store.log_files(root, services, release), cutoff):
-        console.print(line.render(), markup=False, highlight=False, soft_wrap=True)
+    if not follow or since or last is not None:
+        for line in log_store.history(root, services, release, cutoff, last):
+            console.print(line.render(), markup=False, highlight=False, soft_wrap=True)
     if follow:
         for line in log_store.follow(root, services, release):
             console.print(line.render(), markup=False, highlight=False, soft_wrap=True)

@@ -7,6 +7,9 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -126,3 +129,33 @@ def test_a_failed_deploy_leaves_no_release_pending(tmp_path: Path) -> None:
         assert "failed" in herd(root, "releases").stdout
     finally:
         stop_project(root)
+
+
+def test_logs_follow_from_now_and_health_probes_log_only_changes(hello_on_driver: tuple[Path, int]) -> None:
+    root, port = hello_on_driver
+    herd(root, "up", "-d", timeout=600)  # the agent probes every instance every 100 ms
+    time.sleep(3.0)
+    history = herd(root, "logs", "web").stdout.splitlines()
+    assert sum("hello listening" in line for line in history) >= 2
+    probes = [line for line in history if "/healthz" in line]
+    assert 1 <= len(probes) <= 2, f"a probe's line only when its answer changes: {probes}"
+    assert len(herd(root, "logs", "-n", "1", "web").stdout.splitlines()) == 1
+
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "herdsman", "-f", str(root / "herd.toml"), "logs", "-f", "web"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    seen: list[str] = []
+    reader = threading.Thread(target=lambda: seen.extend(iter(follower.stdout.readline, "")), daemon=True)  # type: ignore[union-attr]
+    reader.start()
+    try:
+        time.sleep(2.0)  # the follower is up and following
+        wait_for(
+            lambda: httpx.get(f"http://127.0.0.1:{port}/", timeout=5) and any('"GET / ' in s for s in seen),
+            30,
+        )
+    finally:
+        follower.terminate()
+        follower.wait(10)
+    assert not any("hello listening" in line for line in seen), f"no history with -f: {seen[:5]}"
