@@ -182,3 +182,13 @@ def stack_warnings(project: Project) -> list[str]:
     from herdsman.spec.rules import stack_warnings as warnings_of
 
     return [f"{project.file}: {w.render()} (hint: {w.hint})" for w in warnings_of(project.stack)]
+
+
+def deployed_image(project: Project, env: str | None, service: str) -> tuple[str, int, str] | None:
+    """The image ``service`` runs in ``env``: (digest, release number, environment), from the current
+    release (None: no release yet, or the service is not in it). What `herd push SERVICE` sends."""
+    name = environment_of(project, env)
+    current = StateStore(herd_home(project) / "state.db").current_release(name)
+    if current is None or service not in current.services():
+        return None
+    return current.services()[service].image, current.number, name

@@ -14,7 +14,7 @@ from herdsman.errors import HerdError
 from herdsman.image.assemble import ANNOTATION_REVISION, ANNOTATION_SERVICE, ANNOTATION_STACK
 from herdsman.image.bake import image_store
 from herdsman.image.lock import Lock
-from herdsman.image.oci import Descriptor, ImageStore
+from herdsman.image.oci import ANNOTATION_PULLED, Descriptor, ImageStore
 from herdsman.spec import STACK_FILE, Project
 from herdsman.spec.starter import starter
 
@@ -66,7 +66,7 @@ def images(ctx: Context, show_all: bool) -> None:
         table.add_column(column)
     for entry in reversed(store.index()):
         annotations = entry.annotations
-        own = annotations.get(ANNOTATION_STACK) == project.stack.name
+        own = annotations.get(ANNOTATION_STACK) == project.stack.name or ANNOTATION_PULLED in annotations
         if not show_all and not own:
             continue
         manifest = store.manifest(entry.digest)

@@ -11,26 +11,36 @@ from herdsman.cli.ui import console
 @click.command()
 @click.argument("image")
 @click.argument("target", metavar="REGISTRY/NAME[:TAG]")
+@click.option("-e", "--env", "env", help="Whose deployed image a service name means (default: production).")
 @pass_context
-def push(ctx: Context, image: str, target: str) -> None:
+def push(ctx: Context, image: str, target: str, env: str | None) -> None:
     """Send IMAGE (a service name, digest or digest prefix) to a registry.
 
     \b
     herd push web 127.0.0.1:5000/hello/web:v3
+
+    A service name means the image its environment runs (the current release's), not the newest
+    bake; with no release yet, the newest bake.
 
     Blobs the registry already has are skipped; the manifest is stored by digest (and under the
     tag, when given), byte for byte, so the image keeps its digest. Prints the reference by digest,
     which is what to deploy or pull. Credentials: HERD_REGISTRY_USERNAME, HERD_REGISTRY_PASSWORD.
     """
     from herdsman.cli.images import _find_image
+    from herdsman.facade import deployed_image
     from herdsman.image.bake import image_store
     from herdsman.image.registry import parse_reference
     from herdsman.image.registry import push as push_image
 
     project = ctx.project()
     store = image_store(project)
-    descriptor = _find_image(store, project, image)
-    pushed = push_image(store, descriptor.digest, parse_reference(target))
+    deployed = deployed_image(project, env, image) if image in project.stack.service else None
+    if deployed is not None:
+        digest, release, where = deployed
+        console.print(f"{image}: the image of release {release} ({where})", highlight=False)
+    else:
+        digest = _find_image(store, project, image).digest
+    pushed = push_image(store, digest, parse_reference(target))
     console.print(f"pushed {pushed.uploaded} blob(s), {pushed.skipped} already there", highlight=False)
     click.echo(str(pushed.reference))
 
@@ -60,5 +70,5 @@ def pull(ctx: Context, reference: str, resolve: bool) -> None:
             )
         ref = ref.by_digest(resolve_tag(ref))
         console.print(f"{reference} is {ref.digest}", highlight=False)
-    descriptor = pull_image(image_store(ctx.project()), ref)
+    descriptor = pull_image(image_store(ctx.project()), ref, by="herd pull")
     console.print(f"pulled {ref} ({descriptor.size} byte manifest, every blob verified)", highlight=False)

@@ -159,3 +159,30 @@ def test_logs_follow_from_now_and_health_probes_log_only_changes(hello_on_driver
         follower.terminate()
         follower.wait(10)
     assert not any("hello listening" in line for line in seen), f"no history with -f: {seen[:5]}"
+
+
+def test_push_sends_the_deployed_image_and_a_pulled_one_is_listed(tmp_path: Path) -> None:
+    from tests.integration.test_registry import RunningRegistry
+
+    registry = RunningRegistry(tmp_path / "registry")
+    root = tmp_path / "hello"
+    hello_copy(root)
+    try:
+        herd(root, "deploy", timeout=300)
+        deployed = StateStore(root / ".herd" / "state.db").release("production", 1).services()["web"].image
+        app = root / "app" / "app.py"
+        app.write_text(app.read_text() + "\n# baked, not deployed\n")
+        herd(root, "bake")
+
+        out = herd(root, "push", "web", f"{registry.address}/hello/web:v1").stdout
+        assert "the image of release 1 (production)" in out, out
+        assert out.strip().splitlines()[-1] == f"{registry.address}/hello/web@{deployed}"
+
+        other = tmp_path / "other"
+        hello_copy(other)
+        herd(other, "pull", f"{registry.address}/hello/web@{deployed}")
+        listed = herd(other, "images").stdout
+        assert f"{registry.address}/hello/web@{deployed}" in listed, listed
+    finally:
+        stop_project(root)
+        registry.stop()
