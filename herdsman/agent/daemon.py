@@ -1,4 +1,4 @@
-"""The agent process: deploy on start, resume an interrupted rollout, keep the release running.
+"""The agent process: resume an interrupted rollout, start the current release, keep it running.
 
 The agent may die at any moment (DESIGN.md principle 3): instances and the router are separate
 processes and keep serving. A new agent takes the per-environment agent lock, finishes any rollout
