@@ -106,11 +106,16 @@ class AgentClient:
         return dict(self._call("PUT", f"/v1/services/{service}/replicas", json={"replicas": replicas}).json())
 
     def deploy(
-        self, secrets: Mapping[str, str], on_progress: Callable[[str], None] | None = None
+        self,
+        secrets: Mapping[str, str],
+        on_progress: Callable[[str], None] | None = None,
+        *,
+        force: bool = False,
     ) -> dict[str, Any]:
         """Deploy the project's files as they are now; each progress line goes to ``on_progress``.
-        Returns the release ({number, copy_of, status}); a failed deploy raises its DeployError."""
-        return self._operation("/v1/deploy", {"secrets": dict(secrets)}, on_progress)
+        Returns the release ({number, copy_of, status}): the current one when nothing changed (and
+        not ``force``); a failed deploy raises its DeployError."""
+        return self._operation("/v1/deploy", {"secrets": dict(secrets), "force": force}, on_progress)
 
     def rollback(
         self,

@@ -56,11 +56,15 @@ class LocalStack:
             self._deployment.state.close()
 
     def deploy(
-        self, secrets: Mapping[str, str], on_progress: Callable[[str], None] | None = None
+        self,
+        secrets: Mapping[str, str],
+        on_progress: Callable[[str], None] | None = None,
+        *,
+        force: bool = False,
     ) -> dict[str, Any]:
         """As `AgentClient.deploy`: bake, record a release and roll it out, here."""
         with self.deployment.executor.listening(on_progress):
-            release = asyncio.run(self.deployment.deploy(wait=self.wait, secrets=secrets))
+            release = asyncio.run(self.deployment.deploy(wait=self.wait, secrets=secrets, force=force))
         return _summary(release)
 
     def rollback(

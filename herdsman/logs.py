@@ -9,6 +9,7 @@ release after the instance has been replaced.
 
 from __future__ import annotations
 
+import collections
 import heapq
 import json
 import time
@@ -86,6 +87,21 @@ def _read(file: Path, since: float) -> Iterator[LogLine]:
 def read(files: Iterable[Path], since: float = 0.0) -> Iterator[LogLine]:
     """Every line of ``files`` newer than ``since``, merged by time."""
     return heapq.merge(*(_read(f, since) for f in files))
+
+
+def history(
+    root: Path,
+    services: Iterable[str] = (),
+    release: int | None = None,
+    since: float = 0.0,
+    last: int | None = None,
+) -> list[LogLine]:
+    """The lines already logged, merged by time: those newer than ``since``, only the ``last`` N
+    of them when given (as `tail -n`)."""
+    lines = read(log_files(root, services, release), since)
+    if last is None:
+        return list(lines)
+    return list(collections.deque(lines, maxlen=max(last, 0)))
 
 
 def follow(

@@ -74,6 +74,7 @@ class AgentView(Protocol):
         rollback_to: int | None = None,
         rollback: bool = False,
         restore_data: bool = False,
+        force: bool = False,
         say: Callable[[str], None] | None = None,
     ) -> Release: ...
 
@@ -178,7 +179,7 @@ def make_app(agent: AgentView, token: str) -> FastAPI:
     async def deploy(body: DeployRequest) -> StreamingResponse:
         """Deploy the project's files as they are now (`herd deploy` when an agent runs), with the
         progress streamed; the deploy goes on if the caller leaves."""
-        return _stream(agent, lambda say: agent.deploy(body.secrets, say=say))
+        return _stream(agent, lambda say: agent.deploy(body.secrets, force=body.force, say=say))
 
     @app.post("/v1/rollback", response_class=StreamingResponse, responses={**WITH_BODY, **STREAM})
     async def rollback(body: RollbackRequest) -> StreamingResponse:

@@ -1,4 +1,4 @@
-"""The agent process: deploy on start, resume an interrupted rollout, keep the release running.
+"""The agent process: resume an interrupted rollout, start the current release, keep it running.
 
 The agent may die at any moment (DESIGN.md principle 3): instances and the router are separate
 processes and keep serving. A new agent takes the per-environment agent lock, finishes any rollout
@@ -119,8 +119,8 @@ class Agent:
                 loop.add_signal_handler(signal.SIGUSR1, self.poke)
             try:
                 await self.deployment.resume()
-                if deploy:
-                    await self.deployment.deploy(trigger="herd up")
+                if deploy:  # the current release, or the files when there is none (it says which)
+                    await self.deployment.start()
                 await self.sync()
                 if ready is not None:
                     ready.set()
@@ -370,6 +370,7 @@ class Agent:
         rollback_to: int | None = None,
         rollback: bool = False,
         restore_data: bool = False,
+        force: bool = False,
         say: Callable[[str], None] | None = None,
     ) -> Release:
         """`herd deploy` (or, with ``rollback``, `herd rollback [rollback_to]`) run by the agent: the
@@ -388,7 +389,9 @@ class Agent:
                         return await data.rollback(
                             deployment, rollback_to, restore_data=restore_data, wait=30, secrets=values
                         )
-                    return await deployment.deploy(trigger="herd deploy", wait=30, secrets=values)
+                    return await deployment.deploy(
+                        trigger="herd deploy", wait=30, secrets=values, force=force
+                    )
             finally:
                 await self.sync()
                 self.wake.set()

@@ -97,7 +97,7 @@ class Problem(BaseModel):
 SECRET_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
 
 
-class DeployRequest(BaseModel):
+class SecretsRequest(BaseModel):
     secrets: dict[
         Annotated[str, StringConstraints(pattern=SECRET_NAME)],
         Annotated[str, StringConstraints(pattern=r"^[^\x00]*$", max_length=65536)],
@@ -108,7 +108,15 @@ class DeployRequest(BaseModel):
     )
 
 
-class RollbackRequest(DeployRequest):
+class DeployRequest(SecretsRequest):
+    force: bool = Field(
+        False,
+        description="Record and roll out a new release even when images, config and routes equal the "
+        "current release's (otherwise such a deploy records nothing and replaces nothing)",
+    )
+
+
+class RollbackRequest(SecretsRequest):
     release: int | None = Field(
         None, ge=1, le=2**62, description="The release to copy (default: the previous good one)"
     )

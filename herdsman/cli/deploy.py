@@ -28,18 +28,27 @@ def _print_step(line: str) -> None:
 @click.command(name="deploy")
 @ENV_OPTION
 @WAIT_OPTION
+@click.option("--force", is_flag=True, help="Roll out a new release even when nothing changed.")
 @pass_context
-def deploy_command(ctx: Context, env: str | None, wait: float) -> None:
+def deploy_command(ctx: Context, env: str | None, wait: float, force: bool) -> None:
     """Bake, record a new immutable release, and replace the running instances with it.
 
     New instances start from the new image, are admitted by their health check, take the traffic,
     and the old ones drain and stop. If a new instance never becomes healthy, the deploy is
-    reverted: the previous release keeps serving and the command fails with the reason.
+    reverted: the previous release keeps serving and the command fails with the reason. When the
+    images, config and routes equal the current release's, nothing is recorded or replaced.
     """
-    from herdsman.facade import bake_here, declared_secrets, environment_of, open_stack
+    from herdsman.facade import (
+        bake_here,
+        current_release_number,
+        declared_secrets,
+        environment_of,
+        open_stack,
+    )
 
     started = time.monotonic()
     project = ctx.project()
+    before = current_release_number(project, env)
     with (
         RichReporter() as reporter,
         open_stack(project, env, driver_name=ctx.driver, reporter=reporter, wait=wait) as stack,
@@ -47,9 +56,12 @@ def deploy_command(ctx: Context, env: str | None, wait: float) -> None:
         if isinstance(stack, AgentClient):
             bake_here(project, reporter)  # progress shows here; the agent's bake is then cached
             console.print("[dim]the agent of this environment runs: deploying through it[/]")
-        release = stack.deploy(declared_secrets(project), on_progress=_print_step)
+        release = stack.deploy(declared_secrets(project), on_progress=_print_step, force=force)
     seconds = time.monotonic() - started
     where = environment_of(project, env)
+    if release["number"] == before:
+        console.print(f"nothing changed: release {before} is current in {where}")
+        return
     console.print(f"[green]release {release['number']}[/] deployed to {where} in {seconds:.1f}s")
 
 
@@ -177,14 +189,27 @@ def down(ctx: Context, env: str | None) -> None:
 
 @click.command()
 @click.argument("services", nargs=-1)
-@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines as they arrive (Ctrl-C stops).")
+@click.option(
+    "-f", "--follow", is_flag=True, help="Print new lines from now on, as they arrive (Ctrl-C stops)."
+)
 @click.option("--release", type=int, help="Only instances of this release (also ones replaced since).")
-@click.option("--since", help='Only lines newer than this, e.g. "10m" or "2h".')
+@click.option("--since", help='Only lines newer than this, e.g. "10m" or "2h" (with -f: then follow).')
+@click.option(
+    "-n", "--lines", "last", type=click.IntRange(min=0), help="Only the last N lines (with -f: then follow)."
+)
 @pass_context
 def logs(
-    ctx: Context, services: tuple[str, ...], follow: bool, release: int | None, since: str | None
+    ctx: Context,
+    services: tuple[str, ...],
+    follow: bool,
+    release: int | None,
+    since: str | None,
+    last: int | None,
 ) -> None:
-    """Print the logs of SERVICES (default: all), merged by time, including replaced instances."""
+    """Print the logs of SERVICES (default: all), merged by time, including replaced instances.
+
+    With -f, follow from now, as `tail -f` and `docker logs -f` do: no history unless --since or
+    -n asks for some."""
     from herdsman.facade.views import follow_logs, log_lines
     from herdsman.spec import parse_duration
 
@@ -193,8 +218,9 @@ def logs(
         cutoff = time.time() - parse_duration(since) if since else 0.0
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--since") from None
-    for line in log_lines(project, services, release=release, since=cutoff):
-        console.print(line, markup=False, highlight=False, soft_wrap=True)
+    if not follow or since or last is not None:
+        for line in log_lines(project, services, release=release, since=cutoff, last=last):
+            console.print(line, markup=False, highlight=False, soft_wrap=True)
     if follow:
         for line in follow_logs(project, services, release=release):
             console.print(line, markup=False, highlight=False, soft_wrap=True)
@@ -206,7 +232,9 @@ def logs(
     "-d", "--detach", is_flag=True, help="Run the agent in the background (log: .herd/logs/agent-ENV.log)."
 )
 @click.option(
-    "--no-deploy", is_flag=True, help="Only resume and keep what runs; do not deploy the current files."
+    "--no-deploy",
+    is_flag=True,
+    help="Only resume and keep what runs; start no release (not even a stopped one).",
 )
 @click.option(
     "--api",
@@ -216,25 +244,33 @@ def logs(
 )
 @pass_context
 def up(ctx: Context, env: str | None, detach: bool, no_deploy: bool, api_listen: str | None) -> None:
-    """Bake if needed, deploy the stack and keep it running with the agent in the foreground.
+    """Keep the stack running with the agent, from its current release (in the foreground).
 
-    Ctrl-C stops the agent only: instances (and the router) keep serving, and the next
-    `herd up` adopts them. With -d the agent runs detached and the command returns once the
-    first deploy is done.
+    The agent runs the current release: `herd up` after `herd rollback` keeps the rollback, and
+    changed files are deployed by `herd deploy`, not by `herd up`. After `herd down` the last
+    release is started again; only a stack with no release at all has its files deployed (as
+    release 1), and `herd up` says so. Ctrl-C stops the agent only: instances (and the router)
+    keep serving, and the next `herd up` adopts them. With -d the agent runs detached and the
+    command returns once it is ready.
     """
     import os
 
-    project = ctx.project()
-    if detach:
-        from herdsman.facade import start_agent
+    from herdsman.facade import start_agent, up_starts_from
 
+    project = ctx.project()
+    starts = "" if no_deploy else up_starts_from(project, env)
+    if detach:
         pid, log = start_agent(project, env, driver_name=ctx.driver, deploy=not no_deploy, api=api_listen)
+        if starts:
+            console.print(f"[bold]{starts}[/]", highlight=False)
         console.print(
             f"agent running in the background (pid {pid}, log {log}); `herd ps` shows the instances"
         )
         return
     from herdsman.facade import run_agent
 
+    if starts:
+        console.print(f"[bold]{starts}[/]", highlight=False)
     run_agent(
         project,
         env,

@@ -45,11 +45,15 @@ def check(ctx: Context, target: str | None) -> None:
 
     Warnings (--for kubernetes) do not change the exit status.
     """
+    from herdsman.facade import stack_warnings
     from herdsman.facade.images import check as check_lock
 
     project = ctx.project()
     check_lock(project)
     stack = project.stack
+    for warning in stack_warnings(project):
+        console.print("[yellow]warning[/]: ", end="", highlight=False)
+        console.print(warning, markup=False, highlight=False, soft_wrap=True)
     console.print(
         f"[green]ok[/] {project.file}: stack {stack.name!r}, "
         f"{len(stack.service)} service(s), {len(stack.volume)} volume(s)"

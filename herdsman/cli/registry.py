@@ -11,12 +11,16 @@ from herdsman.cli.ui import console
 @click.command()
 @click.argument("image")
 @click.argument("target", metavar="REGISTRY/NAME[:TAG]")
+@click.option("-e", "--env", "env", help="Whose deployed image a service name means (default: production).")
 @pass_context
-def push(ctx: Context, image: str, target: str) -> None:
+def push(ctx: Context, image: str, target: str, env: str | None) -> None:
     """Send IMAGE (a service name, digest or digest prefix) to a registry.
 
     \b
     herd push web 127.0.0.1:5000/hello/web:v3
+
+    A service name means the image its environment runs (the current release's), not the newest
+    bake; with no release yet, the newest bake.
 
     Blobs the registry already has are skipped; the manifest is stored by digest (and under the
     tag, when given), byte for byte, so the image keeps its digest. Prints the reference by digest,
@@ -24,7 +28,9 @@ def push(ctx: Context, image: str, target: str) -> None:
     """
     from herdsman.facade.images import push as push_image
 
-    pushed = push_image(ctx.project(), image, target)
+    pushed = push_image(ctx.project(), image, target, env=env)
+    if pushed.release is not None:
+        console.print(f"{image}: the image of release {pushed.release} ({pushed.env})", highlight=False)
     console.print(f"pushed {pushed.uploaded} blob(s), {pushed.skipped} already there", highlight=False)
     click.echo(pushed.reference)
 

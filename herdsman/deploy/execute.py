@@ -22,7 +22,7 @@ from typing import Any, Protocol
 from herdsman.deploy.plan import Running, Step, canary_weights, effective_policy, plan_release
 from herdsman.deploy.target import Target, id_maker, log_tail, route_name
 from herdsman.drivers.base import Driver, InstanceState
-from herdsman.errors import DeployError
+from herdsman.errors import DeployError, HerdError
 from herdsman.health import HealthTracker, probe
 from herdsman.state import Release, ServiceRelease, StateStore
 
@@ -135,9 +135,10 @@ class Executor:
             migrator = Migrator(self.target, self.state, self.driver, self.say)
             try:
                 migrated = await migrator.run(release)
-            except DeployError as failure:
+            except Exception as exc:
+                failure = as_deploy_error(exc)
                 self.state.set_release_status(self.target.env, release.number, "failed", failure.message)
-                raise
+                raise failure from exc
         steps = await self.plan(release)
         strategy = ",".join(sorted({e.config.deploy.strategy for e in release.services().values()}))
         record = self.state.start_rollout(
@@ -162,7 +163,8 @@ class Executor:
                 self.state.mark_step(record.id, seq, "started")
                 await self.apply(step, release)
                 self.state.mark_step(record.id, seq, "done")
-        except DeployError as failure:
+        except Exception as exc:
+            failure = as_deploy_error(exc)
             self.state.mark_step(record.id, seq, "failed", str(failure))
             self.say(f"release {release.number} failed: {failure.message}; reverting")
             await self.revert(previous)
@@ -390,3 +392,13 @@ class Executor:
             )
         if states:
             self.say(f"{service}: retired {', '.join(s.id for s in states)}")
+
+
+def as_deploy_error(exc: Exception) -> DeployError:
+    """Any failure of a rollout as the DeployError it is reported as: a driver's error keeps its
+    message and hint, anything else (an OSError of the machine, a bug) says what it was."""
+    if isinstance(exc, DeployError):
+        return exc
+    if isinstance(exc, HerdError):
+        return DeployError(exc.message, hint=exc.hint)
+    return DeployError(f"{type(exc).__name__}: {exc}", hint="`herd events` and the agent's log say more")

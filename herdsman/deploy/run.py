@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -18,7 +19,7 @@ from herdsman.deploy.execute import Executor, Pools
 from herdsman.deploy.pidlock import pid_lock
 from herdsman.deploy.release import release_content
 from herdsman.deploy.target import Target
-from herdsman.drivers.base import Driver, InstanceState, private_dir
+from herdsman.drivers.base import Driver, InstanceState, private_dir, secret_digest, stack_key
 from herdsman.errors import DeployError, HerdError
 from herdsman.image.assemble import git_revision
 from herdsman.image.bake import bake, image_store
@@ -58,6 +59,24 @@ def choose_driver(project: Project, env: str, chosen: str | None = None, recorde
     """The driver of ``env``: ``chosen`` (`herd --driver`), else the one its instances were
     started with (recorded by the last deploy, until `herd down`), else herd.toml's."""
     return chosen or recorded or declared_driver(project, env)
+
+
+def starting_point(state: StateStore, env: str) -> tuple[Release | None, str]:
+    """The release `herd up` starts from, and why, in words. The agent keeps the current release:
+    deploying changed files is `herd deploy`'s job, so `herd up` after `herd rollback` keeps the
+    rollback. After `herd down` (nothing current) the last release that ran is started again; only
+    with no release at all are the files deployed, as the first release, and it says so."""
+    current = state.current_release(env)
+    if current is not None:
+        return current, (
+            f"release {current.number} is current: the agent keeps it running "
+            "(`herd deploy` deploys changed files)"
+        )
+    stopped = state.previous_good(env, before=2**62)
+    if stopped is not None:
+        return stopped, f"nothing runs: starting release {stopped.number} again (the last one that ran)"
+    number = max((r.number for r in state.releases(env)), default=0) + 1
+    return None, f"no release yet: deploying the files as release {number}"
 
 
 class Deployment:
@@ -167,8 +186,9 @@ class Deployment:
             self.state.set_driver(self.env, self.driver_name)
 
     def check(self, content: Mapping[str, Any], secrets: Mapping[str, str]) -> None:
-        """What can be checked before a release is recorded: every secret has a value, every service
-        has something to run. Raises one DeployError naming every problem."""
+        """What can be checked before a release is recorded (and before any snapshot or migration):
+        every secret has a value, every service has something to run, and the driver can run every
+        image (the docker driver refuses a `host` one). Raises one DeployError naming every problem."""
         problems = []
         store = self.executor.target.images
         for name, entry in sorted(services_of(content).items()):
@@ -177,6 +197,10 @@ class Deployment:
                     f"service {name!r}: its image {entry.image[:19]} is no longer stored "
                     "(`herd prune` keeps [retention] releases; `herd pull` can fetch it back by digest)"
                 )
+                continue
+            refused = self.driver.refuse_image(entry.image)
+            if refused:
+                problems.append(f"service {name!r}: {refused}")
                 continue
             missing = [s for s in entry.config.secrets if s not in secrets]
             if missing:
@@ -190,7 +214,8 @@ class Deployment:
             raise DeployError(
                 "nothing was recorded or started: " + "; ".join(problems),
                 hint="export each secret in the environment that runs `herd deploy` (values are "
-                "never stored); `command` says what a service runs",
+                "never stored); `command` says what a service runs; a `host` image runs only on the "
+                "process driver (give the service a full base, e.g. debian:bookworm, for docker)",
             )
 
     async def deploy(
@@ -199,26 +224,49 @@ class Deployment:
         trigger: str = "herd deploy",
         wait: float = 0.0,
         secrets: Mapping[str, str] | None = None,
+        force: bool = False,
     ) -> Release:
         """Bake, record a new release, roll it out. On failure the previous release keeps serving.
-        ``secrets`` are the values its instances start with (default: the deployment's)."""
+        ``secrets`` are the values its instances start with (default: the deployment's).
+
+        When the bake's digests, the resolved config and routes (and the secret values, by digest)
+        equal the current release's, nothing is recorded or replaced and the current release is
+        returned — unless ``force``."""
         with self.locked(wait):
             results = await asyncio.to_thread(bake, self.project, None, reporter=self.reporter)
             images = {r.service: r.image.digest for r in results}
             content = release_content(self.project, self.env, images)
             values = self.executor.target.secrets if secrets is None else secrets
             self.check(content, values)
+            content = self._with_secret_digests(content, values)
+            previous = self.state.current_release(self.env)
+            if previous is not None and not force and previous.content == json.loads(json.dumps(content)):
+                self.executor.say(
+                    f"nothing changed: release {previous.number} is current (same images, config and "
+                    "routes); nothing recorded, nothing replaced (--force rolls it anyway)"
+                )
+                return previous
             await self.claim_driver()
             if self.registry:
                 await asyncio.to_thread(self._push, images)
-            previous = self.state.current_release(self.env)
             release = self.state.create_release(
                 self.env, content, trigger=trigger, revision=git_revision(self.project.root)
             )
             self.executor.target.release_secrets[release.number] = dict(values)
-            await self.executor.rollout(release, previous, migrate=True)
+            with self.settles(release):
+                await self.executor.rollout(release, previous, migrate=True)
             self._prune_snapshots()
             return self.state.release(self.env, release.number)
+
+    def _with_secret_digests(self, content: dict[str, Any], values: Mapping[str, str]) -> dict[str, Any]:
+        """The content with each declared secret's value as its HMAC under the stack's key (as the
+        instance records keep it): `API_KEY=new herd deploy` is a change, though values are never
+        stored."""
+        names = sorted({s for entry in services_of(content).values() for s in entry.config.secrets})
+        if not names:
+            return content
+        key = stack_key(self.home)
+        return {**content, "secret_digests": {n: secret_digest(key, values[n]) for n in names}}
 
     def _push(self, images: dict[str, str]) -> None:
         """Send the release's images to the environment's registry, by digest."""
@@ -234,6 +282,21 @@ class Deployment:
 
         for name, volume in self.project.stack.volume.items():
             prune_snapshots(self.home, name, volume.snapshots_keep)
+
+    async def start(self) -> Release:
+        """What `herd up` does before it keeps things running (see `starting_point`): nothing when a
+        release is current, the last stopped release again after `herd down`, and a deploy of the
+        files only when there is no release at all."""
+        release, why = starting_point(self.state, self.env)
+        self.state.event(self.env, "agent", why)
+        self.executor.say(why)
+        if release is None:
+            return await self.deploy(trigger="herd up")
+        if release.status == "deployed":
+            return release
+        with self.locked(wait=60):
+            await self.executor.rollout(release, None)
+        return self.state.release(self.env, release.number)
 
     async def rollback(
         self,
@@ -262,8 +325,21 @@ class Deployment:
             copy_of=source.number,
         )
         self.executor.target.release_secrets[release.number] = dict(values)
-        await self.executor.rollout(release, current)
+        with self.settles(release):
+            await self.executor.rollout(release, current)
         return self.state.release(self.env, release.number)
+
+    @contextlib.contextmanager
+    def settles(self, release: Release) -> Iterator[None]:
+        """No release stays "pending" after a failed rollout: whatever failed, it is marked failed
+        with the reason (`herd releases` shows it). An interrupted one (Ctrl-C, a killed deployer)
+        is left to `resume`, which finishes it."""
+        try:
+            yield
+        except Exception as exc:
+            if self.state.release(self.env, release.number).status == "pending":
+                self.state.set_release_status(self.env, release.number, "failed", str(exc) or repr(exc))
+            raise
 
     def rollback_source(self, to: int | None) -> Release:
         """The release a rollback copies: ``to``, or the previous good one."""

@@ -230,6 +230,11 @@ class Driver(Protocol):
         where it went (None: this driver keeps no unpacked images)."""
         ...
 
+    def refuse_image(self, image: str) -> str | None:
+        """Why this driver cannot run ``image`` at all (None: it can), asked before a release is
+        recorded, so a deploy it would fail records, snapshots and migrates nothing."""
+        ...
+
     async def exec(self, instance_id: str, argv: Sequence[str], timeout: float) -> ExecResult:
         """Run ``argv`` *inside* the running instance — its root file system, volumes, /tmp,
         environment, user and sandbox — as a Docker HEALTHCHECK or a Kubernetes exec probe does;
@@ -262,6 +267,10 @@ class BlockingDriver:
 
     def discard_rootfs(self, image: str) -> Path | None:
         """No unpacked images to move aside."""
+        return None
+
+    def refuse_image(self, image: str) -> str | None:
+        """Every image can run (a driver that cannot run some says why)."""
         return None
 
     async def stop(self, instance_id: str, grace: float, keep: Path | None = None) -> None:

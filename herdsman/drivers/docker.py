@@ -135,6 +135,14 @@ class DockerDriver(BlockingDriver):
         return path
 
     # images -----------------------------------------------------------------------------------
+    def refuse_image(self, image: str) -> str | None:
+        """A `host` image (only an app, to run on this machine's OS) cannot run in a container."""
+        if not self.store.has_blob(image):
+            return None  # pulled from the environment's registry when started
+        if (self.store.manifest(image).get("annotations") or {}).get(HOST_BASE_ANNOTATION) == "host":
+            return "a `host` image runs on this machine's own OS and cannot run in a container"
+        return None
+
     def image_id(self, manifest_digest: str, stack: str, service: str = "") -> str:
         """The engine's ID of our image (its config digest): pulled by digest from the environment's
         registry when it has one, else loaded from the OCI store, when the engine lacks it."""
@@ -143,9 +151,10 @@ class DockerDriver(BlockingDriver):
         if self.registry and service:
             return self._pull(manifest_digest, service)
         manifest = self.store.manifest(manifest_digest)
-        if (manifest.get("annotations") or {}).get(HOST_BASE_ANNOTATION) == "host":
+        refused = self.refuse_image(manifest_digest)
+        if refused:
             raise DriverError(
-                "a `host` image runs on this machine's own OS and cannot run in a container",
+                refused,
                 hint='give the service a full base for the docker driver, e.g. base = "debian:bookworm"',
             )
         config = str(manifest["config"]["digest"])

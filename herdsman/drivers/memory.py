@@ -28,6 +28,9 @@ class MemoryDriver:
     def discard_rootfs(self, image: str) -> Path | None:
         return None
 
+    def refuse_image(self, image: str) -> str | None:
+        return None
+
     def __init__(self) -> None:
         self.instances: dict[str, InstanceState] = {}
         self.kept: dict[str, Path] = {}

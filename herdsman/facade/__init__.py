@@ -29,12 +29,16 @@ if TYPE_CHECKING:
     from herdsman.facade.stack import Stopped as Stopped
     from herdsman.facade.stack import agent_running as agent_running
     from herdsman.facade.stack import bake_here as bake_here
+    from herdsman.facade.stack import current_release_number as current_release_number
     from herdsman.facade.stack import declared_secrets as declared_secrets
+    from herdsman.facade.stack import deployed_image as deployed_image
     from herdsman.facade.stack import environment_of as environment_of
     from herdsman.facade.stack import open_stack as open_stack
     from herdsman.facade.stack import run_agent as run_agent
+    from herdsman.facade.stack import stack_warnings as stack_warnings
     from herdsman.facade.stack import start_agent as start_agent
     from herdsman.facade.stack import stop_stack as stop_stack
+    from herdsman.facade.stack import up_starts_from as up_starts_from
 
 _LAZY = {
     name: "herdsman.facade.stack"
@@ -49,6 +53,10 @@ _LAZY = {
         "run_agent",
         "start_agent",
         "stop_stack",
+        "deployed_image",
+        "stack_warnings",
+        "current_release_number",
+        "up_starts_from",
     )
 }
 

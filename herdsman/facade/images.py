@@ -53,13 +53,14 @@ class ImageRow:
     digest: str
     size: int
     revision: str  # the source revision it was baked from, when known
-    own: bool  # baked from this stack
+    own: bool  # baked from this stack, or pulled into its store
 
 
 def images(project: Project) -> list[ImageRow]:
     """Every image in the project's store, newest first."""
     from herdsman.image.assemble import ANNOTATION_REVISION, ANNOTATION_SERVICE, ANNOTATION_STACK
     from herdsman.image.bake import image_store
+    from herdsman.image.oci import ANNOTATION_PULLED
 
     store = image_store(project)
     rows = []
@@ -68,7 +69,7 @@ def images(project: Project) -> list[ImageRow]:
         manifest = store.manifest(entry.digest)
         size = manifest["config"]["size"] + sum(layer["size"] for layer in manifest["layers"])
         name = annotations.get(ANNOTATION_SERVICE) or annotations.get("org.opencontainers.image.ref.name", "")
-        own = annotations.get(ANNOTATION_STACK) == project.stack.name
+        own = annotations.get(ANNOTATION_STACK) == project.stack.name or ANNOTATION_PULLED in annotations
         rows.append(ImageRow(name, entry.digest, size, annotations.get(ANNOTATION_REVISION, ""), own))
     return rows
 
@@ -106,17 +107,24 @@ class Pushed:
     reference: str  # REGISTRY/NAME@sha256:..., what to deploy or pull
     uploaded: int
     skipped: int  # blobs the registry already had
+    release: int | None = None  # a service's image: the release of ``env`` it came from
+    env: str = ""
 
 
-def push(project: Project, ref: str, target: str) -> Pushed:
-    """Send image ``ref`` to ``target`` (REGISTRY/NAME[:TAG]), byte for byte."""
+def push(project: Project, ref: str, target: str, *, env: str | None = None) -> Pushed:
+    """Send image ``ref`` to ``target`` (REGISTRY/NAME[:TAG]), byte for byte. A service name means
+    the image its environment's current release runs (with no release yet, its newest bake)."""
+    from herdsman.facade.stack import deployed_image
     from herdsman.image.bake import image_store
     from herdsman.image.registry import parse_reference
     from herdsman.image.registry import push as push_image
 
     store = image_store(project)
-    pushed = push_image(store, find_image(store, project, ref).digest, parse_reference(target))
-    return Pushed(str(pushed.reference), pushed.uploaded, pushed.skipped)
+    deployed = deployed_image(project, env, ref) if ref in project.stack.service else None
+    digest = deployed[0] if deployed is not None else find_image(store, project, ref).digest
+    pushed = push_image(store, digest, parse_reference(target))
+    release, where = (deployed[1], deployed[2]) if deployed is not None else (None, "")
+    return Pushed(str(pushed.reference), pushed.uploaded, pushed.skipped, release, where)
 
 
 @dataclass(frozen=True)
@@ -143,5 +151,5 @@ def pull(project: Project, reference: str, *, resolve: bool = False) -> Pulled:
                 hint="herd pull REGISTRY/NAME@sha256:..., or --resolve to look the tag up once",
             )
         ref, resolved_from = ref.by_digest(resolve_tag(ref)), reference
-    descriptor = pull_image(image_store(project), ref)
+    descriptor = pull_image(image_store(project), ref, by="herd pull")
     return Pulled(str(ref), resolved_from, descriptor.size)

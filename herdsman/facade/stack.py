@@ -196,3 +196,35 @@ def run_agent(
         await task
 
     asyncio.run(run())
+
+
+def up_starts_from(project: Project, env: str | None = None) -> str:
+    """What `herd up` will run, in words: the current release, the last stopped one, or (no release
+    at all) the files deployed as release 1 (see `deploy.run.starting_point`)."""
+    from herdsman.deploy.run import starting_point
+
+    state = StateStore(herd_home(project) / "state.db")
+    return starting_point(state, environment_of(project, env))[1]
+
+
+def current_release_number(project: Project, env: str | None = None) -> int | None:
+    """The number of the release now serving ``env`` (None: nothing deployed)."""
+    current = StateStore(herd_home(project) / "state.db").current_release(environment_of(project, env))
+    return current.number if current is not None else None
+
+
+def stack_warnings(project: Project) -> list[str]:
+    """What `herd check` warns about (it still succeeds), one ``file: key: message (hint)`` line each."""
+    from herdsman.spec.rules import stack_warnings as warnings_of
+
+    return [f"{project.file}: {w.render()} (hint: {w.hint})" for w in warnings_of(project.stack)]
+
+
+def deployed_image(project: Project, env: str | None, service: str) -> tuple[str, int, str] | None:
+    """The image ``service`` runs in ``env``: (digest, release number, environment), from the current
+    release (None: no release yet, or the service is not in it). What `herd push SERVICE` sends."""
+    name = environment_of(project, env)
+    current = StateStore(herd_home(project) / "state.db").current_release(name)
+    if current is None or service not in current.services():
+        return None
+    return current.services()[service].image, current.number, name

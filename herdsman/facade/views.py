@@ -211,14 +211,19 @@ def _log_root(project: Project, services: tuple[str, ...]) -> Path:
 
 
 def log_lines(
-    project: Project, services: tuple[str, ...] = (), *, release: int | None = None, since: float = 0.0
+    project: Project,
+    services: tuple[str, ...] = (),
+    *,
+    release: int | None = None,
+    since: float = 0.0,
+    last: int | None = None,
 ) -> Iterator[str]:
     """`herd logs`: the lines of SERVICES' instances (replaced ones too) newer than ``since``
-    (a Unix time), merged by time, rendered."""
+    (a Unix time), merged by time, rendered; with ``last``, only the last ``last`` of them."""
     from herdsman import logs as log_store
 
     root = _log_root(project, services)
-    for line in log_store.read(log_store.log_files(root, services, release), since):
+    for line in log_store.history(root, services, release, since, last):
         yield line.render()
 
 

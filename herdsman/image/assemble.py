@@ -5,8 +5,12 @@ requirements layer, and fixes the image config; it needs the validated spec. Ass
 project's files, writes (or finds in the cache) the copy layers, and writes config and manifest;
 it needs only the prepared recipe, a plain JSON document. The prepared recipes of the last bake are
 kept in `.herd/cache/prepared.json`, keyed by everything they were made from (herd.toml, herd.lock,
-SOURCE_DATE_EPOCH, the git revision, the herdsman version), so that a bake in which only source
-files changed — the common case — assembles straight away, without even loading the spec.
+SOURCE_DATE_EPOCH, the herdsman version), so that a bake in which only source files changed — the
+common case — assembles straight away, without even loading the spec.
+
+The git revision is provenance, not content: it is kept in the release record and in the image's
+*index* entry (what `herd images` shows), never in the image's bytes, so a commit that changes no
+baked file (docs, tests) bakes the same digest and deploys as a no-op.
 """
 
 from __future__ import annotations
@@ -49,7 +53,8 @@ def created(epoch: int) -> str:
 
 
 def git_revision(root: Path) -> str:
-    """The commit the project is at ("" outside git): recorded, so an image says where it came from."""
+    """The commit the project is at ("" outside git): recorded in the release and the index entry, so
+    a release and an image say where they came from (never in the image's bytes)."""
     try:
         result = subprocess.run(
             ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
@@ -59,12 +64,12 @@ def git_revision(root: Path) -> str:
     return result.stdout.strip() if result.returncode == 0 else ""
 
 
-def prepared_key(stack_file: Path, lock_file: Path, epoch: int, revision: str) -> str:
+def prepared_key(stack_file: Path, lock_file: Path, epoch: int) -> str:
     """Everything a prepared recipe depends on, as one digest."""
     digest = hashlib.sha256()
     for part in (stack_file.read_bytes(), lock_file.read_bytes() if lock_file.exists() else b""):
         digest.update(hashlib.sha256(part).digest())
-    digest.update(f"{epoch}\0{revision}\0{__version__}\0{stack_file.resolve()}".encode())
+    digest.update(f"{epoch}\0{__version__}\0{stack_file.resolve()}".encode())
     return digest.hexdigest()
 
 
@@ -76,8 +81,10 @@ def assemble(
     epoch: int,
     stat_cache: sources.StatCache,
     reporter: Reporter,
+    revision: str = "",
 ) -> BakeResult:
-    """Add the copy layers to a prepared recipe and store the image."""
+    """Add the copy layers to a prepared recipe and store the image (``revision``, the git commit, goes
+    into its index entry only)."""
     cache = LayerCache(store)
     layers = [Layer(Descriptor.from_json(d), diff_id) for d, diff_id in prepared["layers"]]
     history = list(prepared["history"])
@@ -116,7 +123,6 @@ def assemble(
         ANNOTATION_STACK: stack,
         ANNOTATION_SERVICE: name,
     }
-    revision = prepared["annotations"].get(ANNOTATION_REVISION)
     if revision:
         index_annotations[ANNOTATION_REVISION] = revision
     image = Descriptor(MEDIA_MANIFEST, stored.digest, stored.size, index_annotations)
@@ -144,7 +150,7 @@ def quick_bake(
         return None
     root = stack_file.parent
     epoch = source_date_epoch()
-    if saved.get("key") != prepared_key(stack_file, root / "herd.lock", epoch, git_revision(root)):
+    if saved.get("key") != prepared_key(stack_file, root / "herd.lock", epoch):
         return None
     recipes = [p for p in saved["services"] if not services or p["service"] in services]
     if services and len(recipes) != len(set(services)):
@@ -153,9 +159,18 @@ def quick_bake(
     if not all(store.has_blob(d["digest"]) for p in recipes for d, _ in p["layers"]):
         return None
     stat_cache = sources.StatCache(stat_cache_file(store))
+    revision = git_revision(root)
     try:
         return [
-            assemble(store, root, p, epoch=epoch, stat_cache=stat_cache, reporter=reporter or NullReporter())
+            assemble(
+                store,
+                root,
+                p,
+                epoch=epoch,
+                stat_cache=stat_cache,
+                reporter=reporter or NullReporter(),
+                revision=revision,
+            )
             for p in recipes
         ]
     finally:

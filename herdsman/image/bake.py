@@ -17,7 +17,6 @@ from typing import Any
 from herdsman.errors import BakeError
 from herdsman.image import requirements, sources
 from herdsman.image.assemble import (
-    ANNOTATION_REVISION,
     BakeResult,
     Prepared,
     assemble,
@@ -73,13 +72,21 @@ def bake(
     stat_cache = sources.StatCache(stat_cache_file(store))
     try:
         results = [
-            assemble(store, project.root, p, epoch=baker.epoch, stat_cache=stat_cache, reporter=reporter)
+            assemble(
+                store,
+                project.root,
+                p,
+                epoch=baker.epoch,
+                stat_cache=stat_cache,
+                reporter=reporter,
+                revision=baker.revision,
+            )
             for p in prepared
         ]
     finally:
         stat_cache.save()
     if not services:  # remember the recipes: the next bake with the same inputs starts from them
-        key = prepared_key(project.file, project.lock_file, baker.epoch, baker.revision)
+        key = prepared_key(project.file, project.lock_file, baker.epoch)
         save_prepared(herd_home(project), key, [_as_reused(p) for p in prepared])
     return results
 
@@ -219,8 +226,6 @@ class _Baker:
         )
         if base.digest:
             annotations[ANNOTATION_BASE_DIGEST] = base.digest
-        if self.revision:
-            annotations[ANNOTATION_REVISION] = self.revision
         return dict(sorted(annotations.items()))
 
 

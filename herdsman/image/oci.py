@@ -31,6 +31,7 @@ DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+jso
 DOCKER_LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
 REF_NAME = "org.opencontainers.image.ref.name"
+ANNOTATION_PULLED = "dev.herdsman.pulled"  # in the index: fetched by `herd pull` (listed by `herd images`)
 GZIP_MEDIA_TYPES = frozenset({MEDIA_LAYER_GZIP, DOCKER_LAYER_GZIP})
 
 

@@ -31,6 +31,7 @@ import httpx
 
 from herdsman.errors import BakeError
 from herdsman.image.oci import (
+    ANNOTATION_PULLED,
     DOCKER_MANIFEST,
     DOCKER_MANIFEST_LIST,
     MEDIA_INDEX,
@@ -269,9 +270,10 @@ def resolve(reference: Reference) -> str:
     return sha256_digest(raw)
 
 
-def pull(store: ImageStore, reference: Reference, platform: str = "amd64") -> Descriptor:
+def pull(store: ImageStore, reference: Reference, platform: str = "amd64", *, by: str = "") -> Descriptor:
     """Fetch an image by digest into the store (every blob verified); returns its manifest's
-    descriptor, recorded in the store's index under the reference."""
+    descriptor, recorded in the store's index under the reference (and, with ``by``, as pulled by
+    that command: `herd images` lists such images with the stack's own)."""
     if not reference.digest:
         raise BakeError(f"pull {reference} by digest, not by tag", hint="herd pull REGISTRY/NAME@sha256:...")
     with Registry(reference.registry) as registry:
@@ -301,6 +303,7 @@ def pull(store: ImageStore, reference: Reference, platform: str = "amd64") -> De
         store.write_blob(raw, media_type)
     layers = [Descriptor.from_json(x) for x in manifest.get("layers", [])]
     check_layers(store, layers, str(reference.by_digest(digest)))
-    descriptor = Descriptor(media_type, digest, len(raw), {REF_NAME: str(reference.by_digest(digest))})
+    annotations = {REF_NAME: str(reference.by_digest(digest))} | ({ANNOTATION_PULLED: by} if by else {})
+    descriptor = Descriptor(media_type, digest, len(raw), annotations)
     store.add_to_index(descriptor)
     return descriptor

@@ -6,6 +6,7 @@ looks at the raw TOML again.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import tomllib
@@ -93,16 +94,61 @@ def parse_stack(text: str, *, file: str = STACK_FILE) -> Stack:
             file=file,
         ) from None
     problems = check_document(data)
-    if problems:
+    if problems:  # text the models must not even see (control characters, too deep)
         raise SpecError(problems, file=file)
     try:
         stack = Stack.model_validate(data)
     except ValidationError as exc:
-        raise SpecError([_problem(err) for err in exc.errors()], file=file) from None
+        problems = [_problem(err) for err in exc.errors()]
+        problems += _rules_of_the_rest(data, exc.errors(), problems)
+        raise SpecError(problems, file=file) from None
     problems = check_stack(stack)
     if problems:
         raise SpecError(problems, file=file)
     return stack
+
+
+def _rules_of_the_rest(data: dict[str, Any], errors: list[Any], found: list[Problem]) -> list[Problem]:
+    """The cross-reference rules (`check_stack`: undeclared volumes, clashing routes...) run on the
+    document without the keys that failed validation, so `herd check` reports every problem in one
+    round, not a second round once the first is fixed. Problems under a key already reported, or
+    from a document that still does not validate, are left out."""
+    rest = copy.deepcopy(data)
+    for err in errors:
+        path = [
+            p for p in err["loc"] if not (isinstance(p, str) and (p.startswith("function-") or p == "[key]"))
+        ]
+        _drop(rest, path)
+    try:
+        stack = Stack.model_validate(rest)
+    except ValidationError:
+        return []
+    reported = {p.key for p in found}
+    return [
+        p
+        for p in check_stack(stack)
+        if not any(p.key == k or p.key.startswith(k + ".") or k.startswith(p.key + ".") for k in reported)
+    ]
+
+
+def _drop(data: Any, path: list[Any]) -> None:
+    """Remove the value at ``path`` (a list as a whole; a missing key's table, below the top two
+    levels, so a table that lacks a required key goes but its service or volume stays)."""
+    node = data
+    for part in path[:-1]:
+        if isinstance(node, list):
+            break
+        if not isinstance(node, dict) or part not in node:
+            return
+        parent, node = node, node[part]
+        if isinstance(node, list):
+            parent.pop(part)  # a list with a bad item goes whole (indices would shift)
+            return
+    last = path[-1] if path else None
+    if isinstance(node, dict) and last in node:
+        del node[last]
+    elif len(path) > 3:
+        _drop(data, path[:-1])
 
 
 def _problem(err: Any) -> Problem:

@@ -195,3 +195,33 @@ def _check_listen(key: str, listen: str) -> list[Problem]:
     except ValueError:
         return [Problem(key, f"{host!r} is not an IP address", hint)]
     return []
+
+
+def stack_warnings(stack: Stack) -> list[Problem]:
+    """What is allowed but worth a second look (`herd check` prints it and still succeeds): a route
+    that listens beyond loopback. Routes are loopback unless explicit, so a wider one is named."""
+    warnings: list[Problem] = []
+    for name, service in sorted(stack.service.items()):
+        if service.route is None:
+            continue
+        host = service.route.listen.rpartition(":")[0].strip("[]")
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            continue  # an error, reported by check_stack
+        if address.is_loopback:
+            continue
+        where = (
+            "every address of this machine"
+            if address.is_unspecified
+            else "an address other machines may reach"
+        )
+        warnings.append(
+            Problem(
+                f"service.{name}.route.listen",
+                f"route listens on {service.route.listen}: {where}, not only loopback",
+                "routes are loopback unless explicit: keep it if it is meant to be reachable, "
+                'else listen = "127.0.0.1:PORT"',
+            )
+        )
+    return warnings

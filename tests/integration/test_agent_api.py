@@ -169,9 +169,16 @@ def test_a_deploy_through_the_api_streams_its_progress_then_its_release(agent: t
     bad = httpx.post(f"{base}/v1/deploy", json={"secrets": {"1BAD": "x"}}, headers=headers, timeout=10)
     assert bad.status_code == 422
     lines = []
-    with httpx.stream("POST", f"{base}/v1/deploy", json={}, headers=headers, timeout=120) as response:
+    # nothing changed since the agent's own deploy: a new release only with force
+    with httpx.stream(
+        "POST", f"{base}/v1/deploy", json={"force": True}, headers=headers, timeout=120
+    ) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("application/x-ndjson")
         lines = [json.loads(line) for line in response.iter_lines() if line.strip()]
     assert any("progress" in line for line in lines[:-1]), lines
     assert lines[-1]["release"]["number"] == before + 1 and lines[-1]["release"]["status"] == "deployed"
+    with httpx.stream("POST", f"{base}/v1/deploy", json={}, headers=headers, timeout=120) as response:
+        lines = [json.loads(line) for line in response.iter_lines() if line.strip()]
+    assert any("nothing changed" in line.get("progress", "") for line in lines[:-1]), lines
+    assert lines[-1]["release"]["number"] == before + 1, "an unchanged deploy records nothing"

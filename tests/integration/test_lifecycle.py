@@ -5,6 +5,7 @@ plane killed mid-rollout is recovered by the agent, with no orphan left behind."
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -102,12 +103,15 @@ def test_control_plane_killed_mid_rollout(project: Path, killed: str) -> None:
         )
     )
     load = Load(f"http://127.0.0.1:{port}/healthz").__enter__()
-    command = "up" if killed == "agent" else "deploy"
+    if killed == "agent":  # it keeps release 1; the deploy goes through it, and it runs the rollout
+        herd(project, "up", "-d")
     runner = subprocess.Popen(
-        [sys.executable, "-m", "herdsman", "-f", str(project / "herd.toml"), command],
+        [sys.executable, "-m", "herdsman", "-f", str(project / "herd.toml"), "deploy"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    pid_file = project / ".herd" / "run" / "agent-production.pid"
+    victim = int(pid_file.read_text()) if killed == "agent" else runner.pid
     state = StateStore(project / ".herd" / "state.db")
     try:
         for _ in range(200):
@@ -115,7 +119,7 @@ def test_control_plane_killed_mid_rollout(project: Path, killed: str) -> None:
                 break
             time.sleep(0.05)
         time.sleep(0.5)
-        runner.send_signal(signal.SIGKILL)
+        os.kill(victim, signal.SIGKILL)
         runner.wait()
         time.sleep(1.0)  # nobody runs the rollout now: the router keeps serving
         herd(project, "up", "-d", "--no-deploy")

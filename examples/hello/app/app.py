@@ -64,6 +64,10 @@ def count_visit() -> int:
     return visits
 
 
+PROBE_AGENT = "herdsman-health"  # the User-Agent of herdsman's health probes
+last_probe_status: list[int] = []  # the status of the previous probe: its line is logged on a change
+
+
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # head and body are two writes: no 40 ms delayed-ACK stall
@@ -91,6 +95,16 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("X-Herd-Release", RELEASE)
         self.end_headers()
         self.wfile.write(data)
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        """An access line per request, but a health probe's only when its answer changed: probes
+        come every interval and would otherwise be nearly every line of the log."""
+        if self.headers.get("User-Agent") == PROBE_AGENT:
+            status = int(code) if isinstance(code, int) else 0
+            if last_probe_status[-1:] == [status]:
+                return
+            last_probe_status[:] = [status]
+        super().log_request(code, size)
 
     def log_message(self, format: str, *args: object) -> None:
         sys.stdout.write(f"{self.address_string()} {format % args}\n")
