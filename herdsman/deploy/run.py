@@ -239,6 +239,7 @@ class Deployment:
             values = self.executor.target.secrets if secrets is None else secrets
             self.check(content, values)
             content = self._with_secret_digests(content, values)
+            await self.claim_driver()  # a move to another driver is refused even when nothing changed
             previous = self.state.current_release(self.env)
             if previous is not None and not force and previous.content == json.loads(json.dumps(content)):
                 self.executor.say(
@@ -246,7 +247,6 @@ class Deployment:
                     "routes); nothing recorded, nothing replaced (--force rolls it anyway)"
                 )
                 return previous
-            await self.claim_driver()
             if self.registry:
                 await asyncio.to_thread(self._push, images)
             release = self.state.create_release(
