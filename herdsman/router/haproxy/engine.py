@@ -84,7 +84,15 @@ class HaproxyPools:
         text = haproxy_config(state["routes"], state["pools"], self.paths)
         tmp = self.config_path.with_name(f".{self.config_path.name}.tmp")
         tmp.write_text(text)
-        checked = subprocess.run([self.binary, "-c", "-q", "-f", str(tmp)], capture_output=True, text=True)
+        try:
+            checked = subprocess.run(
+                [self.binary, "-c", "-q", "-f", str(tmp)], capture_output=True, text=True
+            )
+        except OSError as exc:
+            raise DeployError(
+                f'[router] engine = "haproxy" but HAProxy cannot be run: {exc}',
+                hint='install it (apt-get install haproxy), or use engine = "embedded" in herd.toml',
+            ) from exc
         if checked.returncode != 0:
             raise DeployError(
                 "HAProxy refused the configuration herdsman wrote",
