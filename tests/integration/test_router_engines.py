@@ -1,7 +1,8 @@
 """Both router engines through the one protocol the executor and the agent use (`deploy.execute.Pools`:
 set_routes, set_pool, drain, stats): the embedded router and a real HAProxy that herdsman runs.
 Pool switch under load with no failed request, drain letting in-flight requests finish, refused
-connections retried, 503 with an empty pool, counters. (The embedded router's own behaviour, its
+connections retried, a GET with no first byte retried and a POST never repeated, 503 with an empty
+pool, counters. (The embedded router's own behaviour, its
 control socket and its 504s: test_router.py.)"""
 
 from __future__ import annotations
@@ -180,3 +181,68 @@ def test_haproxy_outlives_its_client_and_keeps_its_pools_across_a_reload(tmp_pat
         backend.stop()
     finally:
         made.stop()
+
+
+class Silent:
+    """Accepts connections and reads requests, never answers: a hung instance. Counts the requests."""
+
+    def __init__(self) -> None:
+        import socket
+
+        self.requests: list[bytes] = []
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.address = f"127.0.0.1:{self.sock.getsockname()[1]}"
+        self.name = "silent"
+        self.held: list[Any] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.held.append(conn)
+            threading.Thread(target=self._read, args=(conn,), daemon=True).start()
+
+    def _read(self, conn: Any) -> None:
+        try:
+            while data := conn.recv(65536):
+                self.requests += [
+                    line for line in data.split(b"\r\n") if line.startswith((b"GET ", b"POST "))
+                ]
+        except OSError:
+            pass
+
+    def stop(self) -> None:
+        self.sock.close()
+        for conn in self.held:
+            conn.close()
+
+
+def test_no_first_byte_retries_a_get_elsewhere_and_never_repeats_a_post(
+    tmp_path: Path, engine: Engine
+) -> None:
+    route = {
+        "name": ROUTE,
+        "listen": f"127.0.0.1:{engine.port}",
+        "drain_timeout": 10,
+        "first_byte_timeout": 0.5,
+    }
+    asyncio.run(engine.pools.set_routes("p", [route]))
+    silent, alive = Silent(), Backend("alive")
+    engine.pool(silent, alive)
+    with httpx.Client(timeout=10) as http:
+        gets = [http.get(engine.url) for _ in range(4)]
+        posts = [http.post(engine.url, content=b"x") for _ in range(4)]
+    assert [(r.status_code, r.text) for r in gets] == [(200, "alive")] * 4, "a GET with no answer is retried"
+    hung_posts = [r for r in posts if r.status_code != 200]
+    assert all(r.status_code == 504 for r in hung_posts) and hung_posts, [r.status_code for r in posts]
+    assert all(r.text == "alive:x" for r in posts if r.status_code == 200)
+    sent_posts = [line for line in silent.requests if line.startswith(b"POST ")]
+    assert len(sent_posts) == len(hung_posts), (
+        "each POST the hung instance got was sent there once, not again"
+    )
+    silent.stop(), alive.stop()
