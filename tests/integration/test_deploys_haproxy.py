@@ -1,6 +1,6 @@
-"""examples/hello deployed with `[router] engine = "haproxy"` on the process driver: a rolling
-deploy under load fails no request with a real HAProxy in front, the agent's stats come from
-HAProxy, and `herd down` stops the HAProxy herdsman started."""
+"""examples/hello deployed on the process driver with each `[router] engine`, HAProxy above all: a
+rolling deploy under load fails no request, the pool the agent reads (stats) is the new release's,
+a pool change never restarts HAProxy, and `herd down` stops the router herdsman started."""
 
 from __future__ import annotations
 
@@ -12,29 +12,37 @@ from pathlib import Path
 
 import pytest
 
+from herdsman.router.engines import ensure_router_pools
 from herdsman.router.haproxy.engine import HaproxyPools
+from herdsman.spec import load_project
 from tests.conftest import need_command
 from tests.helpers import Load, hello_copy, herd, instances, stop_project, wait_for
 
 
-@pytest.fixture
-def hello_haproxy(tmp_path: Path) -> Iterator[tuple[Path, int]]:
-    need_command("haproxy")
+@pytest.fixture(params=["haproxy", "embedded"])
+def hello_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Path, int, str]]:
+    engine = str(request.param)
     root = tmp_path / "hello"
     port = hello_copy(root)
-    toml = root / "herd.toml"
-    toml.write_text(toml.read_text() + '\n[router]\nengine = "haproxy"\n')
-    yield root, port
+    if engine == "haproxy":
+        need_command("haproxy")
+        toml = root / "herd.toml"
+        toml.write_text(toml.read_text() + '\n[router]\nengine = "haproxy"\n')
+    yield root, port, engine
     stop_project(root)
 
 
-def test_rolling_deploy_through_haproxy_fails_no_request(hello_haproxy: tuple[Path, int]) -> None:
-    root, port = hello_haproxy
+def test_rolling_deploy_fails_no_request_on_either_engine(hello_engine: tuple[Path, int, str]) -> None:
+    root, port, engine = hello_engine
     herd(root, "deploy")
-    pools = HaproxyPools(root / ".herd")
-    master = pools.master_pid()
-    assert master is not None and os.readlink(f"/proc/{master}/exe").endswith("haproxy")
-    assert not (root / ".herd" / "run" / "router.sock").exists(), "the embedded router was not started"
+    haproxy = HaproxyPools(root / ".herd")
+    master = haproxy.master_pid()
+    embedded_socket = root / ".herd" / "run" / "router.sock"
+    if engine == "haproxy":
+        assert master is not None and os.readlink(f"/proc/{master}/exe").endswith("haproxy")
+        assert not embedded_socket.exists(), "the embedded router was not started"
+    else:
+        assert master is None and embedded_socket.exists()
     (root / "app" / "app.py").write_text((root / "app" / "app.py").read_text() + "\n# release 2\n")
     with Load(f"http://127.0.0.1:{port}/healthz", workers=6) as load:
         time.sleep(0.5)
@@ -44,9 +52,10 @@ def test_rolling_deploy_through_haproxy_fails_no_request(hello_haproxy: tuple[Pa
     assert len(load.served) > 50 and load.served[-1] == "2"
     running = [i for i in instances(root) if i["state"] == "running"]
     assert len(running) == 2 and {i["release"] for i in running} == {"2"}
+    pools = ensure_router_pools(load_project(root / "herd.toml"), "production")
     backends = asyncio.run(pools.stats())["production/web"]["backends"]
     assert sorted(b["instance"] for b in backends) == sorted(i["id"] for i in running)
     assert sum(b["requests"] for b in backends) > 0
-    assert pools.master_pid() == master, "a pool change never restarts HAProxy"
-    herd(root, "down")
-    wait_for(lambda: pools.master_pid() is None, 10)
+    assert haproxy.master_pid() == master, "a pool change never restarts HAProxy"
+    assert "stopped the router" in herd(root, "down").stdout
+    wait_for(lambda: haproxy.master_pid() is None and not embedded_socket.exists(), 10)

@@ -2,8 +2,7 @@
 set_routes, set_pool, drain, stats): the embedded router and a real HAProxy that herdsman runs.
 Pool switch under load with no failed request, drain letting in-flight requests finish, refused
 connections retried, a GET with no first byte retried and a POST never repeated, 503 with an empty
-pool, counters. (The embedded router's own behaviour, its
-control socket and its 504s: test_router.py.)"""
+pool, counters. (The embedded router's own behaviour, its control socket and its 504s: test_router.py.)"""
 
 from __future__ import annotations
 
