@@ -96,7 +96,7 @@ def test_a_pool_switch_adds_and_readies_before_it_drains() -> None:
     }
     wanted = wanted_servers([("new", "127.0.0.1:9002", 2)])
     assert pool_commands("r_p__web", current, wanted) == [
-        "add server r_p__web/new 127.0.0.1:9002 weight 2",
+        "add server r_p__web/new 127.0.0.1:9002 weight 2 pool-max-conn -1 pool-purge-delay 5s",
         "set server r_p__web/new state ready",
         "set server r_p__web/old state drain",  # already draining ones are left alone
     ]
