@@ -43,6 +43,7 @@ def test_rolling_deploy_fails_no_request_on_either_engine(hello_engine: tuple[Pa
         assert not embedded_socket.exists(), "the embedded router was not started"
     else:
         assert master is None and embedded_socket.exists()
+    worker = asyncio.run(haproxy.runtime.worker_pid())
     (root / "app" / "app.py").write_text((root / "app" / "app.py").read_text() + "\n# release 2\n")
     with Load(f"http://127.0.0.1:{port}/healthz", workers=6) as load:
         time.sleep(0.5)
@@ -57,5 +58,6 @@ def test_rolling_deploy_fails_no_request_on_either_engine(hello_engine: tuple[Pa
     assert sorted(b["instance"] for b in backends) == sorted(i["id"] for i in running)
     assert sum(b["requests"] for b in backends) > 0
     assert haproxy.master_pid() == master, "a pool change never restarts HAProxy"
+    assert asyncio.run(haproxy.runtime.worker_pid()) == worker, "nor reloads it: the routes did not change"
     assert "stopped the router" in herd(root, "down").stdout
     wait_for(lambda: haproxy.master_pid() is None and not embedded_socket.exists(), 10)
