@@ -1,6 +1,7 @@
 """examples/hello deployed on the process driver with each `[router] engine`, HAProxy above all: a
 rolling deploy under load fails no request, the pool the agent reads (stats) is the new release's,
-a pool change never restarts HAProxy, and `herd down` stops the router herdsman started."""
+a pool change neither restarts nor reloads HAProxy, `herd down` stops the router herdsman started;
+the agent's /metrics count HAProxy's requests, and killing the agent drops no traffic."""
 
 from __future__ import annotations
 
@@ -61,3 +62,40 @@ def test_rolling_deploy_fails_no_request_on_either_engine(hello_engine: tuple[Pa
     assert asyncio.run(haproxy.runtime.worker_pid()) == worker, "nor reloads it: the routes did not change"
     assert "stopped the router" in herd(root, "down").stdout
     wait_for(lambda: haproxy.master_pid() is None and not embedded_socket.exists(), 10)
+
+
+def test_the_agent_counts_requests_from_haproxy_and_its_death_drops_no_traffic(tmp_path: Path) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from herdsman.client import AgentClient
+
+    need_command("haproxy")
+    root = tmp_path / "hello"
+    port = hello_copy(root)
+    toml = root / "herd.toml"
+    toml.write_text(toml.read_text() + '\n[router]\nengine = "haproxy"\n')
+    try:
+        herd(root, "up", "-d")
+        with AgentClient.for_project(toml) as client:
+            wait_for(lambda: client.status()["services"]["web"]["running"] == 2, 30, 0.1)
+            with Load(f"http://127.0.0.1:{port}/") as load:
+                time.sleep(1.5)
+            time.sleep(1.0)  # the agent samples the router every half second
+            text = client.metrics()
+        samples = {
+            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+        }
+        web = (("env", "production"), ("release", "1"), ("service", "web"))
+        assert load.failures == [] and len(load.served) > 0
+        assert samples[("herd_requests_total", web)] >= len(load.served), text
+        assert samples[("herd_request_errors_total", web)] == 0
+        agent = int((root / ".herd" / "run" / "agent-production.pid").read_text())
+        os.kill(agent, 9)
+        wait_for(lambda: not Path(f"/proc/{agent}").exists(), 10)
+        with Load(f"http://127.0.0.1:{port}/") as load:
+            time.sleep(1.0)
+        assert load.failures == [] and len(load.served) > 20, "HAProxy serves on without the agent"
+    finally:
+        stop_project(root)
