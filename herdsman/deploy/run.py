@@ -129,7 +129,7 @@ class Deployment:
         secrets: Mapping[str, str] | None = None,
     ) -> Deployment:
         """A deployment wired to the project's router (started if need be)."""
-        from herdsman.router.client import ensure_router_pools
+        from herdsman.router.engines import ensure_router_pools
 
         deployment = cls(project, env, driver_name=driver_name, reporter=reporter, secrets=secrets)
         deployment.executor.pools = ensure_router_pools(project, deployment.env)

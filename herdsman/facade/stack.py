@@ -139,7 +139,7 @@ def stop_stack(project: Project, env: str | None = None, *, driver_name: str | N
     import signal
 
     from herdsman.deploy.run import Deployment
-    from herdsman.router.client import RouterClient, router_paths, router_pid, stop_router
+    from herdsman.router.engines import release_router
 
     name = environment_of(project, env)
     home = herd_home(project)
@@ -152,13 +152,7 @@ def stop_stack(project: Project, env: str | None = None, *, driver_name: str | N
             time.sleep(0.1)
     deployment = Deployment(project, name, driver_name=driver_name)
     count = asyncio.run(deployment.down())
-    stopped_router = False
-    if router_pid(home) is not None:
-        client = RouterClient(router_paths(home)[0])
-        client.call_now({"op": "set_routes", "prefix": f"{name}/", "routes": []})
-        if not client.call_now({"op": "stats"})["stats"]:
-            stop_router(home)
-            stopped_router = True
+    stopped_router = release_router(project, name)
     return Stopped(pid, count, stopped_router)
 
 

@@ -139,6 +139,21 @@ def ensure_router_pools(project: Project, env: str) -> RouterPools:
     return RouterPools(client)
 
 
+ensure_pools = ensure_router_pools  # the embedded engine's entry in `router.engines`
+
+
+def release_routes(home: Path, env: str) -> bool:
+    """`herd down`: ``env``'s routes go; the router stops when no route is left. True if it stopped."""
+    if router_pid(home) is None:
+        return False
+    client = RouterClient(router_paths(home)[0])
+    client.call_now({"op": "set_routes", "prefix": f"{env}/", "routes": []})
+    if client.call_now({"op": "stats"})["stats"]:
+        return False
+    stop_router(home)
+    return True
+
+
 def router_pid(home: Path) -> int | None:
     try:
         return int(RouterClient(router_paths(home)[0]).call_now({"op": "ping"})["pid"])

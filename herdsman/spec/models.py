@@ -285,6 +285,24 @@ class Environment(Model):
     registry: Annotated[str, Field(pattern=r"^[A-Za-z0-9.\-\[\]:]+/[a-z0-9._/-]+$")] | None = None
 
 
+ROUTER_ENGINES = ("embedded", "haproxy")
+
+
+def _engine(name: str) -> str:
+    if name not in ROUTER_ENGINES:
+        raise Invalid(
+            f"there is no router engine {quoted(name)}",
+            'engine = "embedded" (the default, nothing to install) or "haproxy" (HAProxy >= 2.6 on PATH)',
+        )
+    return name
+
+
+class RouterSettings(Model):
+    """Which data plane serves the routes: herdsman's embedded router, or a HAProxy it runs and drives."""
+
+    engine: Annotated[str, AfterValidator(_engine)] = "embedded"
+
+
 class StackInfo(Model):
     name: Name
     environment: Name = "production"
@@ -309,6 +327,7 @@ class Stack(Model):
     volume: dict[Name, Volume] = Field(default_factory=dict)
     environment: dict[Name, Environment] = Field(default_factory=dict)
     retention: Retention = Field(default_factory=Retention)
+    router: RouterSettings = Field(default_factory=RouterSettings)
 
     @property
     def name(self) -> str:

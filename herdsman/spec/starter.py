@@ -13,6 +13,10 @@ name = "{name}"                      # lower-case letters, digits and '-'
 # environment = "production"         # the default environment
 # verify_every = "5m"                 # how often the agent checks for drift (`herd verify`); "0s": never
 
+# [router]
+# engine = "embedded"                # the routing layer: "embedded" (nothing to install) or "haproxy"
+                                     # (HAProxy >= 2.6 on PATH, run and driven by herdsman)
+
 [service.web]
 command = ["python3", "app.py"]      # or a string, split like a shell would: "python3 app.py"
 port = 8000                          # the app must listen on $PORT: herdsman sets it per instance

@@ -1,6 +1,6 @@
 """Deploys through `herd` on each driver, under a bounded load through the real router: rolling and
 blue-green replacements fail no request, a bad release of any kind is reverted with no failed
-request, and a rollback brings back a release's image *and* its config."""
+request, and a rollback brings back a release's image *and* its config; on either router engine."""
 
 from __future__ import annotations
 
@@ -11,11 +11,17 @@ import httpx
 import pytest
 
 from herdsman.state import StateStore
+from tests.conftest import need_command
 from tests.helpers import Load, herd, instances
 
 
-@pytest.fixture
-def project(hello_on_driver: tuple[Path, int]) -> tuple[Path, int]:
+@pytest.fixture(params=["embedded", "haproxy"])
+def project(hello_on_driver: tuple[Path, int], request: pytest.FixtureRequest) -> tuple[Path, int]:
+    """examples/hello on the test's driver, behind each router engine (`[router] engine`)."""
+    if request.param == "haproxy":
+        need_command("haproxy")
+        toml = hello_on_driver[0] / "herd.toml"
+        toml.write_text(toml.read_text() + '\n[router]\nengine = "haproxy"\n')
     return hello_on_driver
 
 

@@ -1,0 +1,172 @@
+"""Benchmark: HAProxy run by herdsman (`[router] engine = "haproxy"`) against a hand-configured
+HAProxy, both in front of the same nginx, to see what herdsman's orchestration costs per request
+(issue 12 asks for >= 0.95 of the throughput and p99 within 10%).
+
+Both HAProxy processes use HAProxy's defaults for threads (one per core); herdsman's config adds
+what its guarantees need (`retry-on`, `disable-l7-retry` for non-idempotent methods, per-route
+timeouts) and its pool is set through the runtime API (`add server`). wrk (1 thread, keep-alive)
+runs interleaved rounds against each; medians are printed with the ratio. Every process started
+here is stopped here, by pid. Traffic stays on 127.0.0.1.
+
+    .venv/bin/python bench/haproxy_engine.py [--seconds 10] [--connections 50] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from herdsman.router.haproxy.engine import HaproxyPools
+
+NGINX_CONF = """
+worker_processes 1;
+daemon off;
+pid {tmp}/nginx.pid;
+error_log {tmp}/nginx-error.log;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+  keepalive_requests 1000000;
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{ return 200 "hello from nginx\\n"; }}
+  }}
+}}
+"""
+HAND_CONF = """
+global
+  maxconn 4096
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+frontend fe
+  bind 127.0.0.1:{port}
+  default_backend be
+backend be
+  server nginx 127.0.0.1:{backend}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_port(port: int) -> None:
+    for _ in range(200):
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    sys.exit(f"nothing listens on 127.0.0.1:{port}")
+
+
+def wrk(port: int, seconds: int, connections: int) -> dict[str, float]:
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", f"http://127.0.0.1:{port}/"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+
+    def percentile(p: str) -> float:
+        value, unit = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)", out).groups()  # type: ignore[union-attr]
+        return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+    return {
+        "rps": rps,
+        "p50_ms": percentile("50"),
+        "p99_ms": percentile("99"),
+        "errors": int(errors.group(1)) if errors else 0,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported")
+    args = parser.parse_args()
+    for tool in ("wrk", "haproxy", "nginx"):
+        if shutil.which(tool) is None:
+            sys.exit(f"{tool} is needed (make test installs it when run as root)")
+    tmp = Path(tempfile.mkdtemp(prefix="herd-bench-haproxy-"))
+    processes: list[subprocess.Popen[bytes]] = []
+    managed = HaproxyPools(tmp / ".herd")
+    try:
+        nginx_port, hand_port, managed_port = free_port(), free_port(), free_port()
+        (tmp / "nginx.conf").write_text(NGINX_CONF.format(tmp=tmp, port=nginx_port))
+        processes.append(
+            subprocess.Popen(["nginx", "-c", str(tmp / "nginx.conf")], stderr=subprocess.DEVNULL)
+        )
+        (tmp / "hand.cfg").write_text(HAND_CONF.format(port=hand_port, backend=nginx_port))
+        processes.append(
+            subprocess.Popen(["haproxy", "-f", str(tmp / "hand.cfg")], stderr=subprocess.DEVNULL)
+        )
+        route = {"name": "b/web", "listen": f"127.0.0.1:{managed_port}", "first_byte_timeout": 30.0}
+        asyncio.run(managed.set_routes("b", [route]))
+        asyncio.run(managed.set_pool("b/web", [("nginx", f"127.0.0.1:{nginx_port}", 1)]))
+        paths = {"HAProxy, hand-configured": hand_port, "HAProxy run by herdsman": managed_port}
+        for port in (nginx_port, *paths.values()):
+            wait_port(port)
+            wrk(port, 1, args.connections)  # warm up
+        rounds: dict[str, list[dict[str, float]]] = {name: [] for name in paths}
+        for number in range(args.rounds):
+            for name, port in paths.items():
+                rounds[name].append(wrk(port, args.seconds, args.connections))
+            hand, ours = (rounds[name][-1]["rps"] for name in paths)
+            print(f"round {number + 1}: herdsman's / hand {ours / hand:.2f}", file=sys.stderr)
+    finally:
+        managed.stop()
+        for process in processes:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(
+        f"\nmachine: {platform.machine()}, {os.cpu_count()} cores; wrk -t1 -c{args.connections} "
+        f"-d{args.seconds}s, median of {args.rounds} interleaved rounds"
+    )
+    print("| path | requests/s | p50 | p99 | errors |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    medians = {}
+    for name, runs in rounds.items():
+        medians[name] = {k: statistics.median(r[k] for r in runs) for k in ("rps", "p50_ms", "p99_ms")}
+        m = medians[name]
+        errors = sum(int(r["errors"]) for r in runs)
+        print(f"| {name} | {m['rps']:.0f} | {m['p50_ms']:.2f} ms | {m['p99_ms']:.2f} ms | {errors} |")
+    ratios = [b["rps"] / a["rps"] for a, b in zip(*rounds.values(), strict=True)]
+    print(f"\nper round, herdsman's / hand throughput: {', '.join(f'{r:.2f}' for r in ratios)}")
+    print(f"median of the round ratios: {statistics.median(ratios):.2f}")
+    hand, ours = medians.values()
+    print(
+        f"\nherdsman's / hand: throughput {ours['rps'] / hand['rps']:.2f}, "
+        f"p99 {ours['p99_ms'] / hand['p99_ms']:.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
