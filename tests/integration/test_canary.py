@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import need_command
 from tests.helpers import Load, free_port, hello_copy, herd, instances, stop_project, wait_for, write_project
 
 APP = """
@@ -86,6 +87,9 @@ canary_pause = "4s"
 min_requests = 30
 max_wait = "{max_wait}"
 too_little_traffic = "{too_little}"
+
+[router]
+engine = "{engine}"
 """
 
 
@@ -97,6 +101,7 @@ def project(
     delay_ms: int = 1,
     max_wait: str = "20s",
     too_little: str = "fail",
+    engine: str = "embedded",
 ) -> int:
     port = (
         free_port()
@@ -113,6 +118,7 @@ def project(
         max_wait=max_wait,
         too_little=too_little,
         note=note,
+        engine=engine,
     )
     write_project(root, toml, {"app/app.py": APP})
     return port
@@ -127,12 +133,17 @@ def releases_running(root: Path) -> set[str]:
     return {i["release"] for i in instances(root) if i["state"] == "running"}
 
 
-def test_a_release_failing_one_request_in_five_is_aborted_within_the_canary_share(tmp_path: Path) -> None:
+@pytest.mark.parametrize("engine", ["embedded", "haproxy"])
+def test_a_release_failing_one_request_in_five_is_aborted_within_the_canary_share(
+    tmp_path: Path, engine: str
+) -> None:
+    if engine == "haproxy":
+        need_command("haproxy")
     root = tmp_path / "app"
-    port = project(root)
+    port = project(root, engine=engine)
     try:
         herd(root, "deploy")  # release 1: no canary (nothing to compare with)
-        project(root, fail_every=5)
+        project(root, fail_every=5, engine=engine)
         with Load(f"http://127.0.0.1:{port}/", workers=4) as load:
             result = herd(root, "deploy", check=False, timeout=180)
         said = result.stdout + result.stderr
