@@ -43,7 +43,7 @@ from herdsman.agent.schemas import (
 from herdsman.errors import HerdError
 
 if TYPE_CHECKING:
-    from herdsman.agent.quarantine import Quarantine
+    from herdsman.quarantine import Quarantine
     from herdsman.state import Release, StateStore
 
 

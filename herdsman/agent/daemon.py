@@ -32,7 +32,6 @@ from herdsman.agent.fleet import Seen, Want
 from herdsman.agent.heal import Healer
 from herdsman.agent.metrics import RouterTotals, Snapshot, render
 from herdsman.agent.observed import Observed
-from herdsman.agent.quarantine import Quarantine
 from herdsman.agent.schemas import Finding, Instance, Status
 from herdsman.agent.server import ensure_token, serve, socket_path
 from herdsman.agent.views import findings_of, instances_of, status_of
@@ -44,6 +43,7 @@ from herdsman.deploy.run import Deployment
 from herdsman.drivers.base import InstanceState
 from herdsman.errors import HerdError
 from herdsman.image.progress import Reporter
+from herdsman.quarantine import Quarantine
 from herdsman.spec import Project, herd_home, load_project
 from herdsman.state import Release, StateStore
 

@@ -20,11 +20,11 @@ from typing import Any
 
 from herdsman.agent.fleet import Seen, Want, heal_plan
 from herdsman.agent.observed import Observed
-from herdsman.agent.quarantine import Quarantine
 from herdsman.deploy.plan import Step, retire_removed
 from herdsman.deploy.run import Deployment
 from herdsman.deploy.target import id_maker, route_name
 from herdsman.errors import DeployError
+from herdsman.quarantine import Quarantine
 from herdsman.state import Release
 
 

@@ -12,18 +12,34 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
+from herdsman.deploy.plan import Step, canary_weights
+from herdsman.deploy.target import Target, route_name
 from herdsman.deploy.verdict import Rules, Verdict, Window, combine, judge
-from herdsman.drivers.base import Driver
+from herdsman.drivers.base import Driver, InstanceState
 from herdsman.errors import DeployError
 from herdsman.spec.models import Service
-from herdsman.state import StateStore
+from herdsman.state import Release, ServiceRelease, StateStore
+
+
+class CanaryFailed(DeployError):
+    """The canary's verdict was a fail: its instances are named, so they can be kept."""
+
+    def __init__(self, message: str, hint: str, service: str, instances: Sequence[str]) -> None:
+        super().__init__(message, hint=hint)
+        self.service, self.instances = service, tuple(instances)
+
 
 WATCH_EVERY = 0.25  # seconds between looks at the canary's instances during a pause
 
 
-class Stats(Protocol):
+class Pools(Protocol):
+    """What the canary needs of the router: exact weights and the counters."""
+
+    async def set_pool(self, route: str, backends: list[tuple[str, str, int]]) -> None: ...
+
     async def stats(self) -> dict[str, Any]: ...
 
 
@@ -43,7 +59,7 @@ def window_of(route: Mapping[str, Any], ids: Sequence[str]) -> Window:
 
 class CanaryJudge:
     def __init__(
-        self, pools: Stats, driver: Driver, state: StateStore, env: str, say: Callable[[str], None]
+        self, pools: Pools, driver: Driver, state: StateStore, env: str, say: Callable[[str], None]
     ) -> None:
         self.pools, self.driver, self.state, self.env, self.say = pools, driver, state, env, say
 
@@ -116,10 +132,13 @@ class CanaryJudge:
             verdict.reason,
         )
         if verdict.outcome == "fail":
-            raise DeployError(
+            kept = " (kept: herd quarantine)" if config.canary.on_fail == "quarantine" else ""
+            raise CanaryFailed(
                 f"the canary of {service} failed at {weight}% of requests: {verdict.reason}",
-                hint="the previous release serves all requests again; `herd events --kind canary` "
-                "has the numbers of every verdict",
+                "the previous release serves all requests again; `herd events --kind canary` "
+                f"has the numbers of every verdict{kept}",
+                service,
+                canary,
             )
         self.say(f"{service}: canary at {weight}% passed: {verdict.reason}")
         return verdict
@@ -164,3 +183,75 @@ class CanaryJudge:
             outcome=verdict.outcome,
             numbers=verdict.numbers,
         )
+
+
+class CanarySteps:
+    """The executor's canary steps (a mixin of `execute.Executor`, which has these fields): weigh,
+    judge, and keeping a failed canary's instances when its service says `on_fail = "quarantine"`."""
+
+    pools: Pools | None
+    driver: Driver
+    state: StateStore
+    target: Target
+    quarantining: dict[str, str]  # instance id -> why it is kept when it retires
+
+    def say(self, line: str) -> None:
+        raise NotImplementedError
+
+    async def _pool(self, service: str, ids: list[str], weights: dict[str, int] | None = None) -> None:
+        raise NotImplementedError
+
+    def _quarantine(self, state: InstanceState) -> Path | None:
+        """Where a retiring instance is kept, if it is to be (see `_keep_failed_canary`)."""
+        reason = self.quarantining.pop(state.id, None)
+        if reason is None:
+            return None
+        from herdsman.quarantine import Quarantine
+
+        info = {
+            "service": state.service,
+            "release": state.release,
+            "image": state.labels.get("herd.image", ""),
+            "labels": dict(state.labels),
+            "address": state.address,
+            "pid": state.pid,
+            "started": state.started,
+            "reason": reason,
+        }
+        place = Quarantine(self.target.home).record(state.id, info, self.driver.log_file(state.id))
+        self.state.event(
+            self.target.env,
+            "quarantine",
+            f"quarantined {state.id}: {reason}; evidence kept in {place}",
+            service=state.service,
+            instance=state.id,
+            release=state.release,
+        )
+        return place / "tmp"
+
+    async def _weigh(self, service: str, canary: list[str], baseline: list[str], weight: int) -> None:
+        """The pool is the canary and the baseline, the canary taking exactly ``weight``% of requests."""
+        mine, theirs = canary_weights(len(canary), len(baseline), weight)
+        await self._pool(
+            service, canary + baseline, {**dict.fromkeys(baseline, theirs), **dict.fromkeys(canary, mine)}
+        )
+        self.say(f"{service}: the canary ({', '.join(canary)}) takes {weight}% of requests")
+
+    async def _judge(self, step: Step, entry: ServiceRelease, release: Release) -> None:
+        if self.pools is None:
+            raise DeployError("a canary needs the router, and this deployment has none")
+        route = route_name(self.target.env, step["service"])
+        judge = CanaryJudge(self.pools, self.driver, self.state, self.target.env, self.say)
+        await judge.judge(step, route, entry.config, release.number)
+
+    def _keep_failed_canary(self, failure: DeployError, release: Release) -> None:
+        """A canary failed and its service says `on_fail = "quarantine"`: the revert keeps its
+        instances (out of the pool, stopped, their record, log and /tmp in .herd/quarantine)."""
+        if not isinstance(failure, CanaryFailed):
+            return
+        entry = release.services().get(failure.service)
+        if entry is not None and entry.config.canary.on_fail == "quarantine":
+            for instance_id in failure.instances:
+                self.quarantining[instance_id] = (
+                    f"failed canary of release {release.number}: {failure.message}"
+                )

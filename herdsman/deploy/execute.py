@@ -19,7 +19,8 @@ import time
 from collections.abc import Awaitable, Callable, Collection, Iterator
 from typing import Any, Protocol
 
-from herdsman.deploy.plan import Running, Step, canary_weights, effective_policy, plan_release
+from herdsman.deploy.canary import CanarySteps
+from herdsman.deploy.plan import Running, Step, effective_policy, plan_release
 from herdsman.deploy.target import Target, id_maker, log_tail, route_name
 from herdsman.drivers.base import Driver, InstanceState
 from herdsman.errors import DeployError, HerdError
@@ -51,7 +52,9 @@ class Pools(Protocol):
 LOOK_EVERY = 0.25  # seconds between asking the driver whether an instance being admitted still runs
 
 
-class Executor:
+class Executor(CanarySteps):
+    pools: Pools | None  # the whole router protocol (the canary steps need only part of it)
+
     def __init__(self, target: Target, state: StateStore, driver: Driver, pools: Pools | None) -> None:
         self.target = target
         self.state = state
@@ -61,6 +64,8 @@ class Executor:
         self.listeners: list[Callable[[str], None]] = []  # e.g. the CLI printing as it goes
         # what start and the last listing said of each instance: a rollout does not ask again
         self.known: dict[str, InstanceState] = {}
+        # instances to keep in quarantine when they retire (a failed canary's), with why
+        self.quarantining: dict[str, str] = {}
         # steps the agent adds (e.g. "quarantine"), applied by the agent's own code
         self.extra_ops: dict[str, Callable[[Step, Release], Awaitable[None]]] = {}
 
@@ -167,6 +172,7 @@ class Executor:
             failure = as_deploy_error(exc)
             self.state.mark_step(record.id, seq, "failed", str(failure))
             self.say(f"release {release.number} failed: {failure.message}; reverting")
+            self._keep_failed_canary(failure, release)
             await self.revert(previous)
             failure = self._data_after_failure(failure, release, migrated)
             self.state.finish_rollout(record.id, "reverted", failure.message)
@@ -353,23 +359,6 @@ class Executor:
                 backends.append((instance_id, state.address, (weights or {}).get(instance_id, 1)))
         await self.pools.set_pool(route_name(self.target.env, service), backends)
 
-    async def _weigh(self, service: str, canary: list[str], baseline: list[str], weight: int) -> None:
-        """The pool is the canary and the baseline, the canary taking exactly ``weight``% of requests."""
-        mine, theirs = canary_weights(len(canary), len(baseline), weight)
-        await self._pool(
-            service, canary + baseline, {**dict.fromkeys(baseline, theirs), **dict.fromkeys(canary, mine)}
-        )
-        self.say(f"{service}: the canary ({', '.join(canary)}) takes {weight}% of requests")
-
-    async def _judge(self, step: Step, entry: ServiceRelease, release: Release) -> None:
-        if self.pools is None:
-            raise DeployError("a canary needs the router, and this deployment has none")
-        from herdsman.deploy.canary import CanaryJudge
-
-        route = route_name(self.target.env, step["service"])
-        judge = CanaryJudge(self.pools, self.driver, self.state, self.target.env, self.say)
-        await judge.judge(step, route, entry.config, release.number)
-
     async def _retire(self, service: str, ids: list[str], entry: ServiceRelease | None) -> None:
         states = [s for s in [await self._state(i) for i in ids] if s is not None]
         config = entry.config if entry else None
@@ -379,7 +368,7 @@ class Executor:
                 route_name(self.target.env, service), addresses, config.route.drain_timeout
             )
         grace = config.stop_grace if config is not None else 10.0
-        await asyncio.gather(*(self.driver.stop(s.id, grace) for s in states))
+        await asyncio.gather(*(self.driver.stop(s.id, grace, keep=self._quarantine(s)) for s in states))
         for s in states:
             self.known.pop(s.id, None)
             self.state.event(

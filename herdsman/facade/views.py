@@ -20,11 +20,11 @@ from herdsman.facade.stack import agent_running, environment_of
 from herdsman.spec import Project, herd_home
 
 if TYPE_CHECKING:
-    from herdsman.agent.quarantine import Kept as Kept  # re-exported: what the faces format
-    from herdsman.agent.quarantine import Quarantine as Quarantine
     from herdsman.deploy.diff import Change, LayerDiff
     from herdsman.deploy.run import Deployment
     from herdsman.drivers.base import InstanceState
+    from herdsman.quarantine import Kept as Kept  # re-exported: what the faces format
+    from herdsman.quarantine import Quarantine as Quarantine
     from herdsman.state import StateStore
 
 
@@ -240,7 +240,7 @@ def follow_logs(
 
 def quarantine(project: Project) -> Quarantine:
     """The quarantined instances of the project (plain files under .herd/quarantine)."""
-    from herdsman.agent.quarantine import Quarantine
+    from herdsman.quarantine import Quarantine
 
     return Quarantine(herd_home(project))
 

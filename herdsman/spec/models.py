@@ -200,6 +200,7 @@ class Canary(Model):
     min_requests: Annotated[int, Field(ge=1)] = 50  # on each side, before any verdict
     max_wait: Duration = 300.0  # a step short of traffic holds this long, then too_little_traffic
     too_little_traffic: Literal["fail", "pass"] = "fail"
+    on_fail: Literal["stop", "quarantine"] = "stop"  # quarantine: keep a failed canary for a post-mortem
 
 
 class Scale(Model):

@@ -87,6 +87,7 @@ canary_pause = "4s"
 min_requests = 30
 max_wait = "{max_wait}"
 too_little_traffic = "{too_little}"
+on_fail = "{on_fail}"
 
 [router]
 engine = "{engine}"
@@ -102,6 +103,7 @@ def project(
     max_wait: str = "20s",
     too_little: str = "fail",
     engine: str = "embedded",
+    on_fail: str = "stop",
 ) -> int:
     port = (
         free_port()
@@ -119,6 +121,7 @@ def project(
         too_little=too_little,
         note=note,
         engine=engine,
+        on_fail=on_fail,
     )
     write_project(root, toml, {"app/app.py": APP})
     return port
@@ -347,5 +350,26 @@ def test_a_canary_survives_its_agent_killed_mid_verdict(tmp_path: Path) -> None:
         lines = [e["line"] for e in canary_events(root)]
         assert any("canary at 20%: pass" in line for line in lines), lines
         assert "release 2 deployed" in herd(root, "events", "--kind", "rollout").stdout
+    finally:
+        stop_project(root)
+
+
+def test_a_failed_canary_can_be_kept_for_a_post_mortem(tmp_path: Path) -> None:
+    root = tmp_path / "app"
+    port = project(root, on_fail="quarantine")
+    try:
+        herd(root, "deploy")
+        assert "no quarantined instance" in herd(root, "quarantine").stdout
+        project(root, fail_every=3, on_fail="quarantine")
+        with Load(f"http://127.0.0.1:{port}/", workers=4):
+            result = herd(root, "deploy", check=False, timeout=180)
+        assert result.returncode != 0 and "kept: herd quarantine" in result.stderr, result.stderr
+        assert releases_running(root) == {"1"}
+        kept = herd(root, "quarantine").stdout
+        canary = re.search(r"(web-2-\w+)", kept)
+        assert canary is not None and "failed canary of release 2" in kept, kept
+        record = json.loads(herd(root, "inspect", canary.group(1), "--json").stdout)
+        assert record["release"] == 2 and record["reason"].startswith("failed canary of release 2")
+        assert (root / ".herd" / "quarantine" / canary.group(1) / "log").is_file()
     finally:
         stop_project(root)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from herdsman.agent.quarantine import Quarantine
 from herdsman.errors import HerdError
+from herdsman.quarantine import Quarantine
 
 
 def keep(q: Quarantine, instance: str, service: str, when: float, log: Path | None = None) -> Path:
