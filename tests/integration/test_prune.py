@@ -98,3 +98,45 @@ def test_prune_while_a_deploy_runs_under_load_waits_for_it(tmp_path: Path) -> No
         assert "kept" in pruned.stdout
     finally:
         stop_project(root)
+
+
+def test_a_prune_killed_at_any_moment_leaves_a_whole_store(tmp_path: Path) -> None:
+    """Like `git gc`: SIGKILLed at several moments, every image the index names is still whole,
+    and the next prune finishes the sweep; retained releases still roll back."""
+    import random
+    import signal
+    import time
+
+    root = tmp_path / "hello"
+    hello_copy(root)
+    toml = root / "herd.toml"
+    toml.write_text(toml.read_text() + '\n[retention]\nreleases = 1\ngrace = "0s"\n')
+    rng = random.Random(1202)
+    try:
+        for n in range(3):
+            change_app(root, n)
+            herd(root, "deploy")
+        command = [sys.executable, "-m", "herdsman", "-f", str(root / "herd.toml"), "prune"]
+        for _ in range(5):
+            victim = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(rng.uniform(0.3, 1.5))  # python start-up, marking, or sweeping
+            victim.send_signal(signal.SIGKILL)
+            victim.wait()
+            index = json.loads((root / ".herd" / "images" / "index.json").read_text())
+            for manifest in index["manifests"]:
+                assert stored(root, manifest["digest"]), manifest
+                named = json.loads(
+                    (
+                        root / ".herd/images/blobs/sha256" / manifest["digest"].removeprefix("sha256:")
+                    ).read_text()
+                )
+                for blob in [named["config"], *named.get("layers", [])]:
+                    assert stored(root, blob["digest"]), blob
+        herd(root, "prune")  # finishes what the killed ones left
+        images = images_of(root)
+        assert not stored(root, images[1]) and stored(root, images[3])
+        assert {i["release"] for i in instances(root)} == {"3"}
+        herd(root, "deploy", "--force")  # the store still bakes and deploys
+        assert {i["release"] for i in instances(root)} == {"4"}
+    finally:
+        stop_project(root)
