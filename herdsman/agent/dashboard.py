@@ -11,6 +11,7 @@ the same data the API serves; no build step, no CDN, the page's script is a file
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import secrets
@@ -32,6 +33,7 @@ from herdsman.errors import HerdError
 
 COOKIE = "herd_session"
 SESSION_SECONDS = 12 * 3600
+FORM_BYTES = 16384  # a login or action form is a few fields
 STREAM_SECONDS = 30  # a live stream ends after this; the browser's EventSource reconnects
 TEMPLATES = Path(__file__).parent / "templates"
 STATIC = {"dashboard.js": "text/javascript", "dashboard.css": "text/css"}
@@ -48,6 +50,7 @@ class DashboardView(AgentView, Protocol):
     """What the dashboard asks of the agent: what the API asks, and the router's totals."""
 
     router_totals: RouterTotals
+    stopping: asyncio.Event  # set when the agent stops: live streams end then, not at their timeout
 
 
 @dataclass
@@ -100,9 +103,18 @@ def make_dashboard(agent: DashboardView, token: str) -> FastAPI:
         session = request.cookies.get(COOKIE)
         return session if sessions.csrf(session) is not None else None
 
-    async def form(request: Request) -> dict[str, str]:
-        body = (await request.body()).decode(errors="replace")
-        return {k: v[0] for k, v in parse_qs(body, max_num_fields=10).items()}
+    async def form(request: Request) -> dict[str, str] | None:
+        """The fields of a posted form, or None when it is too big to be one of ours."""
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > FORM_BYTES:
+                return None
+        try:
+            fields = parse_qs(body.decode(errors="replace"), max_num_fields=10)
+        except ValueError:  # more fields than any form of ours has
+            return None
+        return {k: v[0] for k, v in fields.items()}
 
     def sample() -> None:
         history.observe(time.monotonic(), per_service(agent.router_totals.requests))
@@ -119,7 +131,10 @@ def make_dashboard(agent: DashboardView, token: str) -> FastAPI:
 
     @app.post("/login", include_in_schema=False)
     async def login(request: Request) -> Response:
-        given = (await form(request)).get("token", "").strip()
+        fields = await form(request)
+        if fields is None:
+            return Response("not a login form", 413, media_type="text/plain")
+        given = fields.get("token", "").strip()
         if not hmac.compare_digest(given.encode(), token.encode()):
             return render(request, "login.html", 401, wrong=True)
         response = to(request, "/")
@@ -136,9 +151,8 @@ def make_dashboard(agent: DashboardView, token: str) -> FastAPI:
     @app.post("/logout", include_in_schema=False)
     async def logout(request: Request) -> Response:
         session = session_of(request)
-        if session is not None and hmac.compare_digest(
-            (await form(request)).get("csrf", ""), csrf_of(session)
-        ):
+        fields = await form(request) or {}
+        if session is not None and hmac.compare_digest(fields.get("csrf", ""), csrf_of(session)):
             sessions.close(session)
         response = to(request, "/login")
         response.delete_cookie(COOKIE, path=request.scope.get("root_path", "") or "/")
@@ -170,14 +184,17 @@ def make_dashboard(agent: DashboardView, token: str) -> FastAPI:
         async def events() -> AsyncIterator[bytes]:
             yield b"retry: 1000\n\n"
             ends = time.monotonic() + STREAM_SECONDS
-            while time.monotonic() < ends and not await request.is_disconnected():
+            while time.monotonic() < ends and not agent.stopping.is_set():
+                if await request.is_disconnected():
+                    return
                 sample()
                 rates = {
                     s: {"rate": round(history.latest(s), 1), "points": sparkline(list(h))}
                     for s, h in history.rates.items()
                 }
                 yield b"data: " + json.dumps(rates).encode() + b"\n\n"
-                await asyncio.sleep(1.0)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(agent.stopping.wait(), 1.0)
 
         return StreamingResponse(events(), media_type="text/event-stream")
 
@@ -187,7 +204,7 @@ def make_dashboard(agent: DashboardView, token: str) -> FastAPI:
         session = session_of(request)
         if session is None:
             return to(request, "/login")
-        fields = await form(request)
+        fields = await form(request) or {}
         if not hmac.compare_digest(fields.get("csrf", ""), csrf_of(session)):
             return Response("a valid CSRF token is needed", 403, media_type="text/plain")
         number = fields.get("release", "")

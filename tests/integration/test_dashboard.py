@@ -128,3 +128,9 @@ def test_the_dashboard_in_chromium(hello: tuple[Path, str, int], chromium: Any, 
     assert page.evaluate("document.documentElement.scrollWidth") <= 390, "no sideways scrolling of the page"
     shot(page, tmp_path, "4-narrow-screen")
     context.close()
+
+
+def test_forms_that_are_not_ours_are_refused(hello: tuple[Path, str, int]) -> None:
+    _, ui, _ = hello
+    assert httpx.post(ui + "/login", content=b"token=" + b"x" * 20000).status_code == 413
+    assert httpx.post(ui + "/login", content=b"&".join([b"a=1"] * 20)).status_code == 413
