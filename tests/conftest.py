@@ -12,6 +12,7 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -90,3 +91,22 @@ def hello_on_driver(
     )
     yield root, port
     stop_project(root)
+
+
+CHROMIUM = "/usr/bin/chromium"  # Debian's; Playwright cannot download a browser here
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Iterator[Any]:
+    """A headless Chromium driven by Playwright's sync API (the system browser: `make test` installs
+    it as root); one per session, a fresh context per test."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        need(False, "the playwright package is not installed (pip install -e '.[test]')")
+    need(os.access(CHROMIUM, os.X_OK), f"{CHROMIUM} is missing (make test installs it when run as root)")
+    args = ["--no-sandbox"] if os.geteuid() == 0 else []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=args)
+        yield browser
+        browser.close()

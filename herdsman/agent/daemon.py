@@ -27,6 +27,7 @@ from pathlib import Path
 
 from herdsman.agent.api import make_app
 from herdsman.agent.autoscale import Sample, ServiceLoad, decide, sample_of
+from herdsman.agent.dashboard import make_dashboard
 from herdsman.agent.drift import DriftChecker
 from herdsman.agent.fleet import Seen, Want
 from herdsman.agent.heal import Healer
@@ -126,7 +127,9 @@ class Agent:
                     ready.set()
                 scaler = asyncio.create_task(self._sample())
                 checker = asyncio.create_task(self.drift.loop())
-                app = make_app(self, ensure_token(self.home, self.env))
+                token = ensure_token(self.home, self.env)
+                app = make_app(self, token)
+                app.mount("/ui", make_dashboard(self, token))  # the web dashboard: same listener, same token
                 serving, server = await serve(app, socket_path(self.home, self.env), self.api)
                 try:
                     await self._loop()
