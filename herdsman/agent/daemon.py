@@ -23,22 +23,21 @@ import os
 import signal
 import time
 from collections.abc import Callable, Mapping
-from pathlib import Path
 
 from herdsman.agent.api import make_app
 from herdsman.agent.autoscale import Sample, ServiceLoad, decide, sample_of
-from herdsman.agent.dashboard import make_dashboard
 from herdsman.agent.drift import DriftChecker
 from herdsman.agent.fleet import Seen, Want
 from herdsman.agent.heal import Healer
 from herdsman.agent.metrics import RouterTotals, Snapshot, render
 from herdsman.agent.observed import Observed
+from herdsman.agent.pidfile import agent_lock
 from herdsman.agent.schemas import Finding, Instance, Status
 from herdsman.agent.server import ensure_token, serve, socket_path
 from herdsman.agent.views import findings_of, instances_of, status_of
 from herdsman.agent.watch import Watcher
 from herdsman.deploy import data
-from herdsman.deploy.pidlock import lock_holder, pid_lock
+from herdsman.deploy.pidlock import lock_holder
 from herdsman.deploy.plan import effective_policy
 from herdsman.deploy.run import Deployment
 from herdsman.drivers.base import InstanceState
@@ -50,22 +49,6 @@ from herdsman.state import Release, StateStore
 
 SYNC_EVERY = 3.0  # seconds between full listings of what runs
 SAMPLE_EVERY = 0.5  # seconds between samples of the router's counters, for autoscaling
-
-
-def agent_lock(home: Path, env: str) -> contextlib.AbstractContextManager[None]:
-    """One agent per environment; the kernel releases the lock when the agent dies."""
-    return pid_lock(
-        home / "run" / f"agent-{env}.pid",
-        lambda holder: HerdError(
-            f"an agent for environment {env!r} is already running (pid {holder})",
-            hint="`herd down` stops it and the instances; `herd deploy` deploys through the running one",
-        ),
-    )
-
-
-def agent_pid(home: Path, env: str) -> int | None:
-    """The pid of the running agent of ``env``, if there is one."""
-    return lock_holder(home / "run" / f"agent-{env}.pid")
 
 
 class Agent:
@@ -129,6 +112,8 @@ class Agent:
                 checker = asyncio.create_task(self.drift.loop())
                 token = ensure_token(self.home, self.env)
                 app = make_app(self, token)
+                from herdsman.agent.dashboard import make_dashboard  # jinja2 only when an agent serves
+
                 app.mount("/ui", make_dashboard(self, token))  # the web dashboard: same listener, same token
                 serving, server = await serve(app, socket_path(self.home, self.env), self.api)
                 try:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from herdsman.agent.daemon import agent_pid
+from herdsman.agent.pidfile import agent_pid
 from herdsman.client import AgentClient
 from herdsman.errors import HerdError
 from herdsman.image.progress import Reporter
