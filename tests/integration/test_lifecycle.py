@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from herdsman.state import StateStore
-from tests.helpers import Load, herd, instances, on_docker, stack_name, volume_dir
+from tests.helpers import Load, docker_cmd, herd, instances, on_docker, stack_name, volume_dir
 
 
 def instances_running(project: Path) -> list[dict[str, str]]:
@@ -29,7 +29,7 @@ def instance_groups(project: Path) -> set[int] | set[str]:
         label = f"label=herd.stack={stack_name(project)}"
         return set(
             subprocess.run(
-                ["docker", "ps", "-q", "--filter", label], capture_output=True, text=True
+                [*docker_cmd(project), "ps", "-q", "--filter", label], capture_output=True, text=True
             ).stdout.split()
         )
     groups = set()
