@@ -328,7 +328,7 @@ class SwarmDriver(BlockingDriver):
             spec.argv,
             {**spec.env, **({"PORT": port} if port else {})},
             spec.secrets,
-            [v.target for v in spec.volumes],
+            [v.target for v in spec.volumes] + (["/run/secrets"] if wrapped else []),  # Swarm mounts it
             argv_skip=len(build.SECRET_WRAPPER) if wrapped else 0,
             env_known=self._secret_values(instance_id, spec),
         )
