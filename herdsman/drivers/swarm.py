@@ -383,7 +383,9 @@ class SwarmDriver(BlockingDriver):
                     follower.wait(2)
 
     def _remove(self, instance_id: str) -> None:
-        """The service, then (once Swarm removed its container, which holds them) its secrets."""
+        """The service, its container, then its secrets. The container is removed here rather than
+        waited for: Swarm takes seconds to reap a removed service's containers, and a heal that
+        waits that long to retire a dead instance leaves it in the pool meanwhile."""
         import docker.errors
 
         service = self._service(instance_id)
@@ -391,8 +393,11 @@ class SwarmDriver(BlockingDriver):
             with contextlib.suppress(docker.errors.NotFound):
                 self.client.api.remove_service(service["ID"])
         deadline = time.monotonic() + 30
-        while self._container(instance_id) is not None and time.monotonic() < deadline:
-            time.sleep(0.1)
+        while (container := self._container(instance_id)) is not None and time.monotonic() < deadline:
+            with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):  # Swarm's removing it
+                container.remove(v=False, force=True)
+            if self._container(instance_id) is not None:
+                time.sleep(0.1)
         for secret in self.client.secrets.list(filters={"label": f"herd.instance={instance_id}"}):
             with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
                 secret.remove()
