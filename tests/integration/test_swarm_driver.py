@@ -145,9 +145,7 @@ def test_a_killed_task_is_seen_as_exited_and_never_restarted_by_swarm(
     assert "exited" in herd(root, "ps").stdout
 
 
-def test_the_swarm_driver_needs_a_registry_and_a_container_image(
-    swarm_hello: Path, swarm_engine: str
-) -> None:
+def test_the_swarm_driver_needs_a_registry(swarm_hello: Path, swarm_engine: str) -> None:
     from herdsman.drivers.base import InstanceSpec
     from herdsman.drivers.swarm import SwarmDriver
     from herdsman.image.bake import image_store
