@@ -71,9 +71,77 @@ def debian_hello(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         subprocess.run(["docker", "rmi", *tags], capture_output=True)
 
 
-@pytest.fixture(params=["process", pytest.param("docker", marks=pytest.mark.docker)])
+def swarm_running() -> bool:
+    from tests.helpers import SWARM_HOST
+
+    if shutil.which("docker") is None:
+        return False
+    try:
+        state = subprocess.run(
+            ["docker", "-H", SWARM_HOST, "info", "--format", "{{.Swarm.LocalNodeState}}"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return state.returncode == 0 and state.stdout.strip() == "active"
+
+
+@pytest.fixture(scope="session")
+def swarm_engine() -> str:
+    """The swarm engine's address: a second dockerd of its own in a single-node swarm, which
+    scripts/system-deps starts (never the engine the docker driver's tests use)."""
+    from tests.helpers import SWARM_HOST
+
+    need(swarm_running(), f"no swarm engine answers on {SWARM_HOST} (make test starts one when run as root)")
+    return SWARM_HOST
+
+
+@pytest.fixture(scope="session")
+def swarm_registry(tmp_path_factory: pytest.TempPathFactory, swarm_engine: str) -> Iterator[str]:
+    """A local docker-registry on 127.0.0.1 for the session: where swarm deploys push their images
+    and the swarm engine pulls them from, by digest. Returns its address."""
+    from tests.helpers import RunningRegistry
+
+    running = RunningRegistry(tmp_path_factory.mktemp("swarm-registry"))
+    yield running.address
+    running.stop()
+    images = subprocess.run(
+        ["docker", "-H", swarm_engine, "images", "-q", "--filter", f"reference={running.address}/*/*"],
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    if images:  # what the swarm engine pulled from it
+        subprocess.run(["docker", "-H", swarm_engine, "rmi", "-f", *set(images)], capture_output=True)
+
+
+@pytest.fixture(scope="session")
+def swarm_hello(
+    tmp_path_factory: pytest.TempPathFactory, debian_hello: Path, swarm_engine: str, swarm_registry: str
+) -> Path:
+    """`debian_hello` for the swarm driver: its environment runs on the swarm engine and pulls from
+    the session's registry (the template of every test that runs hello on swarm)."""
+    from tests.helpers import TEMPLATE_SKIP
+
+    root = tmp_path_factory.mktemp("swarm-hello") / "hello"
+    shutil.copytree(debian_hello, root, ignore=shutil.ignore_patterns(*TEMPLATE_SKIP))
+    toml = root / "herd.toml"
+    swarm = f'driver = "swarm"\nregistry = "{swarm_registry}/herdtest"\ndocker_host = "{swarm_engine}"'
+    toml.write_text(toml.read_text().replace('driver = "docker"', swarm))
+    return root
+
+
+@pytest.fixture(
+    params=[
+        "process",
+        pytest.param("docker", marks=pytest.mark.docker),
+        pytest.param("swarm", marks=pytest.mark.swarm),
+    ]
+)
 def driver_name(request: pytest.FixtureRequest) -> str:
-    """Run the test on each driver (the docker one needs a Docker engine: under CI=true it must be there)."""
+    """Run the test on each driver (docker needs a Docker engine, swarm the swarm engine: under
+    CI=true they must be there)."""
     return str(request.param)
 
 
@@ -81,14 +149,15 @@ def driver_name(request: pytest.FixtureRequest) -> str:
 def hello_on_driver(
     tmp_path: Path, driver_name: str, request: pytest.FixtureRequest
 ) -> Iterator[tuple[Path, int]]:
-    """A copy of examples/hello for the test's driver (the docker one from `debian_hello`), with its
-    route on a free port: (project root, route port). Everything it ran is stopped afterwards."""
+    """A copy of examples/hello for the test's driver (docker from `debian_hello`, swarm from
+    `swarm_hello`), with its route on a free port: (project root, route port). Everything it ran
+    is stopped afterwards."""
     from tests.helpers import hello_copy, stop_project
 
     root = tmp_path / "hello"
-    port = hello_copy(
-        root, template=request.getfixturevalue("debian_hello") if driver_name == "docker" else None
-    )
+    templates = {"docker": "debian_hello", "swarm": "swarm_hello"}
+    template = request.getfixturevalue(templates[driver_name]) if driver_name in templates else None
+    port = hello_copy(root, template=template)
     yield root, port
     stop_project(root)
 

@@ -20,6 +20,47 @@ from pathlib import Path
 HELLO = Path(__file__).resolve().parent.parent / "examples" / "hello"
 
 
+class RunningRegistry:
+    """Debian's docker-registry serving on a free 127.0.0.1 port, its data under ``root``."""
+
+    def __init__(self, root: Path, auth: str = "") -> None:
+        import httpx
+
+        from tests.conftest import need_command
+
+        self.root = root
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        root.mkdir(parents=True, exist_ok=True)
+        config = root / "config.yml"
+        storage = f"storage:\n  filesystem:\n    rootdirectory: {root / 'data'}\n"
+        config.write_text(
+            f"version: 0.1\nlog:\n  level: error\n{storage}http:\n  addr: {self.address}\n{auth}"
+        )
+        self.process = subprocess.Popen(
+            [need_command("docker-registry"), "serve", str(config)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(200):
+            try:
+                httpx.get(f"http://{self.address}/v2/", timeout=1)
+                return
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        raise AssertionError("docker-registry did not start")
+
+    def blob_file(self, digest: str) -> Path:
+        hex_ = digest.removeprefix("sha256:")
+        return (
+            self.root / "data" / "docker" / "registry" / "v2" / "blobs" / "sha256" / hex_[:2] / hex_ / "data"
+        )
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+
+
 def write_project(root: Path, toml: str, files: dict[str, str | bytes] | None = None) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     (root / "herd.toml").write_text(toml)
@@ -197,13 +238,29 @@ def stop_project(root: Path, env: str = "production") -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(int(pid_file.read_text()), signal.SIGTERM)
     herd(root, "down", check=False)
-    if 'driver = "docker"' in (root / "herd.toml").read_text():
+    if on_docker(root):
+        docker = docker_cmd(root)
         label = f"label=herd.stack-id={stack_id(root)}"
+        if driver_of(root) == "swarm":  # what `herd down` left (none, unless it failed): services, secrets
+            for kind in ("service", "secret"):
+                left = subprocess.run(
+                    [*docker, kind, "ls", "-q", "--filter", label], capture_output=True, text=True
+                )
+                if left.stdout.split():
+                    subprocess.run([*docker, kind, "rm", *left.stdout.split()], capture_output=True)
+            wait_for(
+                lambda: (
+                    not subprocess.run(
+                        [*docker, "ps", "-aq", "--filter", label], capture_output=True, text=True
+                    ).stdout.split()
+                ),
+                30,
+            )
         volumes = subprocess.run(
-            ["docker", "volume", "ls", "-q", "--filter", label], capture_output=True, text=True
+            [*docker, "volume", "ls", "-q", "--filter", label], capture_output=True, text=True
         )
         for volume in volumes.stdout.split():
-            subprocess.run(["docker", "volume", "rm", "-f", volume], capture_output=True)
+            subprocess.run([*docker, "volume", "rm", "-f", volume], capture_output=True)
 
 
 def instances(project: Path) -> list[dict[str, str]]:
@@ -215,13 +272,30 @@ def instances(project: Path) -> list[dict[str, str]]:
 
 
 # driver-aware handles on a running instance, for tests that break things ---------------------------
+SWARM_HOST = "unix:///run/herd-swarm/docker.sock"  # the swarm engine scripts/system-deps starts
+
+
+def driver_of(root: Path) -> str:
+    """The driver of the project's production environment: process, docker or swarm."""
+    found = re.search(r'^driver = "([a-z]+)"', (root / "herd.toml").read_text(), re.M)
+    return found.group(1) if found else "process"
+
+
 def on_docker(root: Path) -> bool:
-    return 'driver = "docker"' in (root / "herd.toml").read_text()
+    """Its instances are containers of a Docker engine (the docker or the swarm driver)."""
+    return driver_of(root) in ("docker", "swarm")
 
 
-def container_of(instance: str) -> str:
+def docker_cmd(root: Path | None = None) -> list[str]:
+    """The docker command for the engine the project's containers run on."""
+    return ["docker", "-H", SWARM_HOST] if root is not None and driver_of(root) == "swarm" else ["docker"]
+
+
+def container_of(instance: str, root: Path | None = None) -> str:
     found = subprocess.run(
-        ["docker", "ps", "-aq", "--filter", f"label=herd.instance={instance}"], capture_output=True, text=True
+        [*docker_cmd(root), "ps", "-aq", "--filter", f"label=herd.instance={instance}"],
+        capture_output=True,
+        text=True,
     ).stdout.split()
     assert found, f"no container for {instance}"
     return found[0]
@@ -232,7 +306,8 @@ def app_pid(root: Path, instance: str) -> int:
     the member of the instance's process group running app.py (inside bubblewrap)."""
     if on_docker(root):
         out = subprocess.run(
-            ["docker", "inspect", "-f", "{{.State.Pid}}", container_of(instance)], capture_output=True
+            [*docker_cmd(root), "inspect", "-f", "{{.State.Pid}}", container_of(instance, root)],
+            capture_output=True,
         )
         init = int(out.stdout.strip())  # Docker's init; the app is its child
         children = Path(f"/proc/{init}/task/{init}/children").read_text().split()
@@ -255,7 +330,9 @@ def write_tmp(root: Path, instance: str, name: str, text: str) -> None:
     """Write a file into the instance's private /tmp (as the instance itself could)."""
     if on_docker(root):
         script = f"printf '%s' '{text}' > /tmp/{name}"
-        subprocess.run(["docker", "exec", container_of(instance), "sh", "-c", script], check=True)
+        subprocess.run(
+            [*docker_cmd(root), "exec", container_of(instance, root), "sh", "-c", script], check=True
+        )
     else:
         (root / ".herd" / "run" / "scratch" / instance / name).write_text(text)
 
@@ -265,7 +342,7 @@ def volume_dir(root: Path, volume: str) -> Path:
     if on_docker(root):
         name = f"herd-{stack_id(root)}-{volume}"
         out = subprocess.run(
-            ["docker", "volume", "inspect", "-f", "{{.Mountpoint}}", name], capture_output=True
+            [*docker_cmd(root), "volume", "inspect", "-f", "{{.Mountpoint}}", name], capture_output=True
         )
         return Path(out.stdout.decode().strip())
     return root / ".herd" / "volumes" / volume

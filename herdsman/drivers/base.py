@@ -16,7 +16,7 @@ import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from herdsman.errors import DriverError
 from herdsman.image.filelist import Difference
@@ -76,6 +76,17 @@ class Drift:
 
 Drifts = list[Drift]
 UNKNOWN = "\0unknown"  # an expected value the verifier cannot know (a secret it was not given)
+
+
+HOST_BASE_ANNOTATION = "org.opencontainers.image.base.name"  # "host": the image is only an app
+
+
+def is_host_image(manifest: Mapping[str, Any]) -> bool:
+    """An image baked on `base = "host"`: it runs on this machine's own OS, never in a container."""
+    return (manifest.get("annotations") or {}).get(HOST_BASE_ANNOTATION) == "host"
+
+
+HOST_IMAGE_REFUSED = "a `host` image runs on this machine's own OS and cannot run in a container"
 
 
 def private_dir(path: Path) -> Path:

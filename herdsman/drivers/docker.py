@@ -20,46 +20,34 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
-import json
 import os
 import shutil
 import socket
 import subprocess
-import tarfile
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from herdsman.drivers.base import (
+    HOST_IMAGE_REFUSED,
     BlockingDriver,
-    Drift,
     Drifts,
     ExecResult,
     InstanceSpec,
     InstanceState,
     States,
-    launch_drifts,
+    is_host_image,
 )
+from herdsman.drivers.container_evidence import container_drifts, keep_container
 from herdsman.drivers.docker_exec import exec_in
 from herdsman.errors import DriverError
 from herdsman.image.export import export_image
-from herdsman.image.filelist import Difference
 from herdsman.image.oci import ImageStore
 from herdsman.logs import write_labels
 from herdsman.spec.models import Environment
 
-HOST_BASE_ANNOTATION = "org.opencontainers.image.base.name"
 PORT_LABEL = "herd.port"
-# what the engine itself mounts into every container (init, name resolution): not drift
-ENGINE_MOUNTS = (
-    "/usr/sbin/docker-init",
-    "/sbin/docker-init",
-    "/etc/hosts",
-    "/etc/hostname",
-    "/etc/resolv.conf",
-)
 LOG_LABEL = "herd.log"
 
 
@@ -139,8 +127,8 @@ class DockerDriver(BlockingDriver):
         """A `host` image (only an app, to run on this machine's OS) cannot run in a container."""
         if not self.store.has_blob(image):
             return None  # pulled from the environment's registry when started
-        if (self.store.manifest(image).get("annotations") or {}).get(HOST_BASE_ANNOTATION) == "host":
-            return "a `host` image runs on this machine's own OS and cannot run in a container"
+        if is_host_image(self.store.manifest(image)):
+            return HOST_IMAGE_REFUSED
         return None
 
     def image_id(self, manifest_digest: str, stack: str, service: str = "") -> str:
@@ -355,39 +343,15 @@ class DockerDriver(BlockingDriver):
         container = self._container(instance_id)
         if container is None or container.status != "running":
             return []
-        drifts = []
-        config = container.attrs.get("Config") or {}
-        expected_image = str(self.store.manifest(spec.image)["config"]["digest"])
-        argv = list(config.get("Entrypoint") or []) + list(config.get("Cmd") or [])
-        env = dict(str(item).partition("=")[::2] for item in config.get("Env") or [])
         port = container.labels.get(PORT_LABEL) or ""
-        expected = {**spec.env, **({"PORT": port} if port else {})}
-        drifts += launch_drifts(
-            (str(container.attrs.get("Image")), expected_image),
-            (argv, spec.argv),
-            (env, expected),
+        return container_drifts(
+            container,
+            str(self.store.manifest(spec.image)["config"]["digest"]),
+            spec.argv,
+            {**spec.env, **({"PORT": port} if port else {})},
             spec.secrets,
+            [v.target for v in spec.volumes],
         )
-        mounts = {"/tmp", *(v.target for v in spec.volumes), *ENGINE_MOUNTS}
-        changes = [
-            c
-            for c in container.diff() or []
-            if not any(_under(str(c["Path"]), m) for m in mounts | {"/dev", "/proc", "/sys"})
-        ]
-        # with a read-only root, only the parents of mount points can show up (as changed dirs)
-        changes = [c for c in changes if not any(_under(m, str(c["Path"])) for m in mounts)]
-        if changes:
-            kinds = {0: "modified", 1: "added", 2: "removed"}
-            differences = tuple(
-                Difference(str(c["Path"]).lstrip("/"), kinds.get(int(c["Kind"]), "modified")) for c in changes
-            )
-            shown = ", ".join(f"/{d.path} ({d.kind})" for d in differences[:5])
-            drifts.append(
-                Drift(
-                    "file system", f"{len(differences)} path(s) differ from the image: {shown}", differences
-                )
-            )
-        return drifts
 
     # stopping ---------------------------------------------------------------------------------
     def _stop(self, instance_id: str, grace: float, keep: Path | None) -> None:
@@ -398,7 +362,7 @@ class DockerDriver(BlockingDriver):
             return
         try:
             if keep is not None:
-                self._keep(container, keep)
+                keep_container(container, keep)
             if container.status == "running":
                 with contextlib.suppress(docker.errors.APIError):  # a stopped (hung) app gets SIGTERM
                     container.kill(signal="SIGCONT")  # only once it runs again (init forwards this)
@@ -413,33 +377,6 @@ class DockerDriver(BlockingDriver):
             if follower is not None:  # it ends with the container; reap it
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     follower.wait(2)
-
-    def _keep(self, container: Any, keep: Path) -> None:
-        """What the container wrote: its /tmp (a tmpfs, gone once stopped) and `docker diff`."""
-        keep.mkdir(parents=True, exist_ok=True)
-        with contextlib.suppress(Exception):  # the diff is a bonus; the /tmp copy matters more
-            (keep.parent / "docker-diff.json").write_text(json.dumps(container.diff() or [], indent=1))
-        if container.status != "running":
-            return
-        # /tmp is a tmpfs, which `docker cp` (get_archive) cannot see: ask the container's own tar
-        import docker.errors
-
-        try:
-            code, (out, err) = container.exec_run(["tar", "-cf", "-", "-C", "/tmp", "."], demux=True)
-        except docker.errors.APIError as exc:  # it stopped meanwhile: its tmpfs is gone
-            (keep / ".not-kept").write_text(f"the container's /tmp could not be copied: {exc}\n")
-            return
-        if code != 0:
-            reason = (err or b"").decode(errors="replace").strip() or f"exit {code}"
-            (keep / ".not-kept").write_text(f"the container's /tmp could not be copied: {reason}\n")
-            return
-        with tarfile.open(fileobj=io.BytesIO(out or b"")) as tar:
-            members = [m for m in tar.getmembers() if m.isfile() or m.isdir()]
-            tar.extractall(keep, members=members, filter="data")
-
-
-def _under(path: str, top: str) -> bool:
-    return path == top or path.startswith(top.rstrip("/") + "/")
 
 
 def _component(text: str) -> str:

@@ -39,6 +39,7 @@ from herdsman.drivers.base import (
     InstanceSpec,
     InstanceState,
     States,
+    is_host_image,
     launch_drifts,
     private_dir,
     secret_digest,
@@ -55,7 +56,6 @@ from herdsman.image.unpack import unpack_image
 from herdsman.logs import STAMPER, write_labels
 from herdsman.spec.models import Environment
 
-HOST_BASE_ANNOTATION = "org.opencontainers.image.base.name"
 Records = list[dict[str, Any]]
 Differences = list[Difference]
 
@@ -112,8 +112,7 @@ class ProcessDriver(BlockingDriver):
         return path
 
     def _is_host_image(self, image: str) -> bool:
-        annotations = self.store.manifest(image).get("annotations") or {}
-        return annotations.get(HOST_BASE_ANNOTATION) == "host"
+        return is_host_image(self.store.manifest(image))
 
     def _start(self, spec: InstanceSpec) -> InstanceState:
         if self._load(spec.id) is not None:

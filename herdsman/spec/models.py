@@ -284,6 +284,9 @@ class Environment(Model):
     # REGISTRY/PREFIX: every deploy pushes its images to PREFIX/SERVICE, and the docker driver
     # runs them pulled from there, by digest
     registry: Annotated[str, Field(pattern=r"^[A-Za-z0-9.\-\[\]:]+/[a-z0-9._/-]+$")] | None = None
+    # the Docker engine of the swarm driver (e.g. "unix:///run/herd-swarm/docker.sock"); unset:
+    # DOCKER_HOST, else the default engine
+    docker_host: Annotated[str, Field(pattern=r"^(unix|tcp|ssh)://\S+$")] | None = None
 
 
 ROUTER_ENGINES = ("embedded", "haproxy")

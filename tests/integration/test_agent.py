@@ -19,9 +19,9 @@ from herdsman.state import StateStore
 from tests.helpers import (
     Load,
     app_pid,
+    driver_of,
     herd,
     instances,
-    on_docker,
     stack_id,
     stack_name,
     volume_dir,
@@ -250,7 +250,7 @@ def test_the_agent_reaps_instances_of_no_release(project: tuple[Path, int]) -> N
         "herd.release": "99",
     }
     labels |= {"herd.instance": "web-99-stray", "herd.image": digest}
-    driver = make_driver("docker" if on_docker(root) else "process", root / ".herd", project_)
+    driver = make_driver(driver_of(root), root / ".herd", project_)
     spec = InstanceSpec(
         id="web-99-stray",
         image=digest,

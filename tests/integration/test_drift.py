@@ -16,7 +16,7 @@ from herdsman.deploy.run import make_driver
 from herdsman.image.filelist import list_path
 from herdsman.spec import load_project
 from herdsman.state import StateStore
-from tests.helpers import Load, hello_copy, herd, instances, on_docker, stop_project, wait_for
+from tests.helpers import Load, driver_of, hello_copy, herd, instances, stop_project, wait_for
 
 
 @pytest.fixture
@@ -71,7 +71,7 @@ def test_an_instance_started_with_other_env_is_found_and_replaced(project: tuple
     herd(root, "deploy")
     victim = sorted(running(root))[0]
     project_ = load_project(root / "herd.toml")
-    driver = make_driver("docker" if on_docker(root) else "process", root / ".herd", project_)
+    driver = make_driver(driver_of(root), root / ".herd", project_)
     spec = asyncio.run(started_spec(root, victim))
     # someone restarts the instance by hand, with a setting of their own
     asyncio.run(driver.stop(victim, 5))

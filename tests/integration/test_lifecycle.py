@@ -16,7 +16,17 @@ import httpx
 import pytest
 
 from herdsman.state import StateStore
-from tests.helpers import Load, hello_copy, herd, instances, on_docker, stack_name, stop_project, volume_dir
+from tests.helpers import (
+    Load,
+    docker_cmd,
+    hello_copy,
+    herd,
+    instances,
+    on_docker,
+    stack_name,
+    stop_project,
+    volume_dir,
+)
 
 
 def instances_running(project: Path) -> list[dict[str, str]]:
@@ -30,7 +40,7 @@ def instance_groups(project: Path) -> set[int] | set[str]:
         label = f"label=herd.stack={stack_name(project)}"
         return set(
             subprocess.run(
-                ["docker", "ps", "-q", "--filter", label], capture_output=True, text=True
+                [*docker_cmd(project), "ps", "-q", "--filter", label], capture_output=True, text=True
             ).stdout.split()
         )
     groups = set()

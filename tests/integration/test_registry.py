@@ -20,8 +20,7 @@ import pytest
 
 from herdsman.image.bake import image_store
 from herdsman.spec import load_project
-from tests.conftest import need_command
-from tests.helpers import free_port, herd, write_project
+from tests.helpers import RunningRegistry, herd, write_project
 
 TOML = """
 [stack]
@@ -35,41 +34,6 @@ base = "{base}"
 copy = [{{ src = "root", dest = "/" }}]
 workdir = "/"
 """
-
-
-class RunningRegistry:
-    def __init__(self, root: Path, auth: str = "") -> None:
-        self.root = root
-        self.port = free_port()
-        self.address = f"127.0.0.1:{self.port}"
-        root.mkdir(parents=True, exist_ok=True)
-        config = root / "config.yml"
-        storage = f"storage:\n  filesystem:\n    rootdirectory: {root / 'data'}\n"
-        config.write_text(
-            f"version: 0.1\nlog:\n  level: error\n{storage}http:\n  addr: {self.address}\n{auth}"
-        )
-        self.process = subprocess.Popen(
-            [need_command("docker-registry"), "serve", str(config)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for _ in range(200):
-            try:
-                httpx.get(f"http://{self.address}/v2/", timeout=1)
-                return
-            except httpx.HTTPError:
-                time.sleep(0.05)
-        raise AssertionError("docker-registry did not start")
-
-    def blob_file(self, digest: str) -> Path:
-        hex_ = digest.removeprefix("sha256:")
-        return (
-            self.root / "data" / "docker" / "registry" / "v2" / "blobs" / "sha256" / hex_[:2] / hex_ / "data"
-        )
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=10)
 
 
 @pytest.fixture

@@ -10,14 +10,16 @@ import pytest
 from herdsman.drivers.docker import DockerDriver
 from herdsman.drivers.process import ProcessDriver
 from herdsman.drivers.registry import driver_class, driver_names, make_driver
+from herdsman.drivers.swarm import SwarmDriver
 from herdsman.errors import DriverError
 from herdsman.image.oci import ImageStore
 
 
 def test_the_built_in_drivers_are_registered() -> None:
-    assert {"process", "docker"} <= set(driver_names())
+    assert {"process", "docker", "swarm"} <= set(driver_names())
     assert driver_class("process") is ProcessDriver
     assert driver_class("docker") is DockerDriver
+    assert driver_class("swarm") is SwarmDriver
 
 
 def test_an_unknown_driver_names_the_known_ones() -> None:

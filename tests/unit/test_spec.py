@@ -156,6 +156,7 @@ def test_a_full_stack_parses_into_frozen_models() -> None:
         ("service.web.route.first_byte_timeout", 30, "service.web.route.first_byte_timeout", "duration"),
         ("service.web.min_ready", "soon", "service.web.min_ready", "not a duration"),
         ("service.web.min_ready", 1, "service.web.min_ready", "duration"),
+        ("environment.staging.docker_host", "localhost:2375", "environment.staging.docker_host", ""),
     ],
 )
 def test_field_errors_name_the_key(path: str, value: Any, key: str, words: str) -> None:
@@ -381,7 +382,7 @@ def _only_spec_errors(document: dict[str, Any]) -> None:
         ("service.web.route.host", "http://web", "service.web.route.host", "not a host name"),
         # drivers are the installed ones
         ("environment.staging.driver", "kubernetes", "environment.staging.driver", "no driver 'kubernetes'"),
-        ("environment.staging.driver", "swarm", "environment.staging.driver", "no driver 'swarm'"),
+        ("environment.staging.driver", "nomad", "environment.staging.driver", "no driver 'nomad'"),
         # zero where it makes no sense, and absurd lengths
         ("service.web.health.timeout", "0ms", "service.web.health.timeout", "0 makes no sense"),
         ("service.web.health.interval", "0s", "service.web.health.interval", "0 makes no sense"),

@@ -1,0 +1,416 @@
+"""The `swarm` driver: each instance a Docker Swarm service of one replica, through the docker SDK.
+
+Swarm places and runs; herdsman keeps deciding what runs and when traffic moves. Measured on a
+single-node swarm (issue 15), Swarm's own rolling `service update` dropped requests where herdsman
+driving a new service per instance, health-admitted, then the pool switched, dropped none. So an
+instance is a service (`replicas=1`, restart condition `none`: herdsman heals, not Swarm) on host
+networking and its own 127.0.0.1 port, and a rollout never uses `service update`.
+
+Every `herd.*` label is on the service and on its containers, so actual state is rebuilt from
+labels alone. Images come from the environment's registry by digest (`deploy` pushes them there),
+never by a tag. Hardening is the docker driver's. Secrets are Swarm secrets, exported into the
+app's environment by a small sh wrapper (`swarm_spec.SECRET_WRAPPER`), never in a label or the
+service's or container's environment. Output is collected as the docker driver does (`docker logs
+-f` beside the task's container), so logs outlive the service. Exec, drift, quarantine and logs
+reach the task's container through the same engine: a single-node swarm, or the manager the task
+runs on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from herdsman.drivers import swarm_spec as build
+from herdsman.drivers.base import (
+    HOST_IMAGE_REFUSED,
+    UNKNOWN,
+    BlockingDriver,
+    Drifts,
+    ExecResult,
+    InstanceSpec,
+    InstanceState,
+    States,
+    is_host_image,
+    secret_digest,
+    stack_key,
+)
+from herdsman.drivers.container_evidence import container_drifts, keep_container
+from herdsman.drivers.docker_exec import exec_in
+from herdsman.errors import DriverError
+from herdsman.image.oci import ImageStore
+from herdsman.logs import write_labels
+from herdsman.spec.models import Environment
+
+START_TIMEOUT = 120.0  # seconds for a task to pull its image and run
+
+
+def _engine(docker_host: str | None) -> Any:
+    import docker
+
+    try:
+        if docker_host:
+            client = docker.DockerClient(base_url=docker_host, version="auto", timeout=60)
+        else:
+            client = docker.from_env(version="auto", timeout=60)
+        swarm = (client.info().get("Swarm") or {}) if client.ping() else {}
+    except Exception as exc:
+        raise DriverError(
+            f"the Docker engine {docker_host or os.environ.get('DOCKER_HOST', '(default)')} is not "
+            f"answering: {exc}",
+            hint="set `docker_host` in [environment.NAME] (scripts/system-deps starts one on "
+            "unix:///run/herd-swarm/docker.sock)",
+        ) from None
+    if swarm.get("LocalNodeState") != "active" or not swarm.get("ControlAvailable"):
+        raise DriverError(
+            f"the Docker engine {docker_host or '(default)'} is not a Swarm manager",
+            hint="`docker swarm init --advertise-addr 127.0.0.1` on that engine (herdsman never "
+            "switches an engine into swarm mode by itself)",
+        )
+    return client
+
+
+class SwarmDriver(BlockingDriver):
+    name = "swarm"
+
+    def __init__(
+        self,
+        home: Path,
+        store: ImageStore,
+        *,
+        registry: str | None = None,
+        docker_host: str | None = None,
+        client: Any = None,
+    ) -> None:
+        self.home = home
+        self.store = store
+        self.registry = registry
+        self.docker_host = docker_host
+        self.logs = home / "logs"
+        self.client = client or _engine(docker_host)
+        self.docker_cli = shutil.which("docker")
+        self._followers: dict[str, subprocess.Popen[bytes]] = {}
+
+    @classmethod
+    def from_environment(cls, home: Path, store: ImageStore, environment: Environment | None) -> SwarmDriver:
+        """`[environment.NAME] registry` (where the engine pulls from, by digest) and `docker_host`."""
+        return cls(
+            home,
+            store,
+            registry=environment.registry if environment else None,
+            docker_host=(environment.docker_host if environment else None) or os.environ.get("DOCKER_HOST"),
+        )
+
+    # protocol ---------------------------------------------------------------------------------
+    async def inspect(self, instance_id: str) -> InstanceState | None:
+        return await asyncio.to_thread(self._inspect, instance_id)
+
+    def log_file(self, instance_id: str) -> Path | None:
+        service = self._service(instance_id)
+        if service is not None:
+            return Path(((service.get("Spec") or {}).get("Labels") or {}).get(build.LOG_LABEL, ""))
+        found = sorted(self.logs.glob(f"*/{instance_id}.log"))
+        return found[0] if found else None
+
+    def volume_dir(self, stack: str, name: str) -> Path:
+        """The local volume's data on this machine (the engine's node; snapshots copy it)."""
+        volume = self.client.volumes.get(self._volume(stack, name))
+        if volume.attrs.get("Driver") != "local" or volume.attrs.get("Options"):
+            raise DriverError(
+                f"volume {name} ({volume.name}) is not a plain local volume",
+                hint="snapshots, backups and restores work on volumes herdsman created",
+            )
+        path = Path(str(volume.attrs.get("Mountpoint", "")))
+        if not path.is_dir():
+            raise DriverError(
+                f"volume {name}'s data ({path}) is not on this machine",
+                hint="snapshots and backups of swarm volumes need the node's engine to be local",
+            )
+        return path
+
+    def refuse_image(self, image: str) -> str | None:
+        """A `host` image (only an app, to run on this machine's OS) cannot run in a container."""
+        if self.store.has_blob(image) and is_host_image(self.store.manifest(image)):
+            return HOST_IMAGE_REFUSED
+        return None
+
+    # starting ---------------------------------------------------------------------------------
+    def image_reference(self, spec: InstanceSpec) -> str:
+        manifest = self.store.manifest(spec.image)
+        if is_host_image(manifest):
+            raise DriverError(
+                HOST_IMAGE_REFUSED,
+                hint='give the service a full base for the swarm driver, e.g. base = "debian:bookworm"',
+            )
+        if not self.registry:
+            raise DriverError(
+                "the swarm driver runs images from the environment's registry, and it has none",
+                hint='set registry = "HOST:PORT/PREFIX" in [environment.NAME]: `herd deploy` pushes '
+                "there and every node pulls by digest",
+            )
+        return build.image_reference(self.registry, spec.labels.get("herd.service", "instance"), spec.image)
+
+    def _start(self, spec: InstanceSpec) -> InstanceState:
+        import docker.errors
+        from docker.types import Mount, Resources, RestartPolicy, SecretReference, ServiceMode
+
+        if self._service(spec.id) is not None:
+            raise DriverError(f"instance {spec.id} already exists")
+        image = self.image_reference(spec)
+        stack_id = spec.labels.get("herd.stack-id", spec.labels.get("herd.stack", "herd"))
+        port = _free_port() if spec.wants_port else None
+        env, secret_values = build.split_env(spec, port)
+        service = spec.labels.get("herd.service", "instance")
+        log = spec.log_file or self.logs / service / f"{spec.id}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        write_labels(log, dict(spec.labels))
+        labels = {**spec.labels, build.LOG_LABEL: str(log), build.PORT_LABEL: str(port or "")}
+        if secret_values:
+            labels[build.WRAPPED_LABEL] = "1"
+        mounts = [Mount(v.target, self._volume(stack_id, v.name), type="volume") for v in spec.volumes]
+        mounts.append(Mount("/tmp", None, type="tmpfs", tmpfs_size=256 * 1024**2, tmpfs_mode=0o1777))
+        try:
+            secrets = [
+                SecretReference(made, name, filename=build.SECRET_FILE + key, uid="0", gid="0", mode=0o444)
+                for key, value in sorted(secret_values.items())
+                for name in [build.secret_name(stack_id, spec.id, key)]
+                for made in [self._secret(name, value, spec, key)]
+            ]
+            created = self.client.services.create(
+                image,
+                command=build.command(spec),
+                name=build.service_name(spec.labels, spec.id),
+                labels=labels,
+                container_labels=labels,
+                env=[f"{k}={v}" for k, v in env.items()],
+                mounts=mounts,
+                secrets=secrets,
+                mode=ServiceMode("replicated", replicas=1),
+                restart_policy=RestartPolicy(condition="none"),
+                networks=["host"],
+                resources=Resources(**build.limits(spec)),
+                log_driver="json-file",
+                log_driver_options={"max-size": "50m", "max-file": "2"},
+                **build.hardening(spec),
+            )
+        except docker.errors.APIError as exc:
+            self._remove(spec.id)
+            raise DriverError(f"Swarm could not start {spec.id}: {exc.explanation or exc}") from None
+        state = self._wait_started(created.id, spec.id, image)
+        container = state.extra.get("container")
+        if container:
+            self._followers[spec.id] = self._follow_logs(container, log)
+        return state
+
+    def _secret(self, name: str, value: str, spec: InstanceSpec, key: str) -> str:
+        """A Swarm secret for one variable; its label holds the HMAC of the value (for `verify`)."""
+        labels = {
+            "herd.stack-id": spec.labels.get("herd.stack-id", ""),
+            "herd.instance": spec.id,
+            build.DIGEST_LABEL: secret_digest(stack_key(self.home), value),
+        }
+        return str(self.client.secrets.create(name=name, data=value.encode(), labels=labels).id)
+
+    def _wait_started(self, service_id: str, instance_id: str, image: str) -> InstanceState:
+        """Until the task runs (its container has a pid) or has ended; a rejected task (the image
+        could not be pulled, a mount could not be made) is an error and leaves nothing behind."""
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            service = self.client.api.inspect_service(service_id)
+            task = build.latest_task(self.client.api.tasks(filters={"service": service_id}))
+            state = build.instance_state(service, task)
+            status = str(((task or {}).get("Status") or {}).get("State") or "")
+            if status == "rejected" or (status in build.STARTING and time.monotonic() > deadline):
+                self._remove(instance_id)
+                raise DriverError(
+                    f"Swarm could not start {instance_id} ({image}): {state.detail or 'task ' + status}",
+                    hint="is the registry running, and did `herd deploy` push the image?",
+                )
+            if status == "running" or status in build.ENDED:
+                return state
+            time.sleep(0.1)
+
+    def _volume(self, stack: str, name: str) -> str:
+        """The local volume ``name`` of the stack whose id is ``stack`` (created if need be)."""
+        import docker.errors
+
+        volume = build.volume_name(stack, name)
+        try:
+            self.client.volumes.get(volume)
+        except docker.errors.NotFound:
+            self.client.volumes.create(volume, labels={"herd.stack-id": stack, "herd.volume": name})
+        return volume
+
+    def settle_logs(self, instance_id: str, timeout: float = 2.0) -> None:
+        follower = self._followers.get(instance_id)
+        if follower is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                follower.wait(timeout)
+
+    def _follow_logs(self, container_id: str, log: Path) -> subprocess.Popen[bytes]:
+        """`docker logs -f --timestamps` of the task's container into the log file, in its own
+        session: it outlives the agent and ends with the container."""
+        if self.docker_cli is None:
+            raise DriverError("the docker command is missing", hint="apt-get install docker.io")
+        host = ["-H", self.docker_host] if self.docker_host else []
+        fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            return subprocess.Popen(
+                [self.docker_cli, *host, "logs", "-f", "--timestamps", container_id],
+                stdin=subprocess.DEVNULL,
+                stdout=fd,
+                stderr=fd,
+                start_new_session=True,
+            )
+        finally:
+            os.close(fd)
+
+    # state ------------------------------------------------------------------------------------
+    def _service(self, instance_id: str) -> Mapping[str, Any] | None:
+        found = self.client.api.services(filters={"label": f"herd.instance={instance_id}"})
+        return found[0] if found else None
+
+    def _container(self, instance_id: str) -> Any:
+        """The task's container (on this engine: a single node, or the manager it runs on)."""
+        found = self.client.containers.list(
+            all=True, ignore_removed=True, filters={"label": f"herd.instance={instance_id}"}
+        )
+        return found[0] if found else None
+
+    def _inspect(self, instance_id: str) -> InstanceState | None:
+        service = self._service(instance_id)
+        if service is None:
+            return None
+        task = build.latest_task(self.client.api.tasks(filters={"service": service["ID"]}))
+        return build.instance_state(service, task)
+
+    def list_now(self, labels: Mapping[str, str] | None = None) -> States:
+        """Services by label, and their tasks in one more call."""
+        wanted = [f"{k}={v}" for k, v in (labels or {}).items()] + ["herd.instance"]
+        services = self.client.api.services(filters={"label": wanted})
+        if not services:
+            return []
+        tasks: dict[str, list[Any]] = {}
+        for task in self.client.api.tasks(filters={"service": [s["ID"] for s in services]}):
+            tasks.setdefault(str(task.get("ServiceID")), []).append(task)
+        states = [build.instance_state(s, build.latest_task(tasks.get(s["ID"], []))) for s in services]
+        return sorted(states, key=lambda s: (s.started, s.id))
+
+    # exec -------------------------------------------------------------------------------------
+    async def exec(self, instance_id: str, argv: Sequence[str], timeout: float) -> ExecResult:
+        """`docker exec` into the task's running container."""
+        container = await asyncio.to_thread(self._container, instance_id)
+        if container is None or container.status != "running":
+            raise DriverError(f"instance {instance_id} is not running")
+        return await exec_in(self.client.api, container.id, instance_id, argv, timeout)
+
+    # drift ------------------------------------------------------------------------------------
+    async def verify(self, instance_id: str, spec: InstanceSpec) -> Drifts:
+        import docker.errors
+
+        try:
+            return await asyncio.to_thread(self._verify, instance_id, spec)
+        except docker.errors.NotFound:
+            return []  # removed meanwhile
+
+    def _verify(self, instance_id: str, spec: InstanceSpec) -> Drifts:
+        """As the docker driver: image, command, environment, `docker diff`. A secret is what its
+        Swarm secret's HMAC says (the value is in no environment that could be read)."""
+        container = self._container(instance_id)
+        if container is None or container.status != "running":
+            return []
+        port = container.labels.get(build.PORT_LABEL) or ""
+        wrapped = container.labels.get(build.WRAPPED_LABEL) == "1"
+        return container_drifts(
+            container,
+            str(self.store.manifest(spec.image)["config"]["digest"]),
+            spec.argv,
+            {**spec.env, **({"PORT": port} if port else {})},
+            spec.secrets,
+            [v.target for v in spec.volumes] + (["/run/secrets"] if wrapped else []),  # Swarm mounts it
+            argv_skip=len(build.SECRET_WRAPPER) if wrapped else 0,
+            env_known=self._secret_values(instance_id, spec),
+        )
+
+    def _secret_values(self, instance_id: str, spec: InstanceSpec) -> dict[str, str]:
+        """For each secret of ``spec`` its expected value where the instance's Swarm secret holds
+        that value (by HMAC), else a stand-in that differs from it."""
+        digests = {}
+        for secret in self.client.secrets.list(filters={"label": f"herd.instance={instance_id}"}):
+            labels = secret.attrs.get("Spec", {}).get("Labels") or {}
+            digests[str(secret.name)] = labels.get(build.DIGEST_LABEL, "")
+        key = stack_key(self.home)
+        stack_id = spec.labels.get("herd.stack-id", spec.labels.get("herd.stack", "herd"))
+        known = {}
+        for name in spec.secrets:
+            expected = spec.env.get(name, "")
+            held = digests.get(build.secret_name(stack_id, instance_id, name))
+            if expected == UNKNOWN:
+                continue
+            if held == secret_digest(key, expected):
+                known[name] = expected
+            elif held is not None:
+                known[name] = "\0another value"
+        return known
+
+    # stopping ---------------------------------------------------------------------------------
+    def _stop(self, instance_id: str, grace: float, keep: Path | None) -> None:
+        """Stop the task's container with ``grace`` (restart `none`: Swarm leaves it stopped),
+        keeping its /tmp and `docker diff` first when asked, then remove the service and its
+        secrets. Swarm removes a removed service's containers, so nothing of a quarantined
+        instance's container outlives this but what ``keep`` and the log store hold."""
+        import docker.errors
+
+        container = self._container(instance_id)
+        try:
+            if container is not None:
+                if keep is not None:
+                    keep_container(container, keep)
+                if container.status == "running":
+                    with contextlib.suppress(docker.errors.APIError):
+                        container.kill(signal="SIGCONT")  # a stopped (hung) app gets its SIGTERM
+                    container.stop(timeout=max(0, int(grace + 0.999)))
+            self._remove(instance_id)
+        except docker.errors.NotFound:
+            self._remove(instance_id)
+        except docker.errors.APIError as exc:
+            raise DriverError(f"Swarm could not stop {instance_id}: {exc.explanation or exc}") from None
+        finally:
+            follower = self._followers.pop(instance_id, None)
+            if follower is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    follower.wait(2)
+
+    def _remove(self, instance_id: str) -> None:
+        """The service, its container, then its secrets. The container is removed here rather than
+        waited for: Swarm takes seconds to reap a removed service's containers, and a heal that
+        waits that long to retire a dead instance leaves it in the pool meanwhile."""
+        import docker.errors
+
+        service = self._service(instance_id)
+        if service is not None:
+            with contextlib.suppress(docker.errors.NotFound):
+                self.client.api.remove_service(service["ID"])
+        deadline = time.monotonic() + 30
+        while (container := self._container(instance_id)) is not None and time.monotonic() < deadline:
+            with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):  # Swarm's removing it
+                container.remove(v=False, force=True)
+            if self._container(instance_id) is not None:
+                time.sleep(0.1)
+        for secret in self.client.secrets.list(filters={"label": f"herd.instance={instance_id}"}):
+            with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+                secret.remove()
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
