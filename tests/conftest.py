@@ -165,10 +165,11 @@ def hello_on_driver(
 CHROMIUM = "/usr/bin/chromium"  # Debian's; Playwright cannot download a browser here
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[Any]:
     """A headless Chromium driven by Playwright's sync API (the system browser: `make test` installs
-    it as root); one per session, a fresh context per test."""
+    it as root); one per test module, a fresh context per test. Not per session: the sync API runs
+    an event loop in this thread while it is open, and later tests call asyncio.run()."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
