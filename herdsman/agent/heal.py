@@ -4,6 +4,10 @@ Each dirty service is healed in its own task (a slow admission in one service do
 another), through the same executor as a deploy, so a replacement is admitted by its health check
 before it takes traffic. The one step of the agent's own is `quarantine`: drain the instance (it is
 already out of the pool), keep its record, log and what it wrote, stop it, prune old evidence.
+An unhealthy instance's drain starts as soon as it leaves the pool, not when its quarantine step
+comes after the replacement's start and admission: the requests it holds will not be answered,
+so they are retried elsewhere at once instead of waiting out a slow start (seconds on a busy
+Docker engine) and the client's patience with it.
 A replacement that fails to become healthy is stopped (its log kept) and counts as a crash, so an
 image that keeps crashing is retried with exponential backoff instead of in a tight loop.
 """
@@ -43,6 +47,7 @@ class Healer:
         self.home = home
         self.resync = resync  # a full listing, after a heal changed what runs
         self.counted: set[str] = set()  # exited instances already counted as crashes
+        self.draining: dict[str, asyncio.Task[None]] = {}  # unhealthy instance -> its drain, begun early
         deployment.executor.extra_ops["quarantine"] = self._quarantine
 
     @property
@@ -100,6 +105,8 @@ class Healer:
                         service=service,
                     )
                 await executor.apply(step, release)
+                if step["op"] == "pool":
+                    self._drain_hung_now(steps, release)
                 if step["op"] == "retire":
                     for instance in step["instances"]:
                         self._forget(service, instance)
@@ -132,20 +139,44 @@ class Healer:
         self.counted.discard(instance)
 
     # the agent's own step -------------------------------------------------------------------------
-    async def _quarantine(self, step: Step, release: Release) -> None:
-        service, instance_id, reason = step["service"], step["instances"][0], str(step.get("reason", ""))
-        driver = self.deployment.driver
-        state = await driver.inspect(instance_id)
-        if state is None:
-            return
+    def _drain_hung_now(self, steps: list[Step], release: Release) -> None:
+        """The unhealthy instances to quarantine have just left the pool: begin their drains."""
+        for step in steps:
+            if step["op"] == "quarantine" and step.get("unhealthy"):
+                instance_id = step["instances"][0]
+                if instance_id not in self.draining:
+                    self.draining[instance_id] = asyncio.create_task(self._drain(step, release))
+
+    async def _drain(self, step: Step, release: Release) -> None:
+        """Drain the instance out of its route; an unhealthy one's unanswered requests go elsewhere now."""
+        service, instance_id = step["service"], step["instances"][0]
         entry = release.services().get(service)
         config = entry.config if entry is not None else None
         pools = self.deployment.executor.pools
-        if pools is not None and config is not None and config.route is not None and state.address:
-            hung = bool(step.get("unhealthy"))  # failing its checks: what it holds will not be answered
-            await pools.drain(
-                route_name(self.env, service), [state.address], config.route.drain_timeout, hung=hung
-            )
+        if pools is None or config is None or config.route is None:
+            return
+        state = self.deployment.executor.known.get(instance_id) or await self.deployment.driver.inspect(
+            instance_id
+        )
+        if state is None or not state.address:
+            return
+        hung = bool(step.get("unhealthy"))  # failing its checks: what it holds will not be answered
+        await pools.drain(
+            route_name(self.env, service), [state.address], config.route.drain_timeout, hung=hung
+        )
+
+    async def _quarantine(self, step: Step, release: Release) -> None:
+        service, instance_id, reason = step["service"], step["instances"][0], str(step.get("reason", ""))
+        driver = self.deployment.driver
+        early = self.draining.pop(instance_id, None)
+        state = await driver.inspect(instance_id)
+        if state is None:
+            if early is not None:
+                early.cancel()
+            return
+        entry = release.services().get(service)
+        config = entry.config if entry is not None else None
+        await (early if early is not None else self._drain(step, release))
         info = {
             "service": service,
             "release": state.release,

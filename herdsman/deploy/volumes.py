@@ -49,27 +49,35 @@ def _clone_or_copy(source: Path, target: Path) -> None:
 
 def copy_tree(source: Path, target: Path) -> None:
     """Copy the contents of ``source`` into the existing directory ``target``: files, symlinks and
-    directories, with modes, times and (as root) owners."""
+    directories, with modes, times and (as root) owners.
+
+    The source may be live (a snapshot is taken while the serving release writes): an entry that
+    vanishes between the listing and its copy (an app's temporary file, renamed over its target
+    meanwhile) was never data of a consistent state, and is skipped, not an error."""
     as_root = os.geteuid() == 0
     for directory, dirs, files in os.walk(source):
         base = Path(directory)
         into = target / base.relative_to(source)
         for name in sorted(dirs) + sorted(files):
-            src, dst = base / name, into / name
-            info = src.lstat()
-            if stat.S_ISLNK(info.st_mode):
-                os.symlink(os.readlink(src), dst)
-            elif stat.S_ISDIR(info.st_mode):
-                dst.mkdir()
-            elif stat.S_ISREG(info.st_mode):
-                _clone_or_copy(src, dst)
-            else:
-                continue  # sockets, FIFOs: not data
-            if as_root:
-                os.chown(dst, info.st_uid, info.st_gid, follow_symlinks=False)
-            if not stat.S_ISLNK(info.st_mode):
-                os.chmod(dst, stat.S_IMODE(info.st_mode))
+            with contextlib.suppress(FileNotFoundError):
+                _copy_entry(base / name, into / name, as_root)
     _copy_times(source, target)
+
+
+def _copy_entry(src: Path, dst: Path, as_root: bool) -> None:
+    info = src.lstat()
+    if stat.S_ISLNK(info.st_mode):
+        os.symlink(os.readlink(src), dst)
+    elif stat.S_ISDIR(info.st_mode):
+        dst.mkdir()
+    elif stat.S_ISREG(info.st_mode):
+        _clone_or_copy(src, dst)
+    else:
+        return  # sockets, FIFOs: not data
+    if as_root:
+        os.chown(dst, info.st_uid, info.st_gid, follow_symlinks=False)
+    if not stat.S_ISLNK(info.st_mode):
+        os.chmod(dst, stat.S_IMODE(info.st_mode))
 
 
 def _copy_times(source: Path, target: Path) -> None:
@@ -80,8 +88,8 @@ def _copy_times(source: Path, target: Path) -> None:
     )
     for src in [*entries, source]:
         dst = target / src.relative_to(source)
-        info = src.lstat()
         with contextlib.suppress(OSError, NotImplementedError):
+            info = src.lstat()
             os.utime(dst, ns=(info.st_atime_ns, info.st_mtime_ns), follow_symlinks=False)
 
 

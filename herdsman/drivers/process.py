@@ -255,6 +255,8 @@ class ProcessDriver(BlockingDriver):
         pid = int(record["pid"])
         code = self._exit_code(pid)
         alive = code is None and procfs.alive(pid, record.get("ticks"))
+        if not alive and code is None:
+            code = self._settled_exit_code(pid)
         return InstanceState(
             id=record["id"],
             labels=record["labels"],
@@ -289,6 +291,17 @@ class ProcessDriver(BlockingDriver):
     def _exit_code(self, pid: int) -> int | None:
         child = self._children.get(pid)
         return child.poll() if child is not None else None
+
+    def _settled_exit_code(self, pid: int) -> int | None:
+        """The exit code of a child of ours that is gone. `Popen.poll` answers None while another
+        thread waits for the same child (a concurrent inspect, a stop), so a process that has
+        ended is waited for here, blocking for the moment that other thread holds it."""
+        child = self._children.get(pid)
+        if child is None:
+            return None
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            return child.wait(timeout=2)
+        return None
 
     # exec -------------------------------------------------------------------------------------
     async def exec(self, instance_id: str, argv: Sequence[str], timeout: float) -> ExecResult:

@@ -289,17 +289,32 @@ class SwarmDriver(BlockingDriver):
         service = self._service(instance_id)
         if service is None:
             return None
-        task = build.latest_task(self.client.api.tasks(filters={"service": service["ID"]}))
+        import docker.errors
+
+        try:
+            task = build.latest_task(self.client.api.tasks(filters={"service": service["ID"]}))
+        except docker.errors.NotFound:
+            return None  # removed between the two calls
         return build.instance_state(service, task)
 
     def list_now(self, labels: Mapping[str, str] | None = None) -> States:
         """Services by label, and their tasks in one more call."""
+        import docker.errors
+
         wanted = [f"{k}={v}" for k, v in (labels or {}).items()] + ["herd.instance"]
-        services = self.client.api.services(filters={"label": wanted})
-        if not services:
-            return []
+        for attempt in range(5):
+            services = self.client.api.services(filters={"label": wanted})
+            if not services:
+                return []
+            try:
+                listed = self.client.api.tasks(filters={"service": [s["ID"] for s in services]})
+                break
+            except docker.errors.NotFound:
+                # a service was removed between the two calls (Swarm refuses the whole filter): ask again
+                if attempt == 4:
+                    raise
         tasks: dict[str, list[Any]] = {}
-        for task in self.client.api.tasks(filters={"service": [s["ID"] for s in services]}):
+        for task in listed:
             tasks.setdefault(str(task.get("ServiceID")), []).append(task)
         states = [build.instance_state(s, build.latest_task(tasks.get(s["ID"], []))) for s in services]
         return sorted(states, key=lambda s: (s.started, s.id))

@@ -7,6 +7,7 @@ import dataclasses
 import json
 import os
 import shutil
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -133,6 +134,44 @@ def test_sandbox_root_is_read_only_and_tmp_private(hello: tuple[Path, str]) -> N
         assert not Path("/tmp/ok").exists() or Path("/tmp/ok").stat().st_mtime < time.time() - 60
 
     asyncio.run(scenario())
+
+
+def test_an_exit_code_is_known_while_other_threads_inspect_the_same_instance(hello: tuple[Path, str]) -> None:
+    """`Popen.poll` answers None while another thread waits for the same child: an instance that
+    ended must still report its exit code (a migration's "exited with code None" was this race
+    between the deploy's inspections and the agent's listings in threads)."""
+    home, digest = hello
+    volume = home / "volumes" / "counter"
+    driver = ProcessDriver(home, image_store(load_project(home.parent / "herd.toml")), sandbox="none")
+    done = threading.Event()
+    codes: list[int | None] = []
+
+    def list_all_the_time() -> None:
+        while not done.is_set():
+            codes.extend(s.exit_code for s in driver.list_now() if s.state == "exited")
+
+    async def scenario() -> None:
+        for n in range(10):
+            instance = f"job-{n}"
+            await driver.start(_spec(home, digest, instance, volume, argv=("sh", "-c", "sleep 0.1; exit 3")))
+            deadline = time.monotonic() + 20
+            state = await driver.inspect(instance)
+            while state is not None and state.state == "running" and time.monotonic() < deadline:
+                state = await driver.inspect(instance)
+            assert state is not None and state.state == "exited" and state.exit_code == 3, state
+
+    listers = [threading.Thread(target=list_all_the_time) for _ in range(3)]
+    for lister in listers:
+        lister.start()
+    try:
+        asyncio.run(scenario())
+    finally:
+        done.set()
+        for lister in listers:
+            lister.join(timeout=10)
+        for n in range(10):  # stopped after the listers, which would otherwise race the stops
+            asyncio.run(driver.stop(f"job-{n}", 1))
+    assert codes and set(codes) == {3}, set(codes)
 
 
 def test_a_new_driver_adopts_running_instances_and_sees_crashes(hello: tuple[Path, str]) -> None:
