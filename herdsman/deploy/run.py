@@ -28,17 +28,20 @@ from herdsman.spec import Project, herd_home
 from herdsman.state import Release, StateStore, services_of
 
 
-def deploy_lock(home: Path, env: str, wait: float = 0.0) -> contextlib.AbstractContextManager[None]:
-    """Keeps two deploys of one environment from interleaving (see pidlock)."""
-    return pid_lock(
-        home / "run" / f"deploy-{env}.lock",
-        lambda holder: DeployError(
-            f"another deploy of environment {env!r} is running (pid {holder})",
+def deploy_lock(
+    home: Path, env: str, wait: float = 0.0, task: str = "deploy"
+) -> contextlib.AbstractContextManager[None]:
+    """Keeps two changes of one environment (deploys, rollbacks, prunes) from interleaving."""
+
+    def busy(holder: str) -> DeployError:
+        pid, _, what = holder.partition(" ")
+        return DeployError(
+            f"another {what or 'deploy'} of environment {env!r} is running (pid {pid})",
             hint="wait for it to finish, or pass --wait SECONDS",
             delay=0.2,  # a rollout step is short: look again soon
-        ),
-        wait,
-    )
+        )
+
+    return pid_lock(home / "run" / f"deploy-{env}.lock", busy, wait, task)
 
 
 def make_driver(name: str, home: Path, project: Project, env: str | None = None) -> Driver:
