@@ -173,6 +173,11 @@ class AgentClient:
     def inspect(self, instance: str, lines: int = 20) -> dict[str, Any]:
         return dict(self._call("GET", f"/v1/quarantine/{instance}", params={"lines": lines}).json())
 
+    def quarantine_instance(self, instance: str, reason: str = "asked by hand") -> dict[str, Any]:
+        """Ask the agent to replace ``instance``, then stop and keep it (`herd quarantine add`)."""
+        path = f"/v1/instances/{instance}/quarantine"
+        return dict(self._call("POST", path, json={"reason": reason}).json())
+
     def purge(self, instance: str) -> None:
         self._call("DELETE", f"/v1/quarantine/{instance}")
 

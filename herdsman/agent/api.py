@@ -34,6 +34,8 @@ from herdsman.agent.schemas import (
     Finding,
     Instance,
     Quarantined,
+    QuarantineRequest,
+    Quarantining,
     ReleaseInfo,
     Replicas,
     RollbackRequest,
@@ -62,6 +64,8 @@ class AgentView(Protocol):
     async def instances(self) -> list[Instance]: ...
 
     def scale(self, service: str, replicas: int | None) -> None: ...
+
+    def quarantine_instance(self, instance_id: str, reason: str) -> str: ...
 
     async def verify(self) -> list[Finding]: ...
 
@@ -203,6 +207,22 @@ def make_app(agent: AgentView, token: str) -> FastAPI:
     @app.get("/v1/quarantine", response_model=list[Quarantined], responses=ERRORS)
     def quarantine() -> list[Quarantined]:
         return [_quarantined(k) for k in agent.quarantine.all()]
+
+    @app.post(
+        "/v1/instances/{instance}/quarantine",
+        status_code=202,
+        response_model=Quarantining,
+        responses=WITH_BODY,
+    )
+    def pull(body: QuarantineRequest, instance: str = Path(pattern=ID)) -> Quarantining:
+        """Quarantine a running instance (`herd quarantine add`): it is replaced first (it still
+        answers until its replacement is admitted), then taken out of the pool, stopped and kept."""
+        reason = f"quarantined by hand: {body.reason}"
+        try:
+            service = agent.quarantine_instance(instance, reason)
+        except HerdError as exc:
+            raise HTTPException(404, exc.message) from None
+        return Quarantining(instance=instance, service=service, reason=reason)
 
     @app.get("/v1/quarantine/{instance}", response_model=Quarantined, responses=NOT_FOUND)
     def inspect(instance: str = Path(pattern=ID), lines: int = Query(20, ge=0, le=10000)) -> Quarantined:

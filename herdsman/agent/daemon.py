@@ -23,6 +23,7 @@ import os
 import signal
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 
 from herdsman.agent.api import make_app
 from herdsman.agent.autoscale import Sample, ServiceLoad, decide, sample_of
@@ -277,6 +278,33 @@ class Agent:
             raise HerdError(f"no service {service!r} in the current release of {self.env}")
         self.deployment.set_replicas(service, replicas)
         self.poke()
+
+    def quarantine_instance(self, instance_id: str, reason: str) -> str:
+        """`herd quarantine add` through the API: a running instance is replaced (surge first: it
+        still answers until its replacement is admitted), then taken out of the pool, stopped and
+        kept, as a drifted one is (its record, log and what it wrote in .herd/quarantine)."""
+        seen = self.fleet.get(instance_id)
+        if seen is None or not seen.running:
+            raise HerdError(
+                f"no running instance {instance_id!r} in environment {self.env!r}",
+                hint="`herd ps` lists the running instances",
+            )
+        self.drifted[instance_id] = reason  # the fleet plans its quarantine like a drifted one's
+        self.fleet.observe(dataclasses.replace(seen, drifted=reason))
+        self.state.event(
+            self.env,
+            "quarantine",
+            f"{instance_id}: quarantine asked ({reason}); replacing it first",
+            service=seen.service,
+            instance=instance_id,
+            release=seen.release,
+        )
+        self.wake.set()
+        return seen.service
+
+    def log_file(self, instance_id: str) -> Path | None:
+        """Where the driver writes a running instance's log (None when it keeps none)."""
+        return self.deployment.driver.log_file(instance_id)
 
     async def status(self) -> Status:
         release = self.deployment.state.current_release(self.env)

@@ -90,6 +90,18 @@ class Finding(BaseModel):
     drift: list[DriftFound]
 
 
+class Quarantining(BaseModel):
+    instance: str
+    service: str
+    reason: str
+
+
+class QuarantineRequest(BaseModel):
+    reason: str = Field(
+        "asked by hand", max_length=500, description="Why; kept in the instance's quarantine record"
+    )
+
+
 class Problem(BaseModel):
     detail: str
 
