@@ -80,6 +80,7 @@ class AgentView(Protocol):
         restore_data: bool = False,
         force: bool = False,
         say: Callable[[str], None] | None = None,
+        by: str = "",
     ) -> Release: ...
 
 
@@ -153,6 +154,7 @@ def make_app(agent: AgentView, token: str) -> FastAPI:
                 trigger=r.trigger,
                 status=r.status,
                 reason=r.reason,
+                by=r.by,
                 images={name: entry.image for name, entry in r.services().items()},
             )
             for r in agent.state.releases(agent.env)
@@ -183,7 +185,7 @@ def make_app(agent: AgentView, token: str) -> FastAPI:
     async def deploy(body: DeployRequest) -> StreamingResponse:
         """Deploy the project's files as they are now (`herd deploy` when an agent runs), with the
         progress streamed; the deploy goes on if the caller leaves."""
-        return _stream(agent, lambda say: agent.deploy(body.secrets, force=body.force, say=say))
+        return _stream(agent, lambda say: agent.deploy(body.secrets, force=body.force, say=say, by=body.by))
 
     @app.post("/v1/rollback", response_class=StreamingResponse, responses={**WITH_BODY, **STREAM})
     async def rollback(body: RollbackRequest) -> StreamingResponse:
@@ -196,6 +198,7 @@ def make_app(agent: AgentView, token: str) -> FastAPI:
                 rollback_to=body.release,
                 restore_data=body.restore_data,
                 say=say,
+                by=body.by,
             ),
         )
 

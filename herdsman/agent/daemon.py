@@ -46,7 +46,7 @@ from herdsman.errors import HerdError
 from herdsman.image.progress import Reporter
 from herdsman.quarantine import Quarantine
 from herdsman.spec import Project, herd_home, load_project
-from herdsman.state import Release, StateStore
+from herdsman.state import Release, StateStore, asker
 
 SYNC_EVERY = 3.0  # seconds between full listings of what runs
 SAMPLE_EVERY = 0.5  # seconds between samples of the router's counters, for autoscaling
@@ -388,13 +388,16 @@ class Agent:
         restore_data: bool = False,
         force: bool = False,
         say: Callable[[str], None] | None = None,
+        by: str = "",
     ) -> Release:
         """`herd deploy` (or, with ``rollback``, `herd rollback [rollback_to]`) run by the agent: the
         files are read again, ``secrets`` (the values the deployer handed over, held in memory only)
-        override those the agent holds, and the agent lists what runs before it heals again."""
+        override those the agent holds, and the agent lists what runs before it heals again. The
+        release records ``by`` (the caller's user@host) as who asked, else the agent's own."""
         async with self.owner:
             deployment = self.deployment
             try:
+                deployment.by = by or asker()
                 project = await asyncio.to_thread(load_project, deployment.project.file)
                 deployment.reload(project)
                 current = deployment.state.current_release(self.env)
@@ -409,5 +412,6 @@ class Agent:
                         trigger="herd deploy", wait=30, secrets=values, force=force
                     )
             finally:
+                deployment.by = asker()
                 await self.sync()
                 self.wake.set()

@@ -329,8 +329,10 @@ def make_dashboard(agent: DashboardView, token: str) -> FastAPI:
         if not number.isdigit() or not 1 <= int(number) <= 2**62:
             return _text("release: a release number is needed", 400)
 
+        who = f"the dashboard ({request.client.host if request.client else 'unknown'})"
+
         async def run() -> str:
-            release = await agent.deploy({}, rollback=True, rollback_to=int(number))
+            release = await agent.deploy({}, rollback=True, rollback_to=int(number), by=who)
             return f"release {release.number} {release.status}"
 
         in_background(f"rollback to release {number}", run)

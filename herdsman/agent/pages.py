@@ -91,6 +91,7 @@ def releases(agent: AgentView, current: int | None, now: float) -> list[dict[str
                 "when": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.created)),
                 "ago": _age(now - r.created),
                 "trigger": r.trigger,
+                "by": r.by,
                 "revision": r.revision or "-",
                 "copy_of": r.copy_of,
                 "status": r.status,

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from herdsman.state import asker
 from tests.helpers import Load, free_port, hello_copy, herd, stop_project
 
 REPO = Path(__file__).resolve().parent.parent.parent
@@ -120,6 +121,10 @@ def test_the_dashboard_in_chromium(hello: tuple[Path, str, int], chromium: Any, 
     third = page.locator('li.release.current[data-release="3"]')
     assert third.is_visible(), page.locator("#releases").inner_text()
     assert "copy of #1" in third.inner_text()
+    assert "by the dashboard (127.0.0.1)" in third.inner_text(), "who asked for it"
+    assert f"by {asker()}" in page.locator('li.release[data-release="2"]').inner_text(), (
+        "herd deploy's user@host"
+    )
     assert "release 3 deployed" in page.locator("main").inner_text()
     shot(page, tmp_path, "3-rolled-back")
 
