@@ -43,6 +43,8 @@ from herdsman.deploy.plan import effective_policy
 from herdsman.deploy.run import Deployment
 from herdsman.drivers.base import InstanceState
 from herdsman.errors import HerdError
+from herdsman.image.bake import image_store
+from herdsman.image.oci import ImageStore
 from herdsman.image.progress import Reporter
 from herdsman.quarantine import Quarantine
 from herdsman.spec import Project, herd_home, load_project
@@ -301,6 +303,10 @@ class Agent:
         )
         self.wake.set()
         return seen.service
+
+    def images(self) -> ImageStore:
+        """The project's image store (the dashboard compares releases' layers)."""
+        return image_store(self.deployment.project)
 
     def log_file(self, instance_id: str) -> Path | None:
         """Where the driver writes a running instance's log (None when it keeps none)."""

@@ -98,7 +98,8 @@ def windows(totals: RouterTotals) -> dict[Key, Window]:
 
 @dataclass
 class SeriesHistory:
-    """The last ``KEEP`` points of each (service, release)."""
+    """The last ``KEEP`` points of each (service, release) that had a request in that time: a
+    release's chart appears with its first request and goes after a minute without one."""
 
     points: dict[Key, deque[Point]] = field(default_factory=dict)
     _last: tuple[float, dict[Key, Window]] | None = None
@@ -118,6 +119,8 @@ class SeriesHistory:
                 )
                 if done.requests < 0:  # totals only grow; never a negative rate
                     done = Window(0, 0, (0,) * len(window.latency), window.bounds_ms)
+                if done.requests == 0 and key not in self.points:
+                    continue  # a release gets a chart with its first request
                 has_latency = bool(window.bounds_ms) and done.requests > 0
                 self.points.setdefault(key, deque(maxlen=KEEP)).append(
                     Point(
@@ -127,6 +130,9 @@ class SeriesHistory:
                         done.quantile(0.99) if has_latency else None,
                     )
                 )
+                kept = self.points[key]
+                if len(kept) == KEEP and not any(p.rate for p in kept):  # a minute without a request
+                    del self.points[key]  # (a retired release): its chart goes
         self._last = (now, dict(totals))
         return True
 

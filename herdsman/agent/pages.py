@@ -13,13 +13,16 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from herdsman.agent.api import AgentView
 from herdsman.agent.live import RateHistory, sparkline
-from herdsman.deploy.diff import config_changes
+from herdsman.deploy.diff import config_changes, layer_diff, layers_of
+from herdsman.errors import HerdError
 
 if TYPE_CHECKING:
     from herdsman.agent.observed import Observed
+    from herdsman.image.oci import ImageStore
     from herdsman.state import Release
 
 DIFF_KEEP = 40  # changed keys shown per release; a person reads `herd diff` for more
+LAYERS_FOR = 10  # the newest releases whose changed images are compared layer by layer
 LOG_TAIL = 15  # log lines shown per quarantined instance
 
 
@@ -27,6 +30,8 @@ class PageView(AgentView, Protocol):
     """What the pages ask of the agent beyond what the API asks."""
 
     observed: Observed
+
+    def images(self) -> ImageStore: ...
 
 
 async def overview(agent: PageView, history: RateHistory) -> dict[str, Any]:
@@ -72,19 +77,23 @@ async def overview(agent: PageView, history: RateHistory) -> dict[str, Any]:
     return {
         "status": status,
         "services": services,
-        "releases": releases(agent, status.release, now),
+        "releases": releases(agent, status.release, now, agent.images()),
         "quarantined": quarantined(agent, now),
         "events": [_event(e) for e in reversed(agent.state.events(agent.env, last=10))],
         **progress(agent),
     }
 
 
-def releases(agent: AgentView, current: int | None, now: float) -> list[dict[str, Any]]:
-    """The timeline, newest first, each with what changed since the one before it."""
+def releases(
+    agent: AgentView, current: int | None, now: float, store: ImageStore | None = None
+) -> list[dict[str, Any]]:
+    """The timeline, newest first, each with what changed since the one before it (config keys;
+    and, for the newest ``LAYERS_FOR``, the layers of each changed image, as `herd diff`)."""
     found = agent.state.releases(agent.env)
     out = []
     for index, r in enumerate(found):
         before = found[index - 1] if index else None
+        compare = store if index >= len(found) - LAYERS_FOR else None
         out.append(
             {
                 "number": r.number,
@@ -100,6 +109,7 @@ def releases(agent: AgentView, current: int | None, now: float) -> list[dict[str
                 "images": {name: (_short(e.image), e.image) for name, e in r.services().items()},
                 "previous": before.number if before is not None else None,
                 "changes": _changes(before, r),
+                "layers": _layers(compare, before, r),
             }
         )
     return list(reversed(out))
@@ -112,6 +122,39 @@ def _changes(before: Release | None, after: Release) -> list[dict[str, str]]:
         {"path": c.path, "before": c.before, "after": c.after}
         for c in config_changes(before.content, after.content)[:DIFF_KEEP]
     ]
+
+
+def _layers(store: ImageStore | None, before: Release | None, after: Release) -> dict[str, Any]:
+    """Per service whose image changed: layers shared, and those removed and added (short digest,
+    size, what made it); None when an image is no longer in the store."""
+    if store is None or before is None:
+        return {}
+    out: dict[str, Any] = {}
+    old = before.services()
+    for name, entry in sorted(after.services().items()):
+        prior = old.get(name)
+        if prior is None or prior.image == entry.image:
+            continue
+        try:
+            sides = [layers_of(store.manifest(d), store.config(d)) for d in (prior.image, entry.image)]
+        except (HerdError, OSError, KeyError, ValueError):
+            out[name] = None
+            continue
+        diff = layer_diff(*sides)
+        out[name] = {
+            "same": len(diff.same),
+            "removed": [(_short(x.digest), _size(x.size), x.made_by) for x in diff.removed],
+            "added": [(_short(x.digest), _size(x.size), x.made_by) for x in diff.added],
+        }
+    return out
+
+
+def _size(size: int) -> str:
+    for unit in ("B", "KiB", "MiB"):
+        if size < 1024:
+            return f"{size:.0f} {unit}"
+        size //= 1024
+    return f"{size} GiB"
 
 
 def quarantined(agent: AgentView, now: float) -> list[dict[str, Any]]:

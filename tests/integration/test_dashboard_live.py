@@ -144,6 +144,11 @@ def test_charts_events_logs_scale_and_quarantine_from_the_page(
     events = context.new_page()
     events.goto(ui + "/events")
     assert events.locator("tr.event").count() >= 1
+    one = events.locator("tr.event td:nth-child(4):not(:empty)").first.inner_text()
+    events.goto(ui + f"/events?instance={one}")
+    shown = events.locator("tr.event td:nth-child(4)").all_inner_texts()
+    assert shown and set(shown) == {one}, shown
+    events.goto(ui + "/events")
     events.select_option("select[name=kind]", "agent")
     events.click(".filter button[type=submit]")
     events.wait_for_url(re.compile(r".*kind=agent.*"))
@@ -245,6 +250,8 @@ def test_a_canary_live_and_aborted_then_promoted_from_the_page(chromium: Any, tm
 
             canary_project(root, delay_ms=3)
             toml.write_text(toml.read_text().replace('canary_pause = "4s"', 'canary_pause = "10m"'))
+            app = root / "app" / "app.py"
+            app.write_text(app.read_text() + "# release 3: a new app layer\n")  # a layer diff to show
             deploying = _deploy(root)
             page.wait_for_selector(f"{side}.state-judging", timeout=120_000)
             page.once("dialog", lambda dialog: dialog.accept())
@@ -256,7 +263,10 @@ def test_a_canary_live_and_aborted_then_promoted_from_the_page(chromium: Any, tm
         third = reload_until(page, 'li.release.current[data-release="3"]')
         assert "failed" in page.locator('li.release[data-release="2"]').inner_text()
         third.locator("details.diff summary").click()
-        assert "web.env.DELAY_MS" in third.locator("details.diff").inner_text()
+        diff = third.locator("details.diff").inner_text()
+        assert "web.env.DELAY_MS" in diff and "web.image" in diff, diff
+        layers = third.locator('.layers[data-service="web"]')
+        assert layers.locator(".before").count() == 1 and layers.locator(".after").count() == 1, diff
         shot(page, tmp_path, "12-canary-promoted")
         context.close()
     finally:

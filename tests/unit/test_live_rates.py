@@ -125,3 +125,17 @@ def test_charts_list_the_newest_release_first_within_a_service() -> None:
         ("web", "2"),
     ]
     assert len(series.points[("web", "2")]) == 1 and len(series.points[("web", "2")]) <= KEEP
+
+
+def test_a_release_without_requests_for_a_minute_loses_its_chart() -> None:
+    bounds = (1.0, 2.0, 4.0, 8.0)
+    series = SeriesHistory()
+    series.observe(0.0, {("web", "1"): Window(0, 0, (0,) * 5, bounds)})
+    series.observe(1.0, {("web", "1"): Window(0, 0, (0,) * 5, bounds)})
+    assert series.charts() == [], "no request yet: no chart"
+    series.observe(2.0, {("web", "1"): Window(4, 0, (4, 0, 0, 0, 0), bounds)})
+    for second in range(3, 3 + KEEP - 1):
+        series.observe(float(second), {("web", "1"): Window(4, 0, (4, 0, 0, 0, 0), bounds)})
+    assert len(series.points[("web", "1")]) == KEEP, "a minute that began with requests is kept"
+    series.observe(float(3 + KEEP), {("web", "1"): Window(4, 0, (4, 0, 0, 0, 0), bounds)})
+    assert series.charts() == [], "the retired release's chart is gone"
