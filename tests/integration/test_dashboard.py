@@ -81,7 +81,12 @@ def test_the_dashboard_in_chromium(hello: tuple[Path, str, int], chromium: Any, 
     assert cookie["name"] == "herd_session" and cookie["httpOnly"] and cookie["sameSite"] == "Strict"
     assert token not in cookie["value"]
     assert page.locator('li.release.current[data-release="1"]').is_visible()
-    assert page.locator("tr.instance").count() == 2
+    for _ in range(60):  # a heal on a loaded machine (100 ms checks) may surge a third for a while
+        if page.locator("tr.instance").count() == 2:
+            break
+        page.wait_for_timeout(500)
+        page.reload()
+    assert page.locator("tr.instance").count() == 2, page.locator("#services").inner_text()
     assert re.search(r"web-1-\w+", page.locator("#services").inner_text())
 
     rate = page.locator('.rate[data-service="web"]')
