@@ -3,7 +3,8 @@ Swarm"), run as a user runs it: the `herd` command against the real single-node 
 scripts/system-deps and a docker-registry on 127.0.0.1. Every `herd` command that section documents
 is run here, in its order, so the documentation cannot drift from what works: check, up -d (the
 first release, pushed to the registry by digest), ps, a request through the router, deploy (under
-load: no failed request), rollback, releases, logs, down (nothing left on the swarm).
+load: no failed request), rollback, releases, logs, down (no service left on the swarm,
+the volume kept).
 """
 
 from __future__ import annotations
@@ -104,5 +105,8 @@ def test_the_readme_flow_runs_examples_hello_on_swarm(tmp_path: Path, swarm_hell
         herd(root, "down", timeout=300)
         assert services(root) == [], "herd down leaves no service on the swarm"
         assert instances(root) == []
+        volume = f"herd-{stack_id(root)}-counter"
+        kept = subprocess.run([*docker_cmd(root), "volume", "inspect", volume], capture_output=True)
+        assert kept.returncode == 0, "the data outlives `herd down`, as the README says"
     finally:
         stop_project(root)
