@@ -18,7 +18,6 @@ import pytest
 
 from tests.helpers import Load, docker_cmd, hello_copy, herd, instances, stack_id, stop_project, wait_for
 
-pytestmark = pytest.mark.swarm
 README = Path(__file__).resolve().parents[2] / "README.md"
 SECTION = "## Running examples/hello on Docker Swarm"
 # the documented commands, in the README's order (each must appear there as `herd ARGS`)
@@ -71,6 +70,7 @@ def test_the_readme_documents_the_flow_this_test_runs() -> None:
         assert line in section, f"README's herd.toml lacks {line}"
 
 
+@pytest.mark.swarm
 def test_the_readme_flow_runs_examples_hello_on_swarm(tmp_path: Path, swarm_hello: Path) -> None:
     root = tmp_path / "hello"
     port = hello_copy(root, template=swarm_hello)
