@@ -315,12 +315,13 @@ class StackInfo(Model):
 
 
 class Retention(Model):
-    """What `herd prune` (and the agent, every `every`) keeps; the rest is deleted."""
+    """What `herd prune` (and the agent, every `prune_every`) keeps; the rest is deleted."""
 
     releases: Annotated[int, Field(ge=1, le=10000)] = 10  # the images of the last N releases per environment
     failed_for: Duration = 7 * 86400.0  # a failed release's images, for a post-mortem
     logs_for: Duration = 14 * 86400.0  # logs of instances gone for longer are deleted
     grace: Duration = 180.0  # a blob younger than this is never deleted (a bake in progress)
+    prune_every: Duration = 6 * 3600.0  # how often a running agent prunes (0: never; `herd prune` by hand)
 
 
 class Stack(Model):
