@@ -32,6 +32,7 @@ from herdsman.agent.heal import Healer
 from herdsman.agent.metrics import RouterTotals, Snapshot, render
 from herdsman.agent.observed import Observed
 from herdsman.agent.pidfile import agent_lock
+from herdsman.agent.previews import PreviewExpiry
 from herdsman.agent.pruning import ScheduledPrune
 from herdsman.agent.schemas import Finding, Instance, Status
 from herdsman.agent.server import ensure_token, serve, socket_path
@@ -87,6 +88,9 @@ class Agent:
         self.owner = asyncio.Lock()  # held by a heal pass and by a deploy or rollback asked of the agent
         self.known_generation = -1  # the state store's generation when the fleet was last listed
         self.operations: set[asyncio.Task[None]] = set()  # deploys asked through the API, running
+        self.expiry = PreviewExpiry(
+            lambda: self.deployment.project, self.deployment.state, self.env, self.stopping
+        )
         self.pruning = ScheduledPrune(
             lambda: self.deployment.project, self.deployment.state, self.env, self.owner, self.stopping
         )
@@ -115,6 +119,7 @@ class Agent:
                 scaler = asyncio.create_task(self._sample())
                 checker = asyncio.create_task(self.drift.loop())
                 pruner = asyncio.create_task(self.pruning.loop())
+                expiry = asyncio.create_task(self.expiry.loop())
                 token = ensure_token(self.home, self.env)
                 app = make_app(self, token)
                 from herdsman.agent.dashboard import make_dashboard  # jinja2 only when an agent serves
@@ -127,6 +132,7 @@ class Agent:
                     scaler.cancel()
                     checker.cancel()
                     pruner.cancel()
+                    expiry.cancel()
                     server.should_exit = True
                     with contextlib.suppress(Exception):
                         await asyncio.wait_for(serving, 5)

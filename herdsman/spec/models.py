@@ -324,6 +324,14 @@ class Retention(Model):
     prune_every: Duration = 6 * 3600.0  # how often a running agent prunes (0: never; `herd prune` by hand)
 
 
+class Previews(Model):
+    """Short-lived environments (`herd preview create`): how long one lives unless told, and how
+    many may exist at once (the agent removes expired ones; a create past `max` is refused)."""
+
+    ttl: PositiveDuration = 2 * 3600.0
+    max: Annotated[int, Field(ge=0, le=1000)] = 5  # 0: no previews
+
+
 class Stack(Model):
     """Everything one herd.toml declares."""
 
@@ -332,6 +340,7 @@ class Stack(Model):
     volume: dict[Name, Volume] = Field(default_factory=dict)
     environment: dict[Name, Environment] = Field(default_factory=dict)
     retention: Retention = Field(default_factory=Retention)
+    preview: Previews = Field(default_factory=Previews)
     router: RouterSettings = Field(default_factory=RouterSettings)
 
     @property
