@@ -201,6 +201,9 @@ class Canary(Model):
     max_wait: Duration = 300.0  # a step short of traffic holds this long, then too_little_traffic
     too_little_traffic: Literal["fail", "pass"] = "fail"
     on_fail: Literal["stop", "quarantine"] = "stop"  # quarantine: keep a failed canary for a post-mortem
+    # custom checks (the health check's kinds: http, tcp, command run inside the instance), run
+    # against every canary instance at the end of each step; one failing fails the canary
+    checks: tuple[HealthCheck, ...] = ()
 
 
 class Scale(Model):
