@@ -3,7 +3,9 @@
 The planner (`plan._canary`) decides the steps; `verdict.judge` decides pass, fail or hold from
 numbers; this reads the numbers from the router (per-backend counters and latency histograms,
 cumulative, so a window is the difference of two readings), watches that the canary's instances
-still run, and records every verdict with its numbers as a `canary` event. A fail raises the
+still run, runs the service's custom checks (`[[service.NAME.canary.checks]]`, health.py's
+kinds) against every canary instance when a step's numbers pass, and records every verdict with
+its numbers as a `canary` event. A fail raises the
 DeployError that makes the executor revert: traffic goes back to the baseline at once.
 """
 

@@ -382,7 +382,7 @@ path = "/healthz"
 
 [[service.web.canary.checks]]
 type = "command"
-command = ["python3", "-c", "import os, sys; os.environ['NOTE'] == 'bad' and sys.exit('orders table missing')"]
+command = ["python3", "-c", "import os, sys; os.environ['NOTE'] == 'bad' and sys.exit('no orders table')"]
 timeout = "10s"
 """
 
@@ -403,7 +403,7 @@ def test_custom_canary_checks_fail_a_canary_with_their_output_or_let_it_pass(tmp
         assert failed.returncode != 0, said
         assert re.search(
             r"the canary of web failed at 20% of requests: check 2 \(python3 -c .*\) failed on "
-            r"web-2-\w+: exit 1: orders table missing",
+            r"web-2-\w+: exit 1: no orders table",
             said,
         ), said
         assert load.failures == []  # a check failed, no request did

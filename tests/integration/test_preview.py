@@ -130,7 +130,9 @@ def test_a_preview_from_the_working_tree_and_removed_by_hand(tmp_path: Path) -> 
         page = httpx.get(url, timeout=10).text
         assert "preview visit number <b id=visits>1</b>" in page  # the new files, an empty volume
         assert "preview visit" not in httpx.get(f"http://127.0.0.1:{port}/", timeout=10).text
+        assert "of preview-files" in herd(root, "prune", "--dry-run").stdout  # its image is kept
         herd(root, "preview", "rm", "files")
+        assert "of preview-files" not in herd(root, "prune", "--dry-run").stdout  # no longer for it
         assert "no preview" in herd(root, "preview", "ls").stdout
         assert not (root / ".herd" / "volumes" / "preview-files.counter").exists()
         with pytest.raises(httpx.HTTPError):
