@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import subprocess
 import time
 from pathlib import Path
 
@@ -15,27 +16,53 @@ import httpx
 import pytest
 
 from herdsman.state import StateStore
-from tests.helpers import hello_copy, herd, stop_project, wait_for
+from tests.helpers import hello_copy, herd, on_docker, stack_id, stop_project, volume_dir, wait_for
 
 
 def production_bytes(root: Path) -> dict[str, str]:
-    """Every file that says what production runs, where it routes and what its volume holds: the
-    process driver's records of production's instances, production's routes and pools in the
-    router's state, its volume's files (digests of their bytes)."""
+    """Every record that says what production runs, where it routes and what its volume holds, as
+    digests: its instances (the process driver's records, or the containers as the engine reports
+    them), production's routes and pools in the router's state, and its volume's files."""
     herd_dir = root / ".herd"
     out = {}
-    for record in sorted((herd_dir / "run" / "instances").glob("*.json")):
-        if json.loads(record.read_text())["labels"]["herd.env"] == "production":
-            out[str(record.relative_to(herd_dir))] = hashlib.sha256(record.read_bytes()).hexdigest()
+    if on_docker(root):
+        label = f"label=herd.stack-id={stack_id(root)}"
+        ids = subprocess.run(
+            ["docker", "ps", "-aq", "--filter", label, "--filter", "label=herd.env=production"],
+            capture_output=True,
+            text=True,
+        ).stdout.split()
+        for container in sorted(ids):
+            info = json.loads(subprocess.run(["docker", "inspect", container], capture_output=True).stdout)[0]
+            kept = [info["Id"], info["Created"], info["State"], info["Config"], info["Mounts"]]
+            out[f"container {info['Name']}"] = hashlib.sha256(json.dumps(kept).encode()).hexdigest()
+    else:
+        for record in sorted((herd_dir / "run" / "instances").glob("*.json")):
+            if json.loads(record.read_text())["labels"]["herd.env"] == "production":
+                out[str(record.relative_to(herd_dir))] = hashlib.sha256(record.read_bytes()).hexdigest()
+    assert out, "production runs nothing"
     router = json.loads((herd_dir / "run" / "router.json").read_text())
     mine = {
         "routes": [r for r in router["routes"] if r["name"].startswith("production/")],
         "pools": {k: v for k, v in router["pools"].items() if k.startswith("production/")},
     }
     out["router"] = hashlib.sha256(json.dumps(mine, sort_keys=True).encode()).hexdigest()
-    for path in sorted(p for p in (herd_dir / "volumes" / "counter").rglob("*") if p.is_file()):
-        out[str(path.relative_to(herd_dir))] = hashlib.sha256(path.read_bytes()).hexdigest()
+    data = volume_dir(root, "counter")
+    for path in sorted(p for p in data.rglob("*") if p.is_file()):
+        out[f"volume {path.relative_to(data)}"] = hashlib.sha256(path.read_bytes()).hexdigest()
     return out
+
+
+def own_volume(root: Path, name: str) -> Path | None:
+    """Where the preview's volume keeps its data (None: it does not exist)."""
+    if on_docker(root):
+        volume = f"herd-{stack_id(root)}-{name}"
+        found = subprocess.run(
+            ["docker", "volume", "inspect", "-f", "{{.Mountpoint}}", volume], capture_output=True, text=True
+        )
+        return Path(found.stdout.strip()) if found.returncode == 0 else None
+    path = root / ".herd" / "volumes" / name
+    return path if path.exists() else None
 
 
 def visits(url: str) -> int:
@@ -52,9 +79,9 @@ def preview_row(root: Path, name: str) -> dict[str, object] | None:
         state.close()
 
 
-def test_a_preview_lives_and_dies_without_touching_production(tmp_path: Path) -> None:
-    root = tmp_path / "hello"
-    port = hello_copy(root)
+@pytest.mark.parametrize("driver_name", ["process", pytest.param("docker", marks=pytest.mark.docker)])
+def test_a_preview_lives_and_dies_without_touching_production(hello_on_driver: tuple[Path, int]) -> None:
+    root, port = hello_on_driver
     toml = root / "herd.toml"
     toml.write_text(toml.read_text() + "\n[preview]\nmax = 1\n")
     try:
@@ -63,10 +90,10 @@ def test_a_preview_lives_and_dies_without_touching_production(tmp_path: Path) ->
         assert visits(production) == 1  # production's volume holds data before the preview exists
         assert visits(production) == 2
         before = production_bytes(root)
-        assert any(k.startswith("volumes/counter/") for k in before)
+        assert any(k.startswith("volume ") for k in before)
         router_file = (root / ".herd" / "run" / "router.json").read_bytes()
 
-        made = herd(root, "preview", "create", "pr-1", "--ttl", "25s", "--copy-volumes").stdout
+        made = herd(root, "preview", "create", "pr-1", "--ttl", "45s", "--copy-volumes").stdout
         assert "preview pr-1 serves release 1 (release 1 of production)" in made, made
         address = re.search(r"web: (http://127\.0\.0\.1:\d+/)", made)
         assert address, made
@@ -77,7 +104,8 @@ def test_a_preview_lives_and_dies_without_touching_production(tmp_path: Path) ->
         served = httpx.get(url, timeout=10).text
         assert "preview-pr-1-web-1-" in served  # its own instance
         assert production_bytes(root) == before  # production untouched while the preview serves
-        preview_volume = root / ".herd" / "volumes" / "preview-pr-1.counter"
+        preview_volume = own_volume(root, "preview-pr-1.counter")
+        assert preview_volume is not None
         assert json.loads((preview_volume / "visits").read_text())["visits"] == 6
         listed = herd(root, "preview", "ls").stdout
         assert "pr-1" in listed and url.rstrip("/") in listed and "release 1 of production" in listed
@@ -102,16 +130,18 @@ def test_a_preview_lives_and_dies_without_touching_production(tmp_path: Path) ->
         finally:
             state.close()
         assert any(m.startswith("preview pr-1 removed (expired)") for m in messages), messages
-        assert not preview_volume.exists()
+        assert own_volume(root, "preview-pr-1.counter") is None
         assert not (root / ".herd" / "logs" / "@preview-pr-1").exists()
         with pytest.raises(httpx.HTTPError):
             httpx.get(url, timeout=5)
         assert production_bytes(root) == before  # byte for byte, after the preview's whole life
         assert (root / ".herd" / "run" / "router.json").read_bytes() == router_file  # no route left
-        assert sorted(p.name for p in (root / ".herd" / "volumes").iterdir()) == ["counter"]
+        if not on_docker(root):
+            assert sorted(p.name for p in (root / ".herd" / "volumes").iterdir()) == ["counter"]
         assert visits(production) == 3  # and production counts on from where it was
     finally:
-        stop_project(root)
+        if preview_row(root, "pr-1") is not None:  # a failure midway: its instances must not outlive it
+            herd(root, "preview", "rm", "pr-1", check=False)
 
 
 def test_a_preview_from_the_working_tree_and_removed_by_hand(tmp_path: Path) -> None:
@@ -141,8 +171,11 @@ def test_a_preview_from_the_working_tree_and_removed_by_hand(tmp_path: Path) -> 
         time.sleep(1.5)
         assert "no preview" in herd(root, "preview", "ls").stdout  # removed by the command, no agent
         after = production_bytes(root)  # production counted a visit; its instances and routes stayed
-        assert {k: v for k, v in after.items() if not k.startswith("volumes/")} == {
-            k: v for k, v in before.items() if not k.startswith("volumes/")
+        assert {k: v for k, v in after.items() if not k.startswith("volume ")} == {
+            k: v for k, v in before.items() if not k.startswith("volume ")
         }
     finally:
+        for name in ("files", "short"):
+            if preview_row(root, name) is not None:
+                herd(root, "preview", "rm", name, check=False)
         stop_project(root)
