@@ -41,7 +41,7 @@ def preview() -> None:
     own instances, volumes, logs and address; removed when their time to live ends.
 
     \b
-    herd preview create NAME [--release N | --from-files] [--ttl 2h] [--replicas 1] [--copy-volumes]
+    herd preview create NAME [--release N | --from-files] [--ttl 2h] [--replicas 1] [--copy-volumes] [--host]
     herd preview ls              name, age, time left, address, release
     herd preview rm NAME         its instances, route, volumes and logs go
     herd preview logs NAME       its own logs, merged by time
@@ -57,6 +57,12 @@ def preview() -> None:
 @click.option(
     "--copy-volumes", is_flag=True, help="Start from a copy of production's volumes (default: empty)."
 )
+@click.option(
+    "--host",
+    "on_host",
+    is_flag=True,
+    help="Route by Host NAME.preview.localhost on production's listener (default: a free port).",
+)
 @pass_context
 def create(
     ctx: Context,
@@ -66,9 +72,11 @@ def create(
     ttl: str | None,
     replicas: int,
     copy_volumes: bool,
+    on_host: bool,
 ) -> None:
     """Start preview NAME (environment preview-NAME)."""
     from herdsman.facade.preview import create as make
+    from herdsman.facade.preview import url_of
 
     if release is not None and from_files:
         raise click.UsageError("--release and --from-files exclude each other")
@@ -80,6 +88,7 @@ def create(
         ttl=_duration(ttl),
         replicas=replicas,
         copy_volumes=copy_volumes,
+        host=on_host,
         say=lambda line: console.print(line, highlight=False),
     )
     console.print(
@@ -87,15 +96,15 @@ def create(
         f"{time.strftime('%H:%M:%S', time.localtime(made.expires))}",
         highlight=False,
     )
-    for service, address in sorted(made.routes.items()):
-        console.print(f"  {service}: http://{address}/", highlight=False)
+    for service, route in sorted(made.routes.items()):
+        console.print(f"  {service}: {url_of(route)}", highlight=False)
 
 
 @preview.command(name="ls")
 @pass_context
 def ls(ctx: Context) -> None:
     """Every preview: age, time left, address, release (expired ones are removed first)."""
-    from herdsman.facade.preview import listing
+    from herdsman.facade.preview import listing, url_of
 
     rows = listing(ctx.project())
     if not rows:
@@ -109,7 +118,7 @@ def ls(ctx: Context) -> None:
                 row.name,
                 _span(now - row.created),
                 _span(row.expires - now),
-                " ".join(f"{s}=http://{a}/" for s, a in sorted(row.routes.items())) or "-",
+                " ".join(f"{s}={url_of(r)}" for s, r in sorted(row.routes.items())) or "-",
                 f"{row.release if row.release is not None else '-'} ({row.source})",
                 row.state,
             ]

@@ -3,7 +3,7 @@
 `create` records the preview with its expiry in the state store *before* anything of it starts
 (so an interrupted create still expires), then rolls out a release of its own in the environment
 `preview-NAME`: a production release's exact content (or the working tree, baked with the same
-cache), with its own addresses and replica count (deploy/preview_spec.py). Its instances,
+cache), with its own routes and replica count (deploy/preview_spec.py). Its instances,
 volumes (`preview-NAME.VOLUME`: empty, or a copy of production's taken now) and logs
 (`.herd/logs/@preview-NAME`) are its own; production's are read (a volume copied), never written.
 
@@ -26,7 +26,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from herdsman.deploy.instances import log_root, volume_key
-from herdsman.deploy.preview_spec import expired, preview_content, preview_env, routed
+from herdsman.deploy.preview_spec import (
+    expired,
+    host_routes,
+    port_routes,
+    preview_content,
+    preview_env,
+)
 from herdsman.deploy.release import release_content
 from herdsman.deploy.run import Deployment, declared_driver, make_driver
 from herdsman.deploy.volumes import copy_tree, empty
@@ -45,7 +51,7 @@ class Preview:
     source: str  # what it was made from, in words
     created: float
     expires: float
-    routes: Mapping[str, str]  # service -> its own listen address
+    routes: Mapping[str, Mapping[str, Any]]  # service -> its own route: listen, host (None: any)
     state: str  # creating, ready, removing
     release: int | None  # its current release (in its own environment)
 
@@ -121,6 +127,7 @@ class Previews:
         ttl: float | None = None,
         replicas: int = 1,
         copy_volumes: bool = False,
+        host: bool = False,
     ) -> Preview:
         env = preview_env(name)
         await self.expire()
@@ -133,7 +140,7 @@ class Previews:
                 hint="`herd preview rm NAME` one of them (`herd preview ls`), or raise [preview] max",
             )
         content, source, revision = await self._content(release, from_files)
-        addresses = {service: free_address() for service in routed(content)}
+        addresses = host_routes(content, name) if host else port_routes(content, free_address)
         content = preview_content(content, env, addresses, dict.fromkeys(content["services"], replicas))
         expires = time.time() + (ttl or limits.ttl)
         if not self.state.add_preview(name, env, source, expires, addresses):

@@ -3,16 +3,17 @@ images and config, with its own routes and replica count), and whether it has ex
 
 A preview (`herd preview create NAME`) is the environment `preview-NAME`: production's bytes on
 their own instances, volumes (deploy/instances.py: `volume_key`), logs and route. Its route is
-its own address (a free 127.0.0.1 port per routed service), never production's listener, so
-nothing a preview does can reach production's routes. Only the route, the replica count and the
-autoscaling differ from the release it is made from: the images are the same digests.
+its own: a free 127.0.0.1 port per routed service, or (`--host`) a Host rule
+`NAME.preview.localhost` on production's listener, which the router matches before the listener's
+route without a host; production's own route entries never change. Only the route, the replica
+count and the autoscaling differ from the release it is made from: the images are the same digests.
 """
 
 from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from herdsman.deploy.instances import PREVIEW_PREFIX, is_preview
@@ -41,20 +42,53 @@ def routed(content: Mapping[str, Any]) -> list[str]:
     return sorted(n for n, e in content.get("services", {}).items() if e["config"].get("route"))
 
 
+def port_routes(content: Mapping[str, Any], free: Callable[[], str]) -> dict[str, dict[str, Any]]:
+    """Each routed service on an address of its own (``free()``: a free 127.0.0.1:PORT)."""
+    return {service: {"listen": free(), "host": None} for service in routed(content)}
+
+
+def host_routes(content: Mapping[str, Any], name: str) -> dict[str, dict[str, Any]]:
+    """Each routed service on the listener of ``content``'s route, for Host NAME.preview.localhost
+    (a name every browser and curl resolve to loopback)."""
+    return {
+        service: {
+            "listen": content["services"][service]["config"]["route"]["listen"],
+            "host": preview_host(name),
+        }
+        for service in routed(content)
+    }
+
+
+def preview_host(name: str) -> str:
+    return f"{name}.preview.localhost"
+
+
+def url_of(route: Mapping[str, Any]) -> str:
+    """Where a person reaches a preview's route."""
+    listen = str(route["listen"])
+    if route.get("host"):
+        return f"http://{route['host']}:{listen.rpartition(':')[2]}/"
+    return f"http://{listen}/"
+
+
 def preview_content(
-    content: Mapping[str, Any], env: str, routes: Mapping[str, str], replicas: Mapping[str, int]
+    content: Mapping[str, Any],
+    env: str,
+    routes: Mapping[str, Mapping[str, Any]],
+    replicas: Mapping[str, int],
 ) -> dict[str, Any]:
     """``content`` (a release's, or the working tree's) as preview ``env`` runs it: every routed
-    service listens on its own address from ``routes`` (no Host rule: the address is the preview's
-    alone), runs ``replicas`` instances where given, and does not autoscale. Images are untouched."""
+    service on its own route from ``routes`` (listen, host), ``replicas`` instances where given,
+    no autoscaling. Images are untouched."""
     out = copy.deepcopy(dict(content))
     out["env"] = env
     for name, entry in out.get("services", {}).items():
         config = entry["config"]
         if config.get("route"):
             if name not in routes:
-                raise DeployError(f"preview {env}: no address was chosen for the route of {name!r}")
-            config["route"] = {**config["route"], "listen": routes[name], "host": None}
+                raise DeployError(f"preview {env}: no route was chosen for {name!r}")
+            own = routes[name]
+            config["route"] = {**config["route"], "listen": own["listen"], "host": own.get("host")}
         if name in replicas:
             config["replicas"] = replicas[name]
         config["scale"] = None

@@ -8,7 +8,7 @@ that expired, so cleanup happens even where no agent runs; a running agent does 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from herdsman.spec import Project
@@ -46,6 +46,7 @@ def create(
     ttl: float | None = None,
     replicas: int = 1,
     copy_volumes: bool = False,
+    host: bool = False,
     say: Callable[[str], None] | None = None,
 ) -> Preview:
     """Start preview ``name`` (see `Previews.create`); returns it once it serves."""
@@ -58,9 +59,17 @@ def create(
             ttl=ttl,
             replicas=replicas,
             copy_volumes=copy_volumes,
+            host=host,
         ),
         say,
     )
+
+
+def url_of(route: Mapping[str, Any]) -> str:
+    """Where a person reaches a preview's route (its own port, or its Host on production's)."""
+    from herdsman.deploy.preview_spec import url_of as url
+
+    return url(route)
 
 
 def listing(project: Project) -> list[Preview]:

@@ -150,7 +150,7 @@ class RuntimeState:
 
     # previews: short-lived environments and when they expire --------------------------------------
     def add_preview(
-        self, name: str, env: str, source: str, expires: float, routes: Mapping[str, str]
+        self, name: str, env: str, source: str, expires: float, routes: Mapping[str, Any]
     ) -> bool:
         """Record preview ``name`` (state "creating") before anything of it starts, so an
         interrupted create still expires; False if one of that name exists."""

@@ -167,6 +167,18 @@ def test_a_preview_from_the_working_tree_and_removed_by_hand(tmp_path: Path) -> 
         assert not (root / ".herd" / "volumes" / "preview-files.counter").exists()
         with pytest.raises(httpx.HTTPError):
             httpx.get(url, timeout=5)
+        hosted = herd(
+            root, "preview", "create", "hosted", "--host", "--from-files"
+        ).stdout  # on production's listener
+        assert f"web: http://hosted.preview.localhost:{port}/" in hosted, hosted
+        by_host = httpx.get(
+            f"http://127.0.0.1:{port}/", headers={"Host": f"hosted.preview.localhost:{port}"}, timeout=10
+        ).text
+        assert "preview visit number" in by_host and "preview-hosted-web-" in by_host
+        plain = httpx.get(f"http://127.0.0.1:{port}/", timeout=10).text
+        assert "preview visit" not in plain and "preview-hosted" not in plain  # the rest: production
+        herd(root, "preview", "rm", "hosted")
+        assert production_bytes(root)["router"] == before["router"]
         herd(root, "preview", "create", "short", "--ttl", "1s")
         time.sleep(1.5)
         assert "no preview" in herd(root, "preview", "ls").stdout  # removed by the command, no agent
@@ -175,7 +187,7 @@ def test_a_preview_from_the_working_tree_and_removed_by_hand(tmp_path: Path) -> 
             k: v for k, v in before.items() if not k.startswith("volume ")
         }
     finally:
-        for name in ("files", "short"):
+        for name in ("files", "hosted", "short"):
             if preview_row(root, name) is not None:
                 herd(root, "preview", "rm", name, check=False)
         stop_project(root)

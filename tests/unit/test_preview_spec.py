@@ -8,7 +8,16 @@ from pathlib import Path
 import pytest
 
 from herdsman.deploy.instances import id_base, is_preview, log_root, volume_key
-from herdsman.deploy.preview_spec import preview_content, preview_env, preview_name, refusal, routed
+from herdsman.deploy.preview_spec import (
+    host_routes,
+    port_routes,
+    preview_content,
+    preview_env,
+    preview_name,
+    refusal,
+    routed,
+    url_of,
+)
 from herdsman.errors import DeployError
 
 CONTENT = {
@@ -51,7 +60,9 @@ def test_a_bad_preview_name_is_refused(bad: str) -> None:
 
 
 def test_a_preview_runs_the_same_images_on_its_own_address() -> None:
-    out = preview_content(CONTENT, "preview-a", {"web": "127.0.0.1:5555"}, {"web": 1, "worker": 1})
+    routes = port_routes(CONTENT, lambda: "127.0.0.1:5555")
+    assert routes == {"web": {"listen": "127.0.0.1:5555", "host": None}}
+    out = preview_content(CONTENT, "preview-a", routes, {"web": 1, "worker": 1})
     assert routed(CONTENT) == ["web"]
     assert out["env"] == "preview-a"
     web = out["services"]["web"]
@@ -61,8 +72,19 @@ def test_a_preview_runs_the_same_images_on_its_own_address() -> None:
     assert web["config"]["volumes"] == {"data": "/data"}  # mounted under its own name by the driver
     assert out["services"]["worker"]["config"]["route"] is None
     assert CONTENT["services"]["web"]["config"]["route"]["listen"] == "127.0.0.1:8080"  # untouched
-    with pytest.raises(DeployError, match="no address"):
+    assert url_of(routes["web"]) == "http://127.0.0.1:5555/"
+    with pytest.raises(DeployError, match="no route was chosen"):
         preview_content(CONTENT, "preview-a", {}, {})
+
+
+def test_a_preview_by_host_shares_production_listener_under_its_own_name() -> None:
+    routes = host_routes(CONTENT, "pr-7")
+    assert routes == {"web": {"listen": "127.0.0.1:8080", "host": "pr-7.preview.localhost"}}
+    out = preview_content(CONTENT, "preview-pr-7", routes, {})
+    route = out["services"]["web"]["config"]["route"]
+    assert route["listen"] == "127.0.0.1:8080" and route["host"] == "pr-7.preview.localhost"
+    assert out["services"]["web"]["config"]["replicas"] == 4  # no count given: the release's
+    assert url_of(routes["web"]) == "http://pr-7.preview.localhost:8080/"
 
 
 def test_a_deploy_to_an_expired_or_unknown_preview_is_refused() -> None:
