@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable
 
 from herdsman.deploy.preview import Previews
+from herdsman.deploy.preview_spec import expired
 from herdsman.spec import Project
 from herdsman.state import StateStore
 
@@ -45,10 +47,12 @@ class PreviewExpiry:
 
     async def once(self) -> list[str]:
         """Remove the expired previews now; returns their names."""
+        now = time.time()
+        due = [p for p in self.state.previews() if expired(p, now) or p["state"] == "removing"]
+        if not due:  # the usual round: one read of the agent's own store
+            return []
         previews = Previews(self.project())
         try:
-            if not previews.state.previews():
-                return []
             return await previews.expire()
         finally:
             previews.close()

@@ -79,3 +79,30 @@ def test_the_last_n_events_of_a_kind_are_n_of_that_kind(tmp_path: Path) -> None:
     last = store.events("production", last=2, kinds=("heal",))
     assert [e["message"] for e in last] == ["heal 1", "heal 2"]
     assert len(store.events("production", kinds=("heal", "scale"))) == 13
+
+
+def test_previews_are_recorded_with_their_expiry_and_survive_reopening(tmp_path: Path) -> None:
+    """Migration 6: a preview is recorded (creating) before it starts, once per name; its state
+    moves on; the record goes last; an older state.db gains the table on open."""
+    path = tmp_path / "state.db"
+    old = sqlite3.connect(path)  # a store made before previews existed: migrations 1-5 only
+    from herdsman.state.schema import MIGRATIONS
+
+    for script in MIGRATIONS[:5]:
+        old.executescript(script)
+    old.execute("PRAGMA user_version = 5")
+    old.close()
+    state = StateStore(path)
+    route = {"web": {"listen": "127.0.0.1:5555", "host": None}}
+    assert state.add_preview("pr-1", "preview-pr-1", "release 3 of production", 1000.0, route)
+    assert not state.add_preview("pr-1", "preview-pr-1", "again", 2000.0, {})  # one per name
+    state.set_preview_state("pr-1", "ready")
+    state.close()
+    state = StateStore(path)
+    row = state.preview("pr-1")
+    assert row is not None and row["state"] == "ready" and row["expires"] == 1000.0
+    assert row["routes"] == route and row["source"] == "release 3 of production"
+    assert [p["name"] for p in state.previews()] == ["pr-1"]
+    state.drop_preview("pr-1")
+    assert state.preview("pr-1") is None and state.previews() == []
+    state.close()
