@@ -187,6 +187,9 @@ class Previews:
                 values = deployment.executor.target.secrets
                 deployment.check(content, values)
                 await deployment.claim_driver()
+                if deployment.registry:  # an environment that runs images from its registry
+                    images = {n: e.image for n, e in services_of(content).items()}
+                    await asyncio.to_thread(deployment.push, images)
                 if copy_volumes:
                     await asyncio.to_thread(self._copy_volumes, deployment, content)
                 made = deployment.state.create_release(

@@ -289,7 +289,7 @@ class Deployment:
                 )
                 return previous
             if self.registry:
-                await asyncio.to_thread(self._push, images)
+                await asyncio.to_thread(self.push, images)
             release = self.state.create_release(
                 self.env, content, trigger=trigger, revision=git_revision(self.project.root)
             )
@@ -309,7 +309,7 @@ class Deployment:
         key = stack_key(self.home)
         return {**content, "secret_digests": {n: secret_digest(key, values[n]) for n in names}}
 
-    def _push(self, images: dict[str, str]) -> None:
+    def push(self, images: dict[str, str]) -> None:
         """Send the release's images to the environment's registry, by digest."""
         from herdsman.image.registry import parse_reference, push
 

@@ -16,7 +16,16 @@ import httpx
 import pytest
 
 from herdsman.state import StateStore
-from tests.helpers import hello_copy, herd, on_docker, stack_id, stop_project, volume_dir, wait_for
+from tests.helpers import (
+    docker_cmd,
+    hello_copy,
+    herd,
+    on_docker,
+    stack_id,
+    stop_project,
+    volume_dir,
+    wait_for,
+)
 
 
 def production_bytes(root: Path) -> dict[str, str]:
@@ -28,12 +37,13 @@ def production_bytes(root: Path) -> dict[str, str]:
     if on_docker(root):
         label = f"label=herd.stack-id={stack_id(root)}"
         ids = subprocess.run(
-            ["docker", "ps", "-aq", "--filter", label, "--filter", "label=herd.env=production"],
+            [*docker_cmd(root), "ps", "-aq", "--filter", label, "--filter", "label=herd.env=production"],
             capture_output=True,
             text=True,
         ).stdout.split()
         for container in sorted(ids):
-            info = json.loads(subprocess.run(["docker", "inspect", container], capture_output=True).stdout)[0]
+            inspect = subprocess.run([*docker_cmd(root), "inspect", container], capture_output=True)
+            info = json.loads(inspect.stdout)[0]
             kept = [info["Id"], info["Created"], info["State"], info["Config"], info["Mounts"]]
             out[f"container {info['Name']}"] = hashlib.sha256(json.dumps(kept).encode()).hexdigest()
     else:
@@ -58,7 +68,9 @@ def own_volume(root: Path, name: str) -> Path | None:
     if on_docker(root):
         volume = f"herd-{stack_id(root)}-{name}"
         found = subprocess.run(
-            ["docker", "volume", "inspect", "-f", "{{.Mountpoint}}", volume], capture_output=True, text=True
+            [*docker_cmd(root), "volume", "inspect", "-f", "{{.Mountpoint}}", volume],
+            capture_output=True,
+            text=True,
         )
         return Path(found.stdout.strip()) if found.returncode == 0 else None
     path = root / ".herd" / "volumes" / name
@@ -79,8 +91,8 @@ def preview_row(root: Path, name: str) -> dict[str, object] | None:
         state.close()
 
 
-@pytest.mark.parametrize("driver_name", ["process", pytest.param("docker", marks=pytest.mark.docker)])
 def test_a_preview_lives_and_dies_without_touching_production(hello_on_driver: tuple[Path, int]) -> None:
+    """On each driver (process, docker, swarm: the `driver_name` fixture)."""
     root, port = hello_on_driver
     toml = root / "herd.toml"
     toml.write_text(toml.read_text() + "\n[preview]\nmax = 1\n")
