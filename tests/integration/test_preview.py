@@ -172,6 +172,11 @@ def test_a_preview_from_the_working_tree_and_removed_by_hand(tmp_path: Path) -> 
         page = httpx.get(url, timeout=10).text
         assert "preview visit number <b id=visits>1</b>" in page  # the new files, an empty volume
         assert "preview visit" not in httpx.get(f"http://127.0.0.1:{port}/", timeout=10).text
+        app.write_text(app.read_text().replace("preview visit number", "second preview visit number"))
+        herd(root, "deploy", "--env", "preview-files")  # a deploy to a live preview: its own route
+        page = httpx.get(url, timeout=10).text
+        assert "second preview visit number <b id=visits>2</b>" in page and "of release 2" in page
+        assert "second preview" not in httpx.get(f"http://127.0.0.1:{port}/", timeout=10).text
         assert "of preview-files" in herd(root, "prune", "--dry-run").stdout  # its image is kept
         herd(root, "preview", "rm", "files")
         assert "of preview-files" not in herd(root, "prune", "--dry-run").stdout  # no longer for it
