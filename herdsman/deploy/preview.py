@@ -193,7 +193,11 @@ class Previews:
                 if copy_volumes:
                     await asyncio.to_thread(self._copy_volumes, deployment, content)
                 made = deployment.state.create_release(
-                    env, content, trigger=f"herd preview create ({source})", revision=revision
+                    env,
+                    content,
+                    trigger=f"herd preview create ({source})",
+                    revision=revision,
+                    by=deployment.by,
                 )
                 deployment.executor.target.release_secrets[made.number] = dict(values)
                 with deployment.settles(made):
