@@ -150,7 +150,7 @@ class Deployment:
         return deployment
 
     def own_routes(self) -> list[dict[str, Any]] | None:
-        """A preview's routes are its current release's (its own addresses), never herd.toml's
+        """A preview's routes are its current release's (its own port or Host), never herd.toml's
         (production's listener); None for every other environment (herd.toml's)."""
         if not is_preview(self.env):
             return None
