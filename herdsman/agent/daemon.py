@@ -33,6 +33,8 @@ from herdsman.agent.heal import Healer
 from herdsman.agent.metrics import RouterTotals, Snapshot, render
 from herdsman.agent.observed import Observed
 from herdsman.agent.pidfile import agent_lock
+from herdsman.agent.previews import PreviewExpiry
+from herdsman.agent.pruning import ScheduledPrune
 from herdsman.agent.schemas import Finding, Instance, Status
 from herdsman.agent.server import ensure_token, serve, socket_path
 from herdsman.agent.views import findings_of, instances_of, status_of
@@ -89,6 +91,12 @@ class Agent:
         self.owner = asyncio.Lock()  # held by a heal pass and by a deploy or rollback asked of the agent
         self.known_generation = -1  # the state store's generation when the fleet was last listed
         self.operations: set[asyncio.Task[None]] = set()  # deploys asked through the API, running
+        self.expiry = PreviewExpiry(
+            lambda: self.deployment.project, self.deployment.state, self.env, self.stopping
+        )
+        self.pruning = ScheduledPrune(
+            lambda: self.deployment.project, self.deployment.state, self.env, self.owner, self.stopping
+        )
 
     @property
     def state(self) -> StateStore:  # for the healer and the API
@@ -113,6 +121,8 @@ class Agent:
                     ready.set()
                 scaler = asyncio.create_task(self._sample())
                 checker = asyncio.create_task(self.drift.loop())
+                pruner = asyncio.create_task(self.pruning.loop())
+                expiry = asyncio.create_task(self.expiry.loop())
                 token = ensure_token(self.home, self.env)
                 app = make_app(self, token)
                 from herdsman.agent.dashboard import make_dashboard  # jinja2 only when an agent serves
@@ -124,6 +134,8 @@ class Agent:
                 finally:
                     scaler.cancel()
                     checker.cancel()
+                    pruner.cancel()
+                    expiry.cancel()
                     server.should_exit = True
                     with contextlib.suppress(Exception):
                         await asyncio.wait_for(serving, 5)

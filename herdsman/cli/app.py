@@ -45,6 +45,7 @@ HELP = """herdsman: immutable infrastructure for a stack described in one herd.t
   herd prune     delete old images, logs and snapshots ([retention]); --dry-run says why each stays
   herd verify    check running instances against their image and release (drift)
   herd canary    a canary's live numbers and verdict (status), or overrule it (promote, abort)
+  herd preview   short-lived environments from production's bytes: create, ls, rm, logs
   herd api schema   the OpenAPI schema of the agent's API (token in .herd/agent-ENV.token)
 """
 
@@ -104,6 +105,7 @@ COMMANDS = {
     "api": "herdsman.cli.agent:api",
     "verify": "herdsman.cli.agent:verify",
     "canary": "herdsman.cli.canary:canary",
+    "preview": "herdsman.cli.preview:preview",
     "volume": "herdsman.cli.volume:volume",
     "prune": "herdsman.cli.volume:prune",
     "push": "herdsman.cli.registry:push",

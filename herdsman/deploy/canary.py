@@ -3,7 +3,9 @@
 The planner (`plan._canary`) decides the steps; `verdict.judge` decides pass, fail or hold from
 numbers; this reads the numbers from the router (per-backend counters and latency histograms,
 cumulative, so a window is the difference of two readings), watches that the canary's instances
-still run, and records every verdict with its numbers as a `canary` event. A fail raises the
+still run, runs the service's custom checks (`[[service.NAME.canary.checks]]`, health.py's
+kinds) against every canary instance when a step's numbers pass, and records every verdict with
+its numbers as a `canary` event. A fail raises the
 DeployError that makes the executor revert: traffic goes back to the baseline at once.
 """
 
@@ -11,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -20,7 +22,8 @@ from herdsman.deploy.target import Target, route_name
 from herdsman.deploy.verdict import Rules, Verdict, Window, combine, judge
 from herdsman.drivers.base import Driver, InstanceState
 from herdsman.errors import DeployError
-from herdsman.spec.models import Service
+from herdsman.health import Ran, probe
+from herdsman.spec.models import HealthCheck, Service
 from herdsman.state import Release, ServiceRelease, StateStore
 
 
@@ -121,6 +124,8 @@ class CanaryJudge:
             except DeployError as stopped:  # a canary instance stopped: the verdict is that
                 verdict = Verdict("fail", stopped.message, verdict.numbers)
                 break
+        if verdict.outcome == "pass" and settings.checks:
+            verdict = await self.checked(verdict, settings.checks, canary)
         self.record(service, release, weight, verdict)
         self.state.set_canary(
             self.env,
@@ -142,6 +147,28 @@ class CanaryJudge:
             )
         self.say(f"{service}: canary at {weight}% passed: {verdict.reason}")
         return verdict
+
+    async def checked(
+        self, verdict: Verdict, checks: Sequence[HealthCheck], canary: Sequence[str]
+    ) -> Verdict:
+        """`[service.NAME.canary] checks`: each against each canary instance (a command inside it,
+        an HTTP or TCP check to its address); the first failing one fails the canary, its output
+        (status line, or the command's exit code and last line) the reason."""
+        for instance_id in canary:
+            state = await self.driver.inspect(instance_id)
+            port = state.port if state is not None else None
+            for index, check in enumerate(checks):
+
+                def inside(argv: Sequence[str], timeout: float, target: str = instance_id) -> Awaitable[Ran]:
+                    return self.driver.exec(target, argv, timeout)
+
+                result = await probe(check, "127.0.0.1", port, inside)
+                what = " ".join(check.command) if check.type == "command" else f"{check.type} {check.path}"
+                if not result.ok:
+                    reason = f"check {index + 1} ({what}) failed on {instance_id}: {result.detail}"
+                    return Verdict("fail", reason, verdict.numbers)
+                self.say(f"canary check {index + 1} ({what}) passed on {instance_id}: {result.detail}")
+        return Verdict("pass", f"{verdict.reason}; {len(checks)} check(s) passed", verdict.numbers)
 
     def decision(self, service: str, release: int) -> str:
         for row in self.state.canaries(self.env):

@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from herdsman.deploy.instances import volume_key
 from herdsman.deploy.run import Deployment
 from herdsman.deploy.target import route_name
 from herdsman.deploy.volumes import snapshot_dir, stage, swap_in
@@ -50,7 +51,8 @@ def snapshots_to_restore(deployment: Deployment, release: int) -> dict[str, Path
     chosen: dict[str, Path] = {}
     for migration in migrations_after(deployment, release):
         for volume in migration.volumes:
-            chosen.setdefault(volume, snapshot_dir(deployment.home, migration.release, volume))
+            key = volume_key(deployment.env, volume)
+            chosen.setdefault(volume, snapshot_dir(deployment.home, migration.release, key))
     return chosen
 
 
@@ -128,7 +130,7 @@ async def restore_locked(
     staged: dict[str, tuple[Path, Path]] = {}
     try:
         for volume, fill in fills.items():
-            directory = deployment.driver.volume_dir(stack, volume)
+            directory = deployment.driver.volume_dir(stack, volume_key(deployment.env, volume))
             say(f"volume {volume}: copying the new data beside it (the service keeps running)")
             started = time.monotonic()
             staged[volume] = (await asyncio.to_thread(stage, fill, directory), directory)

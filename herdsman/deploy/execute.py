@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Collection, Iterator
 from typing import Any, Protocol
 
 from herdsman.deploy.canary import CanarySteps
+from herdsman.deploy.instances import id_base
 from herdsman.deploy.plan import Running, Step, effective_policy, plan_release
 from herdsman.deploy.target import Target, id_maker, log_tail, route_name
 from herdsman.drivers.base import Driver, InstanceState
@@ -125,7 +126,7 @@ class Executor(CanarySteps):
             running,
             release.number,
             policies,
-            lambda name: id_maker(name, release.number, prefix),
+            lambda name: id_maker(id_base(self.target.env, name), release.number, prefix),
             services,
         )
 

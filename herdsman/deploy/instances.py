@@ -15,6 +15,33 @@ from herdsman.drivers.base import InstanceSpec, VolumeMount
 from herdsman.errors import DeployError
 from herdsman.state import ServiceRelease
 
+PREVIEW_PREFIX = "preview-"
+
+
+def is_preview(env: str) -> bool:
+    """A short-lived environment made by `herd preview create` (deploy/preview.py)."""
+    return env.startswith(PREVIEW_PREFIX)
+
+
+def volume_key(env: str, name: str) -> str:
+    """The name volume ``name`` has on a driver in ``env``. Volumes are per stack, so every long-lived
+    environment keeps sharing them and production's names and paths never change; a preview's are its
+    own: "preview-NAME.VOLUME" (a "." is in no declared volume's name, so it never meets one)."""
+    return f"{env}.{name}" if is_preview(env) else name
+
+
+def log_root(home: Path, env: str) -> Path:
+    """Where instances of ``env`` write their logs: `.herd/logs` (SERVICE/INSTANCE.log below it), a
+    preview's under `.herd/logs/@preview-NAME`, which no service name can be (so `herd logs` and
+    `herd prune` of the stack never see them; they go with the preview)."""
+    return home / "logs" / f"@{env}" if is_preview(env) else home / "logs"
+
+
+def id_base(env: str, service: str) -> str:
+    """What instance ids of ``service`` in ``env`` start with: a preview's name its environment, so
+    they never meet production's on a driver (ids are unique per driver, not per environment)."""
+    return f"{env}-{service}" if is_preview(env) else service
+
 
 def instance_spec(
     *,
@@ -65,7 +92,8 @@ def instance_spec(
         "herd.image": entry.image,
     }
     volumes = tuple(
-        VolumeMount(name, home / "volumes" / name, target) for name, target in sorted(config.volumes.items())
+        VolumeMount(volume_key(env_name, name), home / "volumes" / volume_key(env_name, name), target)
+        for name, target in sorted(config.volumes.items())
     )
     return InstanceSpec(
         id=instance_id,
@@ -77,7 +105,7 @@ def instance_spec(
         user=str(run.get("User") or ""),
         volumes=volumes,
         stop_grace=config.stop_grace,
-        log_file=home / "logs" / service / f"{instance_id}.log",
+        log_file=log_root(home, env_name) / service / f"{instance_id}.log",
         wants_port=config.port is not None,
         secrets=tuple(config.secrets),
         cap_add=tuple(config.cap_add),

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from herdsman.deploy.instances import id_base, volume_key
 from herdsman.deploy.target import Target, log_tail
 from herdsman.deploy.volumes import restore, snapshot, snapshot_dir
 from herdsman.drivers.base import Driver
@@ -77,20 +78,21 @@ class Migrator:
     def _snapshot(self, release: Release, volumes: dict[str, str]) -> dict[str, Path]:
         taken = {}
         for volume in sorted(volumes):
-            source = self.driver.volume_dir(self.target.stack_id, volume)
-            taken[volume] = snapshot(source, snapshot_dir(self.target.home, release.number, volume))
+            key = volume_key(self.target.env, volume)  # a preview's own (production's: the name)
+            source = self.driver.volume_dir(self.target.stack_id, key)
+            taken[volume] = snapshot(source, snapshot_dir(self.target.home, release.number, key))
             self.say(f"snapshot of volume {volume} taken ({taken[volume]})")
         return taken
 
     def restore(self, snapshots: dict[str, Path]) -> None:
         for volume, path in snapshots.items():
-            restore(path, self.driver.volume_dir(self.target.stack_id, volume))
+            restore(path, self.driver.volume_dir(self.target.stack_id, volume_key(self.target.env, volume)))
             self.say(f"volume {volume} restored from {path}")
 
     async def _run_one(self, release: Release, service: str, entry: ServiceRelease) -> None:
         config = entry.config
         assert config.migrate is not None
-        instance_id = f"{service}-{release.number}-migrate"
+        instance_id = f"{id_base(self.target.env, service)}-{release.number}-migrate"
         spec = await asyncio.to_thread(self.target.spec, instance_id, service, release.number, entry)
         labels = {**spec.labels, "herd.env": f"{self.target.env}-migrate"}
         spec = dataclasses.replace(spec, argv=tuple(config.migrate.command), labels=labels, wants_port=False)

@@ -10,9 +10,10 @@ entry), and the sweep holds the deploy lock of every environment, so no rollout 
 image being deleted. The layer cache tolerates a missing blob (a hit needs the blob).
 
 Roots: the images of the last `[retention] releases` releases of each environment and its
-current one, failed releases younger than `failed_for`, every running instance's image (as its
-driver lists it), every quarantined instance's image, the newest bake of each service, and every
-image that is not one of this stack's bakes (bases and pulled images: the next bake needs them).
+current one (of a preview only while it exists), failed releases younger than `failed_for`, every
+running instance's image (as its driver lists it), every quarantined instance's image, the newest
+bake of each service, and every image that is not one of this stack's bakes (bases and pulled
+images: the next bake needs them).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from herdsman.deploy.instances import is_preview
+from herdsman.deploy.preview_spec import preview_name
 from herdsman.deploy.run import Deployment, deploy_lock
 from herdsman.deploy.volumes import prune_snapshots
 from herdsman.image.assemble import ANNOTATION_SERVICE, ANNOTATION_STACK
@@ -64,6 +67,8 @@ async def roots(project: Project, state: StateStore, store: ImageStore) -> dict[
 
     now = time.time()
     for env in sorted(set(state.environments()) | {project.stack.stack.environment}):
+        if is_preview(env) and state.preview(preview_name(env)) is None:
+            continue  # a removed preview: its releases stay in the history, its images need not
         releases = state.releases(env)
         current = state.current_release(env)
         recent = {r.number for r in releases[-retention.releases :]}

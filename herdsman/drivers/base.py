@@ -227,6 +227,11 @@ class Driver(Protocol):
         (created if need be)."""
         ...
 
+    def remove_volume(self, stack: str, name: str) -> None:
+        """Delete volume ``name`` of the stack whose id is ``stack`` and its data (a preview's own,
+        when the preview goes; never a volume of a long-lived environment). Idempotent."""
+        ...
+
     async def verify(self, instance_id: str, spec: InstanceSpec) -> Drifts:
         """How the running instance differs from ``spec`` (what its release says) and its image."""
         ...

@@ -235,6 +235,16 @@ class DockerDriver(BlockingDriver):
         state = self._state(self.client.containers.get(container.id))
         return state
 
+    def remove_volume(self, stack: str, name: str) -> None:
+        import docker.errors
+
+        try:
+            self.client.volumes.get(f"herd-{_component(stack)}-{name}").remove(force=True)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as exc:
+            raise DriverError(f"cannot remove volume {name}: {exc}") from exc
+
     def _volume(self, stack: str, name: str) -> str:
         """The named volume of ``name`` in the stack whose id is ``stack`` (created if need be)."""
         import docker.errors

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -72,6 +73,9 @@ class MemoryDriver:
         path = Path(tempfile.gettempdir()) / f"herd-memory-{os.getpid()}" / stack / name
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+    def remove_volume(self, stack: str, name: str) -> None:
+        shutil.rmtree(Path(tempfile.gettempdir()) / f"herd-memory-{os.getpid()}" / stack / name, True)
 
     async def verify(self, instance_id: str, spec: InstanceSpec) -> Drifts:
         return list(self.drift.get(instance_id, []))

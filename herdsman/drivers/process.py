@@ -104,6 +104,9 @@ class ProcessDriver(BlockingDriver):
         path.mkdir(parents=True, exist_ok=True)
         return path
 
+    def remove_volume(self, stack: str, name: str) -> None:
+        shutil.rmtree(self.home / "volumes" / name, ignore_errors=True)
+
     # starting ---------------------------------------------------------------------------------
     def rootfs_of(self, image: str) -> Path:
         path = self.rootfs / image.removeprefix("sha256:")

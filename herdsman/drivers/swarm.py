@@ -238,6 +238,16 @@ class SwarmDriver(BlockingDriver):
                 return state
             time.sleep(0.1)
 
+    def remove_volume(self, stack: str, name: str) -> None:
+        import docker.errors
+
+        try:
+            self.client.volumes.get(build.volume_name(stack, name)).remove(force=True)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as exc:
+            raise DriverError(f"cannot remove volume {name}: {exc}") from exc
+
     def _volume(self, stack: str, name: str) -> str:
         """The local volume ``name`` of the stack whose id is ``stack`` (created if need be)."""
         import docker.errors

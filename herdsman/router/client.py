@@ -133,9 +133,13 @@ def routes_of(env: str, services: Mapping[str, Service]) -> list[dict[str, Any]]
     return routes
 
 
-def ensure_router_pools(project: Project, env: str) -> RouterPools:
+def ensure_router_pools(
+    project: Project, env: str, routes: list[dict[str, Any]] | None = None
+) -> RouterPools:
+    """The router's pools, with ``env``'s routes set: ``routes``, else herd.toml's."""
     client = ensure_router(herd_home(project))
-    client.call_now({"op": "set_routes", "prefix": f"{env}/", "routes": stack_routes(project, env)})
+    wanted = stack_routes(project, env) if routes is None else routes
+    client.call_now({"op": "set_routes", "prefix": f"{env}/", "routes": wanted})
     return RouterPools(client)
 
 

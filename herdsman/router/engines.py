@@ -1,6 +1,6 @@
 """The one place that picks the router engine of a project (`[router] engine` in herd.toml).
 
-Each engine is a module offering `ensure_pools(project, env)` (its `deploy.execute.Pools`, with
+Each engine is a module offering `ensure_pools(project, env, routes)` (its `deploy.execute.Pools`, with
 the stack's routes of ``env`` set and the engine running) and `release_routes(home, env)` (`herd
 down`: drop ``env``'s routes, stop the engine when none is left; True if it stopped). A module is
 imported only when its engine is used.
@@ -28,9 +28,10 @@ def _module(name: str) -> Any:
     return importlib.import_module(ENGINES[name])
 
 
-def ensure_router_pools(project: Project, env: str) -> Any:
-    """The routing layer of ``project`` for ``env``, started if need be."""
-    return _module(engine_name(project)).ensure_pools(project, env)
+def ensure_router_pools(project: Project, env: str, routes: list[dict[str, Any]] | None = None) -> Any:
+    """The routing layer of ``project`` for ``env``, started if need be, with ``env``'s routes set to
+    ``routes`` (default: herd.toml's; a preview's are its own, on their own addresses)."""
+    return _module(engine_name(project)).ensure_pools(project, env, routes)
 
 
 def release_router(project: Project, env: str) -> bool:

@@ -201,6 +201,9 @@ class Canary(Model):
     max_wait: Duration = 300.0  # a step short of traffic holds this long, then too_little_traffic
     too_little_traffic: Literal["fail", "pass"] = "fail"
     on_fail: Literal["stop", "quarantine"] = "stop"  # quarantine: keep a failed canary for a post-mortem
+    # custom checks (the health check's kinds: http, tcp, command run inside the instance), run
+    # against every canary instance at the end of each step; one failing fails the canary
+    checks: tuple[HealthCheck, ...] = ()
 
 
 class Scale(Model):
@@ -315,12 +318,21 @@ class StackInfo(Model):
 
 
 class Retention(Model):
-    """What `herd prune` (and the agent, every `every`) keeps; the rest is deleted."""
+    """What `herd prune` (and the agent, every `prune_every`) keeps; the rest is deleted."""
 
     releases: Annotated[int, Field(ge=1, le=10000)] = 10  # the images of the last N releases per environment
     failed_for: Duration = 7 * 86400.0  # a failed release's images, for a post-mortem
     logs_for: Duration = 14 * 86400.0  # logs of instances gone for longer are deleted
     grace: Duration = 180.0  # a blob younger than this is never deleted (a bake in progress)
+    prune_every: Duration = 6 * 3600.0  # how often a running agent prunes (0: never; `herd prune` by hand)
+
+
+class Previews(Model):
+    """Short-lived environments (`herd preview create`): how long one lives unless told, and how
+    many may exist at once (the agent removes expired ones; a create past `max` is refused)."""
+
+    ttl: PositiveDuration = 2 * 3600.0
+    max: Annotated[int, Field(ge=0, le=1000)] = 5  # 0: no previews
 
 
 class Stack(Model):
@@ -331,6 +343,7 @@ class Stack(Model):
     volume: dict[Name, Volume] = Field(default_factory=dict)
     environment: dict[Name, Environment] = Field(default_factory=dict)
     retention: Retention = Field(default_factory=Retention)
+    preview: Previews = Field(default_factory=Previews)
     router: RouterSettings = Field(default_factory=RouterSettings)
 
     @property

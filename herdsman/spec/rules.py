@@ -127,6 +127,23 @@ def _check_service(key: str, service: Service, stack: Stack) -> list[Problem]:
                     "an image is baked from the project's files only, so that it can be reproduced",
                 )
             )
+    for index, check in enumerate(service.canary.checks):
+        if check.type == "command" and not check.command:
+            problems.append(
+                Problem(
+                    f"{key}.canary.checks[{index}].command",
+                    "a command check needs a command (run inside a canary instance)",
+                    'command = ["python3", "check.py"]',
+                )
+            )
+        elif check.type in ("http", "tcp") and service.port is None:
+            problems.append(
+                Problem(
+                    f"{key}.canary.checks[{index}].type",
+                    f"an {check.type} check needs the service's port",
+                    'set port = 8000, or type = "command"',
+                )
+            )
     health = service.health
     if health is not None:
         if health.type == "command" and not health.command:

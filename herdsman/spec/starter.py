@@ -58,6 +58,14 @@ max_unavailable = 0                  # old instances that may stop before replac
 
 [volume.data]
 description = "what the app keeps between deploys"
+
+[retention]                          # what `herd prune` keeps; the rest is deleted
+releases = 10                        # the images of the last N releases of each environment
+prune_every = "6h"                   # a running agent prunes by itself this often ("0s": never)
+
+[preview]                            # `herd preview create NAME`: short-lived copies of production
+ttl = "2h"                           # removed (instances, volumes, logs) when this runs out
+max = 5                              # at most this many at once
 """
 
 

@@ -1,8 +1,9 @@
 """The runtime state of an environment, beside its releases: what changes while a release runs.
 
 The generation (what runs was changed by a holder of the deploy lock), the driver it runs on, its
-canaries being judged (and an operator's decision), replica counts set at run time and notes for
-`herd ps`. A mixin of `StateStore`, kept apart so the release history stays a small module.
+canaries being judged (and an operator's decision), replica counts set at run time, notes for
+`herd ps`, and the previews made from it with their expiry. A mixin of `StateStore`, kept apart
+so the release history stays a small module.
 """
 
 from __future__ import annotations
@@ -146,3 +147,37 @@ class RuntimeState:
         with self._lock:
             rows = self._db.execute("SELECT service, note FROM service_notes WHERE env = ?", (env,))
             return {row[0]: str(row[1]) for row in rows.fetchall()}
+
+    # previews: short-lived environments and when they expire --------------------------------------
+    def add_preview(
+        self, name: str, env: str, source: str, expires: float, routes: Mapping[str, Any]
+    ) -> bool:
+        """Record preview ``name`` (state "creating") before anything of it starts, so an
+        interrupted create still expires; False if one of that name exists."""
+        with self._tx() as db:
+            if db.execute("SELECT 1 FROM previews WHERE name = ?", (name,)).fetchone():
+                return False
+            db.execute(
+                "INSERT INTO previews VALUES (?, ?, ?, ?, ?, ?, 'creating')",
+                (name, env, source, time.time(), expires, canonical(dict(routes))),
+            )
+            return True
+
+    def set_preview_state(self, name: str, state: str) -> None:
+        """creating -> ready, or -> removing (what is left of it is being removed)."""
+        with self._tx() as db:
+            db.execute("UPDATE previews SET state = ? WHERE name = ?", (state, name))
+
+    def drop_preview(self, name: str) -> None:
+        """The last step of a removal: nothing of the preview is left."""
+        with self._tx() as db:
+            db.execute("DELETE FROM previews WHERE name = ?", (name,))
+
+    def previews(self) -> list[dict[str, Any]]:
+        """Every preview, oldest first: name, env, source, created, expires, routes, state."""
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM previews ORDER BY created, name").fetchall()
+        return [{**dict(row), "routes": json.loads(row["routes"])} for row in rows]
+
+    def preview(self, name: str) -> dict[str, Any] | None:
+        return next((p for p in self.previews() if p["name"] == name), None)

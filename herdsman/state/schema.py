@@ -10,6 +10,9 @@ they live in `scale`. `service_notes` holds what the agent wants `herd ps` to sh
 `generations` counts, per environment, every change made to what runs by someone holding the deploy
 lock (a rollout, a restore, a `herd down`): the agent compares it with the value it last listed at,
 so it never heals from a picture of the fleet that a deploy has made stale.
+`previews` holds each short-lived environment `herd preview create` made, with its expiry: the
+agent's reconcile loop (and every `herd preview` command) removes the expired ones, so cleanup
+never depends on someone remembering it.
 """
 
 from __future__ import annotations
@@ -123,5 +126,16 @@ MIGRATIONS: list[str] = [
     """,
     """
     ALTER TABLE releases ADD COLUMN by_whom TEXT NOT NULL DEFAULT '';
+    """,
+    """
+    CREATE TABLE previews (
+        name TEXT PRIMARY KEY,
+        env TEXT NOT NULL,
+        source TEXT NOT NULL,
+        created REAL NOT NULL,
+        expires REAL NOT NULL,
+        routes TEXT NOT NULL DEFAULT '{}',
+        state TEXT NOT NULL
+    );
     """,
 ]

@@ -373,3 +373,49 @@ def test_a_failed_canary_can_be_kept_for_a_post_mortem(tmp_path: Path) -> None:
         assert (root / ".herd" / "quarantine" / canary.group(1) / "log").is_file()
     finally:
         stop_project(root)
+
+
+CHECKS = """
+[[service.web.canary.checks]]
+type = "http"
+path = "/healthz"
+
+[[service.web.canary.checks]]
+type = "command"
+command = ["python3", "-c", "import os, sys; os.environ['NOTE'] == 'bad' and sys.exit('no orders table')"]
+timeout = "10s"
+"""
+
+
+def test_custom_canary_checks_fail_a_canary_with_their_output_or_let_it_pass(tmp_path: Path) -> None:
+    """`[[service.NAME.canary.checks]]`: an HTTP check against each canary instance and a command
+    run inside it, at each step; a failing one fails the canary, its output the reason."""
+    root = tmp_path / "app"
+    port = project(root)
+    toml = root / "herd.toml"
+    try:
+        herd(root, "deploy")  # release 1: no canary
+        project(root, note="bad")
+        toml.write_text(toml.read_text() + CHECKS)
+        with Load(f"http://127.0.0.1:{port}/", workers=4) as load:
+            failed = herd(root, "deploy", check=False, timeout=180)
+        said = failed.stdout + failed.stderr
+        assert failed.returncode != 0, said
+        assert re.search(
+            r"the canary of web failed at 20% of requests: check 2 \(python3 -c .*\) failed on "
+            r"web-2-\w+: exit 1: no orders table",
+            said,
+        ), said
+        assert load.failures == []  # a check failed, no request did
+        assert releases_running(root) == {"1"}
+        assert any("canary at 20%: fail: check 2" in e["line"] for e in canary_events(root))
+        project(root, note="good")
+        toml.write_text(toml.read_text() + CHECKS)
+        with Load(f"http://127.0.0.1:{port}/", workers=4) as load:
+            out = herd(root, "deploy", timeout=180).stdout
+        assert "canary check 1 (http /healthz) passed" in out and "canary check 2" in out, out
+        assert "2 check(s) passed" in out
+        assert load.failures == []
+        assert releases_running(root) == {"3"}
+    finally:
+        stop_project(root)

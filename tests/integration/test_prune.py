@@ -140,3 +140,39 @@ def test_a_prune_killed_at_any_moment_leaves_a_whole_store(tmp_path: Path) -> No
         assert {i["release"] for i in instances(root)} == {"4"}
     finally:
         stop_project(root)
+
+
+def test_the_agent_prunes_on_a_schedule_and_says_what_it_freed(tmp_path: Path) -> None:
+    """`[retention] prune_every`: a running agent prunes by itself (the same rules as `herd prune`,
+    under the deploy lock); an event says what was freed; the current release keeps serving."""
+    from herdsman.state import StateStore
+
+    root = tmp_path / "hello"
+    port = hello_copy(root)
+    toml = root / "herd.toml"
+    toml.write_text(toml.read_text() + '\n[retention]\nreleases = 1\ngrace = "0s"\nprune_every = "2s"\n')
+    try:
+        for n in range(2):  # releases 1 and 2, each with an image of its own
+            change_app(root, n)
+            herd(root, "deploy")
+        images = images_of(root)
+        assert stored(root, images[1])
+        with Load(f"http://127.0.0.1:{port}/") as load:
+            herd(root, "up", "-d", "--no-deploy")
+
+            def pruned() -> list[dict[str, object]]:
+                state = StateStore(root / ".herd" / "state.db")
+                try:
+                    return state.events("production", kinds=("prune",))
+                finally:
+                    state.close()
+
+            events = wait_for(pruned, 90, every=0.5)
+        assert load.failures == []
+        message = str(events[0]["message"])
+        assert message.startswith("pruned 1 image(s)") and "freed" in message, message
+        assert f"web {images[1]}" in json.dumps(events[0]["data"])
+        assert not stored(root, images[1]) and stored(root, images[2])
+        assert {i["release"] for i in instances(root)} == {"2"}
+    finally:
+        stop_project(root)

@@ -418,6 +418,22 @@ def test_a_canary_needs_a_route_to_be_judged_on() -> None:
     assert "no route" in err.problems[0].message
 
 
+def test_canary_checks_and_previews_parse_and_a_command_check_needs_a_command() -> None:
+    checks = [{"type": "http", "path": "/ready"}, {"type": "command", "command": "python3 check.py"}]
+    document = mutate("service.web.canary", {"checks": checks})
+    document["preview"] = {"ttl": "30m", "max": 2}
+    document["retention"] = {"prune_every": "1h"}
+    stack = parse(document)
+    parsed = stack.service["web"].canary.checks
+    assert [c.type for c in parsed] == ["http", "command"] and parsed[1].command == ("python3", "check.py")
+    assert stack.preview.ttl == 1800 and stack.preview.max == 2 and stack.retention.prune_every == 3600
+    assert parse(FULL).preview.ttl == 7200 and parse(FULL).preview.max == 5  # the defaults
+    err = error(mutate("service.web.canary", {"checks": [{"type": "command"}]}))
+    assert err.problems[0].key.endswith("service.web.canary.checks[0].command")
+    assert "needs a command" in err.problems[0].message
+    assert error({**FULL, "preview": {"ttl": "0s"}}).problems[0].key.endswith("preview.ttl")
+
+
 @pytest.mark.parametrize(
     ("path", "value", "check"),
     [

@@ -94,7 +94,7 @@ def test_a_release_records_who_asked_for_it_and_older_stores_gain_the_column(tmp
     store.close()
     # a store made before the column: its releases read as asked by nobody recorded
     old = sqlite3.connect(tmp_path / "old.db")
-    version = len(MIGRATIONS) - 1
+    version = 5  # the migrations before by_whom
     for script in MIGRATIONS[:version]:
         old.executescript(script)
     old.execute("INSERT INTO releases VALUES ('production', 1, 0, 'herd deploy', '', '{}', 'sha256:x', NULL)")
@@ -103,3 +103,28 @@ def test_a_release_records_who_asked_for_it_and_older_stores_gain_the_column(tmp
     old.commit()
     old.close()
     assert StateStore(tmp_path / "old.db").release("production", 1).by == ""
+
+
+def test_previews_are_recorded_with_their_expiry_and_survive_reopening(tmp_path: Path) -> None:
+    """Migration 7: a preview is recorded (creating) before it starts, once per name; its state
+    moves on; the record goes last; an older state.db gains the table on open."""
+    path = tmp_path / "state.db"
+    old = sqlite3.connect(path)  # a store made before previews existed: the migrations before
+    for script in MIGRATIONS[:6]:
+        old.executescript(script)
+    old.execute("PRAGMA user_version = 6")
+    old.close()
+    state = StateStore(path)
+    route = {"web": {"listen": "127.0.0.1:5555", "host": None}}
+    assert state.add_preview("pr-1", "preview-pr-1", "release 3 of production", 1000.0, route)
+    assert not state.add_preview("pr-1", "preview-pr-1", "again", 2000.0, {})  # one per name
+    state.set_preview_state("pr-1", "ready")
+    state.close()
+    state = StateStore(path)
+    row = state.preview("pr-1")
+    assert row is not None and row["state"] == "ready" and row["expires"] == 1000.0
+    assert row["routes"] == route and row["source"] == "release 3 of production"
+    assert [p["name"] for p in state.previews()] == ["pr-1"]
+    state.drop_preview("pr-1")
+    assert state.preview("pr-1") is None and state.previews() == []
+    state.close()

@@ -228,9 +228,9 @@ class HaproxyPools:
         return router_stats(rows(await self.runtime.show_stat()), state["routes"], instances)
 
 
-def ensure_pools(project: Project, env: str) -> HaproxyPools:
+def ensure_pools(project: Project, env: str, routes: list[dict[str, Any]] | None = None) -> HaproxyPools:
     pools = HaproxyPools(herd_home(project))
-    asyncio.run(pools.set_routes(env, stack_routes(project, env)))
+    asyncio.run(pools.set_routes(env, stack_routes(project, env) if routes is None else routes))
     return pools
 
 

@@ -1,0 +1,97 @@
+"""`herd preview`: short-lived environments from production's bytes (deploy/preview.py).
+
+Previews run in this process whether or not an agent runs: they never touch what the agent owns
+(production's instances, volumes and routes). Every command here first removes the previews
+that expired, so cleanup happens even where no agent runs; a running agent does it on its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from herdsman.spec import Project
+
+if TYPE_CHECKING:
+    from herdsman.deploy.preview import Preview, Previews
+
+T = TypeVar("T")
+
+
+def _run(
+    project: Project, work: Callable[[Previews], Coroutine[Any, Any, T]], say: Callable[[str], None] | None
+) -> T:
+    from herdsman.deploy.preview import Previews
+    from herdsman.facade.stack import declared_secrets
+
+    previews = Previews(project, say=say, secrets=declared_secrets(project))
+    try:
+
+        async def both() -> T:
+            await previews.expire()
+            return await work(previews)
+
+        return asyncio.run(both())
+    finally:
+        previews.close()
+
+
+def create(
+    project: Project,
+    name: str,
+    *,
+    release: int | None = None,
+    from_files: bool = False,
+    ttl: float | None = None,
+    replicas: int = 1,
+    copy_volumes: bool = False,
+    host: bool = False,
+    say: Callable[[str], None] | None = None,
+) -> Preview:
+    """Start preview ``name`` (see `Previews.create`); returns it once it serves."""
+    return _run(
+        project,
+        lambda p: p.create(
+            name,
+            release=release,
+            from_files=from_files,
+            ttl=ttl,
+            replicas=replicas,
+            copy_volumes=copy_volumes,
+            host=host,
+        ),
+        say,
+    )
+
+
+def url_of(route: Mapping[str, Any]) -> str:
+    """Where a person reaches a preview's route (its own port, or its Host on production's)."""
+    from herdsman.deploy.preview_spec import url_of as url
+
+    return url(route)
+
+
+def listing(project: Project) -> list[Preview]:
+    """Every preview (the expired ones removed first)."""
+
+    async def rows(previews: Previews) -> list[Preview]:
+        return previews.all()
+
+    return _run(project, rows, None)
+
+
+def remove(project: Project, name: str, say: Callable[[str], None] | None = None) -> list[str]:
+    """Remove preview ``name`` with its instances, route, volumes, logs and snapshots."""
+    return _run(project, lambda p: p.remove(name), say)
+
+
+def log_lines(project: Project, name: str, last: int | None = None) -> list[str]:
+    """The preview's own logs, merged by time."""
+    from herdsman import logs as log_store
+    from herdsman.deploy.instances import log_root
+    from herdsman.deploy.preview_spec import preview_env
+    from herdsman.spec import herd_home
+
+    root = log_root(herd_home(project), preview_env(name))
+    return [line.render() for line in log_store.history(root, (), None, 0.0, last)]
