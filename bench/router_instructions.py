@@ -1,0 +1,175 @@
+"""Instructions per request of the embedded router's request path, counted by callgrind.
+
+Wall-clock throughput on a shared 2-core VM moves by 2x within minutes; the number of instructions
+the CPU executes for one request does not depend on the load. This runs the router's real
+protocol objects (`ClientConnection`, `Exchange`, `UpstreamConnection`, a `Router` with one route
+and one backend) over fake transports: no sockets, no event loop, only the Python work per request
+(the work that limits the router, BENCHMARKS.md). Each case is run under
+``valgrind --tool=callgrind`` twice, with a small and a large number of requests; the difference
+of the two totals divided by the difference of the counts is the cost of one request, start-up and
+warm-up cancelled out.
+
+Cases: the wrk request and nginx's small response; the same with a 64 KiB body (read from the
+backend in 64 KiB pieces, as a socket gives it); a new client connection per request
+(``Connection: close``); a POST with a 1 KiB body.
+
+    .venv/bin/python bench/router_instructions.py [--code DIR]
+
+``--code DIR`` counts another version of herdsman (a `git archive` of it in DIR) in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+SMALL_BODY = b"hello from nginx\n"
+BIG_BODY = b"x" * 65536
+REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:18081\r\n\r\n"
+CLOSE_REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:18081\r\nConnection: close\r\n\r\n"
+POST_REQUEST = (
+    b"POST /api HTTP/1.1\r\nHost: 127.0.0.1:18081\r\nContent-Type: application/json\r\n"
+    b"Content-Length: 1024\r\n\r\n" + b"y" * 1024
+)
+CASES = {
+    "GET, small response, keep-alive": (REQUEST, SMALL_BODY, True),
+    "GET, 64 KiB response, keep-alive": (REQUEST, BIG_BODY, True),
+    "GET, small response, new connection": (CLOSE_REQUEST, SMALL_BODY, False),
+    "POST 1 KiB, small response, keep-alive": (POST_REQUEST, SMALL_BODY, True),
+}
+COUNTS = (100, 1100)
+
+
+def response(body: bytes) -> bytes:
+    return (
+        b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Thu, 03 Dec 2026 07:00:00 GMT\r\n"
+        b"Content-Type: text/plain\r\nContent-Length: %d\r\nConnection: keep-alive\r\n\r\n%b"
+        % (len(body), body)
+    )
+
+
+class Transport(asyncio.Transport):
+    """Counts what is written; never closing, never paused."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = 0
+        self.closed = False
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return ("127.0.0.1", 40000) if name == "peername" else default
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.written += len(data)
+
+    def writelines(self, list_of_data: object) -> None:
+        self.written += sum(map(len, list_of_data))  # type: ignore[call-overload]
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+def run(case: str, count: int) -> None:
+    """``count`` requests of ``case`` through the router's protocol objects (run under callgrind)."""
+    from herdsman.router.inbound import ClientConnection
+    from herdsman.router.proxy import Backend, Route, Router
+    from herdsman.router.upstream import UpstreamConnection
+
+    request, body, keep = CASES[case]
+    answer = response(body)
+    pieces = [answer[i : i + 65536] for i in range(0, len(answer), 65536)]
+    router = Router()
+    route = router.routes["b/web"] = Route("b/web", "127.0.0.1:18081")
+    backend = Backend("nginx", "127.0.0.1", 18082)
+    route.backends = [backend]
+    router._index_listeners()
+    upstream = UpstreamConnection(backend)
+    upstream_transport = Transport()
+    upstream.connection_made(upstream_transport)
+    backend.idle.append(upstream)
+    client = ClientConnection(router, "127.0.0.1:18081")
+    client_transport = Transport()
+    client.connection_made(client_transport)
+    for _ in range(count):
+        if not keep:
+            client = ClientConnection(router, "127.0.0.1:18081")
+            client_transport = Transport()
+            client.connection_made(client_transport)
+        client.data_received(request)
+        for piece in pieces:
+            upstream.data_received(piece)
+        if not keep:
+            client.connection_lost(None)
+    assert backend.requests == count and backend.idle == [upstream], "every request answered, reused"
+    assert client_transport.written >= len(answer) - 30, "the response reached the client"
+
+
+def instructions(case: str, count: int, code: Path | None) -> int:
+    with tempfile.TemporaryDirectory(prefix="herd-callgrind-") as tmp:
+        out = Path(tmp) / "callgrind.out"
+        env = dict(os.environ)
+        if code is not None:
+            env["PYTHONPATH"] = str(code)
+        subprocess.run(
+            [
+                "valgrind",
+                "--tool=callgrind",
+                f"--callgrind-out-file={out}",
+                sys.executable,
+                __file__,
+                "--inner",
+                case,
+                str(count),
+            ],
+            check=True,
+            env=env,
+            capture_output=True,
+        )
+        totals = re.search(r"^(?:summary|totals): (\d+)", out.read_text(), re.MULTILINE)
+        assert totals is not None, "callgrind wrote its totals"
+        return int(totals.group(1))
+
+
+def per_request(case: str, code: Path | None) -> float:
+    low, high = (instructions(case, count, code) for count in COUNTS)
+    return (high - low) / (COUNTS[1] - COUNTS[0])
+
+
+def main() -> None:
+    if len(sys.argv) == 4 and sys.argv[1] == "--inner":
+        run(sys.argv[2], int(sys.argv[3]))
+        return
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--code", type=Path, help="also count this tree of herdsman (e.g. a git archive)")
+    args = parser.parse_args()
+    versions: dict[str, Path | None] = {"this tree": None}
+    if args.code is not None:
+        versions = {str(args.code): args.code.resolve(), **versions}
+    print(f"machine: {platform.machine()}, Python {platform.python_version()}; callgrind, {COUNTS} requests")
+    print("| request | " + " | ".join(versions) + " |")
+    print("| --- |" + " ---: |" * len(versions))
+    for case in CASES:
+        counts = [per_request(case, code) for code in versions.values()]
+        print(f"| {case} | " + " | ".join(f"{n:,.0f}" for n in counts) + " |")
+
+
+if __name__ == "__main__":
+    main()
