@@ -100,7 +100,9 @@ def pinned(cpu: str | None, argv: list[str]) -> list[str]:
     return argv if cpu is None else ["taskset", "-c", cpu, *argv]
 
 
-def wrk(cpu: str | None, port: int, path: str, seconds: int, connections: int, close: bool) -> dict[str, float]:
+def wrk(
+    cpu: str | None, port: int, path: str, seconds: int, connections: int, close: bool
+) -> dict[str, float]:
     argv = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency"]
     if close:
         argv += ["-H", "Connection: close"]
@@ -129,13 +131,26 @@ def start(processes: list[subprocess.Popen[bytes]], argv: list[str]) -> None:
 
 
 def start_router(
-    processes: list[subprocess.Popen[bytes]], cpu: str | None, tmp: Path, port: int, backend: int, code: Path | None
+    processes: list[subprocess.Popen[bytes]],
+    cpu: str | None,
+    tmp: Path,
+    port: int,
+    backend: int,
+    code: Path | None,
 ) -> None:
     """A router process (of the herdsman tree ``code`` if given, e.g. a `git archive` of an older commit)."""
     tmp = tmp / f"router-{port}"
     tmp.mkdir()
     control = tmp / "router.sock"
-    argv = [sys.executable, "-m", "herdsman.router", "--control", str(control), "--state", str(tmp / "state.json")]
+    argv = [
+        sys.executable,
+        "-m",
+        "herdsman.router",
+        "--control",
+        str(control),
+        "--state",
+        str(tmp / "state.json"),
+    ]
     env = dict(os.environ, PYTHONPATH=str(code)) if code is not None else None
     processes.append(subprocess.Popen(pinned(cpu, argv), env=env))
     for _ in range(200):
@@ -173,7 +188,9 @@ def main() -> None:
     parser.add_argument("--sizes", default="small,64k", help="small and/or 64k")
     parser.add_argument("--modes", default="keep-alive,close", help="keep-alive and/or close")
     parser.add_argument("--direct", action="store_true", help="also wrk straight to nginx")
-    parser.add_argument("--baseline", type=Path, help="also run the router of this herdsman tree (a git archive)")
+    parser.add_argument(
+        "--baseline", type=Path, help="also run the router of this herdsman tree (a git archive)"
+    )
     parser.add_argument("--proxy-cpu", default="0", help="the core of the proxy under test ('' : no pinning)")
     parser.add_argument("--load-cpu", default="1", help="the core of wrk and nginx")
     args = parser.parse_args()
@@ -193,8 +210,10 @@ def main() -> None:
     processes: list[subprocess.Popen[bytes]] = []
     runs: dict[tuple[int, str, str], dict[str, list[dict[str, float]]]] = {row: {} for row in rows}
     try:
+        os.chmod(tmp, 0o755)  # nginx's workers read the file as another user
         (tmp / "www").mkdir()
         (tmp / "www" / "64k.bin").write_bytes(os.urandom(65536))
+        os.chmod(tmp / "www" / "64k.bin", 0o644)
         nginx_port, router_port, haproxy_port = free_port(), free_port(), free_port()
         (tmp / "nginx.conf").write_text(NGINX_CONF.format(tmp=tmp, port=nginx_port))
         start(processes, pinned(load_cpu, ["nginx", "-c", str(tmp / "nginx.conf")]))
@@ -216,10 +235,15 @@ def main() -> None:
             for row in rows:
                 connections, size, mode = row
                 for name in order:
-                    result = wrk(load_cpu, paths[name], PATHS[size], args.seconds, connections, mode == "close")
+                    result = wrk(
+                        load_cpu, paths[name], PATHS[size], args.seconds, connections, mode == "close"
+                    )
                     runs[row].setdefault(name, []).append(result)
                 ratios.append(runs[row][ROUTER][-1]["rps"] / runs[row][HAPROXY][-1]["rps"])
-            print(f"round {number + 1}: router / HAProxy " + ", ".join(f"{r:.2f}" for r in ratios), file=sys.stderr)
+            print(
+                f"round {number + 1}: router / HAProxy " + ", ".join(f"{r:.2f}" for r in ratios),
+                file=sys.stderr,
+            )
     finally:
         stop(processes)
         shutil.rmtree(tmp, ignore_errors=True)
@@ -243,7 +267,9 @@ def main() -> None:
         rps = {n: [r["rps"] for r in by_name[n]] for n in names}
         ratios = [a / b for a, b in zip(rps[ROUTER], rps[HAPROXY], strict=True)]
         errors = sum(r["errors"] for n in names for r in by_name[n])
-        socket_errors = "; ".join(str(r["socket_errors"]) for n in names for r in by_name[n] if r["socket_errors"])
+        socket_errors = "; ".join(
+            str(r["socket_errors"]) for n in names for r in by_name[n] if r["socket_errors"]
+        )
         cells = " | ".join(f"{statistics.median(rps[n]):.0f} ({spread(rps[n])})" for n in names)
         p99 = {n: statistics.median(r["p99_ms"] for r in by_name[n]) for n in names}
         print(

@@ -13,7 +13,13 @@ Cases: the wrk request and nginx's small response; the same with a 64 KiB body (
 backend in 64 KiB pieces, as a socket gives it); a new client connection per request
 (``Connection: close``); a POST with a 1 KiB body.
 
-    .venv/bin/python bench/router_instructions.py [--code DIR]
+Then the whole router process: ``python -m herdsman.router`` (uvloop, real sockets) under callgrind
+in front of nginx, its counters zeroed after a warm-up (``callgrind_control -z``), wrk sending
+small requests for ``--seconds`` over 10 connections (keep-alive, then a new connection per
+request), the counters dumped; divided by the requests the router's own stats counted meanwhile.
+This includes the event loop and the router's watchdog, not the kernel's work in its syscalls.
+
+    .venv/bin/python bench/router_instructions.py [--code DIR] [--seconds 10] [--no-process]
 
 ``--code DIR`` counts another version of herdsman (a `git archive` of it in DIR) in the same run.
 """
@@ -22,12 +28,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import glob
 import os
 import platform
 import re
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 SMALL_BODY = b"hello from nginx\n"
@@ -151,6 +160,76 @@ def per_request(case: str, code: Path | None) -> float:
     return (high - low) / (COUNTS[1] - COUNTS[0])
 
 
+def process_per_request(code: Path | None, close: bool, seconds: int) -> float:
+    """Instructions of the router process per request it forwarded, under wrk (see the docstring)."""
+    from router import NGINX_CONF, free_port, wait_port  # bench/router.py
+
+    from herdsman.router.client import RouterClient
+
+    with tempfile.TemporaryDirectory(prefix="herd-callgrind-") as name:
+        tmp = Path(name)
+        os.chmod(tmp, 0o755)
+        (tmp / "www").mkdir()
+        nginx_port, port = free_port(), free_port()
+        (tmp / "nginx.conf").write_text(NGINX_CONF.format(tmp=tmp, port=nginx_port))
+        env = dict(os.environ, PYTHONPATH=str(code)) if code is not None else None
+        out = tmp / "callgrind.out"
+        processes = [subprocess.Popen(["nginx", "-c", str(tmp / "nginx.conf")], stderr=subprocess.DEVNULL)]
+        control = tmp / "router.sock"
+        argv = [
+            sys.executable,
+            "-m",
+            "herdsman.router",
+            "--control",
+            str(control),
+            "--state",
+            str(tmp / "s.json"),
+        ]
+        router = subprocess.Popen(
+            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *argv],
+            env=env,
+            stderr=subprocess.DEVNULL,
+        )
+        processes.append(router)
+        try:
+            deadline = time.monotonic() + 300  # python under valgrind starts slowly on a loaded machine
+            while not control.exists() and time.monotonic() < deadline:
+                time.sleep(0.2)
+            client = RouterClient(control)
+            client.call_now(
+                {"op": "set_routes", "routes": [{"name": "b/web", "listen": f"127.0.0.1:{port}"}]}
+            )
+            backends = [{"id": "nginx", "address": f"127.0.0.1:{nginx_port}"}]
+            client.call_now({"op": "set_pool", "route": "b/web", "backends": backends})
+            wait_port(port)
+            wrk = ["wrk", "-t1", "-c10", f"http://127.0.0.1:{port}/"] + (
+                ["-H", "Connection: close"] if close else []
+            )
+
+            def served() -> int:
+                stats = client.call_now({"op": "stats"})["stats"]
+                return int(stats["b/web"]["backends"][0]["requests"])
+
+            subprocess.run([*wrk, "-d3s"], check=True, capture_output=True)  # warm up
+            before = served()
+            subprocess.run(["callgrind_control", "-z", str(router.pid)], check=True, capture_output=True)
+            subprocess.run([*wrk, f"-d{seconds}s"], check=True, capture_output=True)
+            subprocess.run(["callgrind_control", "-d", str(router.pid)], check=True, capture_output=True)
+            requests = served() - before
+            dumps = sorted(glob.glob(f"{out}.*"))
+            totals = re.search(r"^(?:summary|totals): (\d+)", Path(dumps[-1]).read_text(), re.MULTILINE)
+            assert totals is not None and requests > 0, "callgrind dumped its counts; requests were served"
+            return int(totals.group(1)) / requests
+        finally:
+            for process in processes:
+                with contextlib.suppress(ProcessLookupError):
+                    process.terminate()
+                try:
+                    process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+
+
 def main() -> None:
     if len(sys.argv) == 4 and sys.argv[1] == "--inner":
         run(sys.argv[2], int(sys.argv[3]))
@@ -159,6 +238,10 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--code", type=Path, help="also count this tree of herdsman (e.g. a git archive)")
+    parser.add_argument("--seconds", type=int, default=10, help="of wrk against the router under callgrind")
+    parser.add_argument(
+        "--no-process", action="store_true", help="only the request path over fake transports"
+    )
     args = parser.parse_args()
     versions: dict[str, Path | None] = {"this tree": None}
     if args.code is not None:
@@ -168,7 +251,15 @@ def main() -> None:
     print("| --- |" + " ---: |" * len(versions))
     for case in CASES:
         counts = [per_request(case, code) for code in versions.values()]
-        print(f"| {case} | " + " | ".join(f"{n:,.0f}" for n in counts) + " |")
+        print(f"| {case} | " + " | ".join(f"{n:,.0f}" for n in counts) + " |", flush=True)
+    if args.no_process:
+        return
+    print(f"\nthe router process under wrk -t1 -c10 -d{args.seconds}s, nginx's small response:")
+    print("| requests | " + " | ".join(versions) + " |")
+    print("| --- |" + " ---: |" * len(versions))
+    for label, close in (("keep-alive", False), ("new connection per request", True)):
+        counts = [process_per_request(code, close, args.seconds) for code in versions.values()]
+        print(f"| {label} | " + " | ".join(f"{n:,.0f}" for n in counts) + " |", flush=True)
 
 
 if __name__ == "__main__":

@@ -102,7 +102,12 @@ class Exchange:
 
     def start(self) -> None:
         client = self.client
-        self.route = client.router.route_for(client.listen, self.host)
+        router = client.router
+        if client.route_version == router.version and client.route_host == self.host:
+            self.route = client.route  # the route of this client's last request: same Host, same routes
+        else:
+            self.route = client.route = router.route_for(client.listen, self.host)
+            client.route_host, client.route_version = self.host, router.version
         if self.route is None:
             self.answer(simple_response(404, "Not Found", "no route for this Host on this address\n"))
             return

@@ -29,7 +29,7 @@ from herdsman.router.flow import HOLD_BUFFER, HOLD_UPGRADE, HOLD_WRITING
 from herdsman.router.http import HOP_BY_HOP, MAX_HEAD, simple_response
 
 if TYPE_CHECKING:
-    from herdsman.router.proxy import Router
+    from herdsman.router.proxy import Route, Router
 
 MAX_RETAINED_BODY = 1 << 20  # request bodies up to this size are kept for a retry
 MAX_QUEUED = 16  # pipelined requests read ahead of the one being answered
@@ -55,6 +55,9 @@ class ClientConnection(asyncio.Protocol):
         "parser",
         "queue",
         "reading",
+        "route",
+        "route_host",
+        "route_version",
         "router",
         "transport",
         "url",
@@ -74,6 +77,9 @@ class ClientConnection(asyncio.Protocol):
         self.holds = 0  # why the socket is not read (HOLD_* bits)
         self.advancing = False
         self.eof = False
+        self.route: Route | None = None  # the route of the last request, for its Host ...
+        self.route_host: bytes | None = None
+        self.route_version = -1  # ... as long as the router's routes are those of this version
 
     # asyncio callbacks ---------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
