@@ -152,7 +152,8 @@ def start_router(
         str(tmp / "state.json"),
     ]
     env = dict(os.environ, PYTHONPATH=str(code)) if code is not None else None
-    processes.append(subprocess.Popen(pinned(cpu, argv), env=env))
+    # cwd: not this checkout, which `python -m` would put before PYTHONPATH on sys.path
+    processes.append(subprocess.Popen(pinned(cpu, argv), env=env, cwd=tmp))
     for _ in range(200):
         if control.exists():
             break

@@ -188,6 +188,7 @@ def process_per_request(code: Path | None, close: bool, seconds: int) -> float:
         router = subprocess.Popen(
             ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *argv],
             env=env,
+            cwd=tmp,  # not this checkout, which `python -m` would put before PYTHONPATH on sys.path
             stderr=subprocess.DEVNULL,
         )
         processes.append(router)
