@@ -164,6 +164,7 @@ def process_per_request(code: Path | None, close: bool, seconds: int) -> float:
     """Instructions of the router process per request it forwarded, under wrk (see the docstring)."""
     from router import NGINX_CONF, free_port, wait_port  # bench/router.py
 
+    from herdsman.errors import HerdError
     from herdsman.router.client import RouterClient
 
     with tempfile.TemporaryDirectory(prefix="herd-callgrind-") as name:
@@ -194,9 +195,12 @@ def process_per_request(code: Path | None, close: bool, seconds: int) -> float:
         processes.append(router)
         try:
             deadline = time.monotonic() + 300  # python under valgrind starts slowly on a loaded machine
-            while not control.exists() and time.monotonic() < deadline:
-                time.sleep(0.2)
             client = RouterClient(control)
+            while time.monotonic() < deadline:  # the socket file comes before the router listens on it
+                with contextlib.suppress(HerdError):
+                    client.call_now({"op": "ping"})
+                    break
+                time.sleep(0.2)
             client.call_now(
                 {"op": "set_routes", "routes": [{"name": "b/web", "listen": f"127.0.0.1:{port}"}]}
             )
