@@ -1,12 +1,27 @@
-"""Benchmark: the embedded router against HAProxy 2.6, both in front of the same nginx backend.
+"""Benchmark: the embedded router against HAProxy 2.6, both in front of the same nginx, pinned to cores.
 
-wrk (1 thread, 50 connections, 10 s, keep-alive) measures requests/s and latency percentiles
-straight to nginx, through `python -m herdsman.router`, and through HAProxy (nbthread 1, the same
-single core the router's event loop uses), in one run: three rounds, interleaved, so that a
-machine whose speed drifts (a shared VM) affects all three alike; prints the medians and ratios. Every
-process started here is stopped here, by pid. Traffic stays on 127.0.0.1.
+Where the kernel puts wrk, nginx and the proxy on two cores decides the figure (0.30 of HAProxy
+one day, 0.7 another), so every process is pinned with ``taskset``: the proxy under test alone on
+one core (``--proxy-cpu``), wrk and nginx (one worker) on the other (``--load-cpu``). HAProxy runs
+``nbthread 1``, as the router runs one event loop (uvloop); both keep connections to nginx alive.
 
-    .venv/bin/python bench/router.py [--seconds 10] [--connections 50]
+Rows: 10, 50 and 200 connections; a small response (17 bytes) and a 64 KiB one (a static file);
+keep-alive, and a new connection per request (wrk sends ``Connection: close``). Rounds are
+interleaved: each round runs every row once through each proxy (the order of the two alternates
+between rounds), so that a machine whose speed drifts (a shared VM) hits both alike. Per row:
+the median requests/s and their spread (min-max) over the rounds, the median p99, and the ratio
+router / HAProxy taken per round and its median (a ratio of two runs a few seconds apart is steadier
+than a ratio of two medians). The load average before and after is printed: the figures mean
+little on a loaded machine; `bench/router_instructions.py` counts instructions, which do not
+depend on the load. Every process started here is stopped here, by pid. Traffic stays on 127.0.0.1.
+
+    .venv/bin/python bench/router.py [--seconds 5] [--rounds 3] [--connections 10,50,200]
+                                     [--sizes small,64k] [--modes keep-alive,close] [--direct]
+                                     [--baseline DIR]
+
+``--baseline DIR`` runs a second router from another herdsman tree (``git archive COMMIT herdsman |
+tar -x -C DIR``) in the same rounds, so a change to the router is measured against what it replaced
+under the same load.
 """
 
 from __future__ import annotations
@@ -34,20 +49,21 @@ worker_processes 1;
 daemon off;
 pid {tmp}/nginx.pid;
 error_log {tmp}/nginx-error.log;
-events {{ worker_connections 1024; }}
+events {{ worker_connections 4096; }}
 http {{
   access_log off;
   keepalive_requests 1000000;
   server {{
     listen 127.0.0.1:{port};
-    location / {{ return 200 "hello from nginx\\n"; }}
+    location = / {{ return 200 "hello from nginx\\n"; }}
+    location / {{ root {tmp}/www; }}
   }}
 }}
 """
 HAPROXY_CONF = """
 global
   nbthread 1
-  maxconn 4096
+  maxconn 8192
 defaults
   mode http
   timeout connect 5s
@@ -61,6 +77,8 @@ backend be
   http-reuse always
   server nginx 127.0.0.1:{backend}
 """
+PATHS = {"small": "/", "64k": "/64k.bin"}
+ROUTER, HAPROXY, DIRECT, BASELINE = "herdsman router", "HAProxy 2.6", "nginx (direct)", "router (baseline)"
 
 
 def free_port() -> int:
@@ -78,16 +96,22 @@ def wait_port(port: int) -> None:
     sys.exit(f"nothing listens on 127.0.0.1:{port}")
 
 
-def wrk(port: int, seconds: int, connections: int) -> dict[str, float]:
+def pinned(cpu: str | None, argv: list[str]) -> list[str]:
+    return argv if cpu is None else ["taskset", "-c", cpu, *argv]
+
+
+def wrk(
+    cpu: str | None, port: int, path: str, seconds: int, connections: int, close: bool
+) -> dict[str, float]:
+    argv = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency"]
+    if close:
+        argv += ["-H", "Connection: close"]
     out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", f"http://127.0.0.1:{port}/"],
-        capture_output=True,
-        text=True,
-        check=True,
+        pinned(cpu, [*argv, f"http://127.0.0.1:{port}{path}"]), capture_output=True, text=True, check=True
     ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    socket_errors = re.search(r"Socket errors: (.*)", out)
+    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
 
     def percentile(p: str) -> float:
         value, unit = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)", out).groups()  # type: ignore[union-attr]
@@ -98,110 +122,165 @@ def wrk(port: int, seconds: int, connections: int) -> dict[str, float]:
         "p50_ms": percentile("50"),
         "p99_ms": percentile("99"),
         "errors": int(errors.group(1)) if errors else 0,
-        "socket_errors": socket_errors.group(1) if socket_errors else "",
+        # connect, read and write errors and timeouts: requests wrk saw fail
+        "socket_errors": sum(int(n) for n in socket_errors.groups()) if socket_errors else 0,
     }
 
 
-def median_of(runs: list[dict[str, float]]) -> dict[str, float]:
-    """Each figure's median over the rounds (errors: the total)."""
-    out: dict[str, float] = {}
-    for key in ("rps", "p50_ms", "p99_ms"):
-        out[key] = statistics.median(run[key] for run in runs)
-    out["errors"] = sum(run["errors"] for run in runs)
-    out["socket_errors"] = "; ".join(str(run["socket_errors"]) for run in runs if run["socket_errors"])  # type: ignore[assignment]
-    return out
+def start(processes: list[subprocess.Popen[bytes]], argv: list[str]) -> None:
+    processes.append(subprocess.Popen(argv, stderr=subprocess.DEVNULL))
+
+
+def start_router(
+    processes: list[subprocess.Popen[bytes]],
+    cpu: str | None,
+    tmp: Path,
+    port: int,
+    backend: int,
+    code: Path | None,
+) -> None:
+    """A router process (of the herdsman tree ``code`` if given, e.g. a `git archive` of an older commit)."""
+    tmp = tmp / f"router-{port}"
+    tmp.mkdir()
+    control = tmp / "router.sock"
+    argv = [
+        sys.executable,
+        "-m",
+        "herdsman.router",
+        "--control",
+        str(control),
+        "--state",
+        str(tmp / "state.json"),
+    ]
+    env = dict(os.environ, PYTHONPATH=str(code)) if code is not None else None
+    # cwd: not this checkout, which `python -m` would put before PYTHONPATH on sys.path
+    processes.append(subprocess.Popen(pinned(cpu, argv), env=env, cwd=tmp))
+    for _ in range(200):
+        if control.exists():
+            break
+        time.sleep(0.05)
+    client = RouterClient(control)
+    client.call_now({"op": "set_routes", "routes": [{"name": "b/web", "listen": f"127.0.0.1:{port}"}]})
+    client.call_now(
+        {"op": "set_pool", "route": "b/web", "backends": [{"id": "nginx", "address": f"127.0.0.1:{backend}"}]}
+    )
+
+
+def stop(processes: list[subprocess.Popen[bytes]]) -> None:
+    for process in processes:
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def spread(values: list[float]) -> str:
+    return f"{min(values):.0f}-{max(values):.0f}"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--seconds", type=int, default=10)
-    parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported")
+    parser.add_argument("--connections", default="10,50,200")
+    parser.add_argument("--sizes", default="small,64k", help="small and/or 64k")
+    parser.add_argument("--modes", default="keep-alive,close", help="keep-alive and/or close")
+    parser.add_argument("--direct", action="store_true", help="also wrk straight to nginx")
+    parser.add_argument(
+        "--baseline", type=Path, help="also run the router of this herdsman tree (a git archive)"
+    )
+    parser.add_argument("--proxy-cpu", default="0", help="the core of the proxy under test ('' : no pinning)")
+    parser.add_argument("--load-cpu", default="1", help="the core of wrk and nginx")
     args = parser.parse_args()
-    for tool in ("wrk", "haproxy", "nginx"):
+    for tool in ("wrk", "haproxy", "nginx", "taskset"):
         if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
             sys.exit(f"{tool} is needed (make test installs it when run as root)")
+    proxy_cpu = args.proxy_cpu or None
+    load_cpu = args.load_cpu if proxy_cpu else None
+    rows = [
+        (int(c), size, mode)
+        for size in args.sizes.split(",")
+        for mode in args.modes.split(",")
+        for c in args.connections.split(",")
+    ]
+    load_before = os.getloadavg()
     tmp = Path(tempfile.mkdtemp(prefix="herd-bench-router-"))
     processes: list[subprocess.Popen[bytes]] = []
+    runs: dict[tuple[int, str, str], dict[str, list[dict[str, float]]]] = {row: {} for row in rows}
     try:
+        os.chmod(tmp, 0o755)  # nginx's workers read the file as another user
+        (tmp / "www").mkdir()
+        (tmp / "www" / "64k.bin").write_bytes(os.urandom(65536))
+        os.chmod(tmp / "www" / "64k.bin", 0o644)
         nginx_port, router_port, haproxy_port = free_port(), free_port(), free_port()
         (tmp / "nginx.conf").write_text(NGINX_CONF.format(tmp=tmp, port=nginx_port))
-        processes.append(
-            subprocess.Popen(["nginx", "-c", str(tmp / "nginx.conf")], stderr=subprocess.DEVNULL)
-        )
+        start(processes, pinned(load_cpu, ["nginx", "-c", str(tmp / "nginx.conf")]))
         (tmp / "haproxy.cfg").write_text(HAPROXY_CONF.format(port=haproxy_port, backend=nginx_port))
-        processes.append(
-            subprocess.Popen(["haproxy", "-f", str(tmp / "haproxy.cfg")], stderr=subprocess.DEVNULL)
-        )
-        control = tmp / "router.sock"
-        processes.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "herdsman.router",
-                    "--control",
-                    str(control),
-                    "--state",
-                    str(tmp / "state.json"),
-                ]
-            )
-        )
-        for _ in range(100):
-            if control.exists():
-                break
-            time.sleep(0.05)
-        client = RouterClient(control)
-        client.call_now(
-            {"op": "set_routes", "routes": [{"name": "b/web", "listen": f"127.0.0.1:{router_port}"}]}
-        )
-        client.call_now(
-            {
-                "op": "set_pool",
-                "route": "b/web",
-                "backends": [{"id": "nginx", "address": f"127.0.0.1:{nginx_port}"}],
-            }
-        )
-        for port in (nginx_port, router_port, haproxy_port):
+        start(processes, pinned(proxy_cpu, ["haproxy", "-f", str(tmp / "haproxy.cfg")]))
+        start_router(processes, proxy_cpu, tmp, router_port, nginx_port, None)
+        paths = {ROUTER: router_port, HAPROXY: haproxy_port}
+        if args.baseline is not None:
+            paths[BASELINE] = free_port()
+            start_router(processes, proxy_cpu, tmp, paths[BASELINE], nginx_port, args.baseline.resolve())
+        if args.direct:
+            paths[DIRECT] = nginx_port
+        for port in paths.values():
             wait_port(port)
-            wrk(port, 1, args.connections)  # warm up
-        paths = {"nginx (direct)": nginx_port, "herdsman router": router_port, "HAProxy 2.6": haproxy_port}
-        rounds: dict[str, list[dict[str, float]]] = {name: [] for name in paths}
-        for number in range(args.rounds):  # interleaved, so that a machine that drifts hits all three
-            for name, port in paths.items():
-                rounds[name].append(wrk(port, args.seconds, args.connections))
-            router_rps, haproxy_rps = rounds["herdsman router"][-1]["rps"], rounds["HAProxy 2.6"][-1]["rps"]
-            print(f"round {number + 1}: router / HAProxy {router_rps / haproxy_rps:.2f}", file=sys.stderr)
-        results = {name: median_of(runs) for name, runs in rounds.items()}
+            wrk(load_cpu, port, "/", 1, 50, False)  # warm up
+        for number in range(args.rounds):
+            order = list(paths) if number % 2 == 0 else [HAPROXY, ROUTER, *list(paths)[2:]]
+            ratios = []
+            for row in rows:
+                connections, size, mode = row
+                for name in order:
+                    result = wrk(
+                        load_cpu, paths[name], PATHS[size], args.seconds, connections, mode == "close"
+                    )
+                    runs[row].setdefault(name, []).append(result)
+                ratios.append(runs[row][ROUTER][-1]["rps"] / runs[row][HAPROXY][-1]["rps"])
+            print(
+                f"round {number + 1}: router / HAProxy " + ", ".join(f"{r:.2f}" for r in ratios),
+                file=sys.stderr,
+            )
     finally:
-        for process in processes:
-            with contextlib.suppress(ProcessLookupError):
-                process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop(processes)
         shutil.rmtree(tmp, ignore_errors=True)
-    direct, router, haproxy = results.values()
+    load_after = os.getloadavg()
+    pinning = f"proxy on cpu {proxy_cpu}, wrk and nginx on cpu {load_cpu}" if proxy_cpu else "nothing pinned"
     print(
         f"\nmachine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
-        f"wrk -t1 -c{args.connections} -d{args.seconds}s, median of {args.rounds} interleaved rounds"
+        f"{pinning}; wrk -t1 -d{args.seconds}s, {args.rounds} interleaved rounds; load average "
+        f"{load_before[0]:.1f} before, {load_after[0]:.1f} after"
     )
-    print("| path | requests/s | p50 | p99 | errors |")
-    print("| --- | ---: | ---: | ---: | ---: |")
-    for name, r in results.items():
-        print(
-            f"| {name} | {r['rps']:.0f} | {r['p50_ms']:.2f} ms | {r['p99_ms']:.2f} ms "
-            f"| {r['errors']} {r['socket_errors']} |"
-        )
-    print(f"\nrouter / HAProxy throughput: {router['rps'] / haproxy['rps']:.2f}")
+    names = list(runs[rows[0]])
     print(
-        f"p99 added over direct: router {router['p99_ms'] - direct['p99_ms']:.2f} ms, "
-        f"HAProxy {haproxy['p99_ms'] - direct['p99_ms']:.2f} ms"
+        "| connections | response | connection | "
+        + " | ".join(f"{n} req/s (spread)" for n in names)
+        + " | router p99 | HAProxy p99 | router / HAProxy (per round) | median | non-2xx / socket errors |"
     )
-    print(json.dumps(results))
+    print("| ---: | --- | --- |" + " ---: |" * len(names) + " ---: | ---: | --- | ---: | ---: |")
+    summary = []
+    for row, by_name in runs.items():
+        connections, size, mode = row
+        rps = {n: [r["rps"] for r in by_name[n]] for n in names}
+        ratios = [a / b for a, b in zip(rps[ROUTER], rps[HAPROXY], strict=True)]
+        errors = ", ".join(
+            f"{sum(r['errors'] for r in by_name[n]):.0f}/{sum(r['socket_errors'] for r in by_name[n]):.0f}"
+            for n in names
+        )
+        cells = " | ".join(f"{statistics.median(rps[n]):.0f} ({spread(rps[n])})" for n in names)
+        p99 = {n: statistics.median(r["p99_ms"] for r in by_name[n]) for n in names}
+        print(
+            f"| {connections} | {size} | {mode} | {cells} | {p99[ROUTER]:.2f} ms | {p99[HAPROXY]:.2f} ms "
+            f"| {', '.join(f'{r:.2f}' for r in ratios)} | **{statistics.median(ratios):.2f}** "
+            f"| {errors} |"
+        )
+        summary.append({"row": row, "runs": by_name, "ratio": statistics.median(ratios)})
+    print(json.dumps(summary))
 
 
 if __name__ == "__main__":

@@ -27,11 +27,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from bisect import bisect_left
 from typing import TYPE_CHECKING
 
 from herdsman.router.flow import HOLD_PENDING, HOLD_UPSTREAM
 from herdsman.router.http import IDEMPOTENT, simple_response
-from herdsman.router.latency import bucket
+from herdsman.router.latency import LATENCY_BOUNDS_MS
 from herdsman.router.upstream import UpstreamConnection
 
 if TYPE_CHECKING:
@@ -101,7 +102,12 @@ class Exchange:
 
     def start(self) -> None:
         client = self.client
-        self.route = client.router.route_for(client.listen, self.host)
+        router = client.router
+        if client.route_version == router.version and client.route_host == self.host:
+            self.route = client.route  # the route of this client's last request: same Host, same routes
+        else:
+            self.route = client.route = router.route_for(client.listen, self.host)
+            client.route_host, client.route_version = self.host, router.version
         if self.route is None:
             self.answer(simple_response(404, "Not Found", "no route for this Host on this address\n"))
             return
@@ -113,7 +119,11 @@ class Exchange:
             return
         route = self.route
         assert route is not None
-        backend = route.choose(self.tried)
+        backends = route.backends
+        if len(backends) == 1 and not self.tried:  # the common case of Route.choose, without a call
+            backend: Backend | None = None if backends[0].draining else backends[0]
+        else:
+            backend = route.choose(self.tried)
         if backend is None:
             if self.timed_out:  # not again round the pool: each backend could keep it waiting again
                 text = f"no instance of route {route.name} answered within {route.first_byte_timeout:g}s\n"
@@ -259,15 +269,16 @@ class Exchange:
         self.client.transport.write(data)
         self.client.finished(self.client_keep and self.body is not None)
 
-    def completed(self, response: bytes, keep: bool) -> None:
-        """The whole response (or its last piece) is ``response``; it goes to the client."""
+    def completed(self, response: list[bytes | memoryview] | None, keep: bool) -> None:
+        """The whole response (or its last pieces) is ``response``; it goes to the client in one
+        write (`writelines`: one ``writev`` on uvloop, no bytes joined here)."""
         backend = self.backend
         if backend is not None:
             self.backend = None
             backend.requests += 1
             took = time.monotonic() - self.t0
             backend.latency_total += took
-            backend.latency_hist[bucket(took)] += 1
+            backend.latency_hist[bisect_left(LATENCY_BOUNDS_MS, took * 1000.0)] += 1  # latency.bucket
             if self.status >= 500:
                 backend.responses_5xx += 1
             backend.inflight -= 1
@@ -280,7 +291,7 @@ class Exchange:
         self.upstream = None
         client = self.client
         if response:
-            client.transport.write(response)
+            client.transport.writelines(response)
         if client.holds & HOLD_UPSTREAM:
             client.unhold(HOLD_UPSTREAM)
         client.finished(keep and self.client_keep and self.body_done)

@@ -33,9 +33,9 @@ _NOTED = re.compile(
     rb"|trailer|upgrade|proxy-authorization):([^\r\n]*)"
 )
 _ANY_LINE = re.compile(rb"\r\n([^:\r\n]+):[^\r\n]*")
-_PLAIN_TOKENS = frozenset({b"keep-alive", b"close"})
+PLAIN_TOKENS = frozenset({b"keep-alive", b"close"})
 _NO_TOKENS: frozenset[bytes] = frozenset()
-_COMMON_TOKENS = {token: frozenset({token}) for token in _PLAIN_TOKENS}
+_COMMON_TOKENS = {token: frozenset({token}) for token in PLAIN_TOKENS}
 _END = b"\r\n\r\n"
 
 
@@ -52,26 +52,30 @@ class Head:
         lower = self.lower = raw.lower()
         end = raw.find(b"\r\n")
         self.start = raw if end < 0 else raw[:end]
-        self.length: int | None = None  # Content-Length
-        self.chunked = False  # Transfer-Encoding ends with chunked
-        self.tokens = _NO_TOKENS  # Connection options, lower case
-        self.hops: list[tuple[int, int]] = []  # where the hop-by-hop lines are
-        for match in _NOTED.finditer(lower):
-            name = match.group(1)
+        length: int | None = None  # Content-Length
+        chunked = False  # Transfer-Encoding ends with chunked
+        tokens = _NO_TOKENS  # Connection options, lower case
+        hops: list[tuple[int, int]] = []  # where the hop-by-hop lines are
+        for match in _NOTED.finditer(lower):  # (locals, not attributes, in this loop: it runs per response)
+            name, value = match.groups()
             if name == b"content-length":
-                value = match.group(2).strip()
-                if self.length is not None or not value.isdigit():
+                value = value.strip()
+                if length is not None or not value.isdigit():
                     raise BadMessage("bad or repeated Content-Length")
-                self.length = int(value)
+                length = int(value)
             elif name == b"connection":
-                value = match.group(2).strip()
+                value = value.strip()
                 common = _COMMON_TOKENS.get(value)
-                self.tokens = common if common is not None else self.tokens | _tokens(value)
-                self.hops.append(match.span())
+                tokens = common if common is not None else tokens | _tokens(value)
+                hops.append(match.span())
             elif name == b"transfer-encoding":
-                self.chunked = match.group(2).rsplit(b",", 1)[-1].strip() == b"chunked"
+                chunked = value.rsplit(b",", 1)[-1].strip() == b"chunked"
             else:
-                self.hops.append(match.span())
+                hops.append(match.span())
+        self.length = length
+        self.chunked = chunked
+        self.tokens = tokens
+        self.hops = hops
 
     def get(self, name: bytes) -> bytes | None:
         """The value of header ``name`` (lower case), its first occurrence."""
@@ -87,7 +91,7 @@ class Head:
         """The head as sent on, blank line included: hop-by-hop headers and the headers its
         ``Connection`` names left out; ``extra`` (``\\r\\nName: value`` lines) added."""
         raw, hops = self.raw, self.hops
-        if not self.tokens <= _PLAIN_TOKENS:  # Connection names other headers: any line may go
+        if not self.tokens <= PLAIN_TOKENS:  # Connection names other headers: any line may go
             gone = HOP_BY_HOP | self.tokens
             hops = [m.span() for m in _ANY_LINE.finditer(self.lower) if m.group(1) in gone]
         if not hops:

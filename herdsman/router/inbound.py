@@ -29,7 +29,7 @@ from herdsman.router.flow import HOLD_BUFFER, HOLD_UPGRADE, HOLD_WRITING
 from herdsman.router.http import HOP_BY_HOP, MAX_HEAD, simple_response
 
 if TYPE_CHECKING:
-    from herdsman.router.proxy import Router
+    from herdsman.router.proxy import Route, Router
 
 MAX_RETAINED_BODY = 1 << 20  # request bodies up to this size are kept for a retry
 MAX_QUEUED = 16  # pipelined requests read ahead of the one being answered
@@ -55,6 +55,9 @@ class ClientConnection(asyncio.Protocol):
         "parser",
         "queue",
         "reading",
+        "route",
+        "route_host",
+        "route_version",
         "router",
         "transport",
         "url",
@@ -74,6 +77,9 @@ class ClientConnection(asyncio.Protocol):
         self.holds = 0  # why the socket is not read (HOLD_* bits)
         self.advancing = False
         self.eof = False
+        self.route: Route | None = None  # the route of the last request, for its Host ...
+        self.route_host: bytes | None = None
+        self.route_version = -1  # ... as long as the router's routes are those of this version
 
     # asyncio callbacks ---------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -134,11 +140,8 @@ class ClientConnection(asyncio.Protocol):
                 self.transport.resume_reading()
 
     # httptools callbacks -------------------------------------------------------------------------
-    def on_message_begin(self) -> None:
-        self.headers = []
-        self.url = b""
-        self.head_size = 0
-
+    # (no on_message_begin: one Python call less per request; what a message collects is reset
+    # in on_headers_complete, and a message refused before it ends the connection)
     def on_url(self, url: bytes) -> None:
         self.url += url
         if len(self.url) > MAX_HEAD:
@@ -155,9 +158,11 @@ class ClientConnection(asyncio.Protocol):
         method = parser.get_method()
         version = b" HTTP/1.1" if parser.get_http_version() == "1.1" else b" HTTP/1.0"
         lines = [method + b" " + self.url + version]
+        headers = self.headers
+        self.headers, self.url, self.head_size = [], b"", 0
         host = length = named = None
         chunked = expect = False
-        for name, value in self.headers:
+        for name, value in headers:
             lower = name.lower()
             if lower not in _NOTED:
                 lines.append(name + b": " + value)

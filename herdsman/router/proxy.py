@@ -119,6 +119,7 @@ class Router:
         self.servers: dict[str, asyncio.Server] = {}
         self.retired: dict[str, Backend] = {}  # draining backends no longer in any pool
         self.listeners: dict[str, tuple[dict[str, Route], Route | None]] = {}  # by listen address
+        self.version = 0  # changes with the routes: a client connection's route for a Host is kept until then
         self.watchdog: asyncio.Task[None] | None = None
 
     # configuration ------------------------------------------------------------------------------
@@ -286,3 +287,4 @@ class Router:
                 hosts[route.host] = route
             listeners[route.listen] = (hosts, fallback)
         self.listeners = listeners
+        self.version += 1

@@ -6,6 +6,14 @@ found with one regex pass (`router/http.Head`), its body's end by a `Framer` tha
 instances, and keeping them whole is worth more here than a second parser: a response to HEAD,
 or an interim 1xx, needs no special parser state. A response up to 64 KiB is read whole and sent
 with its head in one write; a longer one is streamed, the backend paused while the client is slow.
+
+The bytes of a response are never joined: a small response read in several pieces is kept as a
+list and written with ``writelines`` (one ``writev`` on uvloop), its body as memoryviews of what
+was read, and a response whose head needs no change is passed on as the very bytes read.
+(Copying 64 KiB three times per response cost more than all the Python of a request:
+BENCHMARKS.md.) When the router will close the client's connection after a response (the client
+asked for it, or the response is framed by the upstream's close) the response says
+``Connection: close``, so the client does not send another request on it.
 """
 
 from __future__ import annotations
@@ -21,10 +29,23 @@ if TYPE_CHECKING:
     from herdsman.router.proxy import Backend
 
 SMALL_BODY = 65536  # responses up to this size are read whole, then sent with their head in one write
+VIEW_FROM = 2048  # a body piece longer than this is passed on as a memoryview, not copied
+CLOSE = b"\r\nConnection: close"
 
 
 class UpstreamConnection(asyncio.Protocol):
-    __slots__ = ("backend", "buf", "client_keep", "exchange", "framer", "keep", "read_paused", "transport")
+    __slots__ = (
+        "backend",
+        "buf",
+        "client_keep",
+        "exchange",
+        "framer",
+        "keep",
+        "parts",
+        "read_paused",
+        "remaining",
+        "transport",
+    )
 
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
@@ -35,6 +56,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.keep = False  # this connection may carry another request after the response
         self.client_keep = False  # the client's may (the response was framed, or had no body)
         self.read_paused = False
+        self.parts: list[bytes | memoryview] | None = None  # a small response whose body is still coming
+        self.remaining = 0  # bytes of that body still to come
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -50,7 +73,7 @@ class UpstreamConnection(asyncio.Protocol):
                 self.backend.idle.remove(self)
             return
         if self.framer is not None and self.framer.mode == UNTIL_CLOSE:
-            exchange.completed(b"", keep=False)  # an until-close body ends with its connection
+            exchange.completed(None, keep=False)  # an until-close body ends with its connection
             return
         exchange.upstream_lost()
 
@@ -67,12 +90,23 @@ class UpstreamConnection(asyncio.Protocol):
         if exchange is None:  # bytes nobody asked for: this connection is not to be trusted
             self.transport.close()
             return
+        parts = self.parts
+        if parts is not None:  # the rest of a small response, kept to go with its head in one write
+            remaining = self.remaining - len(data)
+            if remaining > 0:
+                parts.append(data)
+                self.remaining = remaining
+                return
+            self.parts = None
+            parts.append(data if remaining == 0 else memoryview(data)[: len(data) + remaining])
+            self._complete(exchange, parts, remaining == 0)
+            return
         framer = self.framer
         if framer is not None:  # a streamed response body, passed on as it comes
             end = framer.feed(data)
             if framer.done:
                 self.framer = None
-                self._complete(exchange, data if end == len(data) else data[:end], end == len(data))
+                self._complete(exchange, [data if end == len(data) else data[:end]], end == len(data))
             else:
                 exchange.client.transport.write(data)
             return
@@ -105,23 +139,34 @@ class UpstreamConnection(asyncio.Protocol):
         framed = no_body or head.chunked or length is not None  # else: until the upstream closes
         self.keep = framed and persistent and b"close" not in tokens and status != 101
         self.client_keep = framed and status != 101
+        # the client's connection closes after this response: say so (not on a 101, whose
+        # Connection header is the upgrade's)
+        extra = CLOSE if status != 101 and not (framed and exchange.client_keep) else b""
+        self.buf = b""
         if length is not None and length <= SMALL_BODY:  # head and a small body in one send
             whole = end + 4 + length
-            if len(buf) < whole:
-                self.buf = buf
+            size = len(buf)
+            if not head.hops and not extra and size == whole:
+                self._complete(exchange, [buf], True)  # nothing to change: the bytes as they came
                 return
-            self.buf = b""
-            out = head.encode()
-            self._complete(exchange, out + buf[end + 4 : whole] if length else out, len(buf) == whole)
+            out = head.encode(extra)
+            if not length:
+                self._complete(exchange, [out], size == whole)
+            elif size < whole:  # the rest of the body follows
+                self.parts = [out, buf[end + 4 :] if size - end < VIEW_FROM else memoryview(buf)[end + 4 :]]
+                self.remaining = whole - size
+            elif length < VIEW_FROM:
+                self._complete(exchange, [out, buf[end + 4 : whole]], size == whole)
+            else:
+                self._complete(exchange, [out, memoryview(buf)[end + 4 : whole]], size == whole)
             return
-        self.buf = b""
         exchange.started = True
-        exchange.client.transport.write(head.encode() if framed else head.encode(b"\r\nConnection: close"))
+        exchange.client.transport.write(head.encode(extra))
         self.framer = Framer.for_head(head)
         if len(buf) > end + 4:
             self.data_received(buf[end + 4 :])
 
-    def _complete(self, exchange: Exchange, response: bytes, reusable: bool) -> None:
+    def _complete(self, exchange: Exchange, response: list[bytes | memoryview], reusable: bool) -> None:
         """The response ends with ``response``: this connection goes back to the pool or closes."""
         self.exchange = None
         backend = self.backend

@@ -354,3 +354,34 @@ def test_a_client_leaving_mid_response_frees_the_backend(
     assert backend.cut.wait(5), "the upstream connection is reset, not read to its end for nobody"
     assert httpx.get(f"http://127.0.0.1:{port}/small").text == "small"
     backend.stop()
+
+
+def test_small_responses_in_pieces_arrive_whole_and_a_closing_client_is_told(
+    routed: Callable[[RawBackend], int],
+) -> None:
+    """A response under 64 KiB is sent on in one write once whole, however the backend's bytes
+    came (the pieces are never joined: `router/upstream.py`); a head with nothing to change goes
+    on as the backend's very bytes; a client whose connection the router closes after a
+    response is told so (``Connection: close``), and the connection ends."""
+    body = hashlib.sha256(b"pieces").digest() * 1250  # 40,000 bytes
+
+    def handler(request: h11.Request, _body: bytes) -> list[bytes]:
+        head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nX-Kept: yes\r\n" % len(body)
+        if request.target == b"/hop":
+            head += b"Connection: keep-alive\r\n"
+        return [head + b"\r\n" + body[:100], body[100:20_000], body[20_000:]]
+
+    backend = RawBackend(handler)
+    port = routed(backend)
+    got = exchange(
+        port,
+        b"GET /same HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"GET /hop HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"GET /last HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )  # read until the router closes the connection: it must, after the third
+    same = b"HTTP/1.1 200 OK\r\nContent-Length: 40000\r\nX-Kept: yes\r\n\r\n" + body
+    hop = same  # its Connection line stops at the router
+    last = b"HTTP/1.1 200 OK\r\nContent-Length: 40000\r\nX-Kept: yes\r\nConnection: close\r\n\r\n" + body
+    assert got == same + hop + last
+    assert [r.target for r, _ in backend.seen] == [b"/same", b"/hop", b"/last"]
+    backend.stop()
