@@ -83,4 +83,5 @@ def instance_spec(
         cap_add=tuple(config.cap_add),
         memory=config.limits.memory,
         cpus=config.limits.cpus,
+        placement=config.placement,
     )
