@@ -8,17 +8,19 @@ another node), so the driver subscribes to the engine's events instead, in a thr
 - `node update` / `node remove`: a node was drained, paused, lost or relabelled (the agent lists
   again, so instances on it are replaced elsewhere);
 - Swarm's API (1.41) has no task events, and a worker's container events reach only the worker's
-  engine: for tasks on other nodes the same thread asks the manager for their tasks every
+  engine: for tasks on other nodes a second thread asks the manager for their tasks every
   `REMOTE_EVERY` seconds (one call, only while there are such tasks).
 
-Each end is reported once per instance. The callbacks are called from this thread: the agent
-hands them to its loop with `call_soon_threadsafe`.
+Each end is reported once per instance; the stream is asked from the subscription's start (and,
+after a reconnection, from the last event seen), so an end between the two is not missed. The
+callbacks are called from these threads: the agent hands them to its loop (`call_soon_threadsafe`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -47,6 +49,7 @@ class SwarmEvents:
         self._stream: Any = None
         self._reported: set[str] = set()
         self._threads: list[threading.Thread] = []
+        self._since = int(time.time()) - 1  # events from here on, replayed after a reconnection
 
     def start(self) -> SwarmEvents:
         for target, name in ((self._listen, "herd-swarm-events"), (self._remote, "herd-swarm-remote")):
@@ -74,10 +77,11 @@ class SwarmEvents:
         filters = {"type": ["container", "node"]}
         while not self.closed.is_set():
             try:
-                self._stream = self.driver.client.events(decode=True, filters=filters)
+                self._stream = self.driver.client.events(decode=True, filters=filters, since=self._since)
                 for event in self._stream:
                     if self.closed.is_set():
                         return
+                    self._since = max(self._since, int(event.get("time") or 0))
                     self._handle(event)
             except Exception:  # the engine restarted or the stream broke: subscribe again
                 pass
