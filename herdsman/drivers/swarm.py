@@ -181,43 +181,43 @@ class SwarmDriver(BlockingDriver):
         if secret_values:
             labels[build.WRAPPED_LABEL] = "1"
         mounts = [Mount(v.target, self._volume(stack_id, v.name), type="volume") for v in spec.volumes]
-        self._placing.acquire()  # released once the service exists (it then counts where it was put)
         mounts.append(Mount("/tmp", None, type="tmpfs", tmpfs_size=256 * 1024**2, tmpfs_mode=0o1777))
         try:
-            node = self._place(spec)
-            labels[build.NODE_LABEL] = node
-            secrets = [
-                SecretReference(made, name, filename=build.SECRET_FILE + key, uid="0", gid="0", mode=0o444)
-                for key, value in sorted(secret_values.items())
-                for name in [build.secret_name(stack_id, spec.id, key)]
-                for made in [self._secret(name, value, spec, key)]
-            ]
-            created = self.client.services.create(
-                image,
-                command=build.command(spec),
-                name=build.service_name(spec.labels, spec.id),
-                labels=labels,
-                container_labels=labels,
-                env=[f"{k}={v}" for k, v in env.items()],
-                mounts=mounts,
-                secrets=secrets,
-                mode=ServiceMode("replicated", replicas=1),
-                restart_policy=RestartPolicy(condition="none"),
-                networks=["host"],
-                constraints=build.constraints(spec.placement, node),
-                resources=Resources(**build.limits(spec)),
-                log_driver="json-file",
-                log_driver_options={"max-size": "50m", "max-file": "2"},
-                **build.hardening(spec),
-            )
+            with self._placing:  # one placement at a time: each sees where the ones before went
+                node = self._place(spec)
+                labels[build.NODE_LABEL] = node
+                secrets = [
+                    SecretReference(
+                        made, name, filename=build.SECRET_FILE + key, uid="0", gid="0", mode=0o444
+                    )
+                    for key, value in sorted(secret_values.items())
+                    for name in [build.secret_name(stack_id, spec.id, key)]
+                    for made in [self._secret(name, value, spec, key)]
+                ]
+                created = self.client.services.create(
+                    image,
+                    command=build.command(spec),
+                    name=build.service_name(spec.labels, spec.id),
+                    labels=labels,
+                    container_labels=labels,
+                    env=[f"{k}={v}" for k, v in env.items()],
+                    mounts=mounts,
+                    secrets=secrets,
+                    mode=ServiceMode("replicated", replicas=1),
+                    restart_policy=RestartPolicy(condition="none"),
+                    networks=["host"],
+                    constraints=build.constraints(spec.placement, node),
+                    resources=Resources(**build.limits(spec)),
+                    log_driver="json-file",
+                    log_driver_options={"max-size": "50m", "max-file": "2"},
+                    **build.hardening(spec),
+                )
         except docker.errors.APIError as exc:
             self._remove(spec.id)
             raise DriverError(f"Swarm could not start {spec.id}: {exc.explanation or exc}") from None
-        except BaseException:
+        except BaseException:  # no node fits, or interrupted: nothing of it is left behind
             self._remove(spec.id)
             raise
-        finally:
-            self._placing.release()
         state = self._wait_started(created.id, spec.id, image)
         container = state.extra.get("container")
         if container and state.node in ("", self.local_node):
