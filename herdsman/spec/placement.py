@@ -24,8 +24,6 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from herdsman.spec.checks import Invalid, one_line
 
-# What a constraint may test: Swarm's node attributes that herdsman can evaluate itself.
-NODE_FIELDS = ("node.id", "node.hostname", "node.role")
 _CONSTRAINT = re.compile(r"^\s*(node\.(?:id|hostname|role|labels\.[A-Za-z0-9_.\-]+))\s*(==|!=)\s*(\S+)\s*$")
 _SPREAD = re.compile(r"^node(\.labels\.[A-Za-z0-9_.\-]+)?$")
 CONSTRAINT_HINT = (

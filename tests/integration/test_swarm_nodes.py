@@ -18,14 +18,14 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import need
-from tests.helpers import Load, hello_copy, herd, instances, stack_id, stop_project, wait_for
+from tests.helpers import Load, RunningRegistry, hello_copy, herd, instances, stack_id, stop_project, wait_for
 from tests.two_node_swarm import TwoNodeSwarm
 
 pytestmark = pytest.mark.swarm
 
 
 @pytest.fixture(scope="module")
-def cluster(swarm_registry: str) -> Iterator[TwoNodeSwarm]:
+def cluster() -> Iterator[TwoNodeSwarm]:
     need(os.geteuid() == 0 and shutil.which("dockerd") is not None, "a second swarm needs root and dockerd")
     swarm = TwoNodeSwarm()
     try:
@@ -38,15 +38,26 @@ def cluster(swarm_registry: str) -> Iterator[TwoNodeSwarm]:
     assert swarm.leftovers() == [], "the two-node swarm left something behind"
 
 
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A docker-registry on 127.0.0.1 of this module's own: both nodes pull from it by digest."""
+    running = RunningRegistry(tmp_path_factory.mktemp("two-node-registry"))
+    yield running.address
+    running.stop()
+
+
 @pytest.fixture
-def spread(tmp_path: Path, swarm_hello: Path, cluster: TwoNodeSwarm) -> Iterator[tuple[Path, int]]:
+def spread(
+    tmp_path: Path, debian_hello: Path, cluster: TwoNodeSwarm, registry: str
+) -> Iterator[tuple[Path, int]]:
     """hello on the two-node swarm: 4 instances spread by zone, no volume (a volume would pin the
     service to one node), its counter in /tmp."""
     root = tmp_path / "hello"
-    port = hello_copy(root, template=swarm_hello)
+    port = hello_copy(root, template=debian_hello)
     toml = root / "herd.toml"
     text = toml.read_text()
-    text = re.sub(r'docker_host = "[^"]*"', f'docker_host = "{cluster.host("manager")}"', text)
+    swarm = f'driver = "swarm"\nregistry = "{registry}/herdtest"\ndocker_host = "{cluster.host("manager")}"'
+    text = text.replace('driver = "docker"', swarm)
     text = text.replace("replicas = 2", "replicas = 4").replace('DATA_DIR = "/data"', 'DATA_DIR = "/tmp"')
     text = re.sub(r"volumes = \{ counter = \"/data\" \}.*\n", "", text)
     text = re.sub(r"\[service\.web\.migrate\]\s*#?.*\ncommand = .*\n", "", text)
@@ -56,7 +67,7 @@ def spread(tmp_path: Path, swarm_hello: Path, cluster: TwoNodeSwarm) -> Iterator
     )
     toml.write_text(text)
     yield root, port
-    stop_project(root)
+    stop_project(root)  # the agent, then `herd down`: the router and every service on the two nodes
 
 
 def placed(cluster: TwoNodeSwarm, root: Path) -> dict[str, str]:
