@@ -115,7 +115,10 @@ class AgentClient:
         """Deploy the project's files as they are now; each progress line goes to ``on_progress``.
         Returns the release ({number, copy_of, status}): the current one when nothing changed (and
         not ``force``); a failed deploy raises its DeployError."""
-        return self._operation("/v1/deploy", {"secrets": dict(secrets), "force": force}, on_progress)
+        from herdsman.state import asker
+
+        body = {"secrets": dict(secrets), "force": force, "by": asker()}
+        return self._operation("/v1/deploy", body, on_progress)
 
     def rollback(
         self,
@@ -126,7 +129,9 @@ class AgentClient:
         restore_data: bool = False,
     ) -> dict[str, Any]:
         """Roll ``release``'s content (default: the previous good one) out again, as a new release."""
-        body = {"release": release, "secrets": dict(secrets), "restore_data": restore_data}
+        from herdsman.state import asker
+
+        body = {"release": release, "secrets": dict(secrets), "restore_data": restore_data, "by": asker()}
         return self._operation("/v1/rollback", body, on_progress)
 
     def _operation(
@@ -172,6 +177,11 @@ class AgentClient:
 
     def inspect(self, instance: str, lines: int = 20) -> dict[str, Any]:
         return dict(self._call("GET", f"/v1/quarantine/{instance}", params={"lines": lines}).json())
+
+    def quarantine_instance(self, instance: str, reason: str = "asked by hand") -> dict[str, Any]:
+        """Ask the agent to replace ``instance``, then stop and keep it (`herd quarantine add`)."""
+        path = f"/v1/instances/{instance}/quarantine"
+        return dict(self._call("POST", path, json={"reason": reason}).json())
 
     def purge(self, instance: str) -> None:
         self._call("DELETE", f"/v1/quarantine/{instance}")

@@ -34,6 +34,8 @@ from herdsman.agent.schemas import (
     Finding,
     Instance,
     Quarantined,
+    QuarantineRequest,
+    Quarantining,
     ReleaseInfo,
     Replicas,
     RollbackRequest,
@@ -63,6 +65,8 @@ class AgentView(Protocol):
 
     def scale(self, service: str, replicas: int | None) -> None: ...
 
+    def quarantine_instance(self, instance_id: str, reason: str) -> str: ...
+
     async def verify(self) -> list[Finding]: ...
 
     def metrics(self) -> bytes: ...
@@ -76,6 +80,7 @@ class AgentView(Protocol):
         restore_data: bool = False,
         force: bool = False,
         say: Callable[[str], None] | None = None,
+        by: str = "",
     ) -> Release: ...
 
 
@@ -149,6 +154,7 @@ def make_app(agent: AgentView, token: str) -> FastAPI:
                 trigger=r.trigger,
                 status=r.status,
                 reason=r.reason,
+                by=r.by,
                 images={name: entry.image for name, entry in r.services().items()},
             )
             for r in agent.state.releases(agent.env)
@@ -179,7 +185,7 @@ def make_app(agent: AgentView, token: str) -> FastAPI:
     async def deploy(body: DeployRequest) -> StreamingResponse:
         """Deploy the project's files as they are now (`herd deploy` when an agent runs), with the
         progress streamed; the deploy goes on if the caller leaves."""
-        return _stream(agent, lambda say: agent.deploy(body.secrets, force=body.force, say=say))
+        return _stream(agent, lambda say: agent.deploy(body.secrets, force=body.force, say=say, by=body.by))
 
     @app.post("/v1/rollback", response_class=StreamingResponse, responses={**WITH_BODY, **STREAM})
     async def rollback(body: RollbackRequest) -> StreamingResponse:
@@ -192,6 +198,7 @@ def make_app(agent: AgentView, token: str) -> FastAPI:
                 rollback_to=body.release,
                 restore_data=body.restore_data,
                 say=say,
+                by=body.by,
             ),
         )
 
@@ -203,6 +210,22 @@ def make_app(agent: AgentView, token: str) -> FastAPI:
     @app.get("/v1/quarantine", response_model=list[Quarantined], responses=ERRORS)
     def quarantine() -> list[Quarantined]:
         return [_quarantined(k) for k in agent.quarantine.all()]
+
+    @app.post(
+        "/v1/instances/{instance}/quarantine",
+        status_code=202,
+        response_model=Quarantining,
+        responses=WITH_BODY,
+    )
+    def pull(body: QuarantineRequest, instance: str = Path(pattern=ID)) -> Quarantining:
+        """Quarantine a running instance (`herd quarantine add`): it is replaced first (it still
+        answers until its replacement is admitted), then taken out of the pool, stopped and kept."""
+        reason = f"quarantined by hand: {body.reason}"
+        try:
+            service = agent.quarantine_instance(instance, reason)
+        except HerdError as exc:
+            raise HTTPException(404, exc.message) from None
+        return Quarantining(instance=instance, service=service, reason=reason)
 
     @app.get("/v1/quarantine/{instance}", response_model=Quarantined, responses=NOT_FOUND)
     def inspect(instance: str = Path(pattern=ID), lines: int = Query(20, ge=0, le=10000)) -> Quarantined:

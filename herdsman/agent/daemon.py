@@ -23,6 +23,7 @@ import os
 import signal
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from herdsman.agent.api import make_app
@@ -43,10 +44,12 @@ from herdsman.deploy.plan import effective_policy
 from herdsman.deploy.run import Deployment
 from herdsman.drivers.base import InstanceState
 from herdsman.errors import HerdError
+from herdsman.image.bake import image_store
+from herdsman.image.oci import ImageStore
 from herdsman.image.progress import Reporter
 from herdsman.quarantine import Quarantine
 from herdsman.spec import Project, herd_home, load_project
-from herdsman.state import Release, StateStore
+from herdsman.state import Release, StateStore, asker
 
 SYNC_EVERY = 3.0  # seconds between full listings of what runs
 SAMPLE_EVERY = 0.5  # seconds between samples of the router's counters, for autoscaling
@@ -310,6 +313,37 @@ class Agent:
         self.deployment.set_replicas(service, replicas)
         self.poke()
 
+    def quarantine_instance(self, instance_id: str, reason: str) -> str:
+        """`herd quarantine add` through the API: a running instance is replaced (surge first: it
+        still answers until its replacement is admitted), then taken out of the pool, stopped and
+        kept, as a drifted one is (its record, log and what it wrote in .herd/quarantine)."""
+        seen = self.fleet.get(instance_id)
+        if seen is None or not seen.running:
+            raise HerdError(
+                f"no running instance {instance_id!r} in environment {self.env!r}",
+                hint="`herd ps` lists the running instances",
+            )
+        self.drifted[instance_id] = reason  # the fleet plans its quarantine like a drifted one's
+        self.fleet.observe(dataclasses.replace(seen, drifted=reason))
+        self.state.event(
+            self.env,
+            "quarantine",
+            f"{instance_id}: quarantine asked ({reason}); replacing it first",
+            service=seen.service,
+            instance=instance_id,
+            release=seen.release,
+        )
+        self.wake.set()
+        return seen.service
+
+    def images(self) -> ImageStore:
+        """The project's image store (the dashboard compares releases' layers)."""
+        return image_store(self.deployment.project)
+
+    def log_file(self, instance_id: str) -> Path | None:
+        """Where the driver writes a running instance's log (None when it keeps none)."""
+        return self.deployment.driver.log_file(instance_id)
+
     async def status(self) -> Status:
         release = self.deployment.state.current_release(self.env)
         wants = self.wants(release) if release is not None else {}
@@ -392,13 +426,16 @@ class Agent:
         restore_data: bool = False,
         force: bool = False,
         say: Callable[[str], None] | None = None,
+        by: str = "",
     ) -> Release:
         """`herd deploy` (or, with ``rollback``, `herd rollback [rollback_to]`) run by the agent: the
         files are read again, ``secrets`` (the values the deployer handed over, held in memory only)
-        override those the agent holds, and the agent lists what runs before it heals again."""
+        override those the agent holds, and the agent lists what runs before it heals again. The
+        release records ``by`` (the caller's user@host) as who asked, else the agent's own."""
         async with self.owner:
             deployment = self.deployment
             try:
+                deployment.by = by or asker()
                 project = await asyncio.to_thread(load_project, deployment.project.file)
                 deployment.reload(project)
                 current = deployment.state.current_release(self.env)
@@ -413,5 +450,6 @@ class Agent:
                         trigger="herd deploy", wait=30, secrets=values, force=force
                     )
             finally:
+                deployment.by = asker()
                 await self.sync()
                 self.wake.set()

@@ -3,20 +3,21 @@
 Served by the agent's own app (same listener, same token), but not with the API's bearer header: a
 browser logs in once with the token in a form and gets a session cookie (HttpOnly, SameSite=Strict,
 path /ui). The cookie is a random session id kept in memory, never the token, so a stolen cookie
-dies with the agent or at logout and never reveals the token. Every page needs the session; the one
-action (a rollback) also needs the session's CSRF token. Pages are Jinja2 templates rendered from
-the same data the API serves; no build step, no CDN, the page's script is a file of ours.
+dies with the agent or at logout and never reveals the token. Every page needs the session; every
+action (roll back, scale, quarantine, promote or abort a canary) also needs the session's CSRF
+token, and calls what the API's route for it calls. Pages are Jinja2 templates rendered from the
+same data the API serves (`pages.py`); the live parts are server-sent events (`streams.py`) whose
+HTML fragments the page's script swaps in. No build step, no CDN, the script is a file of ours.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
-import json
+import re
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -24,17 +25,17 @@ from urllib.parse import parse_qs
 
 import jinja2
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 
-from herdsman.agent.api import AgentView
-from herdsman.agent.live import RateHistory, per_service, sparkline
+from herdsman.agent import pages, streams
+from herdsman.agent.live import RateHistory, SeriesHistory, per_service, sparkline, windows
 from herdsman.agent.metrics import RouterTotals
+from herdsman.agent.schemas import ID
 from herdsman.errors import HerdError
 
 COOKIE = "herd_session"
 SESSION_SECONDS = 12 * 3600
 FORM_BYTES = 16384  # a login or action form is a few fields
-STREAM_SECONDS = 30  # a live stream ends after this; the browser's EventSource reconnects
 TEMPLATES = Path(__file__).parent / "templates"
 STATIC = {"dashboard.js": "text/javascript", "dashboard.css": "text/css"}
 HEADERS = {
@@ -46,11 +47,13 @@ HEADERS = {
 }
 
 
-class DashboardView(AgentView, Protocol):
-    """What the dashboard asks of the agent: what the API asks, and the router's totals."""
+class DashboardView(pages.PageView, Protocol):
+    """What the dashboard asks of the agent: what the pages ask, the router's totals, logs."""
 
     router_totals: RouterTotals
     stopping: asyncio.Event  # set when the agent stops: live streams end then, not at their timeout
+
+    def log_file(self, instance_id: str) -> Path | None: ...
 
 
 @dataclass
@@ -75,13 +78,18 @@ class Sessions:
         self.live.pop(session or "", None)
 
 
+def _text(message: str, code: int) -> Response:
+    return PlainTextResponse(message, code)
+
+
 def make_dashboard(agent: DashboardView, token: str) -> FastAPI:
     """The dashboard as an app of its own, to be mounted at /ui on the agent's app (out of its
     OpenAPI schema, and outside the bearer-token dependency of its routes)."""
     sessions = Sessions()
     history = RateHistory()
+    series = SeriesHistory()
     notices: list[str] = []  # outcomes of actions asked from the page, newest last
-    pages = jinja2.Environment(
+    pages_env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True, undefined=jinja2.StrictUndefined
     )
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
@@ -92,9 +100,12 @@ def make_dashboard(agent: DashboardView, token: str) -> FastAPI:
         response.headers.update(HEADERS)
         return response
 
-    def render(request: Request, name: str, code: int = 200, **values: Any) -> HTMLResponse:
+    def fragment(name: str, request: Request, **values: Any) -> str:
         base = request.scope.get("root_path", "")
-        return HTMLResponse(pages.get_template(name).render(base=base, env=agent.env, **values), code)
+        return pages_env.get_template(name).render(base=base, env=agent.env, **values)
+
+    def render(request: Request, name: str, code: int = 200, **values: Any) -> HTMLResponse:
+        return HTMLResponse(fragment(name, request, **values), code)
 
     def to(request: Request, path: str) -> RedirectResponse:
         return RedirectResponse(request.scope.get("root_path", "") + path, status_code=303)
@@ -102,6 +113,9 @@ def make_dashboard(agent: DashboardView, token: str) -> FastAPI:
     def session_of(request: Request) -> str | None:
         session = request.cookies.get(COOKIE)
         return session if sessions.csrf(session) is not None else None
+
+    def csrf_of(session: str) -> str:
+        return sessions.csrf(session) or ""
 
     async def form(request: Request) -> dict[str, str] | None:
         """The fields of a posted form, or None when it is too big to be one of ours."""
@@ -116,13 +130,43 @@ def make_dashboard(agent: DashboardView, token: str) -> FastAPI:
             return None
         return {k: v[0] for k, v in fields.items()}
 
+    async def action(request: Request) -> dict[str, str] | Response:
+        """An action's form, once its session and CSRF token are checked; else the answer to give."""
+        session = session_of(request)
+        if session is None:
+            return to(request, "/login")
+        fields = await form(request)
+        if fields is None:
+            return _text("not a form of ours", 413)
+        if not hmac.compare_digest(fields.get("csrf", ""), csrf_of(session)):
+            return _text("a valid CSRF token is needed", 403)
+        return fields
+
     def sample() -> None:
-        history.observe(time.monotonic(), per_service(agent.router_totals.requests))
+        now = time.monotonic()
+        history.observe(now, per_service(agent.router_totals.requests))
+        series.observe(now, windows(agent.router_totals))
+
+    def in_background(what: str, operation: Callable[[], Awaitable[str]]) -> None:
+        """Run an action as a task of the agent's; its outcome becomes a notice on the page."""
+        notices.append(f"{what}: started")
+
+        async def run() -> None:
+            try:
+                notices.append(f"{what}: {await operation()}")
+            except HerdError as exc:
+                notices.append(f"{what} failed: {exc.message}")
+            except Exception as exc:  # a bug: the page must still tell
+                notices.append(f"{what} failed: unexpected {exc!r}")
+
+        task = asyncio.create_task(run())
+        agent.operations.add(task)
+        task.add_done_callback(agent.operations.discard)
 
     @app.get("/static/{name}", include_in_schema=False)
     def static(name: str) -> Response:
         if name not in STATIC:
-            return Response("not found", 404, media_type="text/plain")
+            return _text("not found", 404)
         return Response((TEMPLATES / name).read_bytes(), media_type=STATIC[name])
 
     @app.get("/login", include_in_schema=False)
@@ -133,7 +177,7 @@ def make_dashboard(agent: DashboardView, token: str) -> FastAPI:
     async def login(request: Request) -> Response:
         fields = await form(request)
         if fields is None:
-            return Response("not a login form", 413, media_type="text/plain")
+            return _text("not a login form", 413)
         given = fields.get("token", "").strip()
         if not hmac.compare_digest(given.encode(), token.encode()):
             return render(request, "login.html", 401, wrong=True)
@@ -158,159 +202,208 @@ def make_dashboard(agent: DashboardView, token: str) -> FastAPI:
         response.delete_cookie(COOKIE, path=request.scope.get("root_path", "") or "/")
         return response
 
-    def csrf_of(session: str) -> str:
-        return sessions.csrf(session) or ""
-
     @app.get("/", include_in_schema=False)
     async def overview(request: Request) -> Response:
         session = session_of(request)
         if session is None:
             return to(request, "/login")
         sample()
+        data = await pages.overview(agent, history)
         return render(
             request,
             "overview.html",
             csrf=csrf_of(session),
             notices=notices[-5:],
-            **await _data(agent, history),
+            charts=series.charts(),
+            **data,
         )
 
     @app.get("/live", include_in_schema=False)
     async def live(request: Request) -> Response:
-        """Server-sent events: every second, each service's request rate and its sparkline."""
+        """Server-sent events: every second, each service's request rate and sparkline, the charts
+        per release, and the rollouts and canaries in progress (as HTML fragments)."""
+        session = session_of(request)
+        if session is None:
+            return _text("log in first", 401)
+
+        def reading() -> dict[str, Any]:
+            sample()
+            rates = {
+                s: {"rate": round(history.latest(s), 1), "points": live_points(s)} for s in history.rates
+            }
+            now = pages.progress(agent)
+            return {
+                "rates": rates,
+                "charts": fragment("charts.html", request, charts=series.charts()),
+                "progress": fragment("progress.html", request, **now),
+                "actions": fragment("actions.html", request, csrf=csrf_of(session), **now),
+            }
+
+        return streams.every_second(request, agent.stopping, reading)
+
+    def live_points(service: str) -> str:
+        return sparkline(list(history.rates.get(service, [])))
+
+    @app.get("/events", include_in_schema=False)
+    async def events_page(request: Request) -> Response:
         if session_of(request) is None:
-            return Response("log in first", 401, media_type="text/plain")
+            return to(request, "/login")
+        chosen = _filter(request)
+        found = pages.events(
+            agent, service=chosen["service"], kind=chosen["kind"], instance=chosen["instance"]
+        )
+        kinds = sorted(
+            {e["kind"] for e in agent.state.events(agent.env, last=1000)} | {chosen["kind"]} - {""}
+        )
+        return render(
+            request,
+            "events.html",
+            events=list(reversed(found)),
+            after=max((e["id"] for e in found), default=_newest(agent)),
+            chosen=chosen,
+            kinds=kinds,
+            services=sorted((await agent.status()).services),
+        )
 
-        async def events() -> AsyncIterator[bytes]:
-            yield b"retry: 1000\n\n"
-            ends = time.monotonic() + STREAM_SECONDS
-            while time.monotonic() < ends and not agent.stopping.is_set():
-                if await request.is_disconnected():
-                    return
-                sample()
-                rates = {
-                    s: {"rate": round(history.latest(s), 1), "points": sparkline(list(h))}
-                    for s, h in history.rates.items()
-                }
-                yield b"data: " + json.dumps(rates).encode() + b"\n\n"
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(agent.stopping.wait(), 1.0)
+    @app.get("/events/live", include_in_schema=False)
+    async def events_live(request: Request) -> Response:
+        """Server-sent events: each new event that matches the filter, as it is recorded."""
+        if session_of(request) is None:
+            return _text("log in first", 401)
+        chosen = _filter(request)
+        after = request.query_params.get("after", "0")
+        start = int(after) if after.isdigit() and len(after) < 19 else _newest(agent)
+        return streams.new_events(
+            request,
+            agent.stopping,
+            start,
+            lambda since: pages.events(
+                agent,
+                after=since,
+                service=chosen["service"],
+                kind=chosen["kind"],
+                instance=chosen["instance"],
+            ),
+        )
 
-        return StreamingResponse(events(), media_type="text/event-stream")
+    @app.get("/instances/{instance}/log", include_in_schema=False)
+    async def log_page(request: Request, instance: str) -> Response:
+        if session_of(request) is None:
+            return to(request, "/login")
+        file = await _log_of(agent, instance)
+        if file is None:
+            return _text(f"no running instance {instance!r} with a log here", 404)
+        return render(request, "log.html", instance=instance, lines=streams.tail(file, 200))
+
+    @app.get("/instances/{instance}/log/live", include_in_schema=False)
+    async def log_live(request: Request, instance: str) -> Response:
+        """Server-sent events: the instance's new log lines as they are written (`herd logs -f`)."""
+        if session_of(request) is None:
+            return _text("log in first", 401)
+        file = await _log_of(agent, instance)
+        if file is None:
+            return _text(f"no running instance {instance!r} with a log here", 404)
+        return streams.follow_file(request, agent.stopping, file)
+
+    @app.get("/quarantine/{instance}/log", include_in_schema=False)
+    def quarantined_log(request: Request, instance: str) -> Response:
+        """A quarantined instance's whole log, as it was kept."""
+        if session_of(request) is None:
+            return _text("log in first", 401)
+        try:
+            kept = agent.quarantine.get(instance) if re.fullmatch(ID, instance) else None
+        except HerdError:
+            kept = None
+        log = kept.path / "log" if kept is not None else None
+        if log is None or not log.is_file():
+            return _text(f"no log kept for {instance!r}", 404)
+        return Response(log.read_bytes(), media_type="text/plain; charset=utf-8")
 
     @app.post("/rollback", include_in_schema=False)
     async def rollback(request: Request) -> Response:
         """`POST /v1/rollback` from the page: the same deploy, run as a task of the agent's."""
-        session = session_of(request)
-        if session is None:
-            return to(request, "/login")
-        fields = await form(request) or {}
-        if not hmac.compare_digest(fields.get("csrf", ""), csrf_of(session)):
-            return Response("a valid CSRF token is needed", 403, media_type="text/plain")
+        fields = await action(request)
+        if isinstance(fields, Response):
+            return fields
         number = fields.get("release", "")
         if not number.isdigit() or not 1 <= int(number) <= 2**62:
-            return Response("release: a release number is needed", 400, media_type="text/plain")
-        notices.append(f"rollback to release {number}: started")
+            return _text("release: a release number is needed", 400)
 
-        async def run() -> None:
-            try:
-                release = await agent.deploy({}, rollback=True, rollback_to=int(number))
-                notices.append(f"rollback to release {number}: release {release.number} {release.status}")
-            except HerdError as exc:
-                notices.append(f"rollback to release {number} failed: {exc.message}")
-            except Exception as exc:  # a bug: the page must still tell
-                notices.append(f"rollback to release {number} failed: unexpected {exc!r}")
+        who = f"the dashboard ({request.client.host if request.client else 'unknown'})"
 
-        task = asyncio.create_task(run())
-        agent.operations.add(task)
-        task.add_done_callback(agent.operations.discard)
+        async def run() -> str:
+            release = await agent.deploy({}, rollback=True, rollback_to=int(number), by=who)
+            return f"release {release.number} {release.status}"
+
+        in_background(f"rollback to release {number}", run)
+        return to(request, "/")
+
+    @app.post("/scale", include_in_schema=False)
+    async def scale(request: Request) -> Response:
+        """`PUT /v1/services/NAME/replicas` from the page (`herd scale NAME=N|auto`)."""
+        fields = await action(request)
+        if isinstance(fields, Response):
+            return fields
+        service, count = fields.get("service", ""), fields.get("replicas", "").strip()
+        if count != "auto" and not (count.isdigit() and int(count) <= 10000):
+            return _text("replicas: a number from 0 to 10000, or auto", 400)
+        try:
+            agent.scale(service, None if count == "auto" else int(count))
+        except HerdError as exc:
+            return _text(exc.message, 404)
+        notices.append(f"scale {service} to {count}: asked; the agent applies it now")
+        return to(request, "/")
+
+    @app.post("/quarantine", include_in_schema=False)
+    async def quarantine(request: Request) -> Response:
+        """`POST /v1/instances/ID/quarantine` from the page (`herd quarantine add ID`)."""
+        fields = await action(request)
+        if isinstance(fields, Response):
+            return fields
+        instance = fields.get("instance", "")
+        try:
+            agent.quarantine_instance(instance, "quarantined by hand: from the dashboard")
+        except HerdError as exc:
+            return _text(exc.message, 404)
+        notices.append(f"quarantine {instance}: asked; it is replaced first, then kept")
+        return to(request, "/")
+
+    @app.post("/canary", include_in_schema=False)
+    async def canary(request: Request) -> Response:
+        """`herd canary promote|abort SERVICE` from the page: the same decision in the state store,
+        which the judge reads within a fraction of a second."""
+        fields = await action(request)
+        if isinstance(fields, Response):
+            return fields
+        decision, service = fields.get("decision", ""), fields.get("service", "")
+        if decision not in ("promote", "abort"):
+            return _text("decision: promote or abort", 400)
+        asked = agent.state.decide_canary(agent.env, decision, service)
+        if not asked:
+            return _text(f"no canary of {service!r} is being judged", 404)
+        notices.append(f"{decision} the canary of {service}: asked")
         return to(request, "/")
 
     return app
 
 
-async def _data(agent: DashboardView, history: RateHistory) -> dict[str, Any]:
-    """What the overview shows: the API's data, arranged for reading."""
-    now = time.time()
-    status = await agent.status()
-    by_service: dict[str, list[dict[str, Any]]] = {name: [] for name in status.services}
-    for i in sorted(await agent.instances(), key=lambda i: (i.service, i.id)):
-        by_service.setdefault(i.service, []).append(
-            {
-                "id": i.id,
-                "release": i.release,
-                "state": i.state,
-                "health": f"unhealthy: {i.unhealthy}"
-                if i.unhealthy
-                else "ok"
-                if i.state == "running"
-                else "-",
-                "address": i.address,
-                "uptime": _age(now - i.started) if i.state == "running" else i.detail,
-            }
-        )
-    releases = [
-        {
-            "number": r.number,
-            "when": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.created)),
-            "ago": _age(now - r.created),
-            "trigger": r.trigger,
-            "revision": r.revision or "-",
-            "copy_of": r.copy_of,
-            "status": r.status,
-            "reason": r.reason,
-            "current": r.number == status.release,
-            "images": {name: _short(e.image) for name, e in r.services().items()},
-        }
-        for r in reversed(agent.state.releases(agent.env))
-    ]
-    quarantined = [
-        {
-            "id": k.id,
-            "service": k.service,
-            "reason": str(k.record.get("reason", "")),
-            "ago": _age(now - k.when),
-        }
-        for k in agent.quarantine.all()
-    ]
-    events = [
-        {
-            "when": time.strftime("%H:%M:%S", time.localtime(e["at"])),
-            "kind": e["kind"],
-            "service": e["service"],
-            "message": e["message"],
-        }
-        for e in reversed(agent.state.events(agent.env, last=25))
-    ]
-    services = {
-        name: {
-            "status": s,
-            "instances": by_service.get(name, []),
-            "rate": round(history.latest(name), 1),
-            "points": sparkline(list(history.rates.get(name, []))),
-        }
-        for name, s in status.services.items()
-    }
-    return {
-        "status": status,
-        "services": services,
-        "releases": releases,
-        "quarantined": quarantined,
-        "events": events,
-    }
+def _filter(request: Request) -> dict[str, str]:
+    """The events filter from the query: service, kind and instance, each a name or empty."""
+    out = {}
+    for name in ("service", "kind", "instance"):
+        value = request.query_params.get(name, "").strip()
+        out[name] = value if re.fullmatch(ID, value) else ""
+    return out
 
 
-def _short(image: str) -> str:
-    algorithm, _, digest = image.partition(":")
-    return f"{algorithm}:{digest[:12]}" if digest else image[:19]
+def _newest(agent: DashboardView) -> int:
+    newest = agent.state.events(agent.env, last=1)
+    return int(newest[-1]["id"]) if newest else 0
 
 
-def _age(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    if seconds < 86400:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"
+async def _log_of(agent: DashboardView, instance: str) -> Path | None:
+    """The log file of a running instance of this environment, or None."""
+    if not re.fullmatch(ID, instance) or instance not in {i.id for i in await agent.instances()}:
+        return None
+    file = agent.log_file(instance)
+    return file if file is not None and file.is_file() else None

@@ -27,28 +27,61 @@ class RouterTotals:
     requests: dict[Key, int] = field(default_factory=lambda: defaultdict(int))
     errors: dict[Key, int] = field(default_factory=lambda: defaultdict(int))
     latency: dict[Key, float] = field(default_factory=lambda: defaultdict(float))
-    _last: dict[str, tuple[int, int, float]] = field(default_factory=dict)  # per backend instance
+    answers_5xx: dict[Key, int] = field(default_factory=lambda: defaultdict(int))  # answered, with a 5xx
+    # latency histograms (router/latency.py's buckets, as the router's stats give them), for the
+    # dashboard's p50/p99; empty where the router keeps none (HAProxy)
+    histograms: dict[Key, list[int]] = field(default_factory=dict)
+    bounds_ms: tuple[float, ...] = ()
+    _last: dict[str, _Backend] = field(default_factory=dict)  # per backend instance
 
     def update(self, env: str, stats: Mapping[str, Any], release_of: Callable[[str], str]) -> None:
-        seen: dict[str, tuple[int, int, float]] = {}
+        seen: dict[str, _Backend] = {}
         for route, body in stats.items():
             if not route.startswith(f"{env}/"):
                 continue
             service = route.split("/", 1)[1]
+            bounds = tuple(float(b) for b in body.get("latency_bounds_ms") or ())
+            if bounds and bounds != self.bounds_ms:
+                self.bounds_ms, self.histograms = bounds, {}
             for backend in body.get("backends") or []:
                 instance = str(backend.get("instance", ""))
                 count = int(backend.get("requests", 0))
-                errors = int(backend.get("errors", 0))
-                total_seconds = float(backend.get("mean_latency_ms", 0.0)) * count / 1000.0
-                before = self._last.get(instance, (0, 0, 0.0))
-                if count < before[0]:  # the router restarted: its counters began again
-                    before = (0, 0, 0.0)
+                hist: dict[int, int] = {
+                    int(i): int(n) for i, n in (backend.get("latency_hist") or {}).items()
+                }
+                now = _Backend(
+                    count,
+                    int(backend.get("errors", 0)),
+                    float(backend.get("mean_latency_ms", 0.0)) * count / 1000.0,
+                    int(backend.get("responses_5xx", 0)),
+                    hist,
+                )
+                before = self._last.get(instance, _Backend())
+                if count < before.requests:  # the router restarted: its counters began again
+                    before = _Backend()
                 key = (service, release_of(instance))
-                self.requests[key] += count - before[0]
-                self.errors[key] += max(0, errors - before[1])
-                self.latency[key] += max(0.0, total_seconds - before[2])
-                seen[instance] = (count, errors, total_seconds)
+                self.requests[key] += count - before.requests
+                self.errors[key] += max(0, now.errors - before.errors)
+                self.latency[key] += max(0.0, now.seconds - before.seconds)
+                self.answers_5xx[key] += max(0, now.answers_5xx - before.answers_5xx)
+                if bounds and hist:
+                    total = self.histograms.setdefault(key, [0] * (len(bounds) + 1))
+                    for index, n in hist.items():
+                        if 0 <= index < len(total):
+                            total[index] += max(0, n - before.hist.get(index, 0))
+                seen[instance] = now
         self._last = seen
+
+
+@dataclass(frozen=True)
+class _Backend:
+    """One backend's cumulative counters at the last sample."""
+
+    requests: int = 0
+    errors: int = 0
+    seconds: float = 0.0
+    answers_5xx: int = 0
+    hist: dict[int, int] = field(default_factory=dict)
 
 
 @dataclass

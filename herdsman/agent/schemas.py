@@ -59,6 +59,7 @@ class ReleaseInfo(BaseModel):
     trigger: str
     status: str
     reason: str
+    by: str = Field("", description="Who asked for it: user@host ('' when not recorded)")
     images: dict[str, str]
 
 
@@ -92,6 +93,18 @@ class Finding(BaseModel):
     drift: list[DriftFound]
 
 
+class Quarantining(BaseModel):
+    instance: str
+    service: str
+    reason: str
+
+
+class QuarantineRequest(BaseModel):
+    reason: str = Field(
+        "asked by hand", max_length=500, description="Why; kept in the instance's quarantine record"
+    )
+
+
 class Problem(BaseModel):
     detail: str
 
@@ -111,6 +124,13 @@ class SecretsRequest(BaseModel):
 
 
 class DeployRequest(SecretsRequest):
+    by: str = Field(
+        "",
+        max_length=200,
+        pattern=r"^[^\x00-\x1f]*$",
+        description="Who asks (user@host), recorded in the release (default: the agent's own user@host)",
+    )
+
     force: bool = Field(
         False,
         description="Record and roll out a new release even when images, config and routes equal the "
@@ -119,6 +139,13 @@ class DeployRequest(SecretsRequest):
 
 
 class RollbackRequest(SecretsRequest):
+    by: str = Field(
+        "",
+        max_length=200,
+        pattern=r"^[^\x00-\x1f]*$",
+        description="Who asks (user@host), recorded in the release (default: the agent's own user@host)",
+    )
+
     release: int | None = Field(
         None, ge=1, le=2**62, description="The release to copy (default: the previous good one)"
     )

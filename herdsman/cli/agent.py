@@ -173,6 +173,31 @@ def quarantine_list(ctx: Context) -> None:
     console.print(table)
 
 
+@quarantine.command(name="add")
+@click.argument("instance")
+@click.option("--reason", default="asked by hand", show_default=True, help="Kept in its record.")
+@ENV_OPTION
+@pass_context
+def quarantine_add(ctx: Context, instance: str, reason: str, env: str | None) -> None:
+    """Quarantine a running INSTANCE: the agent replaces it first (it answers until its replacement
+    is admitted), then takes it out of the pool, stops it and keeps its record, log and /tmp."""
+    from herdsman.client import AgentClient
+    from herdsman.errors import HerdError
+    from herdsman.facade import agent_running
+
+    project = ctx.project()
+    if agent_running(project, env) is None:
+        raise HerdError(
+            "quarantining an instance needs a running agent (it replaces the instance first)",
+            hint="`herd up -d` starts one",
+        )
+    with AgentClient.for_project(project.file, env) as client:
+        asked = client.quarantine_instance(instance, reason)
+    console.print(
+        f"{asked['instance']} ({asked['service']}): being replaced, then kept; `herd quarantine` lists it"
+    )
+
+
 @quarantine.command(name="purge")
 @click.argument("instances", nargs=-1)
 @click.option("--all", "everything", is_flag=True, help="Delete every quarantined instance.")

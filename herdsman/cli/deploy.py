@@ -10,7 +10,6 @@ from rich.table import Table
 
 from herdsman.cli.app import Context, pass_context
 from herdsman.cli.ui import RichReporter, console, short
-from herdsman.client import AgentClient
 from herdsman.errors import HerdError
 
 ENV_OPTION = click.option(
@@ -38,6 +37,7 @@ def deploy_command(ctx: Context, env: str | None, wait: float, force: bool) -> N
     reverted: the previous release keeps serving and the command fails with the reason. When the
     images, config and routes equal the current release's, nothing is recorded or replaced.
     """
+    from herdsman.client import AgentClient  # here: httpx costs `herd --help` 70 ms
     from herdsman.facade import (
         bake_here,
         current_release_number,

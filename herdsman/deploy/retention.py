@@ -146,7 +146,7 @@ async def prune(project: Project, *, dry_run: bool = False, wait: float = 60.0) 
     envs = sorted(set(state.environments()) | {project.stack.stack.environment})
     with contextlib.ExitStack() as locks:
         for env in envs:
-            locks.enter_context(deploy_lock(home, env, wait))
+            locks.enter_context(deploy_lock(home, env, wait, task="prune"))
         result.kept = await roots(project, state, store)
         keep = reachable(store, set(result.kept))
         now = time.time()

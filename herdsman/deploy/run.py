@@ -25,20 +25,23 @@ from herdsman.image.assemble import git_revision
 from herdsman.image.bake import bake, image_store
 from herdsman.image.progress import NullReporter, Reporter
 from herdsman.spec import Project, herd_home
-from herdsman.state import Release, StateStore, services_of
+from herdsman.state import Release, StateStore, asker, services_of
 
 
-def deploy_lock(home: Path, env: str, wait: float = 0.0) -> contextlib.AbstractContextManager[None]:
-    """Keeps two deploys of one environment from interleaving (see pidlock)."""
-    return pid_lock(
-        home / "run" / f"deploy-{env}.lock",
-        lambda holder: DeployError(
-            f"another deploy of environment {env!r} is running (pid {holder})",
+def deploy_lock(
+    home: Path, env: str, wait: float = 0.0, task: str = "deploy"
+) -> contextlib.AbstractContextManager[None]:
+    """Keeps two changes of one environment (deploys, rollbacks, prunes) from interleaving."""
+
+    def busy(holder: str) -> DeployError:
+        pid, _, what = holder.partition(" ")
+        return DeployError(
+            f"another {what or 'deploy'} of environment {env!r} is running (pid {pid})",
             hint="wait for it to finish, or pass --wait SECONDS",
             delay=0.2,  # a rollout step is short: look again soon
-        ),
-        wait,
-    )
+        )
+
+    return pid_lock(home / "run" / f"deploy-{env}.lock", busy, wait, task)
 
 
 def make_driver(name: str, home: Path, project: Project, env: str | None = None) -> Driver:
@@ -102,6 +105,7 @@ class Deployment:
         self.home = herd_home(project)
         private_dir(self.home / "run")  # locks, sockets, instance records: herdsman's user only
         self.state = StateStore(self.home / "state.db")
+        self.by = asker()  # recorded as who asked for each release (the agent sets the API caller's)
         environment = project.stack.environment.get(self.env)
         self.registry = environment.registry if environment else None
         self.driver_chosen = driver_name is not None  # `herd --driver`: wins over what is recorded
@@ -250,7 +254,7 @@ class Deployment:
             if self.registry:
                 await asyncio.to_thread(self._push, images)
             release = self.state.create_release(
-                self.env, content, trigger=trigger, revision=git_revision(self.project.root)
+                self.env, content, trigger=trigger, revision=git_revision(self.project.root), by=self.by
             )
             self.executor.target.release_secrets[release.number] = dict(values)
             with self.settles(release):
@@ -323,6 +327,7 @@ class Deployment:
             trigger=f"herd rollback to {source.number}",
             revision=source.revision,
             copy_of=source.number,
+            by=self.by,
         )
         self.executor.target.release_secrets[release.number] = dict(values)
         with self.settles(release):

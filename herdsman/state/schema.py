@@ -2,7 +2,8 @@
 
 Releases are immutable by construction: a trigger aborts any UPDATE or DELETE of a release row.
 What changes about a release over time (deployed, failed, rolled back) is its status, kept in a
-separate table, so the record of what was released can never be rewritten.
+separate table, so the record of what was released can never be rewritten. `by_whom` is who asked
+for the release (user@host of the `herd` that deployed; '' in releases older than the column).
 Replica counts set at run time (`herd scale`, the autoscaler) are runtime state, not a release:
 they live in `scale`. `service_notes` holds what the agent wants `herd ps` to show about a service
 (e.g. a crash-looping image in backoff).
@@ -119,5 +120,8 @@ MIGRATIONS: list[str] = [
         decision TEXT NOT NULL DEFAULT '',
         PRIMARY KEY (env, service)
     );
+    """,
+    """
+    ALTER TABLE releases ADD COLUMN by_whom TEXT NOT NULL DEFAULT '';
     """,
 ]

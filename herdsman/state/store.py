@@ -8,9 +8,11 @@ Calls are synchronous; async callers use `asyncio.to_thread`.
 
 from __future__ import annotations
 
+import getpass
 import hashlib
 import json
 import os
+import socket
 import sqlite3
 import threading
 import time
@@ -65,6 +67,15 @@ def _parse(digest: str, content: Mapping[str, Any]) -> dict[str, ServiceRelease]
     return found
 
 
+def asker() -> str:
+    """Who asks for a release from this process: user@host, as a release records it."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (a bare container)
+        user = str(os.getuid())
+    return f"{user}@{socket.gethostname()}"
+
+
 @dataclass(frozen=True)
 class Release:
     env: str
@@ -77,6 +88,7 @@ class Release:
     copy_of: int | None
     status: str
     reason: str
+    by: str = ""  # who asked for it: user@host ("" when not recorded)
 
     def services(self) -> dict[str, ServiceRelease]:
         """Its services, typed (parsed once per content; ``content`` keeps the record as stored)."""
@@ -143,6 +155,7 @@ class StateStore(RuntimeState):
         trigger: str,
         revision: str = "",
         copy_of: int | None = None,
+        by: str = "",
     ) -> Release:
         text = _canonical(content)
         digest = "sha256:" + hashlib.sha256(text.encode()).hexdigest()
@@ -151,8 +164,9 @@ class StateStore(RuntimeState):
             row = db.execute("SELECT COALESCE(MAX(number), 0) FROM releases WHERE env = ?", (env,)).fetchone()
             number = int(row[0]) + 1
             db.execute(
-                "INSERT INTO releases VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (env, number, now, trigger, revision, text, digest, copy_of),
+                "INSERT INTO releases (env, number, created, trigger, revision, content, content_digest, "
+                "copy_of, by_whom) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (env, number, now, trigger, revision, text, digest, copy_of, by),
             )
             db.execute("INSERT INTO release_status VALUES (?, ?, 'pending', '', ?)", (env, number, now))
         return self.release(env, number)
@@ -216,6 +230,7 @@ class StateStore(RuntimeState):
                 copy_of=row["copy_of"],
                 status=row["status"],
                 reason=row["reason"],
+                by=row["by_whom"],
             )
             for row in rows
         ]

@@ -86,6 +86,8 @@ def test_the_client_over_the_unix_socket(agent: tuple[Path, int, int]) -> None:
             client.scale("db", 2)
         with pytest.raises(Exception, match="404"):
             client.inspect("web-9-none")
+        with pytest.raises(Exception, match=r"404.*no running instance 'web-9-none'"):
+            client.quarantine_instance("web-9-none")
         with Load(f"http://127.0.0.1:{route}/") as load:
             time.sleep(1.5)
         time.sleep(1.0)  # the agent samples the router every half second

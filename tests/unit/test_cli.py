@@ -123,3 +123,19 @@ def test_logs_of_a_service_that_does_not_exist_is_an_error(tmp_path: Path) -> No
     result = herd("-f", str(tmp_path / "herd.toml"), "logs", "wbe")
     assert result.returncode == 1
     assert "no service wbe" in result.stderr and "services: web" in result.stderr
+
+
+def test_help_loads_no_http_client_nor_web_framework() -> None:
+    """`herd --help` and `herd ps --help` answer at once: the agent's client (httpx), its server
+    (FastAPI, uvicorn) and the dashboard (jinja2) load only for the commands that use them."""
+    for args in (["--help"], ["ps", "--help"], ["deploy", "--help"]):
+        code = (
+            "import runpy, sys\n"
+            f"sys.argv = ['herd', *{args!r}]\n"
+            "try:\n    runpy.run_module('herdsman', run_name='__main__')\n"
+            "except SystemExit:\n    pass\n"
+            "heavy = {'httpx', 'fastapi', 'uvicorn', 'jinja2', 'docker'} & set(sys.modules)\n"
+            "print('HEAVY', sorted(heavy))\n"
+        )
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+        assert "HEAVY []" in result.stdout, (args, result.stdout[-300:], result.stderr[-300:])

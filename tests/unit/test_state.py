@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from herdsman.errors import DeployError
-from herdsman.state import StateStore
+from herdsman.state import StateStore, asker
+from herdsman.state.schema import MIGRATIONS
 
 
 def test_releases_are_numbered_per_environment_and_immutable(tmp_path: Path) -> None:
@@ -79,3 +80,26 @@ def test_the_last_n_events_of_a_kind_are_n_of_that_kind(tmp_path: Path) -> None:
     last = store.events("production", last=2, kinds=("heal",))
     assert [e["message"] for e in last] == ["heal 1", "heal 2"]
     assert len(store.events("production", kinds=("heal", "scale"))) == 13
+
+
+def test_a_release_records_who_asked_for_it_and_older_stores_gain_the_column(tmp_path: Path) -> None:
+    store = StateStore(tmp_path / "state.db")
+    mine = store.create_release("production", {"services": {}}, trigger="herd deploy", by="ana@build-1")
+    assert mine.by == "ana@build-1" and store.release("production", 1).by == "ana@build-1"
+    assert store.create_release("production", {"services": {}}, trigger="test").by == ""
+    with pytest.raises(sqlite3.DatabaseError, match="immutable"):
+        store._db.execute("UPDATE releases SET by_whom = 'someone else'")
+    who = asker()
+    assert "@" in who and who.split("@")[1], who
+    store.close()
+    # a store made before the column: its releases read as asked by nobody recorded
+    old = sqlite3.connect(tmp_path / "old.db")
+    version = len(MIGRATIONS) - 1
+    for script in MIGRATIONS[:version]:
+        old.executescript(script)
+    old.execute("INSERT INTO releases VALUES ('production', 1, 0, 'herd deploy', '', '{}', 'sha256:x', NULL)")
+    old.execute("INSERT INTO release_status VALUES ('production', 1, 'deployed', '', 0)")
+    old.execute(f"PRAGMA user_version = {version}")
+    old.commit()
+    old.close()
+    assert StateStore(tmp_path / "old.db").release("production", 1).by == ""

@@ -111,10 +111,24 @@ class Handler(BaseHTTPRequestHandler):
         sys.stdout.flush()
 
 
+class Server(ThreadingHTTPServer):
+    def handle_error(self, request: object, client_address: tuple[str, int]) -> None:
+        """A client that went away mid-request (a router cutting a drained connection, a load
+        generator stopping) is one line in the log, not a traceback that looks like a bug."""
+        error = sys.exc_info()[1]
+        if isinstance(error, ConnectionError):
+            sys.stdout.write(
+                f"{client_address[0]} connection closed by the client ({type(error).__name__})\n"
+            )
+            sys.stdout.flush()
+            return
+        super().handle_error(request, client_address)  # type: ignore[arg-type]
+
+
 def main() -> None:
     DATA.mkdir(parents=True, exist_ok=True)
     port = int(os.environ.get("PORT", "8000"))
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    server = Server(("127.0.0.1", port), Handler)
     server.daemon_threads = True
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop at once; data is written atomically
     print(f"hello listening on 127.0.0.1:{port}", flush=True)
