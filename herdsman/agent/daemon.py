@@ -24,6 +24,7 @@ import signal
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from herdsman.agent.api import make_app
 from herdsman.agent.autoscale import Sample, ServiceLoad, decide, sample_of
@@ -97,6 +98,8 @@ class Agent:
         self.pruning = ScheduledPrune(
             lambda: self.deployment.project, self.deployment.state, self.env, self.owner, self.stopping
         )
+        self._events: Any = None  # the driver's event subscription (swarm), and for which driver
+        self._events_of: object = None
 
     @property
     def state(self) -> StateStore:  # for the healer and the API
@@ -141,6 +144,7 @@ class Agent:
                         await asyncio.wait_for(serving, 5)
             finally:
                 self.watcher.close()
+                self._close_events()
             state.event(self.env, "agent", "agent stopped; instances and router keep running")
 
     def poke(self) -> None:
@@ -154,6 +158,7 @@ class Agent:
 
     async def _loop(self) -> None:
         last_sync = time.monotonic()
+        self._watch_events()
         while not self.stopping.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(
@@ -162,6 +167,7 @@ class Agent:
             self.wake.clear()
             if self.stopping.is_set():
                 break
+            self._watch_events()
             if self._poked or time.monotonic() - last_sync >= self.interval:
                 self._poked = False
                 await self.sync()
@@ -169,6 +175,31 @@ class Agent:
             await self.reconcile()
 
     # observing ------------------------------------------------------------------------------------
+    def _watch_events(self) -> None:
+        """Subscribe to the driver's events where it has them (swarm: a task on another node has no
+        pid to watch here; a node drained or lost). The subscription follows the driver a deploy
+        may have moved the environment to."""
+        driver = self.deployment.driver
+        if driver is self._events_of:
+            return
+        self._close_events()
+        self._events_of = driver
+        watch = getattr(driver, "watch_events", None)
+        if watch is None:
+            return
+        loop = asyncio.get_running_loop()
+        stack_id = self.deployment.executor.target.selector["herd.stack-id"]
+        self._events = watch(
+            stack_id,
+            lambda instance: loop.call_soon_threadsafe(self.watcher.exited, instance),
+            lambda: loop.call_soon_threadsafe(self.poke),
+        )
+
+    def _close_events(self) -> None:
+        events, self._events, self._events_of = self._events, None, None
+        if events is not None:
+            events.close()
+
     def _changed(self, instance_id: str, kind: str) -> None:
         """From the watcher: an instance exited or became unhealthy. Plan its service now."""
         seen = self.fleet.get(instance_id)
@@ -221,6 +252,7 @@ class Agent:
             self.drifted.get(state.id, ""),
             state.started,
             state.detail,
+            state.evicted,
         )
 
     async def _sample(self) -> None:

@@ -11,7 +11,9 @@ For a dirty service `heal_plan` returns rollout steps (see `deploy.plan`) plus o
 
 An instance to quarantine (failing liveness checks, or drifted) is taken out of the pool first,
 its replacement is started and admitted, and only then is it stopped, its evidence kept. An exited
-instance is replaced at once (`Backoff` delays only an image whose replacements keep failing).
+instance is replaced at once (`Backoff` delays only an image whose replacements keep failing). An
+instance whose node was drained or lost (`evicted`) is replaced as an old release's is: its
+replacement (placed on another node by the driver) is admitted before it leaves the pool.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ class Seen:
     drifted: str = ""  # what drifted, when it did
     started: float = 0.0
     detail: str = ""  # e.g. "exited with code 137"
+    evicted: str = ""  # why it must move to another node (its node drained or lost)
 
 
 @dataclass
@@ -100,7 +103,12 @@ def heal_plan(service: str, seen: list[Seen], want: Want, new_id: Callable[[], s
     quarantined where it would have been retired."""
     sick = {s.id: s.unhealthy for s in seen if s.running and s.unhealthy}
     drifted = {s.id: s.drifted for s in seen if s.running and not s.unhealthy and s.drifted}
-    rest = [Running(s.id, -1 if s.id in drifted else s.release, s.running) for s in seen if s.id not in sick]
+    moving = {s.id for s in seen if s.running and s.evicted}
+    rest = [
+        Running(s.id, -1 if s.id in drifted or s.id in moving else s.release, s.running)
+        for s in seen
+        if s.id not in sick
+    ]
     steps: list[Step] = []
     if sick and want.policy.routed:
         steps.append({"op": "pool", "service": service, "instances": [r.id for r in rest if r.serving]})

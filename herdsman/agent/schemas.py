@@ -38,6 +38,8 @@ class Instance(BaseModel):
     address: str
     started: float
     unhealthy: str = Field("", description="Why its liveness checks failed, if they did")
+    node: str = Field("", description="The node it runs on (swarm), else empty")
+    evicted: str = Field("", description="Why it must move to another node (drained or lost), if it must")
 
 
 class Event(BaseModel):

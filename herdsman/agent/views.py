@@ -56,6 +56,8 @@ def instances_of(listing: list[InstanceState], watcher: Watcher) -> list[Instanc
             address=s.address,
             started=s.started,
             unhealthy=watcher.unhealthy.get(s.id, ""),
+            node=s.node,
+            evicted=s.evicted,
         )
         for s in listing
     ]

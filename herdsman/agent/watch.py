@@ -52,6 +52,13 @@ class Watcher:
         asyncio.get_running_loop().add_reader(fd, self._exited, state.id)
         return True
 
+    def exited(self, instance_id: str) -> None:
+        """From a driver's events (a task on another node has no pid here): the same as a pidfd."""
+        if instance_id in self._fds or instance_id in self._probes or instance_id in self.results:
+            self._exited(instance_id)
+        else:
+            self.on_change(instance_id, "exited")
+
     def _exited(self, instance_id: str) -> None:
         self._close(instance_id)
         self.stop_probing(instance_id)
@@ -75,7 +82,7 @@ class Watcher:
         results = self.results[state.id]
         while True:
             inside = functools.partial(self.exec_in, state.id) if self.exec_in else None
-            result = await probe(check, "127.0.0.1", state.port, inside)
+            result = await probe(check, state.host, state.port, inside)
             results.append(result)
             if tracker.record(result) is False:
                 self.unhealthy[state.id] = (

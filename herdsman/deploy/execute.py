@@ -310,7 +310,7 @@ class Executor(CanarySteps):
                 settled = True
                 continue
             inside = functools.partial(self.driver.exec, instance_id)  # a command check runs in it
-            result = await probe(check, "127.0.0.1", state.port, inside)
+            result = await probe(check, state.host, state.port, inside)
             if tracker.record(result) or tracker.healthy:
                 return
             if time.monotonic() > deadline:

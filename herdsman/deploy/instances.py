@@ -111,4 +111,5 @@ def instance_spec(
         cap_add=tuple(config.cap_add),
         memory=config.limits.memory,
         cpus=config.limits.cpus,
+        placement=config.placement,
     )

@@ -19,6 +19,8 @@ def release_content(project: Project, env: str, images: Mapping[str, str]) -> di
     services: dict[str, Any] = {}
     for name, service in sorted(stack.service.items()):
         config = service.model_dump(mode="json", by_alias=True, exclude={"image"})
+        if config.get("placement") is None:  # unset: the same content as before placement existed
+            config.pop("placement", None)
         if environment is not None:
             config["env"] = {**environment.env, **config["env"]}
             if name in environment.replicas:

@@ -20,6 +20,7 @@ from typing import Any, Literal, Protocol
 
 from herdsman.errors import DriverError
 from herdsman.image.filelist import Difference
+from herdsman.spec.placement import Placement
 
 LABELS = (
     "herd.stack",
@@ -59,6 +60,7 @@ class InstanceSpec:
     cap_add: tuple[str, ...] = ()  # capabilities to keep (drivers that drop them all by default)
     memory: str | None = None  # e.g. "256m"
     cpus: float | None = None
+    placement: Placement | None = None  # which nodes (a multi-node driver; the others checked it fits one)
 
 
 State = Literal["running", "exited"]
@@ -172,10 +174,13 @@ class InstanceState:
     exit_code: int | None = None
     detail: str = ""
     extra: Mapping[str, str] = field(default_factory=dict)
+    host: str = "127.0.0.1"  # where it is reached: its node's address (one node: loopback)
+    node: str = ""  # the node it runs on (a multi-node driver; "" on one node)
+    evicted: str = ""  # why it must move to another node (its node drained or lost), else ""
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.port}" if self.port else ""
+        return f"{self.host}:{self.port}" if self.port else ""
 
     @property
     def service(self) -> str:

@@ -24,6 +24,7 @@ import os
 import shutil
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -45,6 +46,8 @@ from herdsman.drivers.base import (
 )
 from herdsman.drivers.container_evidence import container_drifts, keep_container
 from herdsman.drivers.docker_exec import exec_in
+from herdsman.drivers.placement import Node, place
+from herdsman.drivers.swarm_events import SwarmEvents
 from herdsman.errors import DriverError
 from herdsman.image.oci import ImageStore
 from herdsman.logs import write_labels
@@ -98,6 +101,8 @@ class SwarmDriver(BlockingDriver):
         self.client = client or _engine(docker_host)
         self.docker_cli = shutil.which("docker")
         self._followers: dict[str, subprocess.Popen[bytes]] = {}
+        self._placing = threading.Lock()  # one placement at a time: each sees the ones before
+        self.local_node = str((self.client.info().get("Swarm") or {}).get("NodeID") or "")
 
     @classmethod
     def from_environment(cls, home: Path, store: ImageStore, environment: Environment | None) -> SwarmDriver:
@@ -178,37 +183,68 @@ class SwarmDriver(BlockingDriver):
         mounts = [Mount(v.target, self._volume(stack_id, v.name), type="volume") for v in spec.volumes]
         mounts.append(Mount("/tmp", None, type="tmpfs", tmpfs_size=256 * 1024**2, tmpfs_mode=0o1777))
         try:
-            secrets = [
-                SecretReference(made, name, filename=build.SECRET_FILE + key, uid="0", gid="0", mode=0o444)
-                for key, value in sorted(secret_values.items())
-                for name in [build.secret_name(stack_id, spec.id, key)]
-                for made in [self._secret(name, value, spec, key)]
-            ]
-            created = self.client.services.create(
-                image,
-                command=build.command(spec),
-                name=build.service_name(spec.labels, spec.id),
-                labels=labels,
-                container_labels=labels,
-                env=[f"{k}={v}" for k, v in env.items()],
-                mounts=mounts,
-                secrets=secrets,
-                mode=ServiceMode("replicated", replicas=1),
-                restart_policy=RestartPolicy(condition="none"),
-                networks=["host"],
-                resources=Resources(**build.limits(spec)),
-                log_driver="json-file",
-                log_driver_options={"max-size": "50m", "max-file": "2"},
-                **build.hardening(spec),
-            )
+            with self._placing:  # one placement at a time: each sees where the ones before went
+                node = self._place(spec)
+                labels[build.NODE_LABEL] = node
+                secrets = [
+                    SecretReference(
+                        made, name, filename=build.SECRET_FILE + key, uid="0", gid="0", mode=0o444
+                    )
+                    for key, value in sorted(secret_values.items())
+                    for name in [build.secret_name(stack_id, spec.id, key)]
+                    for made in [self._secret(name, value, spec, key)]
+                ]
+                created = self.client.services.create(
+                    image,
+                    command=build.command(spec),
+                    name=build.service_name(spec.labels, spec.id),
+                    labels=labels,
+                    container_labels=labels,
+                    env=[f"{k}={v}" for k, v in env.items()],
+                    mounts=mounts,
+                    secrets=secrets,
+                    mode=ServiceMode("replicated", replicas=1),
+                    restart_policy=RestartPolicy(condition="none"),
+                    networks=["host"],
+                    constraints=build.constraints(spec.placement, node),
+                    resources=Resources(**build.limits(spec)),
+                    log_driver="json-file",
+                    log_driver_options={"max-size": "50m", "max-file": "2"},
+                    **build.hardening(spec),
+                )
         except docker.errors.APIError as exc:
             self._remove(spec.id)
             raise DriverError(f"Swarm could not start {spec.id}: {exc.explanation or exc}") from None
+        except BaseException:  # no node fits, or interrupted: nothing of it is left behind
+            self._remove(spec.id)
+            raise
         state = self._wait_started(created.id, spec.id, image)
         container = state.extra.get("container")
-        if container:
-            self._followers[spec.id] = self._follow_logs(container, log)
+        if container and state.node in ("", self.local_node):
+            self._followers[spec.id] = self._follow_logs(["logs", "-f", "--timestamps", container], log)
+        elif container:  # on another node: its engine's logs come through the manager
+            follow = ["service", "logs", "-f", "--timestamps", "--raw", "--no-trunc", state.extra["service"]]
+            self._followers[spec.id] = self._follow_logs(follow, log)
         return state
+
+    def _place(self, spec: InstanceSpec) -> str:
+        """The node for a new instance (drivers/placement.py): the service's running instances and
+        the nodes as Swarm sees them now. A service with volumes stays on this engine's node, which
+        holds them."""
+        same = {k: spec.labels[k] for k in ("herd.stack-id", "herd.env", "herd.service") if k in spec.labels}
+        placed = [s.node for s in self.list_now(same) if s.state == "running" and s.id != spec.id]
+        pinned = self.local_node if spec.volumes else None
+        service = spec.labels.get("herd.service", "")
+        return place(self.nodes_now(), placed, spec.placement, 1, service=service, pinned=pinned)[0]
+
+    def nodes_now(self) -> list[Node]:
+        """The swarm's nodes: labels, availability, state and address."""
+        return [build.node_of(n) for n in self.client.api.nodes()]
+
+    def watch_events(self, stack_id: str, on_exit: Any, on_nodes: Any) -> SwarmEvents:
+        """Tell ``on_exit(instance)`` the moment a task of this stack ends, and ``on_nodes()`` when
+        a node changes (drained, lost, labelled): see drivers/swarm_events.py. Call `.close()`."""
+        return SwarmEvents(self, stack_id, on_exit, on_nodes).start()
 
     def _secret(self, name: str, value: str, spec: InstanceSpec, key: str) -> str:
         """A Swarm secret for one variable; its label holds the HMAC of the value (for `verify`)."""
@@ -226,7 +262,7 @@ class SwarmDriver(BlockingDriver):
         while True:
             service = self.client.api.inspect_service(service_id)
             task = build.latest_task(self.client.api.tasks(filters={"service": service_id}))
-            state = build.instance_state(service, task)
+            state = build.instance_state(service, task, self.nodes_now(), self.local_node)
             status = str(((task or {}).get("Status") or {}).get("State") or "")
             if status == "rejected" or (status in build.STARTING and time.monotonic() > deadline):
                 self._remove(instance_id)
@@ -265,16 +301,17 @@ class SwarmDriver(BlockingDriver):
             with contextlib.suppress(subprocess.TimeoutExpired):
                 follower.wait(timeout)
 
-    def _follow_logs(self, container_id: str, log: Path) -> subprocess.Popen[bytes]:
+    def _follow_logs(self, argv: list[str], log: Path) -> subprocess.Popen[bytes]:
         """`docker logs -f --timestamps` of the task's container into the log file, in its own
-        session: it outlives the agent and ends with the container."""
+        session: it outlives the agent and ends with the container (a task on another node:
+        `docker service logs -f`, which ends with the service)."""
         if self.docker_cli is None:
             raise DriverError("the docker command is missing", hint="apt-get install docker.io")
         host = ["-H", self.docker_host] if self.docker_host else []
         fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             return subprocess.Popen(
-                [self.docker_cli, *host, "logs", "-f", "--timestamps", container_id],
+                [self.docker_cli, *host, *argv],
                 stdin=subprocess.DEVNULL,
                 stdout=fd,
                 stderr=fd,
@@ -305,7 +342,7 @@ class SwarmDriver(BlockingDriver):
             task = build.latest_task(self.client.api.tasks(filters={"service": service["ID"]}))
         except docker.errors.NotFound:
             return None  # removed between the two calls
-        return build.instance_state(service, task)
+        return build.instance_state(service, task, self.nodes_now(), self.local_node)
 
     def list_now(self, labels: Mapping[str, str] | None = None) -> States:
         """Services by label, and their tasks in one more call."""
@@ -326,7 +363,11 @@ class SwarmDriver(BlockingDriver):
         tasks: dict[str, list[Any]] = {}
         for task in listed:
             tasks.setdefault(str(task.get("ServiceID")), []).append(task)
-        states = [build.instance_state(s, build.latest_task(tasks.get(s["ID"], []))) for s in services]
+        nodes = self.nodes_now()
+        states = [
+            build.instance_state(s, build.latest_task(tasks.get(s["ID"], [])), nodes, self.local_node)
+            for s in services
+        ]
         return sorted(states, key=lambda s: (s.started, s.id))
 
     # exec -------------------------------------------------------------------------------------

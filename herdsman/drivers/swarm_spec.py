@@ -15,10 +15,13 @@ from datetime import datetime
 from typing import Any
 
 from herdsman.drivers.base import InstanceSpec, InstanceState
+from herdsman.drivers.placement import Node, evicted
+from herdsman.spec.placement import Placement
 
 PORT_LABEL = "herd.port"
 LOG_LABEL = "herd.log"
 WRAPPED_LABEL = "herd.secrets-wrapper"  # "1": the command starts with SECRET_WRAPPER
+NODE_LABEL = "herd.node"  # the node herdsman placed the instance on (its service is pinned there)
 DIGEST_LABEL = "herd.digest"  # on a Swarm secret: the HMAC of its value under the stack's key
 SECRET_FILE = "herd-env-"  # /run/secrets/herd-env-NAME holds the value of env entry NAME
 
@@ -133,9 +136,43 @@ def latest_task(tasks: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
     return max(tasks, key=lambda t: (t.get("Version") or {}).get("Index", 0), default=None)
 
 
-def instance_state(service: Mapping[str, Any], task: Mapping[str, Any] | None) -> InstanceState:
+def node_of(node: Mapping[str, Any]) -> Node:
+    """A node as the Swarm API describes it. Its address is `Status.Addr` (where the manager sees
+    it); a manager may report 0.0.0.0 there, then its `ManagerStatus.Addr` host is used."""
+    spec = node.get("Spec") or {}
+    status = node.get("Status") or {}
+    addr = str(status.get("Addr") or "")
+    if addr in ("", "0.0.0.0"):
+        addr = (
+            str((node.get("ManagerStatus") or {}).get("Addr") or "127.0.0.1").rpartition(":")[0]
+            or "127.0.0.1"
+        )
+    return Node(
+        id=str(node.get("ID", "")),
+        hostname=str((node.get("Description") or {}).get("Hostname") or ""),
+        role=str(spec.get("Role") or "worker"),
+        labels=dict(spec.get("Labels") or {}),
+        availability=str(spec.get("Availability") or "active"),
+        state=str(status.get("State") or "unknown"),
+        addr=addr,
+    )
+
+
+def constraints(placement: Placement | None, node_id: str) -> list[str]:
+    """The user's constraints (Swarm checks them too) and the node herdsman chose."""
+    return [*(placement.constraints if placement else ()), f"node.id == {node_id}"]
+
+
+def instance_state(
+    service: Mapping[str, Any],
+    task: Mapping[str, Any] | None,
+    nodes: Sequence[Node] = (),
+    local: str = "",
+) -> InstanceState:
     """What a service and its task say about the instance: running (or on its way: the task is
-    being prepared), or exited with the container's code and Swarm's reason."""
+    being prepared), or exited with the container's code and Swarm's reason. With ``nodes``: the
+    node it runs on, its address there, and whether it must move (its node drained or lost). A
+    pid is only a pid on this machine for a task of ``local`` (the engine's own node)."""
     spec = service.get("Spec") or {}
     all_labels = dict(spec.get("Labels") or {})
     labels = {k: v for k, v in all_labels.items() if k.startswith("herd.") and k not in _OWN_LABELS}
@@ -150,13 +187,16 @@ def instance_state(service: Mapping[str, Any], task: Mapping[str, Any] | None) -
         detail = f"task {state}" + (f" with code {code}" if code is not None else "")
         detail += f": {reason}" if reason else ""
     port = all_labels.get(PORT_LABEL) or ""
+    node = str((task or {}).get("NodeID") or all_labels.get(NODE_LABEL) or "")
+    where = next((n for n in nodes if n.id == node), None)
+    pid = int(container.get("PID") or 0) or None
     return InstanceState(
         id=all_labels.get("herd.instance", str(spec.get("Name", ""))),
         labels=labels,
         state="running" if running else "exited",
         port=int(port) if port.isdigit() else None,
         started=started_at(str(service.get("CreatedAt") or "")),
-        pid=int(container.get("PID") or 0) or None,
+        pid=pid if not local or node in ("", local) else None,
         exit_code=None if running else (int(code) if code is not None else None),
         detail=detail if not running else ("" if state == "running" else f"task {state}"),
         extra={
@@ -164,7 +204,10 @@ def instance_state(service: Mapping[str, Any], task: Mapping[str, Any] | None) -
             "task": str((task or {}).get("ID", "")),
             "container": str(container.get("ContainerID", "")),
         },
+        host=where.addr if where else "127.0.0.1",
+        node=node,
+        evicted=evicted(nodes, node) if nodes and running else "",
     )
 
 
-_OWN_LABELS = (LOG_LABEL, PORT_LABEL, WRAPPED_LABEL)
+_OWN_LABELS = (LOG_LABEL, PORT_LABEL, WRAPPED_LABEL, NODE_LABEL)

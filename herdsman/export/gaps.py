@@ -121,6 +121,15 @@ def _service_gaps(key: str, service: Service) -> list[Problem]:
                 "add an Ingress (or Gateway route) for this host in front of the Service",
             )
         )
+    if service.placement is not None and service.placement.moves():
+        gaps.append(
+            Problem(
+                f"{key}.placement",
+                "placement (Swarm node constraints, spread, max_per_node) is not exported: the "
+                "scheduler places the pods anywhere",
+                "add nodeSelector / topologySpreadConstraints to the Deployment by hand",
+            )
+        )
     if service.limits.cpus is None and service.limits.memory is None:
         gaps.append(
             Problem(

@@ -134,7 +134,7 @@ async def _probe_all(deployment: Deployment, found: list[InstanceState]) -> dict
         if check is None:
             return item.id, "no check"
         inside = functools.partial(deployment.driver.exec, item.id)  # a command check runs in it
-        result = await probe(check, "127.0.0.1", item.port, inside)
+        result = await probe(check, item.host, item.port, inside)
         return item.id, "healthy" if result.ok else f"failing ({result.detail})"
 
     return dict(await asyncio.gather(*(one(i) for i in found)))

@@ -24,6 +24,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 
 from herdsman.spec.checks import Invalid, host_name, http_path, one_line, quoted
 from herdsman.spec.durations import format_duration, parse_duration
+from herdsman.spec.placement import Placement
 
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,40}$"
 ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
@@ -251,6 +252,7 @@ class Service(Model):
     cap_add: tuple[Annotated[str, Field(pattern=r"^[A-Z_]+$")], ...] = ()
     drift: Literal["replace", "report", "ignore"] = "replace"
     quarantine_keep: Annotated[int, Field(ge=0, le=1000)] = 3
+    placement: Placement | None = None  # which nodes (swarm); spec/placement.py
 
 
 class Volume(Model):

@@ -12,6 +12,7 @@ from pathlib import PurePosixPath
 
 from herdsman.errors import Problem
 from herdsman.spec.models import Service, Stack
+from herdsman.spec.placement_rules import placement_problems, placement_warnings
 
 
 def check_stack(stack: Stack) -> list[Problem]:
@@ -47,7 +48,7 @@ def check_stack(stack: Stack) -> list[Problem]:
                         f"known services: {', '.join(sorted(stack.service)) or 'none'}",
                     )
                 )
-    return problems
+    return problems + placement_problems(stack)
 
 
 def _check_service(key: str, service: Service, stack: Stack) -> list[Problem]:
@@ -241,4 +242,4 @@ def stack_warnings(stack: Stack) -> list[Problem]:
                 'else listen = "127.0.0.1:PORT"',
             )
         )
-    return warnings
+    return warnings + placement_warnings(stack)

@@ -2,7 +2,8 @@
 each instance is a hardened Swarm service of one replica that Swarm never restarts, pulled from the
 environment's registry by digest, labelled on the service and its container so that a fresh driver
 rebuilds the state from labels alone, with secrets as Swarm secrets only; a killed task is seen as
-exited; `herd down` leaves no service, secret or container behind.
+exited, and heard of at once from the events API; `herd down` leaves no service, secret or
+container behind. (Several nodes: test_swarm_nodes.py.)
 
 (The deploy, rollback, heal, quarantine, drift and data tests run on swarm too: `-k swarm`.)
 """
@@ -130,7 +131,15 @@ def test_a_killed_task_is_seen_as_exited_and_never_restarted_by_swarm(
     driver = make_driver("swarm", root / ".herd", load_project(root / "herd.toml"))
     before = asyncio.run(driver.inspect(victim))
     assert before is not None and before.state == "running" and before.pid
-    os.kill(app_pid(root, victim), signal.SIGKILL)
+    assert (before.node, before.host) == (driver.local_node, "127.0.0.1"), "its node's address"
+    heard: list[str] = []
+    events = driver.watch_events(stack_id(root), heard.append, lambda: None)
+    try:
+        os.kill(app_pid(root, victim), signal.SIGKILL)
+        wait_for(lambda: victim in heard, 30)  # from the events API, as on a node with no pid here
+    finally:
+        events.close()
+    assert heard == [victim], "reported once"
 
     def exited() -> Any:
         state = asyncio.run(driver.inspect(victim))

@@ -394,6 +394,14 @@ def test_gaps_name_what_kubernetes_does_not_do() -> None:
     assert "service.worker.image.user" in rich, "a user name cannot be proven non-root"
     assert "service.web.image.user" not in rich, "1000:2000 is kept as it is"
     assert "service.web.scale" in rich and "service.cache.cap_add" not in rich
+    placed = RICH.replace(
+        "[service.web.route]",
+        '[service.web.placement]\nspread = "node.labels.zone"\n\n[service.web.route]',
+        1,
+    )
+    assert placed != RICH and "service.web.placement" not in rich
+    gaps = {gap.key: gap for gap in kubernetes_gaps(parse_stack(placed))}
+    assert "not exported" in gaps["service.web.placement"].message
 
 
 def herd(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -77,3 +77,53 @@ def test_the_newest_task_tells() -> None:
     tasks = [task("failed", 5), task("running", 9), task("shutdown", 7)]
     assert build.latest_task(tasks) == tasks[1]
     assert build.latest_task([]) is None
+
+
+def api_node(
+    node_id: str, availability: str = "active", state: str = "ready", **more: object
+) -> dict[str, object]:
+    return {
+        "ID": node_id,
+        "Description": {"Hostname": f"host-{node_id}"},
+        "Spec": {"Role": "worker", "Availability": availability, "Labels": {"zone": "b"}},
+        "Status": {"State": state, "Addr": "127.0.0.1"},
+        **more,
+    }
+
+
+def test_a_node_as_the_planner_sees_it() -> None:
+    node = build.node_of(api_node("w1", "drain"))
+    assert (node.id, node.hostname, node.role, node.labels, node.addr) == (
+        "w1",
+        "host-w1",
+        "worker",
+        {"zone": "b"},
+        "127.0.0.1",
+    )
+    assert not node.usable and node.why_not_usable.endswith("is drain")
+    manager = api_node("m1", ManagerStatus={"Addr": "127.0.0.1:2477"})
+    manager["Status"] = {"State": "ready", "Addr": "0.0.0.0"}
+    assert build.node_of(manager).addr == "127.0.0.1", "a manager's 0.0.0.0: its ManagerStatus address"
+
+
+def test_the_service_is_pinned_to_the_chosen_node_beside_the_users_constraints() -> None:
+    from herdsman.spec.placement import Placement
+
+    placement = Placement(constraints=("node.labels.zone == b",))
+    assert build.constraints(placement, "w1") == ["node.labels.zone == b", "node.id == w1"]
+    assert build.constraints(None, "m1") == ["node.id == m1"]
+
+
+def test_a_task_on_another_node_has_its_nodes_address_no_pid_and_moves_when_the_node_drains() -> None:
+    nodes = [build.node_of(api_node("m1")), build.node_of(api_node("w1", "drain"))]
+    running = task("running", ContainerStatus={"PID": 4242, "ContainerID": "c"})
+    running["NodeID"] = "w1"
+    state = build.instance_state(service({"herd.node": "w1"}), running, nodes, local="m1")
+    assert (state.node, state.host, state.address) == ("w1", "127.0.0.1", "127.0.0.1:41000")
+    assert state.pid is None, "a pid of another node's machine means nothing here"
+    assert state.evicted.endswith("is drain") and "herd.node" not in state.labels
+    here = dict(running, NodeID="m1")
+    state = build.instance_state(service({"herd.node": "m1"}), here, nodes, local="m1")
+    assert state.pid == 4242 and state.evicted == ""
+    waiting = build.instance_state(service({"herd.node": "w1"}), None, nodes, local="m1")
+    assert waiting.node == "w1", "not yet assigned: the node herdsman chose"
