@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from herdsman.router.client import RouterClient
+from herdsman.router.client import RouterClient, stop_router
 from tests.helpers import Load, free_port, herd, instances, stop_project, wait_for
 
 BURST = Path(__file__).resolve().parent.parent.parent / "examples" / "burst"
@@ -33,6 +33,7 @@ def burst(tmp_path: Path) -> Iterator[tuple[Path, int]]:
         yield root, port
     finally:
         stop_project(root)
+        stop_router(root / ".herd")
 
 
 def pool(root: Path) -> list[str]:
