@@ -94,7 +94,7 @@ class Watch:
             for name, pid in self.pids.items():
                 self.peak[name] = max(self.peak[name], rss_mb(pid))
             self.low_memory = min(self.low_memory, available_mb())
-            time.sleep(0.25)
+            time.sleep(0.5)
 
     def until(self, size: int, seconds: float) -> float:
         deadline = time.monotonic() + seconds
