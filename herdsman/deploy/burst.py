@@ -68,7 +68,9 @@ class PoolGrower:
                 await self.steps._pool(self.service, self.base + self.admitted)
                 self.changes += 1
             if self.closing:
-                return
+                if not self.wanted.is_set():  # nothing was admitted while that change was on its way
+                    return
+                continue
             await asyncio.sleep(FLUSH_EVERY)
 
     async def finish(self) -> None:
