@@ -24,6 +24,7 @@ import os
 import platform
 import re
 import shutil
+import signal
 import sqlite3
 import statistics
 import subprocess
@@ -286,6 +287,7 @@ def main() -> None:
     parser.add_argument("--docker-count", type=int, default=100)
     parser.add_argument("--no-docker", action="store_true")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("stopped by SIGTERM"))  # clean up on the way out
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
     with open("/proc/loadavg") as handle:
         print(f"load average before: {handle.read().split()[:3]}")

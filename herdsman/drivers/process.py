@@ -406,7 +406,10 @@ class ProcessDriver(BlockingDriver):
         pid, ticks = int(record["pid"]), record.get("ticks")
         if self._exit_code(pid) is None and procfs.alive(pid, ticks):
             # the app (and bwrap's pid-1 inside) get SIGTERM; the outer bwrap stays to report the exit
-            targets = [p for p in procfs.group_members(pid) if not (record.get("sandboxed") and p == pid)]
+            members = procfs.tree(pid)
+            if members is None:
+                members = procfs.group_members(pid)
+            targets = [p for p in members if not (record.get("sandboxed") and p == pid)]
             for member in targets or [pid]:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(member, signal.SIGTERM)
@@ -414,9 +417,8 @@ class ProcessDriver(BlockingDriver):
             if not self._wait_gone(pid, ticks, grace):
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(pid, signal.SIGKILL)
-        for member in procfs.group_members(pid):  # anything left of the instance
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(member, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError, PermissionError):  # anything left of its group
+            os.killpg(pid, signal.SIGKILL)
         self._reap(pid, None, 5)
         # the stamper ends by itself once the instance's output closes; end it if something holds it
         self._reap(int(record.get("stamper") or 0), record.get("stamper_ticks"), 2)
