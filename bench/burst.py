@@ -117,6 +117,15 @@ class Watch:
         self._thread.join(5)
 
 
+def clean_up(root: Path) -> None:
+    """Remove the project, unless instances are left (their records say what to stop)."""
+    left = list((root / ".herd" / "run" / "instances").glob("*.json"))
+    if left:
+        print(f"{len(left)} instance(s) still run: `herd -f {root}/herd.toml down` stops them")
+        return
+    shutil.rmtree(root.parent, ignore_errors=True)
+
+
 def available_mb() -> int:
     for line in Path("/proc/meminfo").read_text().splitlines():
         if line.startswith("MemAvailable:"):
@@ -148,6 +157,15 @@ def events_between(root: Path, since: float, until: float) -> int:
     return int(row[0])
 
 
+def burst_summary(root: Path) -> str:
+    """The agent's own account of the burst (its `instance` event: window, slow-downs, pool changes)."""
+    with sqlite3.connect(root / ".herd" / "state.db") as db:
+        row = db.execute(
+            "SELECT message FROM events WHERE message LIKE '%burst of%' ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+    return str(row[0]) if row else ""
+
+
 def ps_seconds(root: Path) -> float:
     times = []
     for _ in range(3):
@@ -173,6 +191,7 @@ def process_burst(count: int) -> dict[str, object]:
             total = watch.until(count, 900)
             reached = dict(watch.reached)
             writes = events_between(root, wall, time.time())
+            summary = burst_summary(root)
             failed_out, served_out = len(load.failures), len(load.served)
             ps = ps_seconds(root)
             watch.expect(())
@@ -196,11 +215,12 @@ def process_burst(count: int) -> dict[str, object]:
             "ps": ps,
             "failures": load.failures[:5],
             "low_memory": watch.low_memory,
+            "summary": summary,
         }
     finally:
         stop_project(root)
         stop_router(root / ".herd")
-        shutil.rmtree(root.parent, ignore_errors=True)
+        clean_up(root)
 
 
 COMPOSE = """version: "2.4"
@@ -250,7 +270,7 @@ def docker_burst(count: int) -> dict[str, float]:
     finally:
         stop_project(root)
         stop_router(root / ".herd")
-        shutil.rmtree(root.parent, ignore_errors=True)
+        clean_up(root)
 
 
 def docker_image_of(root: Path) -> str:
@@ -306,6 +326,7 @@ def main() -> None:
     print(f"  state store: {result['writes']} events, {result['writes_per_s']:.1f} writes/s over the burst")
     print(f"  herd ps at {args.count}: {result['ps']:.2f} s (median of 3)")
     print(f"  least memory available: {result['low_memory']} MB")
+    print(f"  the agent: {result['summary']}")
     if result["failures"]:
         print(f"  first failures: {result['failures']}")
     if not args.no_docker:

@@ -1,4 +1,4 @@
-"""What /proc says about a process: alive (and the same one), and the members of its group.
+"""What /proc says about a process: alive (and the same one), its tree, the members of its group.
 
 A pid is trusted only together with its start time (field 22 of /proc/PID/stat, in clock ticks
 since boot), so a reused pid is never mistaken for a live instance. An instance is a process group
