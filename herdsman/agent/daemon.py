@@ -23,6 +23,7 @@ import os
 import signal
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,7 @@ from herdsman.state import Release, StateStore, asker
 
 SYNC_EVERY = 3.0  # seconds between full listings of what runs
 SAMPLE_EVERY = 0.5  # seconds between samples of the router's counters, for autoscaling
+BLOCKING_THREADS = 32  # threads for blocking work (asyncio.to_thread): starts, stops, SQLite
 
 
 class Agent:
@@ -110,6 +112,9 @@ class Agent:
             state = self.deployment.state
             state.event(self.env, "agent", f"agent started (pid {os.getpid()})")
             loop = asyncio.get_running_loop()
+            # blocking work waits more than it computes (a stop waits for its process to end): a
+            # retire of a thousand must not queue behind asyncio's default of cores + 4 threads
+            loop.set_default_executor(ThreadPoolExecutor(BLOCKING_THREADS, thread_name_prefix="herd"))
             for sig in (signal.SIGINT, signal.SIGTERM):
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.add_signal_handler(sig, self._stop)

@@ -26,7 +26,7 @@ from herdsman.agent.fleet import Seen, Want, heal_plan
 from herdsman.agent.observed import Observed
 from herdsman.deploy.plan import Step, retire_removed
 from herdsman.deploy.run import Deployment
-from herdsman.deploy.target import id_maker, route_name
+from herdsman.deploy.target import id_maker, listed, route_name
 from herdsman.errors import DeployError
 from herdsman.quarantine import Quarantine
 from herdsman.state import Release
@@ -93,15 +93,16 @@ class Healer:
 
     async def _apply(self, service: str, steps: list[Step], release: Release) -> None:
         executor = self.deployment.executor
-        started: list[str] = []
+        started: list[str] = []  # stopped if the pass fails (a burst stops its own failures)
+        grown: list[str] = []
         try:
             for step in steps:
-                if step["op"] == "start":
-                    started += step["instances"]
+                if step["op"] in ("start", "grow"):
+                    (started if step["op"] == "start" else grown).extend(step["instances"])
                     self.deployment.state.event(
                         self.env,
                         "heal",
-                        f"{service}: starting {', '.join(step['instances'])}",
+                        f"{service}: starting {listed(step['instances'])}",
                         service=service,
                     )
                 await executor.apply(step, release)
@@ -125,12 +126,12 @@ class Healer:
             return
         finally:
             await self.resync()
-        if started:
+        if started or grown:
             if service in self.observed.backoff.streak:
                 self.observed.backoff.healthy(service)
                 self.deployment.state.set_note(self.env, service, "")
             self.deployment.state.event(
-                self.env, "heal", f"{service}: {', '.join(started)} healthy and serving", service=service
+                self.env, "heal", f"{service}: {listed(started + grown)} healthy and serving", service=service
             )
 
     def _forget(self, service: str, instance: str) -> None:

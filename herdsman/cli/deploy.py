@@ -9,6 +9,7 @@ import click
 from rich.table import Table
 
 from herdsman.cli.app import Context, pass_context
+from herdsman.cli.fmt import columns
 from herdsman.cli.ui import RichReporter, console, short
 from herdsman.errors import HerdError
 
@@ -145,24 +146,25 @@ def ps(ctx: Context, env: str | None) -> None:
     from herdsman.facade.views import instances
 
     found = instances(ctx.project(), env, driver_name=ctx.driver)
-    table = Table(box=None, pad_edge=False)
-    for column in ("instance", "service", "release", "image", "state", "health", "uptime", "address"):
-        table.add_column(column)
+    # plain columns, not a rich Table: rich measures every cell (1.4 s of CPU at 1,000 instances)
+    rows = [["instance", "service", "release", "image", "state", "health", "uptime", "address"]]
     now = time.time()
     for item in found.rows:
         uptime = f"{now - item.started:.0f}s" if item.state == "running" else "-"
         state = item.state if not item.detail else f"{item.state} ({item.detail})"
-        table.add_row(
-            item.id,
-            item.service,
-            str(item.release),
-            short(item.image),
-            state,
-            item.health,
-            uptime,
-            item.address,
+        rows.append(
+            [
+                item.id,
+                item.service,
+                str(item.release),
+                short(item.image),
+                state,
+                item.health,
+                uptime,
+                item.address,
+            ]
         )
-    console.print(table)
+    console.print(columns(rows), highlight=False, markup=False, soft_wrap=True)
     for service, (count, mode) in sorted(found.scales.items()):
         who = "herd scale" if mode == "fixed" else "the autoscaler"
         console.print(f"{service}: {count} replica(s), set by {who}", highlight=False)

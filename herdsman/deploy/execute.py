@@ -19,10 +19,11 @@ import time
 from collections.abc import Awaitable, Callable, Collection, Iterator
 from typing import Any, Protocol
 
+from herdsman.deploy.burst import BurstSteps
 from herdsman.deploy.canary import CanarySteps
 from herdsman.deploy.instances import id_base
 from herdsman.deploy.plan import Running, Step, effective_policy, plan_release
-from herdsman.deploy.target import Target, id_maker, log_tail, route_name
+from herdsman.deploy.target import Target, id_maker, listed, log_tail, route_name
 from herdsman.drivers.base import Driver, InstanceState
 from herdsman.errors import DeployError, HerdError
 from herdsman.health import HealthTracker, probe
@@ -53,7 +54,7 @@ class Pools(Protocol):
 LOOK_EVERY = 0.25  # seconds between asking the driver whether an instance being admitted still runs
 
 
-class Executor(CanarySteps):
+class Executor(CanarySteps, BurstSteps):
     pools: Pools | None  # the whole router protocol (the canary steps need only part of it)
 
     def __init__(self, target: Target, state: StateStore, driver: Driver, pools: Pools | None) -> None:
@@ -250,12 +251,15 @@ class Executor(CanarySteps):
         entry = release.services().get(service)
         if op == "start":
             assert entry is not None
-            self.say(f"{service}: starting {', '.join(ids)}")
+            self.say(f"{service}: starting {listed(ids)}")
             await asyncio.gather(*(self._start(i, service, release, entry) for i in ids))
         elif op == "admit":
             assert entry is not None
             await asyncio.gather(*(self._admit(i, service, entry) for i in ids))
-            self.say(f"{service}: {', '.join(ids)} healthy")
+            self.say(f"{service}: {listed(ids)} healthy")
+        elif op == "grow":
+            assert entry is not None
+            await self._grow(step, release, entry)
         elif op == "pool":
             await self._pool(service, ids)
         elif op == "weigh":
@@ -381,7 +385,7 @@ class Executor(CanarySteps):
                 release=s.release,
             )
         if states:
-            self.say(f"{service}: retired {', '.join(s.id for s in states)}")
+            self.say(f"{service}: retired {listed([s.id for s in states])}")
 
 
 def as_deploy_error(exc: Exception) -> DeployError:

@@ -12,6 +12,10 @@ Steps are plain dicts (they are written ahead into the state store as JSON):
     {"op": "admit",  "service": s, "instances": [ids]}   wait until healthy; fail the rollout if not
     {"op": "pool",   "service": s, "instances": [ids]}   the complete pool the router sends traffic to
     {"op": "retire", "service": s, "instances": [ids]}   drain (already out of the pool), then stop
+    {"op": "grow",   "service": s, "instances": [ids], "pool": [ids]}
+                     a burst (at least BURST new instances, none to replace): start them at an
+                     adaptive pace, each joining the pool once admitted; the pool ends as "pool"
+                     (absent for a service with no route). See deploy/burst.py
     {"op": "weigh",  "service": s, "instances": [ids], "baseline": [ids], "weight": w}
                      the pool is both; the canary (``instances``) gets w% of requests, exactly
     {"op": "judge",  "service": s, "instances": [ids], "baseline": [ids], "weight": w, "look": k}
@@ -29,6 +33,8 @@ from typing import Any
 from herdsman.spec import Service
 
 Step = dict[str, Any]
+
+BURST = 10  # new instances at once, beside no old ones, that start as a burst (a `grow` step)
 
 
 @dataclass(frozen=True)
@@ -168,7 +174,10 @@ def _rolling(
             raise ValueError("max_surge and max_unavailable cannot both be 0")
         batch = [new_id() for _ in range(room)]
         new += batch
-        steps += _admit(service, batch, new + old, policy.routed)
+        if not old and len(batch) >= BURST:
+            steps.append(_grow(service, batch, new, policy.routed))
+        else:
+            steps += _admit(service, batch, new + old, policy.routed)
     return steps
 
 
@@ -200,6 +209,13 @@ def _admit(service: str, batch: list[str], pool: list[str], routed: bool) -> lis
     return steps
 
 
+def _grow(service: str, batch: list[str], pool: list[str], routed: bool) -> Step:
+    step: Step = {"op": "grow", "service": service, "instances": batch}
+    if routed:
+        step["pool"] = list(pool)
+    return step
+
+
 def _retire(service: str, retiring: list[str], pool: list[str], routed: bool) -> list[Step]:
     steps: list[Step] = []
     if routed:
@@ -221,6 +237,11 @@ def simulate(current: Sequence[Running], steps: Sequence[Step]) -> list[tuple[in
             running |= ids
         elif step["op"] == "admit":
             healthy |= ids
+        elif step["op"] == "grow":
+            running |= ids
+            healthy |= ids
+            if "pool" in step:
+                pool = set(step["pool"])
         elif step["op"] == "pool":
             pool = ids
         elif step["op"] == "weigh":

@@ -7,7 +7,7 @@ neither imports the other.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,3 +82,11 @@ def log_tail(path: Path | None, lines: int = 15) -> str:
         handle.seek(max(0, handle.tell() - 16384))
         text = handle.read().decode(errors="replace")
     return "\n".join(text.splitlines()[-lines:])
+
+
+def listed(ids: Sequence[str], most: int = 5) -> str:
+    """Instance ids for a progress line or an event: all of a few, the first of many and a count
+    (a burst of a thousand is not a thousand ids in one line)."""
+    if len(ids) <= most:
+        return ", ".join(ids)
+    return f"{', '.join(ids[:most])} and {len(ids) - most} more"

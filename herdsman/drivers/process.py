@@ -56,6 +56,7 @@ from herdsman.image.unpack import unpack_image
 from herdsman.logs import STAMPER, write_labels
 from herdsman.spec.models import Environment
 
+PORTS_FRESH = 1.0  # seconds the ports read from the instance records are trusted
 Records = list[dict[str, Any]]
 Differences = list[Difference]
 
@@ -81,6 +82,7 @@ class ProcessDriver(BlockingDriver):
         self._children: dict[int, subprocess.Popen[bytes]] = {}
         self._checked: dict[Path, tuple[float, Differences]] = {}
         self._ports_given: set[int] = set()
+        self._ports_read: tuple[float, set[int]] | None = None  # (when, ports in the records)
 
     @classmethod
     def from_environment(
@@ -221,7 +223,7 @@ class ProcessDriver(BlockingDriver):
         return stamper, write_end
 
     def _free_port(self) -> int:
-        taken = {r.get("port") for r in self._records()} | self._ports_given
+        taken = self._recorded_ports() | self._ports_given
         for _ in range(50):
             with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
                 sock.bind(("127.0.0.1", 0))
@@ -230,6 +232,18 @@ class ProcessDriver(BlockingDriver):
                 self._ports_given.add(port)
                 return port
         raise DriverError("no free port on 127.0.0.1")
+
+    def _recorded_ports(self) -> set[int]:
+        """The ports in the instance records, read again at most every PORTS_FRESH seconds: a
+        burst of a thousand starts must not read every record for each. Ports this driver gave
+        are in ``_ports_given`` at once; what this misses is a port another process gave in the
+        last second whose instance does not listen yet, and bind() to port 0 picking that very
+        one (processes start instances in turn, under the deploy lock)."""
+        now = time.monotonic()
+        if self._ports_read is None or now - self._ports_read[0] >= PORTS_FRESH:
+            ports = {int(r["port"]) for r in self._records() if r.get("port")}
+            self._ports_read = (now, ports)
+        return self._ports_read[1]
 
     # state ------------------------------------------------------------------------------------
     def list_now(self, labels: Mapping[str, str] | None = None) -> States:
@@ -395,7 +409,10 @@ class ProcessDriver(BlockingDriver):
         pid, ticks = int(record["pid"]), record.get("ticks")
         if self._exit_code(pid) is None and procfs.alive(pid, ticks):
             # the app (and bwrap's pid-1 inside) get SIGTERM; the outer bwrap stays to report the exit
-            targets = [p for p in procfs.group_members(pid) if not (record.get("sandboxed") and p == pid)]
+            members = procfs.tree(pid)
+            if members is None:
+                members = procfs.group_members(pid)
+            targets = [p for p in members if not (record.get("sandboxed") and p == pid)]
             for member in targets or [pid]:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(member, signal.SIGTERM)
@@ -403,9 +420,8 @@ class ProcessDriver(BlockingDriver):
             if not self._wait_gone(pid, ticks, grace):
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(pid, signal.SIGKILL)
-        for member in procfs.group_members(pid):  # anything left of the instance
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(member, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError, PermissionError):  # anything left of its group
+            os.killpg(pid, signal.SIGKILL)
         self._reap(pid, None, 5)
         # the stamper ends by itself once the instance's output closes; end it if something holds it
         self._reap(int(record.get("stamper") or 0), record.get("stamper_ticks"), 2)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from herdsman.errors import DeployError
+from herdsman.router.wire import LINE_LIMIT
 from herdsman.spec import Project, Service, herd_home
 
 
@@ -27,7 +28,9 @@ class RouterClient:
 
     async def call(self, request: dict[str, Any], timeout: float = 30.0) -> dict[str, Any]:
         try:
-            reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(str(self.socket_path)), 5)
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_unix_connection(str(self.socket_path), limit=LINE_LIMIT), 5
+            )
         except (OSError, TimeoutError) as exc:
             raise DeployError(f"the router is not answering on {self.socket_path}: {exc}", delay=1.0) from exc
         try:

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from herdsman.router.proxy import Router
+from herdsman.router.wire import LINE_LIMIT
 
 
 class ControlServer:
@@ -110,7 +111,9 @@ class ControlServer:
         self.socket_path.unlink(missing_ok=True)
         old = os.umask(0o177)
         try:
-            server = await asyncio.start_unix_server(self._connection, path=str(self.socket_path))
+            server = await asyncio.start_unix_server(
+                self._connection, path=str(self.socket_path), limit=LINE_LIMIT
+            )
         finally:
             os.umask(old)
         os.chmod(self.socket_path, 0o600)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import math
 import time
 import traceback
 from collections.abc import Set as AbstractSet
@@ -63,37 +64,61 @@ class Backend:
             upstream.close()
 
 
-@dataclass
 class Route:
-    name: str
-    listen: str
-    host: str | None = None
-    drain_timeout: float = 30.0
-    first_byte_timeout: float = 30.0
-    backends: list[Backend] = field(default_factory=list)
+    """One route and its pool. The per-request choice walks a rotation built when the pool
+    changes (a new pool, a backend draining, ejected or back): each backend in rotation appears in
+    it as often as its weight (divided by the weights' common divisor), spread evenly, so a choice
+    is one index however many backends the pool has, and weights are exact over each turn."""
 
-    ejected: int = 0  # backends of this pool out of rotation
+    def __init__(
+        self,
+        name: str,
+        listen: str,
+        host: str | None = None,
+        drain_timeout: float = 30.0,
+        first_byte_timeout: float = 30.0,
+        backends: list[Backend] | None = None,
+    ) -> None:
+        self.name, self.listen, self.host = name, listen, host
+        self.drain_timeout, self.first_byte_timeout = drain_timeout, first_byte_timeout
+        self.ejected = 0  # backends of this pool out of rotation
+        self._backends: list[Backend] = backends or []
+        self._rotation: list[Backend] | None = None  # None: build it at the next choice
+        self._cursor = 0
+
+    @property
+    def backends(self) -> list[Backend]:
+        return self._backends
+
+    @backends.setter
+    def backends(self, backends: list[Backend]) -> None:
+        self._backends = backends  # one assignment: the switch is atomic for every later request
+        self._rotation = None
+
+    def changed(self) -> None:
+        """A backend's draining, ejection or weight changed: build the rotation again."""
+        self._rotation = None
 
     def choose(self, exclude: AbstractSet[str]) -> Backend | None:
-        backends = self.backends
+        backends = self._backends
         if len(backends) == 1 and not exclude:  # the common case, without the arithmetic
             return None if backends[0].draining else backends[0]
-        if self.ejected and any(not b.draining and not b.ejected for b in backends):
-            candidates = [
-                b for b in backends if not b.draining and not b.ejected and b.address not in exclude
-            ]
-        else:  # every backend not draining is ejected: a pool never empties by ejection
-            candidates = [b for b in backends if not b.draining and b.address not in exclude]
-        if not candidates:
+        rotation = self._rotation
+        if rotation is None:
+            rotation = self._rotation = rotation_of(backends, bool(self.ejected))
+        if not rotation:
             return None
-        total = sum(b.weight for b in candidates)
-        best = candidates[0]
-        for backend in candidates:
-            backend.current += backend.weight
-            if backend.current > best.current:
-                best = backend
-        best.current -= total
-        return best
+        size = len(rotation)
+        if not exclude:
+            backend = rotation[self._cursor % size]
+            self._cursor += 1
+            return backend
+        for _ in range(size):  # a retry: the next one not tried yet
+            backend = rotation[self._cursor % size]
+            self._cursor += 1
+            if backend.address not in exclude:
+                return backend
+        return None
 
     def failed(self, backend: Backend, now: float) -> None:
         """A request failed on ``backend`` (no first byte in time, no connection): maybe eject it."""
@@ -104,13 +129,38 @@ class Route:
             backend.ejected = True
             backend.close_idle()
             self.ejected += 1
+            self.changed()
 
     def comeback(self, now: float) -> None:
         """Ejected backends whose cool-off is over go back into rotation (on probation)."""
         for backend in self.backends:
             if backend.ejected and backend.outlier.comes_back(now):
                 backend.ejected = False
+                self.changed()
         self.ejected = sum(b.ejected for b in self.backends)
+
+
+MAX_TURN = 1 << 16  # entries of one rotation at most (weights are scaled down beyond)
+
+
+def rotation_of(backends: list[Backend], ejections: bool) -> list[Backend]:
+    """The order in which a pool's backends take requests, one turn of it: the backends neither
+    draining nor ejected (all those not draining when every one is ejected: a pool never empties
+    by ejection), each ``weight / gcd`` times, at even spacing (its k-th place at (k + 1/2) / w of
+    the turn), in pool order among equals: with equal weights, plain round robin."""
+    candidates = [b for b in backends if not b.draining]
+    if ejections and any(not b.ejected for b in candidates):
+        candidates = [b for b in candidates if not b.ejected]
+    weights = [b.weight for b in candidates]
+    if not candidates or min(weights) == max(weights):
+        return candidates
+    divisor = functools.reduce(math.gcd, weights)
+    weights = [w // divisor for w in weights]
+    total = sum(weights)
+    if total > MAX_TURN:  # a turn too long to build: the same proportions, roughly
+        weights = [max(1, w * MAX_TURN // total) for w in weights]
+    places = sorted(((k + 0.5) / w, index) for index, w in enumerate(weights) for k in range(w))
+    return [candidates[index] for _, index in places]
 
 
 class Router:
@@ -185,6 +235,8 @@ class Router:
         draining += [self.retired[a] for a in addresses if a in self.retired]
         for backend in draining:
             backend.draining = True
+        if route is not None:
+            route.changed()
         if hung:
             now = time.monotonic()
             for backend in draining:

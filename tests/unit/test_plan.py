@@ -7,7 +7,7 @@ import itertools
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from herdsman.deploy.plan import Policy, Running, plan_service, simulate
+from herdsman.deploy.plan import BURST, Policy, Running, plan_service, simulate
 
 
 def _new_id_factory():  # type: ignore[no-untyped-def]
@@ -121,3 +121,32 @@ def test_a_canary_with_nothing_to_compare_with_is_a_plain_start() -> None:
     steps = plan_service("web", [], 1, Policy(2, "canary", 1, 0, canary_weights=(10, 100)), _new_id_factory())
     assert [s["op"] for s in steps if s["op"] in ("weigh", "judge")] == []
     assert sum(len(s["instances"]) for s in steps if s["op"] == "start") == 2
+
+
+@given(kept=st.integers(0, 20), replicas=st.integers(0, 1200), routed=st.booleans())
+def test_a_scale_out_of_ten_or_more_is_one_burst_that_ends_with_every_instance_pooled(
+    kept: int, replicas: int, routed: bool
+) -> None:
+    current = [Running(f"k{n}", 2) for n in range(kept)]
+    steps = plan_service("web", current, 2, Policy(replicas=replicas, routed=routed), _new_id_factory())
+    grows = [s for s in steps if s["op"] == "grow"]
+    if replicas - kept >= BURST:
+        assert len(grows) == 1 and len(steps) == 1
+        assert len(grows[0]["instances"]) == replicas - kept
+        if routed:
+            assert sorted(grows[0]["pool"]) == sorted([r.id for r in current] + grows[0]["instances"])
+        else:
+            assert "pool" not in grows[0]
+    else:
+        assert not grows
+    trace = simulate(current, steps)
+    if trace and routed:
+        running, serving, pool = trace[-1]
+        assert running == serving == len(pool) == max(replicas, 0)
+
+
+def test_a_burst_is_never_a_rolling_replacement() -> None:
+    """Old instances to replace keep the one-at-a-time rolling plan (surge bounds hold)."""
+    current = [Running(f"old-{n}", 1) for n in range(3)]
+    steps = plan_service("web", current, 2, Policy(replicas=30, max_surge=30), _new_id_factory())
+    assert not any(s["op"] == "grow" for s in steps)
