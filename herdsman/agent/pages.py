@@ -61,6 +61,8 @@ async def overview(agent: PageView, history: RateHistory) -> dict[str, Any]:
                     for r in recent
                 ],
                 "address": i.address,
+                "node": i.node,  # a multi-node driver's; "" on one node
+                "evicted": i.evicted,
                 "uptime": _age(now - i.started) if i.state == "running" else i.detail,
             }
         )

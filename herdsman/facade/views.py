@@ -79,6 +79,8 @@ class InstanceRow:
     health: str  # healthy, failing (why), no check, "-" (not running), "?" (release unknown)
     started: float
     address: str
+    node: str = ""  # the node it runs on (a multi-node driver), else ""
+    evicted: str = ""  # why it must move to another node, else ""
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,8 @@ def instances(project: Project, env: str | None = None, *, driver_name: str | No
                 health[i.id],
                 i.started,
                 i.address,
+                i.node,
+                i.evicted,
             )
             for i in found
         ]

@@ -15,10 +15,21 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.conftest import need
-from tests.helpers import Load, RunningRegistry, hello_copy, herd, instances, stack_id, stop_project, wait_for
+from tests.helpers import (
+    Load,
+    RunningRegistry,
+    free_port,
+    hello_copy,
+    herd,
+    instances,
+    stack_id,
+    stop_project,
+    wait_for,
+)
 from tests.two_node_swarm import TwoNodeSwarm
 
 pytestmark = pytest.mark.swarm
@@ -117,9 +128,19 @@ def test_spread_over_two_nodes_then_the_worker_drained_under_load(
     spread: tuple[Path, int], cluster: TwoNodeSwarm
 ) -> None:
     root, port = spread
-    herd(root, "up", "-d", timeout=600)
+    api = free_port()
+    herd(root, "up", "-d", "--api", f"127.0.0.1:{api}", timeout=600)
     where = wait_for(lambda: placed_when(cluster, root, lambda p: len(p) == 4), 300, every=0.5)
     assert Counter(where.values()) == {cluster.manager_id: 2, cluster.worker_id: 2}, "2 per zone"
+    ps = herd(root, "ps").stdout
+    assert ps.splitlines()[0].split()[-1] == "node", ps  # `herd ps` says where each runs
+    assert ps.count(cluster.worker_id) == 2 and ps.count(cluster.manager_id) == 2, ps
+    with httpx.Client(base_url=f"http://127.0.0.1:{api}/ui") as browser:  # and so does the dashboard
+        token = (root / ".herd" / "agent-production.token").read_text().strip()
+        browser.post("/login", data={"token": token})
+        page = browser.get("/").text
+    for node in (cluster.manager_id, cluster.worker_id):
+        assert page.count(f'title="node {node}"') == 2, page[-2000:]
     for constraints in constraints_of(cluster, root):  # each service pinned where herdsman chose
         assert len([c for c in constraints if c.startswith("node.id")]) == 1
 
