@@ -46,6 +46,7 @@ HELP = """herdsman: immutable infrastructure for a stack described in one herd.t
   herd verify    check running instances against their image and release (drift)
   herd canary    a canary's live numbers and verdict (status), or overrule it (promote, abort)
   herd preview   short-lived environments from production's bytes: create, ls, rm, logs
+  herd node      a Swarm environment's nodes: ls, drain NODE (no failed request), activate NODE
   herd api schema   the OpenAPI schema of the agent's API (token in .herd/agent-ENV.token)
 """
 
@@ -106,6 +107,7 @@ COMMANDS = {
     "verify": "herdsman.cli.agent:verify",
     "canary": "herdsman.cli.canary:canary",
     "preview": "herdsman.cli.preview:preview",
+    "node": "herdsman.cli.nodes:node",
     "volume": "herdsman.cli.volume:volume",
     "prune": "herdsman.cli.volume:prune",
     "push": "herdsman.cli.registry:push",

@@ -27,6 +27,10 @@ from herdsman.errors import DriverError
 from herdsman.spec.placement import Placement
 
 DEFAULT = Placement()
+# A node label that `herd node drain` sets before Swarm is told: herdsman moves the node's instances
+# first (each replacement admitted before the old one leaves the pool), then drains it in Swarm,
+# which would otherwise stop the tasks at once, before anything replaced them.
+LEAVING_LABEL = "herd.leaving"
 
 
 @dataclass(frozen=True)
@@ -43,7 +47,12 @@ class Node:
 
     @property
     def usable(self) -> bool:
-        return self.availability == "active" and self.state == "ready"
+        return self.availability == "active" and self.state == "ready" and not self.leaving
+
+    @property
+    def leaving(self) -> bool:
+        """`herd node drain` is moving its instances away."""
+        return bool(self.labels.get(LEAVING_LABEL))
 
     @property
     def why_not_usable(self) -> str:
@@ -52,6 +61,8 @@ class Node:
             return f"node {self.hostname or self.id} ({self.id[:12]}) is {self.availability}"
         if self.state != "ready":
             return f"node {self.hostname or self.id} ({self.id[:12]}) is {self.state}"
+        if self.leaving:
+            return f"node {self.hostname or self.id} ({self.id[:12]}) is being drained by herd node drain"
         return ""
 
     def attributes(self) -> dict[str, str]:

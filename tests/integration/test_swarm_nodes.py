@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -157,18 +158,63 @@ def test_spread_over_two_nodes_then_the_worker_drained_under_load(
     # at that moment (a loaded machine can miss a heartbeat): both nodes still run some either way
     assert set(before.values()) == {cluster.manager_id, cluster.worker_id}, diagnosis(cluster, root)
 
+    # `herd node drain`, not Swarm's own (which stops the worker's tasks before anything replaced
+    # them): each replacement runs and is admitted before the instance it replaces is stopped, so
+    # fewer than 4 never run at any moment
+    counts: list[int] = []
+    draining = threading.Event()
+
+    def count_running() -> None:
+        while not draining.is_set():
+            counts.append(len(placed(cluster, root)))
+            time.sleep(0.2)
+
+    sampler = threading.Thread(target=count_running)
     with Load(f"http://127.0.0.1:{port}/") as load:
         time.sleep(1)
-        cluster.docker("manager", "node", "update", "--availability", "drain", cluster.worker_id)
+        sampler.start()
+        try:
+            drained = herd(root, "node", "drain", cluster.worker_id[:8], timeout=600)
+        finally:
+            draining.set()
+            sampler.join(timeout=30)
         manager_only = {cluster.manager_id}
         after = wait_for(
             lambda: placed_when(cluster, root, lambda p: len(p) == 4 and set(p.values()) == manager_only),
-            300,
+            120,
             every=0.5,
         )
         time.sleep(1)
     assert load.failures == [], load.failures[:5]
     assert len(load.served) > 100
+    assert counts and min(counts) >= 4, (counts, diagnosis(cluster, root))
+    on_worker = sum(1 for n in before.values() if n == cluster.worker_id)
+    assert f"drained: {on_worker} instance(s) moved" in drained.stdout, drained.stdout
+    nodes = herd(root, "node", "ls").stdout
+    worker_line = next(line for line in nodes.splitlines() if line.startswith(cluster.worker_id[:12]))
+    assert " drain " in worker_line and worker_line.split()[-1] == "0", nodes
     assert {i for i, n in before.items() if n == cluster.manager_id} <= set(after), "the manager's stayed"
     running = [i for i in instances(root) if i["state"] == "running"]
     assert {i["id"] for i in running} == set(after), "herd ps agrees with Swarm"
+
+    # back into service, two more instances (they go to the worker's empty zone), then Swarm's own
+    # drain: it stops the worker's tasks at once; the router retries what they refused elsewhere
+    herd(root, "node", "activate", cluster.worker_id[:8])
+    herd(root, "scale", "web=6")
+    wait_for(
+        lambda: placed_when(
+            cluster, root, lambda p: len(p) == 6 and list(p.values()).count(cluster.worker_id) == 2
+        ),
+        300,
+        every=0.5,
+    )
+    with Load(f"http://127.0.0.1:{port}/") as load:
+        time.sleep(1)
+        cluster.docker("manager", "node", "update", "--availability", "drain", cluster.worker_id)
+        wait_for(
+            lambda: placed_when(cluster, root, lambda p: len(p) == 6 and set(p.values()) == manager_only),
+            300,
+            every=0.5,
+        )
+        time.sleep(1)
+    assert load.failures == [], load.failures[:5]

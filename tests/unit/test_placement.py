@@ -18,8 +18,9 @@ import tomli_w
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from herdsman.drivers.placement import Node, PlacementError, evicted, fits, place
-from herdsman.errors import SpecError
+from herdsman.drivers.placement import LEAVING_LABEL, Node, PlacementError, evicted, fits, place
+from herdsman.drivers.swarm_nodes import find_node
+from herdsman.errors import DriverError, SpecError
 from herdsman.spec import parse_stack
 from herdsman.spec.placement import Constraint, Placement
 from herdsman.spec.rules import stack_warnings
@@ -115,6 +116,19 @@ def test_drained_nodes_and_their_instances_do_not_count() -> None:
     assert place(cluster, ["w1", "w1", "m1"], Placement(), 2) == ["m1", "m1"]
     assert evicted(cluster, "w1").endswith("is drain") and evicted(cluster, "m1") == ""
     assert "gone" in evicted(cluster, "w9")
+
+
+def test_a_node_herd_node_drain_marks_leaving_takes_nothing_and_its_instances_move() -> None:
+    """`herd node drain` labels the node leaving before Swarm is told: the planner stops using it
+    and its instances count as evicted (moved by the agent, replacements first)."""
+    leaving = Node("w1", "w1", labels={"zone": "b", LEAVING_LABEL: "1"})
+    cluster = [Node("m1", "m1", labels={"zone": "a"}), leaving]
+    assert not leaving.usable and leaving.availability == "active"
+    assert place(cluster, ["w1", "m1"], Placement(spread="node.labels.zone"), 2) == ["m1", "m1"]
+    assert evicted(cluster, "w1").endswith("is being drained by herd node drain")
+    assert find_node(cluster, "w") is leaving and find_node(cluster, "m1").id == "m1"
+    with pytest.raises(DriverError, match="no node 'x9'"):
+        find_node(cluster, "x9")
 
 
 def test_no_room_is_an_error_with_every_reason() -> None:
