@@ -13,6 +13,7 @@ from typing import Any
 
 from herdsman.drivers.base import InstanceSpec, VolumeMount
 from herdsman.errors import DeployError
+from herdsman.spec import Service
 from herdsman.state import ServiceRelease
 
 PREVIEW_PREFIX = "preview-"
@@ -112,4 +113,11 @@ def instance_spec(
         memory=config.limits.memory,
         cpus=config.limits.cpus,
         placement=config.placement,
+        needs_exec=needs_exec(config),
     )
+
+
+def needs_exec(config: Service) -> bool:
+    """Its health check or a canary check runs a command inside the instance."""
+    checks = ([config.health] if config.health else []) + list(config.canary.checks)
+    return any(check.type == "command" for check in checks)

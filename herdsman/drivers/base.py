@@ -61,6 +61,9 @@ class InstanceSpec:
     memory: str | None = None  # e.g. "256m"
     cpus: float | None = None
     placement: Placement | None = None  # which nodes (a multi-node driver; the others checked it fits one)
+    # its checks run commands inside it (`type = "command"`): a multi-node driver keeps it where
+    # herdsman can exec (Swarm: the engine it talks to; no API reaches another node's containers)
+    needs_exec: bool = False
 
 
 State = Literal["running", "exited"]

@@ -137,7 +137,7 @@ def _why_none(
         if not node.usable:
             reasons.append(node.why_not_usable)
         elif pinned is not None and node.id != pinned:
-            reasons.append(f"{name} does not hold the service's volumes")
+            reasons.append(f"{name} is not the node the service is kept on (its volumes or command checks)")
         elif not fits(node, placement):
             failed = [str(c) for c in placement.parsed() if not c.holds(node.attributes())]
             reasons.append(f"{name} does not satisfy {', '.join(failed)}")
@@ -150,7 +150,10 @@ def _why_none(
 
 def _hint(placement: Placement, pinned: str | None) -> str:
     if pinned is not None:
-        return "a service with volumes runs on the node that holds them: make that node active again"
+        return (
+            "a service with volumes or command checks runs on the node of the engine herdsman talks"
+            " to: make that node active again"
+        )
     if placement.max_per_node is not None:
         return "add nodes that satisfy [service.NAME.placement], raise max_per_node, or lower replicas"
     return "add or activate nodes that satisfy [service.NAME.placement] constraints (docker node update)"

@@ -230,10 +230,11 @@ class SwarmDriver(BlockingDriver):
     def _place(self, spec: InstanceSpec) -> str:
         """The node for a new instance (drivers/placement.py): the service's running instances and
         the nodes as Swarm sees them now. A service with volumes stays on this engine's node, which
-        holds them."""
+        holds them; so does one whose checks exec into it (no API reaches another node's
+        containers: a command check there could only fail, and quarantine a healthy instance)."""
         same = {k: spec.labels[k] for k in ("herd.stack-id", "herd.env", "herd.service") if k in spec.labels}
         placed = [s.node for s in self.list_now(same) if s.state == "running" and s.id != spec.id]
-        pinned = self.local_node if spec.volumes else None
+        pinned = self.local_node if spec.volumes or spec.needs_exec else None
         service = spec.labels.get("herd.service", "")
         return place(self.nodes_now(), placed, spec.placement, 1, service=service, pinned=pinned)[0]
 

@@ -62,9 +62,27 @@ def placement_problems(stack: Stack) -> list[Problem]:
 
 
 def placement_warnings(stack: Stack) -> list[Problem]:
-    """A service with a volume and a placement that could move it off the volume's node."""
+    """A service with a volume and a placement that could move it off the volume's node; a service
+    whose checks run commands inside it, likewise (they reach containers on one node only)."""
     warnings: list[Problem] = []
     for name, service in sorted(stack.service.items()):
+        checks = [service.health] if service.health else []
+        checks += list(service.canary.checks) if service.canary else []
+        if (
+            not service.volumes
+            and any(c.type == "command" for c in checks)
+            and service.placement is not None
+            and service.placement.moves()
+        ):
+            warnings.append(
+                Problem(
+                    f"service.{name}.placement",
+                    f'service {name!r} has checks of type "command", run inside its instances: they '
+                    "stay on the node of the swarm engine herdsman talks to (no API reaches another "
+                    "node's containers), whatever spread says",
+                    "use an http or tcp check to let it spread; or drop the placement",
+                )
+            )
         if service.volumes and service.placement is not None and service.placement.moves():
             warnings.append(
                 Problem(

@@ -18,6 +18,7 @@ import tomli_w
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from herdsman.deploy.instances import needs_exec
 from herdsman.drivers.placement import LEAVING_LABEL, Node, PlacementError, evicted, fits, place
 from herdsman.drivers.swarm_nodes import find_node
 from herdsman.errors import DriverError, SpecError
@@ -27,9 +28,15 @@ from herdsman.spec.rules import stack_warnings
 
 
 def stack(
-    placement: dict[str, Any], *, driver: str = "swarm", volumes: bool = False, replicas: int = 4
+    placement: dict[str, Any],
+    *,
+    driver: str = "swarm",
+    volumes: bool = False,
+    replicas: int = 4,
+    **service: Any,
 ) -> Any:
     web: dict[str, Any] = {"command": ["app"], "port": 8000, "replicas": replicas, "placement": placement}
+    web |= service
     document: dict[str, Any] = {"stack": {"name": "shop"}, "service": {"web": web}}
     if volumes:
         web["volumes"] = {"data": "/data"}
@@ -91,6 +98,20 @@ def test_a_service_with_volumes_and_a_placement_that_could_move_it_is_warned_abo
     assert stack_warnings(stack({"spread": "node.labels.zone"})) == []
 
 
+def test_a_service_whose_checks_exec_into_it_stays_where_herdsman_can_exec_and_is_warned_about() -> None:
+    """No API reaches another Swarm node's containers: a command check there could only fail (and
+    quarantine a healthy instance), so such a service is kept on the engine's own node."""
+    command = {"type": "command", "command": ["true"]}
+    command_check = stack({"spread": "node.labels.zone"}, health=command)
+    (warning,) = stack_warnings(command_check)
+    assert warning.key == "service.web.placement" and 'checks of type "command"' in warning.message
+    assert needs_exec(command_check.service["web"])
+    http_check = stack({"spread": "node.labels.zone"}, health={"type": "http"})
+    assert stack_warnings(http_check) == [] and not needs_exec(http_check.service["web"])
+    canary_check = stack({}, canary={"checks": [command]})
+    assert needs_exec(canary_check.service["web"]) and stack_warnings(canary_check) == []
+
+
 def test_constraints_hold_as_swarm_says() -> None:
     zone_a = Constraint.parse("node.labels.zone == a")
     assert zone_a.holds({"node.labels.zone": "a"}) and not zone_a.holds({})
@@ -146,7 +167,7 @@ def test_no_room_is_an_error_with_every_reason() -> None:
 def test_a_service_with_volumes_stays_on_the_node_that_holds_them() -> None:
     cluster = nodes(("m1", "a", "active"), ("w1", "b", "active"))
     assert place(cluster, ["m1"], Placement(), 3, pinned="m1") == ["m1", "m1", "m1"]
-    with pytest.raises(PlacementError, match="does not hold the service's volumes"):
+    with pytest.raises(PlacementError, match="is not the node the service is kept on"):
         place(nodes(("m1", "a", "drain"), ("w1", "b", "active")), [], None, 1, pinned="m1")
 
 
