@@ -124,17 +124,18 @@ def rollback(
 @ENV_OPTION
 @pass_context
 def releases(ctx: Context, env: str | None) -> None:
-    """The release history: number, when, images, what changed, status and trigger."""
+    """The release history: number, when, images, what changed, status, trigger and who asked."""
     from herdsman.facade.views import release_history
 
     table = Table(box=None, pad_edge=False)
-    for column in ("release", "when", "images", "changed", "status", "trigger"):
+    for column in ("release", "when", "images", "changed", "status", "trigger", "by"):
         table.add_column(column)
     for row in release_history(ctx.project(), env):
         images = ", ".join(f"{name}={short(digest)}" for name, digest in row.images.items())
         when = datetime.fromtimestamp(row.created).strftime("%Y-%m-%d %H:%M:%S")
         status = row.status + (f": {row.reason.splitlines()[0]}" if row.reason else "")
-        table.add_row(str(row.number), when, images, ", ".join(row.changed) or "nothing", status, row.trigger)
+        changed = ", ".join(row.changed) or "nothing"
+        table.add_row(str(row.number), when, images, changed, status, row.trigger, row.by or "-")
     console.print(table)
 
 

@@ -43,6 +43,7 @@ class ReleaseRow:
     status: str
     reason: str
     trigger: str
+    by: str = ""  # who asked for it (user@host), "" when not recorded
 
 
 def release_history(project: Project, env: str | None = None) -> list[ReleaseRow]:
@@ -62,6 +63,7 @@ def release_history(project: Project, env: str | None = None) -> list[ReleaseRow
                 release.status,
                 release.reason,
                 release.trigger,
+                release.by,
             )
         )
         previous = release.content

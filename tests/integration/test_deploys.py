@@ -4,6 +4,7 @@ request, and a rollback brings back a release's image *and* its config; on eithe
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import httpx
 import pytest
 
 from herdsman.state import StateStore
+from herdsman.state.store import asker
 from tests.conftest import need_command
 from tests.helpers import Load, herd, instances
 
@@ -109,4 +111,6 @@ def test_rollback_restores_the_image_and_the_config(project: tuple[Path, int]) -
     state = StateStore(root / ".herd" / "state.db")
     assert state.release("production", 3).content == state.release("production", 1).content
     assert state.release("production", 3).copy_of == 1 and "release 3" in out
-    assert "rollback to 1" in herd(root, "releases").stdout
+    history = herd(root, "releases").stdout
+    assert "rollback to 1" in history
+    assert re.search(rf"^3 .*rollback to 1\s+{re.escape(asker())}\s*$", history, re.M), history  # who asked
