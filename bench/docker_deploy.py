@@ -28,26 +28,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from peers import HAPROXY_IN_FRONT  # noqa: E402
+
 from tests.helpers import Load, free_port, hello_copy, herd, stop_project  # noqa: E402
 
 REPLICAS = 5
-HAPROXY = """
-global
-    maxconn 4096
-defaults
-    mode http
-    timeout connect 1s
-    timeout client 30s
-    timeout server 30s
-    retries 3
-    option redispatch
-frontend web
-    bind 127.0.0.1:{port}
-    default_backend hello
-backend hello
-    option httpchk GET /healthz
-{servers}
-"""
+HAPROXY = HAPROXY_IN_FRONT
 
 
 def debian_hello(root: Path, replicas: int) -> int:

@@ -42,6 +42,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from peers import router_argv
+
 from herdsman.router.client import RouterClient
 
 NGINX_CONF = """
@@ -143,15 +145,7 @@ def start_router(
     tmp = tmp / f"router-{port}"
     tmp.mkdir()
     control = tmp / "router.sock"
-    argv = [
-        sys.executable,
-        "-m",
-        "herdsman.router",
-        "--control",
-        str(control),
-        "--state",
-        str(tmp / "state.json"),
-    ]
+    argv = router_argv(control, tmp / "state.json")
     env = dict(os.environ, PYTHONPATH=str(code)) if code is not None else None
     # cwd: not this checkout, which `python -m` would put before PYTHONPATH on sys.path
     processes.append(subprocess.Popen(pinned(cpu, argv), env=env, cwd=tmp))

@@ -39,6 +39,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from peers import router_argv
+
 SMALL_BODY = b"hello from nginx\n"
 BIG_BODY = b"x" * 65536
 REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:18081\r\n\r\n"
@@ -177,15 +179,7 @@ def process_per_request(code: Path | None, close: bool, seconds: int) -> float:
         out = tmp / "callgrind.out"
         processes = [subprocess.Popen(["nginx", "-c", str(tmp / "nginx.conf")], stderr=subprocess.DEVNULL)]
         control = tmp / "router.sock"
-        argv = [
-            sys.executable,
-            "-m",
-            "herdsman.router",
-            "--control",
-            str(control),
-            "--state",
-            str(tmp / "s.json"),
-        ]
+        argv = router_argv(control, tmp / "s.json")
         router = subprocess.Popen(
             ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *argv],
             env=env,

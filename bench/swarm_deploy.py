@@ -48,6 +48,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from peers import HAPROXY_IN_FRONT  # noqa: E402
+
 from tests.helpers import (  # noqa: E402
     SWARM_HOST,
     Load,
@@ -62,23 +64,7 @@ REPLICAS = 5
 WORKERS = 8
 UPDATE_DEADLINE = 300.0  # seconds for one `service update` (or its rollback) to settle
 SWARM = ["docker", "-H", SWARM_HOST]
-HAPROXY = """
-global
-    maxconn 4096
-defaults
-    mode http
-    timeout connect 1s
-    timeout client 30s
-    timeout server 30s
-    retries 3
-    option redispatch
-frontend web
-    bind 127.0.0.1:{port}
-    default_backend hello
-backend hello
-    option httpchk GET /healthz
-{servers}
-"""
+HAPROXY = HAPROXY_IN_FRONT
 # Docker runs a healthcheck by exec in the container (a runc exec each time): bash's /dev/tcp asks
 # the task's own port for /healthz, far cheaper than starting python3 (the image has no curl)
 HEALTH = (
