@@ -323,6 +323,34 @@ def test_a_failing_canary_is_aborted_on_docker_too(tmp_path: Path, debian_hello:
         stop_project(root)
 
 
+@pytest.mark.docker
+def test_a_custom_command_check_runs_inside_a_docker_canary(tmp_path: Path, debian_hello: Path) -> None:
+    """A `type = "command"` canary check runs inside the canary's container (docker exec), with its
+    environment: the release whose NOTE says bad fails on it, with the command's output."""
+    root = tmp_path / "hello"
+    port = hello_copy(root, template=debian_hello)
+    toml = root / "herd.toml"
+    canary = '[service.web.deploy]\nstrategy = "canary"\ncanary_weights = [20, 100]\ncanary_pause = "3s"\n'
+    canary += '\n[service.web.canary]\nmin_requests = 10\nmax_wait = "20s"\n' + CHECKS
+    text = re.sub(r"\[service\.web\.deploy\]\n(.+\n)+?(?=\n|\[)", canary, toml.read_text())
+    toml.write_text(text.replace('DATA_DIR = "/data" }', 'DATA_DIR = "/data", NOTE = "good" }'))
+    assert 'type = "command"' in toml.read_text() and 'driver = "docker"' in toml.read_text()
+    try:
+        herd(root, "deploy", timeout=300)
+        toml.write_text(toml.read_text().replace('NOTE = "good"', 'NOTE = "bad"'))
+        with Load(f"http://127.0.0.1:{port}/", workers=4) as load:
+            result = herd(root, "deploy", check=False, timeout=300)
+        said = result.stdout + result.stderr
+        assert result.returncode != 0, said
+        assert re.search(r"check 2 \(python3 -c .*\) failed on web-2-\w+: exit 1: no orders table", said), (
+            said
+        )
+        assert load.failures == [], load.failures[:5]  # a check failed, no request did
+        assert releases_running(root) == {"1"}
+    finally:
+        stop_project(root)
+
+
 def test_a_canary_survives_its_agent_killed_mid_verdict(tmp_path: Path) -> None:
     """Through the agent: killed with SIGKILL while the canary is judged, a new agent plans again
     from what runs (the canary instance is kept, the canary starts over at its first weight) and
