@@ -113,10 +113,9 @@ class Route:
             backend = rotation[self._cursor % size]
             self._cursor += 1
             return backend
-        for _ in range(size):  # a retry: the next one not tried yet
-            backend = rotation[self._cursor % size]
-            self._cursor += 1
-            if backend.address not in exclude:
+        for offset in range(size):  # a retry: the next one not tried yet, outside the rotation
+            backend = rotation[(self._cursor + offset) % size]  # (a retry takes no turn: the
+            if backend.address not in exclude:  # weights stay exact for first choices)
                 return backend
         return None
 

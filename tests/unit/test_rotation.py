@@ -75,3 +75,20 @@ def test_a_retry_takes_the_next_backend_not_tried() -> None:
     tried = {"127.0.0.1:2000", "127.0.0.1:2001"}
     assert all(route.choose(tried).instance == "i2" for _ in range(5))  # type: ignore[union-attr]
     assert route.choose({"127.0.0.1:2000", "127.0.0.1:2001", "127.0.0.1:2002"}) is None
+
+
+def test_a_retry_takes_no_turn_of_the_rotation() -> None:
+    """Retries are extra choices: the first choices keep their exact shares, and a backend that
+    does not answer is not tried by every request after one of its failures was retried (with
+    [silent, alive], the rotation stays silent, alive, silent, alive: one failure in two, not in
+    every request, so outlier ejection counts the failures a client would really have met)."""
+    route = Route("p/web", "127.0.0.1:1", backends=pool([1, 1]))
+    first = []
+    for _ in range(6):
+        chosen = route.choose(frozenset())
+        assert chosen is not None
+        first.append(chosen.instance)
+        if chosen.instance == "i0":  # i0 does not answer: the request is retried elsewhere
+            retried = route.choose(frozenset({chosen.address}))
+            assert retried is not None and retried.instance == "i1"
+    assert first == ["i0", "i1"] * 3
