@@ -180,3 +180,16 @@ def chromium() -> Iterator[Any]:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=args)
         yield browser
         browser.close()
+
+
+@pytest.fixture
+def hello_with_dashboard(tmp_path: Path) -> Iterator[tuple[Path, str, int]]:
+    """examples/hello run by its agent with the API on 127.0.0.1: (project, dashboard URL, route port)."""
+    from tests.helpers import free_port, hello_copy, herd, stop_project
+
+    root = tmp_path / "hello"
+    route = hello_copy(root)
+    api = free_port()
+    herd(root, "up", "-d", "--api", f"127.0.0.1:{api}")
+    yield root, f"http://127.0.0.1:{api}/ui", route
+    stop_project(root)

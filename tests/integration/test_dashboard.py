@@ -7,29 +7,16 @@ from __future__ import annotations
 
 import re
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from herdsman.state import asker
-from tests.helpers import Load, free_port, hello_copy, herd, stop_project
+from tests.helpers import Load, herd
 
 REPO = Path(__file__).resolve().parent.parent.parent
 ARTIFACTS = REPO / "test-artifacts" / "dashboard"
-
-
-@pytest.fixture
-def hello(tmp_path: Path) -> Iterator[tuple[Path, str, int]]:
-    """examples/hello run by its agent with the API on 127.0.0.1: (project, dashboard URL, route port)."""
-    root = tmp_path / "hello"
-    route = hello_copy(root)
-    api = free_port()
-    herd(root, "up", "-d", "--api", f"127.0.0.1:{api}")
-    yield root, f"http://127.0.0.1:{api}/ui", route
-    stop_project(root)
 
 
 def shot(page: Any, tmp_path: Path, name: str) -> None:
@@ -39,8 +26,8 @@ def shot(page: Any, tmp_path: Path, name: str) -> None:
     shutil.copy(path, ARTIFACTS / path.name)
 
 
-def test_nothing_is_readable_without_a_session(hello: tuple[Path, str, int]) -> None:
-    root, ui, _ = hello
+def test_nothing_is_readable_without_a_session(hello_with_dashboard: tuple[Path, str, int]) -> None:
+    root, ui, _ = hello_with_dashboard
     for path in ("/", "/live"):
         for cookies in ({}, {"herd_session": "forged"}):
             answer = httpx.get(ui + path, cookies=cookies)
@@ -60,8 +47,10 @@ def test_nothing_is_readable_without_a_session(hello: tuple[Path, str, int]) -> 
         assert refused.status_code == 403, "an action needs the session's CSRF token"
 
 
-def test_the_dashboard_in_chromium(hello: tuple[Path, str, int], chromium: Any, tmp_path: Path) -> None:
-    root, ui, route = hello
+def test_the_dashboard_in_chromium(
+    hello_with_dashboard: tuple[Path, str, int], chromium: Any, tmp_path: Path
+) -> None:
+    root, ui, route = hello_with_dashboard
     token = (root / ".herd" / "agent-production.token").read_text().strip()
     context = chromium.new_context(viewport={"width": 1100, "height": 900})
     page = context.new_page()
@@ -140,7 +129,7 @@ def test_the_dashboard_in_chromium(hello: tuple[Path, str, int], chromium: Any, 
     context.close()
 
 
-def test_forms_that_are_not_ours_are_refused(hello: tuple[Path, str, int]) -> None:
-    _, ui, _ = hello
+def test_forms_that_are_not_ours_are_refused(hello_with_dashboard: tuple[Path, str, int]) -> None:
+    _, ui, _ = hello_with_dashboard
     assert httpx.post(ui + "/login", content=b"token=" + b"x" * 20000).status_code == 413
     assert httpx.post(ui + "/login", content=b"&".join([b"a=1"] * 20)).status_code == 413

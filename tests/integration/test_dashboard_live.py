@@ -10,27 +10,14 @@ import json
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
-from tests.helpers import Load, free_port, hello_copy, herd, stop_project, wait_for
+from tests.helpers import Load, free_port, herd, stop_project, wait_for
 from tests.integration.test_canary import project as canary_project
 from tests.integration.test_dashboard import shot
-
-
-@pytest.fixture
-def hello(tmp_path: Path) -> Iterator[tuple[Path, str, int]]:
-    """examples/hello run by its agent with the API on 127.0.0.1: (project, dashboard URL, route port)."""
-    root = tmp_path / "hello"
-    route = hello_copy(root)
-    api = free_port()
-    herd(root, "up", "-d", "--api", f"127.0.0.1:{api}")
-    yield root, f"http://127.0.0.1:{api}/ui", route
-    stop_project(root)
 
 
 def token_of(root: Path) -> str:
@@ -69,9 +56,9 @@ def rows_until(page: Any, count: int, tries: int = 60) -> None:
 
 
 def test_every_new_page_and_action_needs_the_session_and_its_csrf_token(
-    hello: tuple[Path, str, int],
+    hello_with_dashboard: tuple[Path, str, int],
 ) -> None:
-    root, ui, _ = hello
+    root, ui, _ = hello_with_dashboard
     web = next(i["id"] for i in _instances(root))
     for path in ("/events", "/events/live", f"/instances/{web}/log", f"/instances/{web}/log/live"):
         answer = httpx.get(ui + path, cookies={"herd_session": "forged"})
@@ -121,9 +108,9 @@ def test_every_new_page_and_action_needs_the_session_and_its_csrf_token(
 
 
 def test_charts_events_logs_scale_and_quarantine_from_the_page(
-    hello: tuple[Path, str, int], chromium: Any, tmp_path: Path
+    hello_with_dashboard: tuple[Path, str, int], chromium: Any, tmp_path: Path
 ) -> None:
-    root, ui, route = hello
+    root, ui, route = hello_with_dashboard
     context, page = logged_in(chromium, ui, root)
 
     chart = '.chart[data-service="web"][data-release="1"]'
