@@ -14,6 +14,7 @@ import dataclasses
 from pathlib import Path
 
 from herdsman.agent.observed import Observed
+from herdsman.agent.periodic import every
 from herdsman.deploy.run import Deployment
 from herdsman.deploy.verify import Finding, verify_instances
 from herdsman.image.filelist import copy_differences
@@ -30,13 +31,13 @@ class DriftChecker:
 
     async def loop(self) -> None:
         """`herd verify` every `[stack] verify_every` (0: never)."""
-        every = self.deployment.project.stack.stack.verify_every
-        while every > 0 and not self.stopping.is_set():
-            await asyncio.sleep(every)
-            try:
-                await self.check()
-            except Exception as exc:  # reported; the next round tries again
-                self.deployment.state.event(self.deployment.env, "drift", f"drift check failed: {exc!r}")
+
+        def failed(exc: Exception) -> None:
+            self.deployment.state.event(self.deployment.env, "drift", f"drift check failed: {exc!r}")
+
+        await every(
+            lambda: self.deployment.project.stack.stack.verify_every, self.stopping, self.check, failed
+        )
 
     async def check(self) -> list[tuple[Finding, str]]:
         """Check every running instance now and act on each finding as its service's `drift`

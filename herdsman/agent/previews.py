@@ -7,10 +7,10 @@ the preview's own deploy lock, never production's, so it runs beside heals and d
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable
 
+from herdsman.agent.periodic import every
 from herdsman.deploy.preview import Previews
 from herdsman.deploy.preview_spec import expired
 from herdsman.spec import Project
@@ -35,15 +35,10 @@ class PreviewExpiry:
         self.every = every
 
     async def loop(self) -> None:
-        while not self.stopping.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stopping.wait(), self.every)
-            if self.stopping.is_set():
-                return
-            try:
-                await self.once()
-            except Exception as exc:  # reported; the next round tries again
-                self.state.event(self.env, "preview", f"removing expired previews failed: {exc}")
+        def failed(exc: Exception) -> None:
+            self.state.event(self.env, "preview", f"removing expired previews failed: {exc}")
+
+        await every(lambda: self.every, self.stopping, self.once, failed)
 
     async def once(self) -> list[str]:
         """Remove the expired previews now; returns their names."""

@@ -11,9 +11,9 @@ agent's watchers. What it freed is an event (`herd events --kind prune`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 
+from herdsman.agent.periodic import every
 from herdsman.deploy.retention import Pruned, prune
 from herdsman.spec import Project
 from herdsman.state import StateStore
@@ -45,18 +45,11 @@ class ScheduledPrune:
 
     async def loop(self) -> None:
         """Prune every `prune_every` (read again each round; 0: never) until the agent stops."""
-        while not self.stopping.is_set():
-            every = self.project().stack.retention.prune_every
-            if every <= 0:
-                return
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stopping.wait(), every)
-            if self.stopping.is_set():
-                return
-            try:
-                await self.once()
-            except Exception as exc:  # reported; the next round tries again
-                self.state.event(self.env, "prune", f"scheduled prune failed: {exc}")
+
+        def failed(exc: Exception) -> None:
+            self.state.event(self.env, "prune", f"scheduled prune failed: {exc}")
+
+        await every(lambda: self.project().stack.retention.prune_every, self.stopping, self.once, failed)
 
     async def once(self) -> Pruned:
         project = self.project()
