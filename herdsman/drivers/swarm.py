@@ -260,19 +260,19 @@ class SwarmDriver(BlockingDriver):
         """Until the task runs (its container has a pid) or has ended; a rejected task (the image
         could not be pulled, a mount could not be made) is an error and leaves nothing behind."""
         deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            service = self.client.api.inspect_service(service_id)
+        service = self.client.api.inspect_service(service_id)  # its spec does not change meanwhile
+        while True:  # one call a look; the nodes (for the address) only once it runs or ended
             task = build.latest_task(self.client.api.tasks(filters={"service": service_id}))
-            state = build.instance_state(service, task, self.nodes_now(), self.local_node)
             status = str(((task or {}).get("Status") or {}).get("State") or "")
             if status == "rejected" or (status in build.STARTING and time.monotonic() > deadline):
+                detail = build.instance_state(service, task, [], self.local_node).detail
                 self._remove(instance_id)
                 raise DriverError(
-                    f"Swarm could not start {instance_id} ({image}): {state.detail or 'task ' + status}",
+                    f"Swarm could not start {instance_id} ({image}): {detail or 'task ' + status}",
                     hint="is the registry running, and did `herd deploy` push the image?",
                 )
             if status == "running" or status in build.ENDED:
-                return state
+                return build.instance_state(service, task, self.nodes_now(), self.local_node)
             time.sleep(0.1)
 
     def remove_volume(self, stack: str, name: str) -> None:
