@@ -264,11 +264,18 @@ def stop_project(root: Path, env: str = "production") -> None:
 
 
 def instances(project: Path) -> list[dict[str, str]]:
-    """`herd ps` as rows: id, service, release, image, state."""
-    out = herd(project, "ps").stdout.splitlines()[1:]
-    names = ["id", "service", "release", "image", "state"]
-    rows = [dict(zip(names, line.split()[:5], strict=False)) for line in out]
-    return [r for r in rows if r.get("state") in ("running", "exited")]
+    """`herd ps` as rows (running or exited): id, service, release, image, state (its first word),
+    health, uptime, address and, on a multi-node driver, node; cut at the header's column starts."""
+    header, *lines = herd(project, "ps").stdout.splitlines()
+    names = header.split()
+    starts = [header.index(f" {name}") + 1 if i else 0 for i, name in enumerate(names)]
+    rows = []
+    for line in lines:
+        cells = [line[a:b].strip() for a, b in zip(starts, [*starts[1:], None], strict=True)]
+        row = dict(zip(["id", *names[1:]], cells, strict=True))
+        row["state"] = row["state"].split(" ")[0]
+        rows.append(row)
+    return [r for r in rows if r["state"] in ("running", "exited")]
 
 
 # driver-aware handles on a running instance, for tests that break things ---------------------------

@@ -33,6 +33,11 @@ REMOTE_EVERY = 0.5  # seconds between looks at tasks on other nodes
 RECONNECT_AFTER = 1.0  # seconds before subscribing again when the stream broke
 
 
+def _timestamp(nanos: int) -> str:
+    """The events API's `since` to the nanosecond ("seconds.nanoseconds")."""
+    return f"{nanos // 10**9}.{nanos % 10**9:09d}"
+
+
 class SwarmEvents:
     def __init__(
         self,
@@ -49,7 +54,10 @@ class SwarmEvents:
         self._stream: Any = None
         self._reported: set[str] = set()
         self._threads: list[threading.Thread] = []
-        self._since = int(time.time()) - 1  # events from here on, replayed after a reconnection
+        # events from the subscription's start (to the nanosecond: a whole second would replay the
+        # end of a task that ended just before, such as a deploy's migration), and after a
+        # reconnection from the last event seen
+        self._since = _timestamp(time.time_ns())
 
     def start(self) -> SwarmEvents:
         for target, name in ((self._listen, "herd-swarm-events"), (self._remote, "herd-swarm-remote")):
@@ -81,7 +89,8 @@ class SwarmEvents:
                 for event in self._stream:
                     if self.closed.is_set():
                         return
-                    self._since = max(self._since, int(event.get("time") or 0))
+                    if event.get("timeNano"):
+                        self._since = _timestamp(int(event["timeNano"]))
                     self._handle(event)
             except Exception:  # the engine restarted or the stream broke: subscribe again
                 pass
@@ -90,7 +99,12 @@ class SwarmEvents:
     def _handle(self, event: dict[str, Any]) -> None:
         kind, action = event.get("Type"), event.get("Action")
         attributes = (event.get("Actor") or {}).get("Attributes") or {}
-        if kind == "container" and action == "die" and attributes.get("herd.stack-id") == self.stack_id:
+        if (
+            kind == "container"
+            and action == "die"
+            and attributes.get("herd.stack-id") == self.stack_id
+            and not str(attributes.get("herd.env", "")).endswith("-migrate")  # a one-off, not an instance
+        ):
             self._exited(str(attributes.get("herd.instance", "")))
         elif kind == "node":
             self.on_nodes()

@@ -67,7 +67,7 @@ def test_volume_and_logs_survive_ten_deploys(project: Path) -> None:
     for n in range(10):
         app.write_text(original + f"\n# deploy {n}\n")
         herd(project, "deploy")
-        address = next(line.split()[-1] for line in herd(project, "ps").stdout.splitlines()[1:])
+        address = instances(project)[0]["address"]  # not the last column: on Swarm that is the node
         page = httpx.get(f"http://{address}/", timeout=5).text
         assert f"visit number <b id=visits>{n + 1}</b>" in page, "the counter lives on the volume"
     assert json.loads((volume_dir(project, "counter") / "visits").read_text()) == {"visits": 10, "schema": 2}

@@ -90,7 +90,10 @@ def placed(cluster: TwoNodeSwarm, root: Path) -> dict[str, str]:
     try:
         out = {}
         for service in client.services.list(filters={"label": f"herd.stack-id={stack_id(root)}"}):
-            tasks = [t for t in service.tasks() if t["Status"]["State"] == "running"]
+            try:
+                tasks = [t for t in service.tasks() if t["Status"]["State"] == "running"]
+            except docker.errors.NotFound:
+                continue  # removed since the listing (a drained instance)
             if tasks:
                 out[service.attrs["Spec"]["Labels"]["herd.instance"]] = tasks[0]["NodeID"]
         return out
