@@ -24,7 +24,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -46,6 +45,7 @@ from herdsman.drivers.base import (
     stack_key,
 )
 from herdsman.drivers.bounded import run_bounded
+from herdsman.drivers.children import Children
 from herdsman.drivers.process_exec import entry_from_proc, exec_env
 from herdsman.drivers.sandbox import Launch, bwrap_launch, host_layout, plain_launch
 from herdsman.errors import DriverError
@@ -53,7 +53,7 @@ from herdsman.image import filelist
 from herdsman.image.filelist import Difference
 from herdsman.image.oci import ImageStore
 from herdsman.image.unpack import unpack_image
-from herdsman.logs import STAMPER, write_labels
+from herdsman.logs import write_labels
 from herdsman.spec.models import Environment
 
 PORTS_FRESH = 1.0  # seconds the ports read from the instance records are trusted
@@ -79,7 +79,7 @@ class ProcessDriver(BlockingDriver):
         self.bwrap = shutil.which("bwrap") if sandbox != "none" else None
         if sandbox == "bwrap" and self.bwrap is None:
             raise DriverError("bubblewrap is not installed", hint="apt-get install bubblewrap")
-        self._children: dict[int, subprocess.Popen[bytes]] = {}
+        self.children = Children()
         self._checked: dict[Path, tuple[float, Differences]] = {}
         self._ports_given: set[int] = set()
         self._ports_read: tuple[float, set[int]] | None = None  # (when, ports in the records)
@@ -135,7 +135,7 @@ class ProcessDriver(BlockingDriver):
         log = spec.log_file or self.logs / service / f"{spec.id}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         write_labels(log, dict(spec.labels))
-        stamper, output = self._start_stamper(log)
+        stamper, output = self.children.start_stamper(log)
         try:
             child = subprocess.Popen(
                 launch.argv,
@@ -152,7 +152,7 @@ class ProcessDriver(BlockingDriver):
             ) from exc
         finally:
             os.close(output)
-        self._children[child.pid] = child
+        self.children.add(child)
         record: dict[str, Any] = {
             "id": spec.id,
             "labels": dict(spec.labels),
@@ -202,26 +202,6 @@ class ProcessDriver(BlockingDriver):
             hint='apt-get install bubblewrap, or use base = "host"',
         )
 
-    def _start_stamper(self, log: Path) -> tuple[subprocess.Popen[bytes], int]:
-        """The process that stamps each output line with its time on the way to the log file.
-        Returns it and the write end of its pipe (for the instance's stdout and stderr)."""
-        read_end, write_end = os.pipe()
-        try:
-            stamper = subprocess.Popen(
-                [sys.executable, "-S", "-c", STAMPER, str(log)],
-                stdin=read_end,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        except OSError:
-            os.close(write_end)
-            raise
-        finally:
-            os.close(read_end)
-        self._children[stamper.pid] = stamper
-        return stamper, write_end
-
     def _free_port(self) -> int:
         taken = self._recorded_ports() | self._ports_given
         for _ in range(50):
@@ -270,10 +250,10 @@ class ProcessDriver(BlockingDriver):
 
     def _state(self, record: dict[str, Any]) -> InstanceState:
         pid = int(record["pid"])
-        code = self._exit_code(pid)
+        code = self.children.exit_code(pid)
         alive = code is None and procfs.alive(pid, record.get("ticks"))
         if not alive and code is None:
-            code = self._settled_exit_code(pid)
+            code = self.children.settled_exit_code(pid)
         return InstanceState(
             id=record["id"],
             labels=record["labels"],
@@ -284,41 +264,6 @@ class ProcessDriver(BlockingDriver):
             exit_code=code,
             detail="" if alive else ("exited" if code is None else f"exited with code {code}"),
         )
-
-    def _reap(self, pid: int, ticks: int | None, wait: float) -> None:
-        if pid <= 0:
-            return
-        if not self._wait_gone(pid, ticks, wait):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        child = self._children.pop(pid, None)
-        if child is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                child.wait(timeout=5)
-
-    def _wait_gone(self, pid: int, ticks: int | None, seconds: float) -> bool:
-        """Wait up to ``seconds`` for the process to end; say whether it did."""
-        deadline = time.monotonic() + seconds
-        while self._exit_code(pid) is None and procfs.alive(pid, ticks):
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(0.02)
-        return True
-
-    def _exit_code(self, pid: int) -> int | None:
-        child = self._children.get(pid)
-        return child.poll() if child is not None else None
-
-    def _settled_exit_code(self, pid: int) -> int | None:
-        """The exit code of a child of ours that is gone. `Popen.poll` answers None while another
-        thread waits for the same child (a concurrent inspect, a stop), so a process that has
-        ended is waited for here, blocking for the moment that other thread holds it."""
-        child = self._children.get(pid)
-        if child is None:
-            return None
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            return child.wait(timeout=2)
-        return None
 
     # exec -------------------------------------------------------------------------------------
     async def exec(self, instance_id: str, argv: Sequence[str], timeout: float) -> ExecResult:
@@ -407,7 +352,7 @@ class ProcessDriver(BlockingDriver):
         if record is None:
             return
         pid, ticks = int(record["pid"]), record.get("ticks")
-        if self._exit_code(pid) is None and procfs.alive(pid, ticks):
+        if self.children.running(pid, ticks):
             # the app (and bwrap's pid-1 inside) get SIGTERM; the outer bwrap stays to report the exit
             members = procfs.tree(pid)
             if members is None:
@@ -417,14 +362,14 @@ class ProcessDriver(BlockingDriver):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(member, signal.SIGTERM)
                     os.kill(member, signal.SIGCONT)  # a stopped (hung) process gets SIGTERM only then
-            if not self._wait_gone(pid, ticks, grace):
+            if not self.children.wait_gone(pid, ticks, grace):
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(pid, signal.SIGKILL)
         with contextlib.suppress(ProcessLookupError, PermissionError):  # anything left of its group
             os.killpg(pid, signal.SIGKILL)
-        self._reap(pid, None, 5)
+        self.children.reap(pid, None, 5)
         # the stamper ends by itself once the instance's output closes; end it if something holds it
-        self._reap(int(record.get("stamper") or 0), record.get("stamper_ticks"), 2)
+        self.children.reap(int(record.get("stamper") or 0), record.get("stamper_ticks"), 2)
         scratch = self.scratch / instance_id
         if keep is not None and scratch.is_dir():
             keep.parent.mkdir(parents=True, exist_ok=True)
