@@ -38,6 +38,9 @@ class Instance(BaseModel):
     address: str
     started: float
     unhealthy: str = Field("", description="Why its liveness checks failed, if they did")
+    health: str = Field(
+        "", description="Its last liveness check's result (healthy, failing (why)); empty if not probed"
+    )
     node: str = Field("", description="The node it runs on (swarm), else empty")
     evicted: str = Field("", description="Why it must move to another node (drained or lost), if it must")
 

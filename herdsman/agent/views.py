@@ -56,6 +56,7 @@ def instances_of(listing: list[InstanceState], watcher: Watcher) -> list[Instanc
             address=s.address,
             started=s.started,
             unhealthy=watcher.unhealthy.get(s.id, ""),
+            health=watcher.health_of(s.id),
             node=s.node,
             evicted=s.evicted,
         )

@@ -92,6 +92,15 @@ class Watcher:
                 return
             await asyncio.sleep(check.interval)
 
+    def health_of(self, instance_id: str) -> str:
+        """Its last liveness result as `herd ps` shows it ("healthy", "failing (why)"); empty when
+        the agent has not probed it (no check, or not admitted yet)."""
+        results = self.results.get(instance_id)
+        if not results:
+            return ""
+        last = results[-1]
+        return "healthy" if last.ok else f"failing ({last.detail})"
+
     # both -------------------------------------------------------------------------------------------
     def watching(self) -> set[str]:
         return set(self._fds) | set(self._probes)

@@ -143,8 +143,11 @@ def releases(ctx: Context, env: str | None) -> None:
 @ENV_OPTION
 @pass_context
 def ps(ctx: Context, env: str | None) -> None:
-    """The instances of the environment: service, release, image, state, uptime, address (and the
-    node each runs on, on a multi-node driver)."""
+    """The instances of the environment: service, release, image, state, health, uptime, address
+    (and the node each runs on, on a multi-node driver).
+
+    Health is the agent's last liveness check of each instance when an agent runs, else a probe
+    made now with the check of the instance's release."""
     from herdsman.facade.views import instances
 
     found = instances(ctx.project(), env, driver_name=ctx.driver)
@@ -167,6 +170,8 @@ def ps(ctx: Context, env: str | None) -> None:
         console.print(f"{service}: {count} replica(s), set by {who}", highlight=False)
     for service, note in sorted(found.notes.items()):
         console.print(f"[yellow]{service}[/]: {note}", highlight=False)
+    if found.health_by_agent:
+        console.print("health: the agent's last liveness checks", style="dim", highlight=False)
 
 
 @click.command()

@@ -93,16 +93,20 @@ class Instances:
     rows: list[InstanceRow]
     scales: dict[str, tuple[int, str]] = field(default_factory=dict)  # service -> (count, fixed|auto)
     notes: dict[str, str] = field(default_factory=dict)  # service -> e.g. a crash loop's back-off
+    health_by_agent: bool = False  # health as the agent last checked it, not probed now
 
 
 def instances(project: Project, env: str | None = None, *, driver_name: str | None = None) -> Instances:
-    """Every instance of the environment, each probed once with its release's health check."""
+    """Every instance of the environment with its health: as the agent last probed it when an
+    agent runs (a thousand instances are not probed again for one `herd ps`), else probed now,
+    each once with its release's check."""
     from herdsman.deploy.run import Deployment
 
     deployment = Deployment(project, env, driver_name=driver_name)
     try:
         found = asyncio.run(deployment.driver.list(deployment.executor.target.selector))
-        health = asyncio.run(_probe_all(deployment, found))
+        known = _agent_health(project, deployment.env)
+        health = asyncio.run(_probe_all(deployment, [i for i in found if not known.get(i.id)]))
         rows = [
             InstanceRow(
                 i.id,
@@ -111,7 +115,7 @@ def instances(project: Project, env: str | None = None, *, driver_name: str | No
                 i.labels.get("herd.image", ""),
                 i.state,
                 i.detail,
-                health[i.id],
+                known.get(i.id) or health[i.id],
                 i.started,
                 i.address,
                 i.node,
@@ -120,14 +124,38 @@ def instances(project: Project, env: str | None = None, *, driver_name: str | No
             for i in found
         ]
         state = deployment.state
-        return Instances(deployment.env, rows, state.scales(deployment.env), state.notes(deployment.env))
+        return Instances(
+            deployment.env,
+            rows,
+            state.scales(deployment.env),
+            state.notes(deployment.env),
+            health_by_agent=any(known.values()),
+        )
     finally:
         deployment.state.close()
 
 
+def _agent_health(project: Project, env: str) -> dict[str, str]:
+    """Instance -> its last liveness result, from the agent's watcher; empty if no agent answers."""
+    if agent_running(project, env) is None:
+        return {}
+    from herdsman.client import AgentClient
+
+    try:
+        with AgentClient.for_home(herd_home(project), env) as agent:
+            return {item["id"]: str(item.get("health") or "") for item in agent.instances()}
+    except HerdError:  # not answering (starting, stopping): probe here instead
+        return {}
+
+
+PROBES_AT_ONCE = 64  # `herd ps` probes; a thousand sockets at once would near the open-files limit
+
+
 async def _probe_all(deployment: Deployment, found: list[InstanceState]) -> dict[str, str]:
-    """One health probe per running instance, all at once, with the check of its release."""
+    """One health probe per running instance, a bounded number at a time, with its release's check."""
     from herdsman.health import probe
+
+    slots = asyncio.Semaphore(PROBES_AT_ONCE)
 
     async def one(item: InstanceState) -> tuple[str, str]:
         if item.state != "running":
@@ -140,7 +168,8 @@ async def _probe_all(deployment: Deployment, found: list[InstanceState]) -> dict
         if check is None:
             return item.id, "no check"
         inside = functools.partial(deployment.driver.exec, item.id)  # a command check runs in it
-        result = await probe(check, item.host, item.port, inside)
+        async with slots:
+            result = await probe(check, item.host, item.port, inside)
         return item.id, "healthy" if result.ok else f"failing ({result.detail})"
 
     return dict(await asyncio.gather(*(one(i) for i in found)))
