@@ -25,9 +25,10 @@ from urllib.parse import parse_qs
 
 import jinja2
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from herdsman.agent import pages, streams
+from herdsman.agent.dashboard_actions import Actions, add_actions, text
 from herdsman.agent.live import RateHistory, SeriesHistory, per_service, sparkline, windows
 from herdsman.agent.metrics import RouterTotals
 from herdsman.agent.schemas import ID
@@ -76,10 +77,6 @@ class Sessions:
 
     def close(self, session: str | None) -> None:
         self.live.pop(session or "", None)
-
-
-def _text(message: str, code: int) -> Response:
-    return PlainTextResponse(message, code)
 
 
 def make_dashboard(agent: DashboardView, token: str) -> FastAPI:
@@ -137,9 +134,9 @@ def make_dashboard(agent: DashboardView, token: str) -> FastAPI:
             return to(request, "/login")
         fields = await form(request)
         if fields is None:
-            return _text("not a form of ours", 413)
+            return text("not a form of ours", 413)
         if not hmac.compare_digest(fields.get("csrf", ""), csrf_of(session)):
-            return _text("a valid CSRF token is needed", 403)
+            return text("a valid CSRF token is needed", 403)
         return fields
 
     def sample() -> None:
@@ -166,7 +163,7 @@ def make_dashboard(agent: DashboardView, token: str) -> FastAPI:
     @app.get("/static/{name}", include_in_schema=False)
     def static(name: str) -> Response:
         if name not in STATIC:
-            return _text("not found", 404)
+            return text("not found", 404)
         return Response((TEMPLATES / name).read_bytes(), media_type=STATIC[name])
 
     @app.get("/login", include_in_schema=False)
@@ -177,7 +174,7 @@ def make_dashboard(agent: DashboardView, token: str) -> FastAPI:
     async def login(request: Request) -> Response:
         fields = await form(request)
         if fields is None:
-            return _text("not a login form", 413)
+            return text("not a login form", 413)
         given = fields.get("token", "").strip()
         if not hmac.compare_digest(given.encode(), token.encode()):
             return render(request, "login.html", 401, wrong=True)
@@ -224,7 +221,7 @@ def make_dashboard(agent: DashboardView, token: str) -> FastAPI:
         per release, and the rollouts and canaries in progress (as HTML fragments)."""
         session = session_of(request)
         if session is None:
-            return _text("log in first", 401)
+            return text("log in first", 401)
 
         def reading() -> dict[str, Any]:
             sample()
@@ -269,7 +266,7 @@ def make_dashboard(agent: DashboardView, token: str) -> FastAPI:
     async def events_live(request: Request) -> Response:
         """Server-sent events: each new event that matches the filter, as it is recorded."""
         if session_of(request) is None:
-            return _text("log in first", 401)
+            return text("log in first", 401)
         chosen = _filter(request)
         after = request.query_params.get("after", "0")
         start = int(after) if after.isdigit() and len(after) < 19 else _newest(agent)
@@ -292,98 +289,34 @@ def make_dashboard(agent: DashboardView, token: str) -> FastAPI:
             return to(request, "/login")
         file = await _log_of(agent, instance)
         if file is None:
-            return _text(f"no running instance {instance!r} with a log here", 404)
+            return text(f"no running instance {instance!r} with a log here", 404)
         return render(request, "log.html", instance=instance, lines=streams.tail(file, 200))
 
     @app.get("/instances/{instance}/log/live", include_in_schema=False)
     async def log_live(request: Request, instance: str) -> Response:
         """Server-sent events: the instance's new log lines as they are written (`herd logs -f`)."""
         if session_of(request) is None:
-            return _text("log in first", 401)
+            return text("log in first", 401)
         file = await _log_of(agent, instance)
         if file is None:
-            return _text(f"no running instance {instance!r} with a log here", 404)
+            return text(f"no running instance {instance!r} with a log here", 404)
         return streams.follow_file(request, agent.stopping, file)
 
     @app.get("/quarantine/{instance}/log", include_in_schema=False)
     def quarantined_log(request: Request, instance: str) -> Response:
         """A quarantined instance's whole log, as it was kept."""
         if session_of(request) is None:
-            return _text("log in first", 401)
+            return text("log in first", 401)
         try:
             kept = agent.quarantine.get(instance) if re.fullmatch(ID, instance) else None
         except HerdError:
             kept = None
         log = kept.path / "log" if kept is not None else None
         if log is None or not log.is_file():
-            return _text(f"no log kept for {instance!r}", 404)
+            return text(f"no log kept for {instance!r}", 404)
         return Response(log.read_bytes(), media_type="text/plain; charset=utf-8")
 
-    @app.post("/rollback", include_in_schema=False)
-    async def rollback(request: Request) -> Response:
-        """`POST /v1/rollback` from the page: the same deploy, run as a task of the agent's."""
-        fields = await action(request)
-        if isinstance(fields, Response):
-            return fields
-        number = fields.get("release", "")
-        if not number.isdigit() or not 1 <= int(number) <= 2**62:
-            return _text("release: a release number is needed", 400)
-
-        who = f"the dashboard ({request.client.host if request.client else 'unknown'})"
-
-        async def run() -> str:
-            release = await agent.deploy({}, rollback=True, rollback_to=int(number), by=who)
-            return f"release {release.number} {release.status}"
-
-        in_background(f"rollback to release {number}", run)
-        return to(request, "/")
-
-    @app.post("/scale", include_in_schema=False)
-    async def scale(request: Request) -> Response:
-        """`PUT /v1/services/NAME/replicas` from the page (`herd scale NAME=N|auto`)."""
-        fields = await action(request)
-        if isinstance(fields, Response):
-            return fields
-        service, count = fields.get("service", ""), fields.get("replicas", "").strip()
-        if count != "auto" and not (count.isdigit() and int(count) <= 10000):
-            return _text("replicas: a number from 0 to 10000, or auto", 400)
-        try:
-            agent.scale(service, None if count == "auto" else int(count))
-        except HerdError as exc:
-            return _text(exc.message, 404)
-        notices.append(f"scale {service} to {count}: asked; the agent applies it now")
-        return to(request, "/")
-
-    @app.post("/quarantine", include_in_schema=False)
-    async def quarantine(request: Request) -> Response:
-        """`POST /v1/instances/ID/quarantine` from the page (`herd quarantine add ID`)."""
-        fields = await action(request)
-        if isinstance(fields, Response):
-            return fields
-        instance = fields.get("instance", "")
-        try:
-            agent.quarantine_instance(instance, "quarantined by hand: from the dashboard")
-        except HerdError as exc:
-            return _text(exc.message, 404)
-        notices.append(f"quarantine {instance}: asked; it is replaced first, then kept")
-        return to(request, "/")
-
-    @app.post("/canary", include_in_schema=False)
-    async def canary(request: Request) -> Response:
-        """`herd canary promote|abort SERVICE` from the page: the same decision in the state store,
-        which the judge reads within a fraction of a second."""
-        fields = await action(request)
-        if isinstance(fields, Response):
-            return fields
-        decision, service = fields.get("decision", ""), fields.get("service", "")
-        if decision not in ("promote", "abort"):
-            return _text("decision: promote or abort", 400)
-        asked = agent.state.decide_canary(agent.env, decision, service)
-        if not asked:
-            return _text(f"no canary of {service!r} is being judged", 404)
-        notices.append(f"{decision} the canary of {service}: asked")
-        return to(request, "/")
-
+    add_actions(app, Actions(agent, action, to, notices, in_background))
     return app
 
 
