@@ -154,14 +154,14 @@ class CanaryJudge:
         if verdict.outcome == "fail":
             kept = " (kept: herd quarantine)" if config.canary.on_fail == "quarantine" else ""
             raise CanaryFailed(
-                f"the canary of {service} failed at {weight}% of requests against a {which} baseline: "
-                f"{verdict.reason}",
+                f"the canary of {service} failed at {weight}% of requests: {verdict.reason} "
+                f"(baseline: {which})",
                 "the previous release serves all requests again; `herd events --kind canary` "
                 f"has the numbers of every verdict{kept}",
                 service,
                 canary,
             )
-        self.say(f"{service}: canary at {weight}% passed: {verdict.reason}")
+        self.say(f"{service}: canary at {weight}% passed: {verdict.reason} (baseline: {which})")
         return verdict
 
     async def checked(
@@ -221,7 +221,7 @@ class CanaryJudge:
         self.state.event(
             self.env,
             "canary",
-            f"canary at {weight}% against a {which} baseline: {verdict.outcome}: {verdict.reason}",
+            f"canary at {weight}%: {verdict.outcome}: {verdict.reason} (baseline: {which})",
             service=service,
             release=release,
             weight=weight,

@@ -171,7 +171,7 @@ def _canary(
             {"op": "start", "service": service, "instances": batch},
             {"op": "admit", "service": service, "instances": batch},
         ]
-    why = fresh_refusal(policy, serving, len(canary))
+    why = fresh_refusal(service, policy, serving, len(canary))
     base: list[str] = []
     extra = [i.id for i in fresh]  # a fresh baseline that cannot serve this canary retires
     if not why:
@@ -198,20 +198,22 @@ def _canary(
     return steps + _rolling(service, canary, base + old, policy, new_id)
 
 
-def fresh_refusal(policy: Policy, serving: Sequence[Running], size: int) -> str:
-    """Why a canary of ``size`` instances cannot have a fresh baseline ("" if it can)."""
+def fresh_refusal(service: str, policy: Policy, serving: Sequence[Running], size: int) -> str:
+    """Why a canary of ``size`` instances cannot have a fresh baseline ("" if it can), in words
+    without brackets (the CLI prints them as they are)."""
     if policy.baseline != "fresh":
-        return f'baseline = "{policy.baseline}" in [service.NAME.canary]'
+        return f'service.{service}.canary.baseline = "{policy.baseline}"'
     releases = sorted({i.release for i in serving})
     if len(releases) != 1:
-        return f"the serving instances are of {len(releases)} releases ({releases}), not one"
+        listed = ", ".join(str(r) for r in releases)
+        return f"the serving instances are of {len(releases)} releases ({listed}), not one"
     if not any(2 * w <= 100 for w in policy.canary_weights if w < 100):
         return "every canary weight short of 100 is above 50%, so a fresh baseline cannot match it"
     total = len(serving) + 2 * size
     if policy.max_instances is not None and total > policy.max_instances:
         return (
             f"a fresh baseline would run {total} instances at once, more than "
-            f"[service.NAME.scale] max = {policy.max_instances}"
+            f"service.{service}.scale.max = {policy.max_instances}"
         )
     return ""
 
