@@ -147,7 +147,10 @@ def test_an_agent_killed_mid_canary_resumes_with_the_same_fresh_baseline(tmp_pat
         stop_project(root)
 
 
-CRASH = 'import sys\nif os.environ.get("CRASH_IF") and os.path.exists(os.environ["CRASH_IF"]):\n    sys.exit("port 8000 is taken")\n'
+CRASH = """import sys
+if os.environ.get("CRASH_IF") and os.path.exists(os.environ["CRASH_IF"]):
+    sys.exit("port 8000 is taken")
+"""
 
 
 def crashing_project(root: Path, *, note: str, crash_if: str) -> int:

@@ -91,9 +91,8 @@ def test_a_revert_retires_the_fresh_baseline_with_the_canary_at_once() -> None:
 def test_why_a_fresh_baseline_is_refused() -> None:
     serving = [Running("a", 1), Running("b", 1)]
     assert fresh_refusal("web", Policy(2, "canary", canary_weights=(10, 100)), serving, 1) == ""
-    assert 'service.web.canary.baseline = "serving"' == fresh_refusal(
-        "web", Policy(2, "canary", baseline="serving"), serving, 1
-    )
+    serving_only = Policy(2, "canary", baseline="serving")
+    assert fresh_refusal("web", serving_only, serving, 1) == 'service.web.canary.baseline = "serving"'
     mixed = [Running("a", 1), Running("b", 3)]
     assert "2 releases" in fresh_refusal("web", Policy(2, "canary"), mixed, 1)
     assert "above 50%" in fresh_refusal("web", Policy(2, "canary", canary_weights=(60, 100)), serving, 1)
