@@ -121,3 +121,20 @@ def test_shares_are_exact_per_request(canary: int, base: int, serving: int, weig
 def test_a_canary_a_fresh_baseline_and_the_serving_rest() -> None:
     assert share_weights([(1, 10), (1, 10), (4, 80)]) == [1, 1, 2]  # 1 + 1 + 4*2 = 10: 10%, 10%, 80%
     assert share_weights([(2, 50), (2, 50), (5, 0)]) == [1, 1, 0]
+
+
+def test_the_agent_heals_a_left_fresh_baseline_away_first() -> None:
+    """Outside a rollout (a deploy killed without its agent), a fresh baseline the agent finds is
+    the instance that goes when the service has one too many, whatever the listing order."""
+    from herdsman.agent.fleet import Seen, Want, heal_plan
+
+    seen = [
+        Seen("base-a", "web", 1, True, baseline=True),
+        Seen("old-0", "web", 1, True),
+        Seen("old-1", "web", 1, True),
+    ]
+    steps = heal_plan("web", seen, Want(1, Policy(2)), _ids("x"))
+    assert steps == [
+        {"op": "pool", "service": "web", "instances": ["old-0", "old-1"]},
+        {"op": "retire", "service": "web", "instances": ["base-a"]},
+    ]
