@@ -138,3 +138,17 @@ def test_the_agent_heals_a_left_fresh_baseline_away_first() -> None:
         {"op": "pool", "service": "web", "instances": ["old-0", "old-1"]},
         {"op": "retire", "service": "web", "instances": ["base-a"]},
     ]
+
+
+def test_the_baseline_is_fresh_unless_told_and_a_wrong_one_is_refused_with_its_key() -> None:
+    from tests.unit.test_spec import error, mutate, parse
+
+    canary = mutate("service.web.deploy.strategy", "canary")
+    assert parse(canary).service["web"].canary.baseline == "fresh"
+    canary["service"]["web"]["canary"] = {"baseline": "serving"}
+    assert parse(canary).service["web"].canary.baseline == "serving"
+    canary["service"]["web"]["canary"] = {"baseline": "warm"}
+    err = error(canary)
+    assert err.file == "herd.toml" and err.problems[0].key.endswith("service.web.canary.baseline")
+    assert "'warm' is not a choice here" in err.problems[0].message
+    assert err.problems[0].hint == "use 'fresh' or 'serving'"
