@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 from fractions import Fraction
+from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -152,3 +153,15 @@ def test_the_baseline_is_fresh_unless_told_and_a_wrong_one_is_refused_with_its_k
     assert err.file == "herd.toml" and err.problems[0].key.endswith("service.web.canary.baseline")
     assert "'warm' is not a choice here" in err.problems[0].message
     assert err.problems[0].hint == "use 'fresh' or 'serving'"
+
+
+def test_the_state_store_keeps_which_baseline_each_canary_row_used(tmp_path: Path) -> None:
+    from herdsman.state import StateStore
+
+    store = StateStore(tmp_path / "state.db")
+    store.set_canary("production", "web", 2, 20, "judging", {"baseline_requests": 40}, "holding", "fresh")
+    assert store.canaries("production")[0]["baseline"] == "fresh"
+    why = "serving (at 60% a fresh baseline would need 120% too)"
+    store.set_canary("production", "web", 2, 60, "passed", {}, "error rate 0.00%", why)
+    row = store.canaries("production")[0]
+    assert row["baseline"] == why and row["weight"] == 60 and row["state"] == "passed"
