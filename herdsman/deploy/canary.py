@@ -241,6 +241,7 @@ class CanarySteps:
     target: Target
     quarantining: dict[str, str]  # instance id -> why it is kept when it retires
     no_fresh: dict[str, str]  # service -> why its fresh baseline could not start
+    known: dict[str, InstanceState]  # what is known of each instance (execute.Executor)
 
     def say(self, line: str) -> None:
         raise NotImplementedError
@@ -312,6 +313,7 @@ class CanarySteps:
             for instance_id in ids:
                 if await self.driver.inspect(instance_id) is not None:
                     await self.driver.stop(instance_id, entry.config.stop_grace)
+                self.known.pop(instance_id, None)
             self.state.event(self.target.env, "canary", f"{service}: {why}", service=service)
             self.say(f"{service}: {why}; the canary is judged against the serving instances")
             return

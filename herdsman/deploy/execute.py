@@ -142,6 +142,7 @@ class Executor(CanarySteps, BurstSteps):
         """Roll ``release`` out; with ``migrate``, its services' migrations run first (see
         `migrate.py`): a failed one restores the data and stops here, before any new instance."""
         migrated = []
+        self.no_fresh.clear()  # a fresh baseline that could not start is this rollout's news only
         if migrate:
             from herdsman.deploy.migrate import Migrator
 

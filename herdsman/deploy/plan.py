@@ -183,8 +183,8 @@ def _canary(
         if started:
             steps.append({"op": "baseline", "service": service, "instances": started, "release": release})
         base += started
-    if extra:
-        steps += _retire(service, extra, canary + base + old, policy.routed)
+    if extra:  # the canary is not in the pool before it is weighed (it would take an equal share)
+        steps += _retire(service, extra, base + old, policy.routed)
     for look, weight in enumerate((w for w in policy.canary_weights if w < 100), start=1):
         step: Step = {"service": service, "instances": canary, "weight": weight}
         reason = why or (
