@@ -2,7 +2,9 @@
 
 The release answers 500 to one request in five (and, in the second case, takes 40 ms instead of
 1 ms). With `strategy = "canary"` (weights 10 then 100, a 5 s pause) herdsman judges it against the
-current release and reverts; the peer is the same release rolled out with `strategy = "rolling"`,
+current release and reverts, twice: against a fresh baseline (new instances of the current release
+at the canary's 10%, the default) and against the serving instances (`baseline = "serving"`; the
+row says which the verdict used); the peer is the same release rolled out with `strategy = "rolling"`,
 which health checks cannot stop (its /healthz is fine), then the same load for the same time.
 Reported: the failed share of all requests, requests that failed, and the time to the verdict
 (from `herd deploy` to the revert done). Loopback only; a bounded load of 4 keep-alive clients.
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import re
 import socket
 import subprocess
 import sys
@@ -77,6 +80,7 @@ canary_weights = [10, 100]
 canary_pause = "5s"
 [service.web.canary]
 min_requests = 30
+baseline = "{baseline}"
 """
 
 
@@ -119,13 +123,18 @@ class Load:
             thread.join(30)
 
 
-def one(strategy: str, bad: dict[str, int], workdir: Path) -> tuple[float, int, int]:
+def one(
+    strategy: str, bad: dict[str, int], workdir: Path, baseline: str = "fresh"
+) -> tuple[float, int, int, str]:
+    """(seconds, failed, requests, the baseline the verdict says it used) of one bad deploy."""
     root = workdir / f"{strategy}-{os.urandom(2).hex()}"
     (root / "app").mkdir(parents=True)
     (root / "app" / "app.py").write_text(APP)
     port = free_port()
     write = lambda **env: (root / "herd.toml").write_text(  # noqa: E731
-        TOML.format(strategy=strategy, port=port, **{"fail_every": 0, "delay_ms": 1, **env})
+        TOML.format(
+            strategy=strategy, port=port, baseline=baseline, **{"fail_every": 0, "delay_ms": 1, **env}
+        )
     )
     write()
     try:
@@ -137,10 +146,13 @@ def one(strategy: str, bad: dict[str, int], workdir: Path) -> tuple[float, int, 
             took = time.monotonic() - started
             if strategy == "rolling":  # nothing stops it: the same load for as long as the canary took
                 time.sleep(max(0.0, CANARY_SECONDS.get(str(bad), took) - took))
+        used = ""
         if strategy == "canary":
             assert result.returncode != 0, result.stdout
-            CANARY_SECONDS[str(bad)] = took
-        return took, load.failed, load.ok + load.failed
+            CANARY_SECONDS.setdefault(str(bad), took)
+            found = re.search(r"\(baseline: (\w+)", result.stdout + result.stderr)
+            used = found.group(1) if found else "?"
+        return took, load.failed, load.ok + load.failed, used
     finally:
         herd(root, "down")
 
@@ -160,10 +172,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name, bad in cases.items():
             for _ in range(args.rounds):
-                for strategy in ("canary", "rolling"):
-                    took, failed, total = one(strategy, bad, Path(tmp))
+                CANARY_SECONDS.pop(str(bad), None)
+                for strategy, baseline in (("canary", "fresh"), ("canary", "serving"), ("rolling", "")):
+                    took, failed, total, used = one(strategy, bad, Path(tmp), baseline or "fresh")
+                    what = f"{strategy} ({used})" if used else strategy
                     print(
-                        f"{name:28} {strategy:8} verdict/deploy {took:5.1f}s  failed {failed:5d}"
+                        f"{name:28} {what:18} verdict/deploy {took:5.1f}s  failed {failed:5d}"
                         f" of {total:6d}"
                         f" = {failed / max(total, 1):6.2%}",
                         flush=True,

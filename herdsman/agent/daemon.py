@@ -42,6 +42,7 @@ from herdsman.agent.server import ensure_token, serve, socket_path
 from herdsman.agent.views import findings_of, instances_of, status_of
 from herdsman.agent.watch import Watcher
 from herdsman.deploy import data
+from herdsman.deploy.canary import BASELINE_LABEL
 from herdsman.deploy.pidlock import lock_holder
 from herdsman.deploy.plan import effective_policy
 from herdsman.deploy.run import Deployment
@@ -258,6 +259,7 @@ class Agent:
             state.started,
             state.detail,
             state.evicted,
+            state.labels.get(BASELINE_LABEL) == "fresh",
         )
 
     async def _sample(self) -> None:

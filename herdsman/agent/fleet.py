@@ -40,6 +40,7 @@ class Seen:
     started: float = 0.0
     detail: str = ""  # e.g. "exited with code 137"
     evicted: str = ""  # why it must move to another node (its node drained or lost)
+    baseline: bool = False  # a canary's fresh baseline left behind: retired first, never kept
 
 
 @dataclass
@@ -105,7 +106,7 @@ def heal_plan(service: str, seen: list[Seen], want: Want, new_id: Callable[[], s
     drifted = {s.id: s.drifted for s in seen if s.running and not s.unhealthy and s.drifted}
     moving = {s.id for s in seen if s.running and s.evicted}
     rest = [
-        Running(s.id, -1 if s.id in drifted or s.id in moving else s.release, s.running)
+        Running(s.id, -1 if s.id in drifted or s.id in moving else s.release, s.running, s.baseline)
         for s in seen
         if s.id not in sick
     ]

@@ -204,6 +204,7 @@ def progress(agent: AgentView) -> dict[str, Any]:
             "decision": c["decision"],
             "for": _age(now - float(c["since"])),
             "reason": c["reason"],
+            "baseline": c.get("baseline") or "serving",
             "sides": {side: _side(c["numbers"], side) for side in ("canary", "baseline")},
         }
         for c in agent.state.canaries(agent.env)

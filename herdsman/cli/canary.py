@@ -18,7 +18,9 @@ def canary() -> None:
     """Canaries (strategy = "canary"): the live numbers of both sides, and a person's say.
 
     \b
-    herd canary status           each service's canary: weight, requests, errors, p50/p99, verdict
+    herd canary status           each service's canary: weight, requests, errors, p50/p99, which
+                                 baseline (fresh instances of the serving release, or the serving
+                                 ones and why), verdict
     herd canary promote [SVC]    pass every remaining step now; the rest rolls out
     herd canary abort [SVC]      fail it now: all traffic back to the current release
     """
@@ -44,7 +46,8 @@ def status(ctx: Context, env: str | None) -> None:
         console.print('no canary yet (one runs during `herd deploy` of a service with strategy = "canary")')
         return
     table = Table(box=None, pad_edge=False)
-    for column in ("service", "release", "weight", "state", "for", "canary", "baseline", "verdict"):
+    columns = ("service", "release", "weight", "state", "for", "canary", "baseline", "against", "verdict")
+    for column in columns:
         table.add_column(column)
     for row in rows:
         numbers = row["numbers"]
@@ -57,6 +60,7 @@ def status(ctx: Context, env: str | None) -> None:
             f"{time.time() - row['since']:.0f}s",
             _side(numbers, "canary"),
             _side(numbers, "baseline"),
+            row.get("baseline") or "serving",
             row["reason"],
         )
     console.print(table)

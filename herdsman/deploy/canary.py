@@ -1,12 +1,18 @@
-"""The canary's two effectful steps: weigh (exact request shares) and judge (a verdict over a pause).
+"""The canary's effectful steps: a fresh baseline, weigh (exact request shares) and judge (a verdict
+over a pause).
 
-The planner (`plan._canary`) decides the steps; `verdict.judge` decides pass, fail or hold from
-numbers; this reads the numbers from the router (per-backend counters and latency histograms,
-cumulative, so a window is the difference of two readings), watches that the canary's instances
-still run, runs the service's custom checks (`[[service.NAME.canary.checks]]`, health.py's
-kinds) against every canary instance when a step's numbers pass, and records every verdict with
-its numbers as a `canary` event. A fail raises the
-DeployError that makes the executor revert: traffic goes back to the baseline at once.
+The planner (`plan._canary`) decides the steps. A fresh baseline (`baseline` step) is as many new
+instances of the serving release as the canary has, taking the same share of requests, so the
+canary (cold) is not compared with instances warmed for hours (caches, JIT, pools); where the
+planner or the machine does not allow it (a start that fails: a port, a limit) the canary is
+judged against the serving instances, and every verdict says which baseline it used and why.
+`verdict.judge` decides pass, fail or hold from numbers; this reads the numbers from the router
+(per-backend counters and latency histograms, cumulative, so a window is the difference of two
+readings), watches that the canary's instances still run, runs the service's custom checks
+(`[[service.NAME.canary.checks]]`, health.py's kinds) against every canary instance when a
+step's numbers pass, and records every verdict with its numbers and its baseline as a `canary`
+event. A fail raises the DeployError that makes the executor revert: traffic goes back to the
+serving release at once, and the fresh baseline retires with the canary.
 """
 
 from __future__ import annotations
@@ -17,11 +23,11 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from herdsman.deploy.plan import Step, canary_weights
+from herdsman.deploy.plan import Step, share_weights
 from herdsman.deploy.target import Target, route_name
 from herdsman.deploy.verdict import Rules, Verdict, Window, combine, judge
 from herdsman.drivers.base import Driver, InstanceState
-from herdsman.errors import DeployError
+from herdsman.errors import DeployError, HerdError
 from herdsman.health import Ran, probe
 from herdsman.spec.models import HealthCheck, Service
 from herdsman.state import Release, ServiceRelease, StateStore
@@ -36,6 +42,14 @@ class CanaryFailed(DeployError):
 
 
 WATCH_EVERY = 0.25  # seconds between looks at the canary's instances during a pause
+BASELINE_LABEL = "herd.baseline"  # "fresh" on a canary's fresh baseline (a new agent knows them)
+
+
+def against(step: Mapping[str, Any]) -> str:
+    """Which baseline a weigh or judge step uses, in words: "fresh", or "serving (why)"."""
+    if step.get("against", "serving") == "fresh":
+        return "fresh"
+    return f"serving ({step['why']})" if step.get("why") else "serving"
 
 
 class Pools(Protocol):
@@ -78,9 +92,9 @@ class CanaryJudge:
         numbers go to the state store as it waits (`herd canary status`), and an operator's
         `herd canary promote` or `abort` is obeyed within a fraction of a second."""
         service, canary, baseline = step["service"], list(step["instances"]), list(step["baseline"])
-        weight, look = int(step["weight"]), int(step.get("look", 1))
+        weight, look, which = int(step["weight"]), int(step.get("look", 1)), against(step)
         if self.decision(service, release) == "promote":
-            return self.promoted(service, release, weight, {})
+            return self.promoted(service, release, weight, {}, which)
         settings = config.canary
         rules = Rules(
             max_error_increase=settings.max_error_increase,
@@ -91,7 +105,7 @@ class CanaryJudge:
         start = await self.readings(route, canary, baseline)
         began = time.monotonic()
         pause = config.deploy.canary_pause
-        self.say(f"{service}: judging the canary at {weight}% for {pause:g}s")
+        self.say(f"{service}: judging the canary at {weight}% for {pause:g}s against a {which} baseline")
 
         async def now() -> Verdict:
             end_canary, end_baseline = await self.readings(route, canary, baseline)
@@ -101,11 +115,11 @@ class CanaryJudge:
         while True:
             verdict = await now()
             self.state.set_canary(
-                self.env, service, release, weight, "judging", verdict.numbers, verdict.reason
+                self.env, service, release, weight, "judging", verdict.numbers, verdict.reason, which
             )
             decided = self.decision(service, release)
             if decided == "promote":
-                return self.promoted(service, release, weight, verdict.numbers)
+                return self.promoted(service, release, weight, verdict.numbers, which)
             if decided == "abort":
                 verdict = Verdict("fail", "aborted by hand (herd canary abort)", verdict.numbers)
                 break
@@ -126,7 +140,7 @@ class CanaryJudge:
                 break
         if verdict.outcome == "pass" and settings.checks:
             verdict = await self.checked(verdict, settings.checks, canary)
-        self.record(service, release, weight, verdict)
+        self.record(service, release, weight, verdict, which)
         self.state.set_canary(
             self.env,
             service,
@@ -135,17 +149,19 @@ class CanaryJudge:
             "passed" if verdict.outcome == "pass" else "failed",
             verdict.numbers,
             verdict.reason,
+            which,
         )
         if verdict.outcome == "fail":
             kept = " (kept: herd quarantine)" if config.canary.on_fail == "quarantine" else ""
             raise CanaryFailed(
-                f"the canary of {service} failed at {weight}% of requests: {verdict.reason}",
+                f"the canary of {service} failed at {weight}% of requests: {verdict.reason} "
+                f"(baseline: {which})",
                 "the previous release serves all requests again; `herd events --kind canary` "
                 f"has the numbers of every verdict{kept}",
                 service,
                 canary,
             )
-        self.say(f"{service}: canary at {weight}% passed: {verdict.reason}")
+        self.say(f"{service}: canary at {weight}% passed: {verdict.reason} (baseline: {which})")
         return verdict
 
     async def checked(
@@ -176,10 +192,12 @@ class CanaryJudge:
                 return str(row["decision"])
         return ""
 
-    def promoted(self, service: str, release: int, weight: int, numbers: Mapping[str, float]) -> Verdict:
+    def promoted(
+        self, service: str, release: int, weight: int, numbers: Mapping[str, float], which: str
+    ) -> Verdict:
         verdict = Verdict("pass", "promoted by hand (herd canary promote)", dict(numbers))
-        self.record(service, release, weight, verdict)
-        self.state.set_canary(self.env, service, release, weight, "promoted", numbers, verdict.reason)
+        self.record(service, release, weight, verdict, which)
+        self.state.set_canary(self.env, service, release, weight, "promoted", numbers, verdict.reason, which)
         self.say(f"{service}: canary at {weight}% promoted by hand")
         return verdict
 
@@ -199,16 +217,17 @@ class CanaryJudge:
                 return
             await asyncio.sleep(min(WATCH_EVERY, left))
 
-    def record(self, service: str, release: int, weight: int, verdict: Verdict) -> None:
+    def record(self, service: str, release: int, weight: int, verdict: Verdict, which: str) -> None:
         self.state.event(
             self.env,
             "canary",
-            f"canary at {weight}%: {verdict.outcome}: {verdict.reason}",
+            f"canary at {weight}%: {verdict.outcome}: {verdict.reason} (baseline: {which})",
             service=service,
             release=release,
             weight=weight,
             outcome=verdict.outcome,
             numbers=verdict.numbers,
+            baseline=which,
         )
 
 
@@ -221,8 +240,23 @@ class CanarySteps:
     state: StateStore
     target: Target
     quarantining: dict[str, str]  # instance id -> why it is kept when it retires
+    no_fresh: dict[str, str]  # service -> why its fresh baseline could not start
+    known: dict[str, InstanceState]  # what is known of each instance (execute.Executor)
 
     def say(self, line: str) -> None:
+        raise NotImplementedError
+
+    async def _start(
+        self,
+        instance_id: str,
+        service: str,
+        release: Release,
+        entry: ServiceRelease,
+        labels: dict[str, str] | None = None,
+    ) -> None:
+        raise NotImplementedError
+
+    async def _admit(self, instance_id: str, service: str, entry: ServiceRelease) -> None:
         raise NotImplementedError
 
     async def _pool(self, service: str, ids: list[str], weights: dict[str, int] | None = None) -> None:
@@ -256,20 +290,75 @@ class CanarySteps:
         )
         return place / "tmp"
 
-    async def _weigh(self, service: str, canary: list[str], baseline: list[str], weight: int) -> None:
-        """The pool is the canary and the baseline, the canary taking exactly ``weight``% of requests."""
-        mine, theirs = canary_weights(len(canary), len(baseline), weight)
-        await self._pool(
-            service, canary + baseline, {**dict.fromkeys(baseline, theirs), **dict.fromkeys(canary, mine)}
+    async def _fresh_baseline(self, step: Step) -> None:
+        """Start and admit a canary's fresh baseline: new instances of the serving release, labelled
+        so that a new agent knows them. If they cannot (a port taken, a limit of the machine, a
+        failing health check), they are stopped and the canary is judged against the serving
+        instances instead, with that reason on every verdict."""
+        service, ids, number = step["service"], list(step["instances"]), int(step["release"])
+        self.no_fresh.pop(service, None)
+        release = self.state.release(self.target.env, number)
+        entry = release.services().get(service)
+        if entry is None:
+            self.no_fresh[service] = f"release {number} has no service {service!r}"
+            return
+        self.say(f"{service}: starting a fresh baseline of release {number}: {', '.join(ids)}")
+        try:
+            labels = {BASELINE_LABEL: "fresh"}
+            await asyncio.gather(*(self._start(i, service, release, entry, labels) for i in ids))
+            await asyncio.gather(*(self._admit(i, service, entry) for i in ids))
+        except HerdError as exc:
+            why = f"the fresh baseline could not start: {exc.message.splitlines()[0]}"
+            self.no_fresh[service] = why
+            for instance_id in ids:
+                if await self.driver.inspect(instance_id) is not None:
+                    await self.driver.stop(instance_id, entry.config.stop_grace)
+                self.known.pop(instance_id, None)
+            self.state.event(self.target.env, "canary", f"{service}: {why}", service=service)
+            self.say(f"{service}: {why}; the canary is judged against the serving instances")
+            return
+        self.say(f"{service}: fresh baseline {', '.join(ids)} healthy")
+
+    def _sides(self, step: Step) -> Step:
+        """The step as it runs: a fresh baseline that could not start leaves the serving instances
+        as the baseline, with the reason."""
+        why = self.no_fresh.get(step["service"])
+        if step.get("against") != "fresh" or why is None:
+            return step
+        return {**step, "baseline": list(step["serving"]), "serving": [], "against": "serving", "why": why}
+
+    async def _weigh(self, step: Step) -> None:
+        """The pool is the canary, the baseline and the other serving instances: against a fresh
+        baseline the canary and it take exactly ``weight``% of requests each and the serving
+        instances the rest; against the serving ones, the canary ``weight``% and they the rest."""
+        step = self._sides(step)
+        service, canary, weight = step["service"], list(step["instances"]), int(step["weight"])
+        baseline, serving = list(step["baseline"]), list(step.get("serving", ()))
+        fresh = step.get("against") == "fresh"
+        shares = share_weights(
+            [
+                (len(canary), weight),
+                (len(baseline), weight if fresh else 100 - weight),
+                (len(serving), 100 - 2 * weight if fresh else 0),
+            ]
         )
-        self.say(f"{service}: the canary ({', '.join(canary)}) takes {weight}% of requests")
+        weights = {
+            **dict.fromkeys(serving, shares[2]),
+            **dict.fromkeys(baseline, shares[1]),
+            **dict.fromkeys(canary, shares[0]),
+        }
+        await self._pool(service, [i for i in canary + baseline + serving if weights[i]], weights)
+        self.say(
+            f"{service}: the canary ({', '.join(canary)}) takes {weight}% of requests, "
+            f"judged against a {against(step)} baseline"
+        )
 
     async def _judge(self, step: Step, entry: ServiceRelease, release: Release) -> None:
         if self.pools is None:
             raise DeployError("a canary needs the router, and this deployment has none")
         route = route_name(self.target.env, step["service"])
         judge = CanaryJudge(self.pools, self.driver, self.state, self.target.env, self.say)
-        await judge.judge(step, route, entry.config, release.number)
+        await judge.judge(self._sides(step), route, entry.config, release.number)
 
     def _keep_failed_canary(self, failure: DeployError, release: Release) -> None:
         """A canary failed and its service says `on_fail = "quarantine"`: the revert keeps its

@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable, Collection, Iterator
 from typing import Any, Protocol
 
 from herdsman.deploy.burst import BurstSteps
-from herdsman.deploy.canary import CanarySteps
+from herdsman.deploy.canary import BASELINE_LABEL, CanarySteps
 from herdsman.deploy.instances import id_base
 from herdsman.deploy.plan import Running, Step, effective_policy, plan_release
 from herdsman.deploy.target import Target, id_maker, listed, log_tail, route_name
@@ -68,6 +68,8 @@ class Executor(CanarySteps, BurstSteps):
         self.known: dict[str, InstanceState] = {}
         # instances to keep in quarantine when they retire (a failed canary's), with why
         self.quarantining: dict[str, str] = {}
+        # services whose canary's fresh baseline could not start, with why (deploy/canary.py)
+        self.no_fresh: dict[str, str] = {}
         # steps the agent adds (e.g. "quarantine"), applied by the agent's own code
         self.extra_ops: dict[str, Callable[[Step, Release], Awaitable[None]]] = {}
 
@@ -115,7 +117,10 @@ class Executor(CanarySteps, BurstSteps):
         running: dict[str, list[Running]] = {}
         for i in current:
             if i.id not in absent:
-                running.setdefault(i.service, []).append(Running(i.id, i.release, i.state == "running"))
+                fresh = i.labels.get(BASELINE_LABEL) == "fresh"
+                running.setdefault(i.service, []).append(
+                    Running(i.id, i.release, i.state == "running", baseline=fresh)
+                )
         policies = {name: effective_policy(config, scales.get(name)) for name, config in configs.items()}
         if reverting:
             policies = {
@@ -129,6 +134,7 @@ class Executor(CanarySteps, BurstSteps):
             policies,
             lambda name: id_maker(id_base(self.target.env, name), release.number, prefix),
             services,
+            lambda name, serving: id_maker(id_base(self.target.env, name), serving, prefix + "b"),
         )
 
     # running --------------------------------------------------------------------------------------
@@ -136,6 +142,7 @@ class Executor(CanarySteps, BurstSteps):
         """Roll ``release`` out; with ``migrate``, its services' migrations run first (see
         `migrate.py`): a failed one restores the data and stops here, before any new instance."""
         migrated = []
+        self.no_fresh.clear()  # a fresh baseline that could not start is this rollout's news only
         if migrate:
             from herdsman.deploy.migrate import Migrator
 
@@ -262,8 +269,10 @@ class Executor(CanarySteps, BurstSteps):
             await self._grow(step, release, entry)
         elif op == "pool":
             await self._pool(service, ids)
+        elif op == "baseline":
+            await self._fresh_baseline(step)
         elif op == "weigh":
-            await self._weigh(service, ids, list(step["baseline"]), int(step["weight"]))
+            await self._weigh(step)
         elif op == "judge":
             assert entry is not None
             await self._judge(step, entry, release)
@@ -274,8 +283,17 @@ class Executor(CanarySteps, BurstSteps):
         else:
             raise DeployError(f"unknown step {op!r}")
 
-    async def _start(self, instance_id: str, service: str, release: Release, entry: ServiceRelease) -> None:
+    async def _start(
+        self,
+        instance_id: str,
+        service: str,
+        release: Release,
+        entry: ServiceRelease,
+        labels: dict[str, str] | None = None,
+    ) -> None:
         spec = await asyncio.to_thread(self.target.spec, instance_id, service, release.number, entry)
+        if labels:
+            spec = dataclasses.replace(spec, labels={**spec.labels, **labels})
         self.known[instance_id] = await self.driver.start(spec)
         self.state.event(
             self.target.env,

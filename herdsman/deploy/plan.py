@@ -16,15 +16,24 @@ Steps are plain dicts (they are written ahead into the state store as JSON):
                      a burst (at least BURST new instances, none to replace): start them at an
                      adaptive pace, each joining the pool once admitted; the pool ends as "pool"
                      (absent for a service with no route). See deploy/burst.py
-    {"op": "weigh",  "service": s, "instances": [ids], "baseline": [ids], "weight": w}
-                     the pool is both; the canary (``instances``) gets w% of requests, exactly
-    {"op": "judge",  "service": s, "instances": [ids], "baseline": [ids], "weight": w, "look": k}
-                     wait `canary_pause`, compare both sides over it (deploy/verdict.py); a fail
-                     fails the rollout, which reverts
+    {"op": "baseline", "service": s, "instances": [ids], "release": r}
+                     start and admit a canary's fresh baseline: new instances of the serving
+                     release ``r`` (labelled herd.baseline = fresh); if they cannot start, the
+                     canary is judged against the serving instances instead (deploy/canary.py)
+    {"op": "weigh",  "service": s, "instances": [ids], "baseline": [ids], "weight": w,
+                     "serving": [ids], "against": "fresh" | "serving", "why": text}
+                     the pool is all three; the canary (``instances``) gets w% of requests exactly,
+                     a fresh baseline w% too and the serving instances the rest (none at 50%);
+                     against "serving", ``baseline`` is every instance of the serving release and
+                     ``why`` says why not a fresh one
+    {"op": "judge",  the weigh step's fields and "look": k}
+                     wait `canary_pause`, compare the canary with ``baseline`` over it
+                     (deploy/verdict.py); a fail fails the rollout, which reverts
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -44,6 +53,7 @@ class Running:
     id: str
     release: int
     serving: bool = True
+    baseline: bool = False  # a canary's fresh baseline (label herd.baseline): never kept past it
 
 
 @dataclass(frozen=True)
@@ -54,6 +64,8 @@ class Policy:
     max_unavailable: int = 0
     routed: bool = True
     canary_weights: tuple[int, ...] = (10, 50, 100)
+    baseline: str = "fresh"  # a canary's baseline: fresh instances of the serving release, or "serving"
+    max_instances: int | None = None  # `[service.NAME.scale] max`: no more run at once
 
 
 def effective_policy(config: Service, scale: tuple[int, str] | None = None) -> Policy:
@@ -68,6 +80,8 @@ def effective_policy(config: Service, scale: tuple[int, str] | None = None) -> P
         max_unavailable=deploy.max_unavailable,
         routed=config.route is not None,
         canary_weights=tuple(deploy.canary_weights),
+        baseline=config.canary.baseline,
+        max_instances=config.scale.max if config.scale is not None else None,
     )
 
 
@@ -77,14 +91,17 @@ def plan_release(
     policies: Mapping[str, Policy],
     new_id: Callable[[str], Callable[[], str]],
     services: Collection[str] | None = None,
+    fresh_id: Callable[[str, int], Callable[[], str]] | None = None,
 ) -> list[Step]:
     """The steps from what runs (``current``, by service) to ``release`` with ``policies`` (one per
     service of the release). With ``services``, only those; otherwise the instances of services that
-    left the stack are retired too."""
+    left the stack are retired too. ``fresh_id(service, release)`` names a canary's fresh baseline
+    (instances of the serving ``release``)."""
     steps: list[Step] = []
     for name, policy in policies.items():
         if services is None or name in services:
-            steps += plan_service(name, current.get(name, ()), release, policy, new_id(name))
+            makes = functools.partial(fresh_id, name) if fresh_id is not None else None
+            steps += plan_service(name, current.get(name, ()), release, policy, new_id(name), makes)
     if services is None:
         for name, running in sorted(current.items()):
             if name not in policies and running:
@@ -103,11 +120,14 @@ def plan_service(
     release: int,
     policy: Policy,
     new_id: Callable[[], str],
+    fresh_id: Callable[[int], Callable[[], str]] | None = None,
 ) -> list[Step]:
-    """The steps that take one service from ``current`` to ``policy.replicas`` instances of ``release``."""
-    keep = [i.id for i in current if i.release == release and i.serving]
-    broken = [i.id for i in current if i.release == release and not i.serving]
-    old = [i.id for i in current if i.release != release]
+    """The steps that take one service from ``current`` to ``policy.replicas`` instances of ``release``.
+    A canary's fresh baseline never stays: outside a canary that reuses it, it retires first."""
+    fresh = [i for i in current if i.baseline]
+    keep = [i.id for i in current if i.release == release and i.serving and not i.baseline]
+    broken = [i.id for i in current if i.release == release and not i.serving and not i.baseline]
+    old = [i.id for i in fresh] + [i.id for i in current if i.release != release and not i.baseline]
     steps: list[Step] = []
     if broken:
         steps += _retire(service, broken, keep + old, policy.routed)
@@ -117,32 +137,98 @@ def plan_service(
         steps += _retire(service, extra, keep + old, policy.routed)
     if policy.strategy == "blue-green":
         return steps + _blue_green(service, keep, old, policy, new_id)
-    if policy.strategy == "canary" and policy.routed and old and policy.replicas:
-        return steps + _canary(service, keep, old, policy, new_id)
+    if policy.strategy == "canary" and policy.routed and len(old) > len(fresh) and policy.replicas:
+        serving = [i for i in current if i.release != release and not i.baseline]
+        makes = fresh_id or (lambda _release: lambda: f"{new_id()}-b")
+        return steps + _canary(service, keep, serving, fresh, policy, new_id, makes)
     return steps + _rolling(service, keep, old, policy, new_id)
 
 
 def _canary(
-    service: str, new: list[str], old: list[str], policy: Policy, new_id: Callable[[], str]
+    service: str,
+    new: list[str],
+    serving: Sequence[Running],
+    fresh: Sequence[Running],
+    policy: Policy,
+    new_id: Callable[[], str],
+    fresh_id: Callable[[int], Callable[[], str]],
 ) -> list[Step]:
     """A few instances of the new release (the canary: its first weight's share of the replicas,
     at least one, started beside the old ones whatever max_surge says) take exactly each weight
-    short of 100 of the requests in turn, each step judged against the old release (the
-    baseline) over the same window; then the rest rolls as a rolling deploy does. Planned again
-    after a crash, the canary starts over from its first weight (its instances are kept)."""
+    short of 100 of the requests in turn, each step judged over the same window against a
+    baseline: as many fresh instances of the serving release, at the same weight (so both sides
+    are as warm), where `fresh_refusal` and the weight allow, else the serving instances. Then
+    the rest rolls as a rolling deploy does, the fresh baseline retiring first with the old
+    instances. Planned again after a crash, the canary starts over from its first weight (its
+    instances and its fresh baseline are kept)."""
     size = max(1, min(policy.replicas, math.ceil(policy.replicas * policy.canary_weights[0] / 100)))
     batch = [new_id() for _ in range(max(0, size - len(new)))]
     canary = new + batch
+    old = [i.id for i in serving]
     steps: list[Step] = []
     if batch:
         steps += [
             {"op": "start", "service": service, "instances": batch},
             {"op": "admit", "service": service, "instances": batch},
         ]
+    why = fresh_refusal(service, policy, serving, len(canary))
+    base: list[str] = []
+    extra = [i.id for i in fresh]  # a fresh baseline that cannot serve this canary retires
+    if not why:
+        release = serving[0].release
+        base = [i.id for i in fresh if i.release == release and i.serving][: len(canary)]
+        extra = [i.id for i in fresh if i.id not in base]
+        maker = fresh_id(release)
+        started = [maker() for _ in range(len(canary) - len(base))]
+        if started:
+            steps.append({"op": "baseline", "service": service, "instances": started, "release": release})
+        base += started
+    if extra:  # the canary is not in the pool before it is weighed (it would take an equal share)
+        steps += _retire(service, extra, base + old, policy.routed)
     for look, weight in enumerate((w for w in policy.canary_weights if w < 100), start=1):
-        step = {"service": service, "instances": canary, "baseline": list(old), "weight": weight}
+        step: Step = {"service": service, "instances": canary, "weight": weight}
+        reason = why or (
+            f"at {weight}% a fresh baseline would need {2 * weight}% too" if 2 * weight > 100 else ""
+        )
+        if reason:
+            step |= {"baseline": base + old, "serving": [], "against": "serving", "why": reason}
+        else:
+            step |= {"baseline": list(base), "serving": list(old), "against": "fresh", "why": ""}
         steps += [{"op": "weigh", **step}, {"op": "judge", **step, "look": look}]
-    return steps + _rolling(service, canary, old, policy, new_id)
+    return steps + _rolling(service, canary, base + old, policy, new_id)
+
+
+def fresh_refusal(service: str, policy: Policy, serving: Sequence[Running], size: int) -> str:
+    """Why a canary of ``size`` instances cannot have a fresh baseline ("" if it can), in words
+    without brackets (the CLI prints them as they are)."""
+    if policy.baseline != "fresh":
+        return f'service.{service}.canary.baseline = "{policy.baseline}"'
+    releases = sorted({i.release for i in serving})
+    if len(releases) != 1:
+        listed = ", ".join(str(r) for r in releases)
+        return f"the serving instances are of {len(releases)} releases ({listed}), not one"
+    if not any(2 * w <= 100 for w in policy.canary_weights if w < 100):
+        return "every canary weight short of 100 is above 50%, so a fresh baseline cannot match it"
+    total = len(serving) + 2 * size
+    if policy.max_instances is not None and total > policy.max_instances:
+        return (
+            f"a fresh baseline would run {total} instances at once, more than "
+            f"service.{service}.scale.max = {policy.max_instances}"
+        )
+    return ""
+
+
+def share_weights(groups: Sequence[tuple[int, int]]) -> list[int]:
+    """Per-instance integer weights for groups of (instances, percent of requests): each group's
+    instances together get exactly its percent (the router's weighted round robin is exact). A
+    group with no instance or 0% gets weight 0 (it is left out of the pool)."""
+    live = [(n, p) for n, p in groups if n and p]
+    if not live:
+        return [0] * len(groups)
+    common = math.lcm(*(n for n, _ in live))
+    raw = [p * common // n if n and p else 0 for n, p in groups]  # exact: n divides common
+    divisor = math.gcd(*(w for w in raw if w))
+    return [w // divisor for w in raw]
 
 
 def canary_weights(canary: int, baseline: int, weight: int) -> tuple[int, int]:
@@ -237,6 +323,9 @@ def simulate(current: Sequence[Running], steps: Sequence[Step]) -> list[tuple[in
             running |= ids
         elif step["op"] == "admit":
             healthy |= ids
+        elif step["op"] == "baseline":
+            running |= ids
+            healthy |= ids
         elif step["op"] == "grow":
             running |= ids
             healthy |= ids
@@ -245,7 +334,11 @@ def simulate(current: Sequence[Running], steps: Sequence[Step]) -> list[tuple[in
         elif step["op"] == "pool":
             pool = ids
         elif step["op"] == "weigh":
-            pool = ids | set(step["baseline"])
+            pool = (
+                ids
+                | set(step["baseline"])
+                | (set(step.get("serving", ())) if step["weight"] * 2 < 100 else set())
+            )
         elif step["op"] == "retire":
             running -= ids
             healthy -= ids

@@ -202,6 +202,9 @@ class Canary(Model):
     max_wait: Duration = 300.0  # a step short of traffic holds this long, then too_little_traffic
     too_little_traffic: Literal["fail", "pass"] = "fail"
     on_fail: Literal["stop", "quarantine"] = "stop"  # quarantine: keep a failed canary for a post-mortem
+    # what the canary is compared with: "fresh" instances of the serving release started for it at
+    # its weight (as warm as the canary), where the pool allows; "serving": the instances serving
+    baseline: Literal["fresh", "serving"] = "fresh"
     # custom checks (the health check's kinds: http, tcp, command run inside the instance), run
     # against every canary instance at the end of each step; one failing fails the canary
     checks: tuple[HealthCheck, ...] = ()

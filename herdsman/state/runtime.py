@@ -72,9 +72,11 @@ class RuntimeState:
         state: str,
         numbers: Mapping[str, Any] | None = None,
         reason: str = "",
+        baseline: str = "",
     ) -> None:
         """The canary of ``service`` is at ``weight``% in ``state`` (judging, passed, failed, promoted,
-        aborted); a new release's canary starts afresh, an operator's decision is kept meanwhile."""
+        aborted), judged against ``baseline`` ("fresh", or "serving (why)"); a new release's canary
+        starts afresh, an operator's decision is kept meanwhile."""
         now = time.time()
         with self._tx() as db:
             row = db.execute(
@@ -83,12 +85,25 @@ class RuntimeState:
             fresh = row is None or row[0] != release
             since = now if fresh or row[1] != weight else row[2]
             db.execute(
-                "INSERT INTO canaries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, '') "
+                "INSERT INTO canaries (env, service, release, weight, state, since, updated, numbers, "
+                "reason, decision, baseline) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, '', ?) "
                 "ON CONFLICT(env, service) DO UPDATE SET release = excluded.release, "
                 "weight = excluded.weight, state = excluded.state, "
                 "since = excluded.since, updated = excluded.updated, numbers = excluded.numbers, "
-                "reason = excluded.reason" + (", decision = ''" if fresh else ""),
-                (env, service, release, weight, state, since, now, canonical(dict(numbers or {})), reason),
+                "reason = excluded.reason, baseline = excluded.baseline"
+                + (", decision = ''" if fresh else ""),
+                (
+                    env,
+                    service,
+                    release,
+                    weight,
+                    state,
+                    since,
+                    now,
+                    canonical(dict(numbers or {})),
+                    reason,
+                    baseline,
+                ),
             )
 
     def decide_canary(self, env: str, decision: str, service: str | None = None) -> list[str]:

@@ -138,4 +138,7 @@ MIGRATIONS: list[str] = [
         state TEXT NOT NULL
     );
     """,
+    """
+    ALTER TABLE canaries ADD COLUMN baseline TEXT NOT NULL DEFAULT '';
+    """,
 ]

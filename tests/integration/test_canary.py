@@ -319,6 +319,12 @@ def test_a_failing_canary_is_aborted_on_docker_too(tmp_path: Path, debian_hello:
         assert releases_running(root) == {"1"}
         assert load.failures and all("release 2 failed" in f for f in load.failures), load.failures[:5]
         assert len(load.failures) / len(load.served) <= 0.2
+        # judged against a fresh baseline (a new container of release 1), gone with the canary
+        assert "(baseline: fresh)" in said, said
+        events = herd(root, "events", "--kind", "instance", "-n", "200").stdout
+        fresh = set(re.findall(r"started (web-1-[0-9a-f]{4}b\d+)", events))
+        assert len(fresh) == 1 and all(f"retired {i}" in events for i in fresh), events
+        assert not fresh & {i["id"] for i in instances(root)}
     finally:
         stop_project(root)
 

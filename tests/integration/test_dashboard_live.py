@@ -235,7 +235,7 @@ def test_a_canary_live_and_aborted_then_promoted_from_the_page(chromium: Any, tm
                 timeout=60_000,
             )
             assert page.locator(".rollout .step").count() >= 2, "the rollout's steps"
-            assert "baseline" in page.locator("table.canaries").inner_text()
+            assert "baseline (fresh)" in page.locator("table.canaries").inner_text()
             shot(page, tmp_path, "10-canary-judging")
             page.once("dialog", lambda dialog: dialog.accept())
             page.click('.canary-actions[data-service="web"] button.abort')

@@ -100,7 +100,7 @@ def test_a_canary_is_judged_at_each_weight_then_rolls_and_never_lowers_capacity(
     old_count: int, replicas: int, surge: int, weights: tuple[int, ...]
 ) -> None:
     current = [Running(f"old-{i}", release=1) for i in range(old_count)]
-    policy = Policy(replicas, "canary", max(surge, 1), 0, canary_weights=weights)
+    policy = Policy(replicas, "canary", max(surge, 1), 0, canary_weights=weights, baseline="serving")
     steps = plan_service("web", current, 2, policy, _new_id_factory())
     judged = [s["weight"] for s in steps if s["op"] == "judge"]
     assert judged == [w for w in weights if w < 100]  # every step short of 100 is judged, in order
