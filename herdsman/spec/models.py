@@ -21,7 +21,15 @@ import shlex
 from functools import cache
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    model_validator,
+)
 
 from herdsman.spec.checks import Invalid, host_name, http_path, one_line, quoted
 from herdsman.spec.durations import format_duration, parse_duration
@@ -315,7 +323,7 @@ def _workers(value: object) -> int | str:
     if value == "auto" or (type(value) is int and 1 <= value <= MAX_ROUTER_WORKERS):
         return value  # type: ignore[return-value]
     raise Invalid(
-        f"workers must be a whole number from 1 to {MAX_ROUTER_WORKERS} or \"auto\", not {quoted(str(value))}",
+        f'workers must be a whole number from 1 to {MAX_ROUTER_WORKERS} or "auto", not {quoted(str(value))}',
         'workers = 2 (two router processes sharing the listeners), or workers = "auto" (one per core)',
     )
 
@@ -332,7 +340,7 @@ class RouterSettings(Model):
         if self.engine != "embedded" and self.workers != 1:
             raise Invalid(
                 f"workers is the embedded router's setting, and engine is {quoted(self.engine)}",
-                "remove workers (HAProxy runs its own threads), or use engine = \"embedded\"",
+                'remove workers (HAProxy runs its own threads), or use engine = "embedded"',
             )
         return self
 

@@ -632,7 +632,9 @@ def test_router_workers_are_a_count_or_auto(workers: Any, count: int | None) -> 
 @pytest.mark.parametrize("bad", [0, 65, -1, "2", "many", True, 2.5])
 def test_bad_router_workers_name_the_key_and_hint(bad: Any) -> None:
     err = error(copy.deepcopy(FULL) | {"router": {"workers": bad}})
-    assert any(p.key == "router.workers" and "1 to 64" in p.message and p.hint for p in err.problems), err.lines()
+    assert any(p.key == "router.workers" and "1 to 64" in p.message and p.hint for p in err.problems), (
+        err.lines()
+    )
 
 
 def test_router_workers_are_the_embedded_engines() -> None:
