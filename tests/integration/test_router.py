@@ -63,10 +63,11 @@ class Backend:
         self.server.server_close()
 
 
-@pytest.fixture
-def router(tmp_path: Path) -> Iterator[tuple[RouterClient, str]]:
+@pytest.fixture(params=[1, 2], ids=["1worker", "2workers"])
+def router(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[RouterClient, str]]:
+    """A router of its own: one process, or two workers on the same listener (`[router] workers`)."""
     home = tmp_path / ".herd"
-    client = ensure_router(home)
+    client = ensure_router(home, int(request.param))
     port = free_port()
     client.call_now({"op": "set_routes", "routes": [{"name": "p/web", "listen": f"127.0.0.1:{port}"}]})
     yield client, f"http://127.0.0.1:{port}"
