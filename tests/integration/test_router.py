@@ -4,6 +4,8 @@ pools switch, drain, retries, 503, Host routing. (Deploys through it: test_deplo
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import socket
 import threading
 import time
@@ -269,3 +271,46 @@ def test_reused_connection_without_response_is_retried_for_get_only(router: tupl
     assert response.status_code == 502 and "is not retried" in response.text
     assert backend.requests == 4, "the POST was sent once"
     backend.stop()
+
+
+def test_a_dead_worker_is_started_again_and_the_others_keep_serving(tmp_path: Path) -> None:
+    """`workers = 2`: SIGKILL one worker; new connections reach the other at once, the parent
+    starts it again with the current pool, and the summed counters never go backwards."""
+    home = tmp_path / ".herd"
+    client = ensure_router(home, 2)
+    port = free_port()
+    client.call_now({"op": "set_routes", "routes": [{"name": "p/web", "listen": f"127.0.0.1:{port}"}]})
+    a, b = Backend("a"), Backend("b")
+    pool(client, a, b)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        assert {httpx.get(url).text for _ in range(20)} == {"a", "b"}
+
+        def requests_of_b() -> int:
+            backends = client.call_now({"op": "stats"})["stats"]["p/web"]["backends"]
+            return sum(s["requests"] for s in backends if s["address"] == b.address)
+
+        before = requests_of_b()
+        first = client.call_now({"op": "ping"})["workers"]
+        assert len(first) == 2 and all(first)
+        os.kill(first[0], signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while first[0] in client.call_now({"op": "ping"})["workers"] and time.monotonic() < deadline:
+            time.sleep(0.01)  # the parent saw it die (its listening socket is closed)
+        served = [httpx.get(url, headers={"Connection": "close"}).text for _ in range(30)]
+        assert sorted(set(served)) == ["a", "b"], "the other worker kept the listener and the pool"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            ping = client.call_now({"op": "ping"})
+            if all(ping["workers"]) and first[0] not in ping["workers"]:
+                break
+            time.sleep(0.05)
+        assert all(ping["workers"]) and ping["restarts"] == 1 and first[1] in ping["workers"]
+        pool(client, b)  # the restarted worker is told too: b only, whichever worker answers
+        assert {httpx.get(url, headers={"Connection": "close"}).text for _ in range(30)} == {"b"}
+        assert requests_of_b() >= before + 30, (
+            "the dead worker's counters were kept; b's requests since are added"
+        )
+    finally:
+        stop_router(home)
+        a.stop(), b.stop()
