@@ -177,7 +177,7 @@ class Router:
     async def load(self, state: dict[str, Any]) -> None:
         """Routes and pools (the state file's shape) set before any listener opens: a router that
         starts (or a worker that starts again) never answers 503 for want of its pool."""
-        await self.set_routes(list(state.get("routes", [])), listen=False)
+        await self.set_routes(list(state.get("routes", [])), bind=False)
         for name, backends in dict(state.get("pools", {})).items():
             if name in self.routes:
                 self.set_pool(name, list(backends))
@@ -202,7 +202,7 @@ class Router:
         return {"routes": routes, "pools": pools}
 
     async def set_routes(
-        self, routes: list[dict[str, object]], prefix: str = "", *, listen: bool = True
+        self, routes: list[dict[str, object]], prefix: str = "", *, bind: bool = True
     ) -> None:
         """Make the routes whose names start with ``prefix`` (one environment's) exactly ``routes``."""
         wanted = {str(r["name"]): r for r in routes}
@@ -224,7 +224,7 @@ class Router:
         self._index_listeners()
         if self.watchdog is None:
             self.watchdog = asyncio.get_running_loop().create_task(self.watch())
-        if listen:
+        if bind:
             await self.listen()
 
     async def listen(self) -> None:

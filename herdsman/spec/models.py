@@ -321,7 +321,7 @@ MAX_ROUTER_WORKERS = 64
 def _workers(value: object) -> int | str:
     """`workers`: a count of processes (1..64) or "auto" (one per core this machine gives us)."""
     if value == "auto" or (type(value) is int and 1 <= value <= MAX_ROUTER_WORKERS):
-        return value  # type: ignore[return-value]
+        return value
     raise Invalid(
         f'workers must be a whole number from 1 to {MAX_ROUTER_WORKERS} or "auto", not {quoted(str(value))}',
         'workers = 2 (two router processes sharing the listeners), or workers = "auto" (one per core)',
