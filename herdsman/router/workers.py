@@ -36,6 +36,7 @@ from herdsman.router.fanout import Book, merge_stats, retire
 from herdsman.router.wire import LINE_LIMIT
 
 START_TIMEOUT = 20.0  # seconds for a worker to answer on its socket (a loaded 2-core machine)
+TELL_TIMEOUT = 10.0  # seconds for a worker to apply a change (it takes milliseconds); then it is killed
 
 
 class WorkerGone(Exception):
@@ -50,7 +51,7 @@ class Worker:
         self.ready = False  # given the book and listening
         self.last: dict[str, Any] = {}  # its last stats answer
 
-    async def call(self, request: dict[str, Any], timeout: float | None = 30.0) -> dict[str, Any]:
+    async def call(self, request: dict[str, Any], timeout: float = TELL_TIMEOUT) -> dict[str, Any]:
         try:
             reader, writer = await asyncio.wait_for(
                 asyncio.open_unix_connection(str(self.socket_path), limit=LINE_LIMIT), 5
@@ -171,7 +172,7 @@ class WorkerSet:
             worker.socket_path.unlink(missing_ok=True)
 
     # fan-out ------------------------------------------------------------------------------------
-    async def _fan(self, request: dict[str, Any], timeout: float | None = 30.0) -> list[dict[str, Any]]:
+    async def _fan(self, request: dict[str, Any], timeout: float = TELL_TIMEOUT) -> list[dict[str, Any]]:
         """``request`` to every ready worker; a worker that does not answer is killed (and waited
         for) before this returns. The first refusal is raised as the router's own would be."""
         ready = [w for w in self.workers if w.ready]
@@ -210,7 +211,8 @@ class WorkerSet:
 
     async def stats(self) -> dict[str, Any]:
         ready = [w for w in self.workers if w.ready]
-        replies = await asyncio.gather(*(w.call({"op": "stats"}, 5) for w in ready), return_exceptions=True)
+        # a worker that does not answer in time counts with its last answer (callers wait 5 s at most)
+        replies = await asyncio.gather(*(w.call({"op": "stats"}, 2) for w in ready), return_exceptions=True)
         for worker, reply in zip(ready, replies, strict=True):
             if isinstance(reply, dict) and reply.get("ok"):
                 worker.last = dict(reply["stats"])

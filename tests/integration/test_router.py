@@ -4,6 +4,7 @@ pools switch, drain, retries, 503, Host routing. (Deploys through it: test_deplo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -151,6 +152,25 @@ def test_pool_switch_under_load_fails_nothing(router: tuple[RouterClient, str]) 
     assert results[-1].startswith("new")
     for backend in new:
         backend.stop()
+
+
+def test_once_set_pool_returns_no_connection_reaches_a_removed_backend(
+    router: tuple[RouterClient, str],
+) -> None:
+    """Kept-alive client connections spread over the workers; the first request each sends after
+    `set_pool` returned goes to the new pool, whichever worker holds it."""
+    client, url = router
+    a, b = Backend("a"), Backend("b")
+    pool(client, a)
+    clients = [httpx.Client(timeout=10) for _ in range(12)]
+    try:
+        assert {c.get(url).text for c in clients} == {"a"}
+        pool(client, b)
+        assert [c.get(url).text for c in clients] == ["b"] * len(clients)
+    finally:
+        for c in clients:
+            c.close()
+        a.stop(), b.stop()
 
 
 def test_killed_backend_is_retried_for_gets(router: tuple[RouterClient, str]) -> None:
@@ -312,5 +332,32 @@ def test_a_dead_worker_is_started_again_and_the_others_keep_serving(tmp_path: Pa
             "the dead worker's counters were kept; b's requests since are added"
         )
     finally:
+        stop_router(home)
+        a.stop(), b.stop()
+
+
+def test_a_worker_that_cannot_be_told_is_replaced_before_set_pool_returns(tmp_path: Path) -> None:
+    """`workers = 2`, one worker stopped (SIGSTOP): `set_pool` kills it rather than answer while it
+    still holds the old pool; the worker started in its place serves the new one."""
+    home = tmp_path / ".herd"
+    client = ensure_router(home, 2)
+    port = free_port()
+    client.call_now({"op": "set_routes", "routes": [{"name": "p/web", "listen": f"127.0.0.1:{port}"}]})
+    a, b = Backend("a"), Backend("b")
+    url = f"http://127.0.0.1:{port}"
+    stuck = client.call_now({"op": "ping"})["workers"][0]
+    try:
+        pool(client, a)
+        os.kill(stuck, signal.SIGSTOP)
+        pool(client, b)  # answers once the stopped worker is gone (after TELL_TIMEOUT)
+        assert stuck not in client.call_now({"op": "ping"})["workers"]
+        deadline = time.monotonic() + 30
+        while not all(client.call_now({"op": "ping"})["workers"]) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert all(client.call_now({"op": "ping"})["workers"]), "the replacement came up"
+        assert {httpx.get(url, headers={"Connection": "close"}).text for _ in range(30)} == {"b"}
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(stuck, signal.SIGKILL)  # ours (its parent kills it too)
         stop_router(home)
         a.stop(), b.stop()
