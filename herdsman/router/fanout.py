@@ -94,10 +94,11 @@ def merge_stats(
     for name, route in (departed or {}).items():
         if name not in out:
             continue
-        live = {b["address"]: b for b in out[name]["backends"]}
+        live = {(b["address"], b["instance"]): b for b in out[name]["backends"]}
         for backend in route.get("backends", []):
-            if backend["address"] in live:
-                _add(live[backend["address"]], backend)
+            key = (backend["address"], backend.get("instance", ""))
+            if key in live:  # the same instance (a later one may have the same address)
+                _add(live[key], backend)
     for name, spec in (routes or {}).items():
         if name not in out:
             out[name] = {"listen": spec.get("listen"), "host": spec.get("host"), "backends": []}
@@ -113,6 +114,17 @@ def retire(departed: dict[str, Any], last: dict[str, Any]) -> dict[str, Any]:
     was in flight on it, its ejections now and its failures in a row ended with it)."""
     kept = merge_stats([departed, _cumulative(last)])
     return _cumulative(kept)
+
+
+def prune(departed: dict[str, Any], pools: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """``departed`` without the backends no pool has any more (they will never be listed again)."""
+    out: dict[str, Any] = {}
+    for name, route in departed.items():
+        pooled = {(str(b["address"]), str(b.get("id", ""))) for b in pools.get(name, [])}
+        kept = [b for b in route["backends"] if (b["address"], b.get("instance", "")) in pooled]
+        if kept:
+            out[name] = {"backends": kept}
+    return out
 
 
 def _cumulative(stats: dict[str, Any]) -> dict[str, Any]:

@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from herdsman.router.fanout import Book, merge_stats, retire
+from herdsman.router.fanout import Book, merge_stats, prune, retire
 from herdsman.router.wire import LINE_LIMIT
 
 START_TIMEOUT = 20.0  # seconds for a worker to answer on its socket (a loaded 2-core machine)
@@ -50,6 +50,8 @@ class Worker:
         self.process: asyncio.subprocess.Process | None = None
         self.ready = False  # given the book and listening
         self.last: dict[str, Any] = {}  # its last stats answer
+        self.started = 0.0  # monotonic time of its last start
+        self.backoff = 0.1  # seconds before a restart, doubled while restarts come quickly
 
     async def call(self, request: dict[str, Any], timeout: float = TELL_TIMEOUT) -> dict[str, Any]:
         try:
@@ -97,6 +99,7 @@ class WorkerSet:
 
     async def _start(self, worker: Worker) -> None:
         worker.socket_path.unlink(missing_ok=True)
+        worker.started = time.monotonic()
         worker.process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -137,10 +140,13 @@ class WorkerSet:
                 file=sys.stderr,
                 flush=True,
             )
-            self.departed = retire(self.departed, worker.last)
+            self.departed = prune(retire(self.departed, worker.last), self.book.pools)
             worker.last = {}
             self.restarts += 1
-            await asyncio.sleep(0.2)  # a worker failing at start is not restarted in a busy loop
+            # a worker that keeps failing soon after its start is not restarted in a busy loop
+            quick = time.monotonic() - worker.started < 10
+            worker.backoff = min(5.0, worker.backoff * 2) if quick else 0.2
+            await asyncio.sleep(worker.backoff)
             async with self.lock:
                 if not self.closing:
                     await self._start(worker)

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from herdsman.router.fanout import Book, merge_stats, retire
+from herdsman.router.fanout import Book, merge_stats, prune, retire
 
 ROUTE = {
     "name": "p/web",
@@ -130,3 +130,11 @@ def test_totals_never_go_backwards_as_workers_die_and_start_again(
         if dies:
             departed = retire(departed, parts[0])
             alive[0] = 0
+
+
+def test_a_dead_workers_counters_go_to_the_same_instance_only_and_leave_with_it() -> None:
+    departed = retire({}, stats(backend("127.0.0.1:1", instance="web-1-a", requests=5)))
+    later = stats(backend("127.0.0.1:1", instance="web-2-b", requests=1))  # the same port, reused
+    assert merge_stats([later], departed)["p/web"]["backends"][0]["requests"] == 1
+    assert prune(departed, {"p/web": [{"id": "web-1-a", "address": "127.0.0.1:1"}]}) == departed
+    assert prune(departed, {"p/web": [{"id": "web-2-b", "address": "127.0.0.1:1"}]}) == {}
