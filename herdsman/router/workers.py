@@ -27,6 +27,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import sys
 import time
 from pathlib import Path
@@ -37,6 +38,18 @@ from herdsman.router.wire import LINE_LIMIT
 
 START_TIMEOUT = 20.0  # seconds for a worker to answer on its socket (a loaded 2-core machine)
 TELL_TIMEOUT = 10.0  # seconds for a worker to apply a change (it takes milliseconds); then it is killed
+
+
+def free(address: str) -> None:
+    """Refuse an address someone else listens on. SO_REUSEPORT would let the workers share it
+    with any process of the same user that set it too (another project's router workers): a
+    bind without it fails if anything listens there, as a single router's own bind would."""
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((host, int(port)))  # OSError (address in use) goes back to the caller
 
 
 class WorkerGone(Exception):
@@ -200,6 +213,9 @@ class WorkerSet:
 
     async def set_routes(self, routes: list[dict[str, Any]], prefix: str) -> None:
         async with self.lock:
+            held = {str(r["listen"]) for r in self.book.routes.values()}
+            for address in sorted({str(r["listen"]) for r in routes} - held):
+                free(address)
             self.book.set_routes(routes, prefix)
             await self._fan({"op": "set_routes", "routes": routes, "prefix": prefix})
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from herdsman.errors import DeployError
 from herdsman.router.client import RouterClient, ensure_router, router_paths, stop_router
 
 
@@ -361,3 +362,17 @@ def test_a_worker_that_cannot_be_told_is_replaced_before_set_pool_returns(tmp_pa
             os.kill(stuck, signal.SIGKILL)  # ours (its parent kills it too)
         stop_router(home)
         a.stop(), b.stop()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_an_address_taken_by_another_router_is_refused(tmp_path: Path, workers: int) -> None:
+    """SO_REUSEPORT must not let two projects' routers share a port: the second is refused."""
+    first, second = ensure_router(tmp_path / "one", 2), ensure_router(tmp_path / "two", workers)
+    port = free_port()
+    route = {"name": "p/web", "listen": f"127.0.0.1:{port}"}
+    try:
+        first.call_now({"op": "set_routes", "routes": [route]})
+        with pytest.raises(DeployError, match="in use"):
+            second.call_now({"op": "set_routes", "routes": [route]})
+    finally:
+        stop_router(tmp_path / "one"), stop_router(tmp_path / "two")
