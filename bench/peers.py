@@ -27,6 +27,7 @@ backend hello
 """
 
 
-def router_argv(control: Path, state: Path) -> list[str]:
-    """The embedded router as herdsman starts it: a control socket and a state file."""
-    return [sys.executable, "-m", "herdsman.router", "--control", str(control), "--state", str(state)]
+def router_argv(control: Path, state: Path, workers: int = 1) -> list[str]:
+    """The embedded router as herdsman starts it: a control socket, a state file, its workers."""
+    argv = [sys.executable, "-m", "herdsman.router", "--control", str(control), "--state", str(state)]
+    return argv + (["--workers", str(workers)] if workers > 1 else [])

@@ -22,6 +22,11 @@ depend on the load. Every process started here is stopped here, by pid. Traffic 
 ``--baseline DIR`` runs a second router from another herdsman tree (``git archive COMMIT herdsman |
 tar -x -C DIR``) in the same rounds, so a change to the router is measured against what it replaced
 under the same load.
+
+``--workers 2`` adds rows on *both* cores, unlike the pinned ones: the router with `[router]
+workers = 2` (two processes on the listener, SO_REUSEPORT) against HAProxy with ``nbthread 2``,
+in the same rounds, with wrk and nginx unpinned beside them (four processes share two cores: the
+figure says how the two proxies use a whole machine, not what one core does).
 """
 
 from __future__ import annotations
@@ -64,7 +69,7 @@ http {{
 """
 HAPROXY_CONF = """
 global
-  nbthread 1
+  nbthread {threads}
   maxconn 8192
 defaults
   mode http
@@ -81,6 +86,7 @@ backend be
 """
 PATHS = {"small": "/", "64k": "/64k.bin"}
 ROUTER, HAPROXY, DIRECT, BASELINE = "herdsman router", "HAProxy 2.6", "nginx (direct)", "router (baseline)"
+ROUTER_BOTH, HAPROXY_BOTH = "router, 2 workers (both cores)", "HAProxy nbthread 2 (both cores)"
 
 
 def free_port() -> int:
@@ -140,16 +146,17 @@ def start_router(
     port: int,
     backend: int,
     code: Path | None,
+    workers: int = 1,
 ) -> None:
     """A router process (of the herdsman tree ``code`` if given, e.g. a `git archive` of an older commit)."""
     tmp = tmp / f"router-{port}"
     tmp.mkdir()
     control = tmp / "router.sock"
-    argv = router_argv(control, tmp / "state.json")
+    argv = router_argv(control, tmp / "state.json", workers)
     env = dict(os.environ, PYTHONPATH=str(code)) if code is not None else None
     # cwd: not this checkout, which `python -m` would put before PYTHONPATH on sys.path
     processes.append(subprocess.Popen(pinned(cpu, argv), env=env, cwd=tmp))
-    for _ in range(200):
+    for _ in range(600):  # a parent's socket comes once its workers are up
         if control.exists():
             break
         time.sleep(0.05)
@@ -174,6 +181,44 @@ def spread(values: list[float]) -> str:
     return f"{min(values):.0f}-{max(values):.0f}"
 
 
+def table(
+    runs: dict[tuple[int, str, str], dict[str, list[dict[str, float]]]],
+    rows: list[tuple[int, str, str]],
+    names: list[str],
+    router: str,
+    haproxy: str,
+) -> list[dict[str, object]]:
+    """One table: a row per (connections, size, mode), a column per proxy of ``names``, and the
+    ratio ``router`` / ``haproxy`` per round and its median."""
+    print(
+        "| connections | response | connection | "
+        + " | ".join(f"{n} req/s (spread)" for n in names)
+        + " | router p99 | HAProxy p99 | router / HAProxy (per round) | median | non-2xx / socket errors |"
+    )
+    print("| ---: | --- | --- |" + " ---: |" * len(names) + " ---: | ---: | --- | ---: | ---: |")
+    summary: list[dict[str, object]] = []
+    for row in rows:
+        by_name = runs[row]
+        connections, size, mode = row
+        rps = {n: [r["rps"] for r in by_name[n]] for n in names}
+        ratios = [a / b for a, b in zip(rps[router], rps[haproxy], strict=True)]
+        errors = ", ".join(
+            f"{sum(r['errors'] for r in by_name[n]):.0f}/{sum(r['socket_errors'] for r in by_name[n]):.0f}"
+            for n in names
+        )
+        cells = " | ".join(f"{statistics.median(rps[n]):.0f} ({spread(rps[n])})" for n in names)
+        p99 = {n: statistics.median(r["p99_ms"] for r in by_name[n]) for n in names}
+        print(
+            f"| {connections} | {size} | {mode} | {cells} | {p99[router]:.2f} ms | {p99[haproxy]:.2f} ms "
+            f"| {', '.join(f'{r:.2f}' for r in ratios)} | **{statistics.median(ratios):.2f}** "
+            f"| {errors} |"
+        )
+        summary.append(
+            {"row": row, "runs": {n: by_name[n] for n in names}, "ratio": statistics.median(ratios)}
+        )
+    return summary
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -189,6 +234,9 @@ def main() -> None:
     )
     parser.add_argument("--proxy-cpu", default="0", help="the core of the proxy under test ('' : no pinning)")
     parser.add_argument("--load-cpu", default="1", help="the core of wrk and nginx")
+    parser.add_argument(
+        "--workers", type=int, default=0, help="also N router workers against HAProxy nbthread N, unpinned"
+    )
     args = parser.parse_args()
     for tool in ("wrk", "haproxy", "nginx", "taskset"):
         if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
@@ -213,31 +261,49 @@ def main() -> None:
         nginx_port, router_port, haproxy_port = free_port(), free_port(), free_port()
         (tmp / "nginx.conf").write_text(NGINX_CONF.format(tmp=tmp, port=nginx_port))
         start(processes, pinned(load_cpu, ["nginx", "-c", str(tmp / "nginx.conf")]))
-        (tmp / "haproxy.cfg").write_text(HAPROXY_CONF.format(port=haproxy_port, backend=nginx_port))
+        (tmp / "haproxy.cfg").write_text(
+            HAPROXY_CONF.format(port=haproxy_port, backend=nginx_port, threads=1)
+        )
         start(processes, pinned(proxy_cpu, ["haproxy", "-f", str(tmp / "haproxy.cfg")]))
         start_router(processes, proxy_cpu, tmp, router_port, nginx_port, None)
         paths = {ROUTER: router_port, HAPROXY: haproxy_port}
+        cpus = {ROUTER: load_cpu, HAPROXY: load_cpu}  # where wrk runs for each
+        if args.workers > 1:
+            both = tmp / "haproxy-both.cfg"
+            paths[HAPROXY_BOTH], paths[ROUTER_BOTH] = free_port(), free_port()
+            both.write_text(
+                HAPROXY_CONF.format(port=paths[HAPROXY_BOTH], backend=nginx_port, threads=args.workers)
+            )
+            start(processes, ["haproxy", "-f", str(both)])
+            start_router(processes, None, tmp, paths[ROUTER_BOTH], nginx_port, None, args.workers)
+            cpus[HAPROXY_BOTH] = cpus[ROUTER_BOTH] = None
         if args.baseline is not None:
-            paths[BASELINE] = free_port()
+            paths[BASELINE], cpus[BASELINE] = free_port(), load_cpu
             start_router(processes, proxy_cpu, tmp, paths[BASELINE], nginx_port, args.baseline.resolve())
         if args.direct:
-            paths[DIRECT] = nginx_port
-        for port in paths.values():
+            paths[DIRECT], cpus[DIRECT] = nginx_port, load_cpu
+        for name, port in paths.items():
             wait_port(port)
-            wrk(load_cpu, port, "/", 1, 50, False)  # warm up
+            wrk(cpus[name], port, "/", 1, 50, False)  # warm up
         for number in range(args.rounds):
-            order = list(paths) if number % 2 == 0 else [HAPROXY, ROUTER, *list(paths)[2:]]
-            ratios = []
+            pairs = [(ROUTER, HAPROXY)] + ([(ROUTER_BOTH, HAPROXY_BOTH)] if args.workers > 1 else [])
+            paired = [name for pair in pairs for name in (pair if number % 2 == 0 else pair[::-1])]
+            order = paired + [name for name in paths if name not in paired]
+            ratios, both_ratios = [], []
             for row in rows:
                 connections, size, mode = row
                 for name in order:
                     result = wrk(
-                        load_cpu, paths[name], PATHS[size], args.seconds, connections, mode == "close"
+                        cpus[name], paths[name], PATHS[size], args.seconds, connections, mode == "close"
                     )
                     runs[row].setdefault(name, []).append(result)
                 ratios.append(runs[row][ROUTER][-1]["rps"] / runs[row][HAPROXY][-1]["rps"])
+                if args.workers > 1:
+                    both_ratios.append(runs[row][ROUTER_BOTH][-1]["rps"] / runs[row][HAPROXY_BOTH][-1]["rps"])
             print(
-                f"round {number + 1}: router / HAProxy " + ", ".join(f"{r:.2f}" for r in ratios),
+                f"round {number + 1}: router / HAProxy "
+                + ", ".join(f"{r:.2f}" for r in ratios)
+                + ("; both cores " + ", ".join(f"{r:.2f}" for r in both_ratios) if both_ratios else ""),
                 file=sys.stderr,
             )
     finally:
@@ -250,30 +316,14 @@ def main() -> None:
         f"{pinning}; wrk -t1 -d{args.seconds}s, {args.rounds} interleaved rounds; load average "
         f"{load_before[0]:.1f} before, {load_after[0]:.1f} after"
     )
-    names = list(runs[rows[0]])
-    print(
-        "| connections | response | connection | "
-        + " | ".join(f"{n} req/s (spread)" for n in names)
-        + " | router p99 | HAProxy p99 | router / HAProxy (per round) | median | non-2xx / socket errors |"
-    )
-    print("| ---: | --- | --- |" + " ---: |" * len(names) + " ---: | ---: | --- | ---: | ---: |")
-    summary = []
-    for row, by_name in runs.items():
-        connections, size, mode = row
-        rps = {n: [r["rps"] for r in by_name[n]] for n in names}
-        ratios = [a / b for a, b in zip(rps[ROUTER], rps[HAPROXY], strict=True)]
-        errors = ", ".join(
-            f"{sum(r['errors'] for r in by_name[n]):.0f}/{sum(r['socket_errors'] for r in by_name[n]):.0f}"
-            for n in names
-        )
-        cells = " | ".join(f"{statistics.median(rps[n]):.0f} ({spread(rps[n])})" for n in names)
-        p99 = {n: statistics.median(r["p99_ms"] for r in by_name[n]) for n in names}
+    both = {ROUTER_BOTH, HAPROXY_BOTH}
+    summary = table(runs, rows, [n for n in runs[rows[0]] if n not in both], ROUTER, HAPROXY)
+    if args.workers > 1:
         print(
-            f"| {connections} | {size} | {mode} | {cells} | {p99[ROUTER]:.2f} ms | {p99[HAPROXY]:.2f} ms "
-            f"| {', '.join(f'{r:.2f}' for r in ratios)} | **{statistics.median(ratios):.2f}** "
-            f"| {errors} |"
+            f"\nBoth cores, nothing pinned (unlike the rows above): the router with {args.workers} workers "
+            f"(SO_REUSEPORT) against HAProxy nbthread {args.workers}; wrk and nginx share the same cores"
         )
-        summary.append({"row": row, "runs": by_name, "ratio": statistics.median(ratios)})
+        summary += table(runs, rows, [ROUTER_BOTH, HAPROXY_BOTH], ROUTER_BOTH, HAPROXY_BOTH)
     print(json.dumps(summary))
 
 

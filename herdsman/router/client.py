@@ -76,8 +76,9 @@ def router_paths(home: Path) -> tuple[Path, Path, Path]:
     return run / "router.sock", run / "router.json", home / "logs" / "router.log"
 
 
-def ensure_router(home: Path) -> RouterClient:
-    """The router of ``home``, started (detached) if it is not running."""
+def ensure_router(home: Path, workers: int = 1) -> RouterClient:
+    """The router of ``home``, started (detached) if it is not running, with ``workers`` processes
+    on its listeners (a running router keeps the count it was started with)."""
     socket_path, state_path, log = router_paths(home)
     client = RouterClient(socket_path)
     try:
@@ -95,12 +96,14 @@ def ensure_router(home: Path) -> RouterClient:
         str(socket_path),
         "--state",
         str(state_path),
+        "--workers",
+        str(workers),
     ]
     with log.open("ab") as out:
         child = subprocess.Popen(
             argv, stdout=out, stderr=out, stdin=subprocess.DEVNULL, start_new_session=True
         )
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30  # a loaded machine, and workers that start before the parent answers
     while time.monotonic() < deadline:
         if child.poll() is not None:
             raise DeployError(f"the router stopped at start (exit {child.returncode})", hint=f"see {log}")
@@ -111,7 +114,7 @@ def ensure_router(home: Path) -> RouterClient:
             except DeployError:
                 pass
         time.sleep(0.05)
-    raise DeployError("the router did not come up within 10s", hint=f"see {log}")
+    raise DeployError("the router did not come up within 30s", hint=f"see {log}")
 
 
 def stack_routes(project: Project, env: str) -> list[dict[str, Any]]:
@@ -140,7 +143,7 @@ def ensure_router_pools(
     project: Project, env: str, routes: list[dict[str, Any]] | None = None
 ) -> RouterPools:
     """The router's pools, with ``env``'s routes set: ``routes``, else herd.toml's."""
-    client = ensure_router(herd_home(project))
+    client = ensure_router(herd_home(project), project.stack.router.worker_count())
     wanted = stack_routes(project, env) if routes is None else routes
     client.call_now({"op": "set_routes", "prefix": f"{env}/", "routes": wanted})
     return RouterPools(client)

@@ -8,6 +8,11 @@ Control protocol: JSON lines over a unix socket (mode 0600), one request, one re
     {"op": "set_pool", "route": NAME, "backends": [{"id", "address", "weight"}]}
     {"op": "drain", "route": NAME, "addresses": [...], "timeout": SECONDS, "hung": BOOL}   (replies when done)
     {"op": "stats"}                                             -> {"ok": true, "stats": {...}}
+    {"op": "load", "state": {"routes": [...], "pools": {...}}}  (all of it, pools set before listening)
+
+With `[router] workers = N` (N > 1) the same protocol is served by the parent of N worker
+processes (`router/workers.py`), which fans each change out and answers once every worker has
+applied it; each worker serves it too, on a private socket of its own, for the parent only.
 
 Stats per backend: instance, address, weight, inflight, requests, errors, mean_latency_ms, and
 for outlier ejection (`router/outlier.py`): timeouts (requests that waited past the first-byte
@@ -26,63 +31,100 @@ import json
 import os
 import signal
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from herdsman.router.proxy import Router
 from herdsman.router.wire import LINE_LIMIT
 
 
-class ControlServer:
-    def __init__(self, router: Router, socket_path: Path, state_path: Path) -> None:
+class Plane(Protocol):
+    """What the control socket drives: one router in this process, or the workers' parent."""
+
+    def has_route(self, name: str) -> bool: ...
+    async def set_routes(self, routes: list[dict[str, Any]], prefix: str) -> None: ...
+    async def set_pool(self, route: str, backends: list[dict[str, Any]]) -> None: ...
+    async def drain(self, route: str, addresses: list[str], timeout: float, hung: bool) -> dict[str, int]: ...
+    async def stats(self) -> dict[str, Any]: ...
+    async def load(self, state: dict[str, Any]) -> None: ...
+    def snapshot(self) -> dict[str, Any]: ...
+    def ping(self) -> dict[str, Any]: ...
+    async def close(self) -> None: ...
+
+
+class InProcess:
+    """The plane of a single-process router (`workers = 1`), and of each worker."""
+
+    def __init__(self, router: Router) -> None:
         self.router = router
+
+    def has_route(self, name: str) -> bool:
+        return name in self.router.routes
+
+    async def set_routes(self, routes: list[dict[str, Any]], prefix: str) -> None:
+        await self.router.set_routes(routes, prefix)
+
+    async def set_pool(self, route: str, backends: list[dict[str, Any]]) -> None:
+        self.router.set_pool(route, backends)
+
+    async def drain(self, route: str, addresses: list[str], timeout: float, hung: bool) -> dict[str, int]:
+        return await self.router.drain(route, addresses, timeout, hung)
+
+    async def stats(self) -> dict[str, Any]:
+        return self.router.stats()
+
+    async def load(self, state: dict[str, Any]) -> None:
+        await self.router.load(state)
+
+    def snapshot(self) -> dict[str, Any]:
+        return self.router.snapshot()
+
+    def ping(self) -> dict[str, Any]:
+        return {"pid": os.getpid()}
+
+    async def close(self) -> None:
+        self.router.close()
+
+
+class ControlServer:
+    """The control socket. ``state_path`` None: a worker's (its parent keeps the state file)."""
+
+    def __init__(self, plane: Plane, socket_path: Path, state_path: Path | None) -> None:
+        self.plane = plane
         self.socket_path = socket_path
         self.state_path = state_path
 
     async def load_state(self) -> None:
+        if self.state_path is None:
+            return  # a worker: its parent gives it everything in a `load`
         try:
             state = json.loads(self.state_path.read_text())
         except (OSError, ValueError):
-            return
-        await self.router.set_routes(state.get("routes", []))
-        for name, backends in state.get("pools", {}).items():
-            if name in self.router.routes:
-                self.router.set_pool(name, backends)
+            state = {}
+        await self.plane.load(state)  # also with nothing to load: a parent starts its workers here
 
     def save_state(self) -> None:
-        routes = [
-            {
-                "name": r.name,
-                "listen": r.listen,
-                "host": r.host,
-                "drain_timeout": r.drain_timeout,
-                "first_byte_timeout": r.first_byte_timeout,
-            }
-            for r in self.router.routes.values()
-        ]
-        pools = {
-            r.name: [{"id": b.instance, "address": b.address, "weight": b.weight} for b in r.backends]
-            for r in self.router.routes.values()
-        }
+        if self.state_path is None:
+            return
         tmp = self.state_path.with_name(f".{self.state_path.name}.tmp")
-        tmp.write_text(json.dumps({"routes": routes, "pools": pools}, indent=1))
+        tmp.write_text(json.dumps(self.plane.snapshot(), indent=1))
         os.replace(tmp, self.state_path)
 
     async def handle(self, request: dict[str, Any]) -> dict[str, Any]:
         op = request.get("op")
         if op == "ping":
-            return {"ok": True, "pid": os.getpid()}
+            return {"ok": True, **self.plane.ping()}
         if op == "set_routes":
-            await self.router.set_routes(list(request["routes"]), str(request.get("prefix", "")))
+            await self.plane.set_routes(list(request["routes"]), str(request.get("prefix", "")))
             self.save_state()
             return {"ok": True}
         if op == "set_pool":
-            if request["route"] not in self.router.routes:
+            if not self.plane.has_route(str(request["route"])):
                 return {"ok": False, "error": f"no route {request['route']!r}"}
-            self.router.set_pool(str(request["route"]), list(request["backends"]))
+            await self.plane.set_pool(str(request["route"]), list(request["backends"]))
             self.save_state()
             return {"ok": True}
         if op == "drain":
-            result = await self.router.drain(
+            result = await self.plane.drain(
                 str(request["route"]),
                 list(request["addresses"]),
                 float(request["timeout"]),
@@ -91,7 +133,11 @@ class ControlServer:
             self.save_state()
             return {"ok": True, **result}
         if op == "stats":
-            return {"ok": True, "stats": self.router.stats()}
+            return {"ok": True, "stats": await self.plane.stats()}
+        if op == "load":
+            await self.plane.load(dict(request["state"]))
+            self.save_state()
+            return {"ok": True}
         return {"ok": False, "error": f"unknown op {op!r}"}
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -106,7 +152,9 @@ class ControlServer:
         finally:
             writer.close()
 
-    async def serve(self) -> None:
+    async def serve(self, parent: int | None = None) -> None:
+        """Serve until SIGTERM or SIGINT; a worker (``parent`` given) also stops when its parent
+        is gone (it would otherwise keep serving pools nobody updates)."""
         await self.load_state()
         self.socket_path.unlink(missing_ok=True)
         old = os.umask(0o177)
@@ -122,7 +170,16 @@ class ControlServer:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(sig, stop.set)
+        orphan = loop.create_task(_orphaned(parent, stop)) if parent is not None else None
         async with server:
             await stop.wait()
-        self.router.close()
+        if orphan is not None:
+            orphan.cancel()
+        await self.plane.close()
         self.socket_path.unlink(missing_ok=True)
+
+
+async def _orphaned(parent: int, stop: asyncio.Event) -> None:
+    while os.getppid() == parent:
+        await asyncio.sleep(0.5)
+    stop.set()

@@ -23,6 +23,7 @@ import time
 import traceback
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
+from typing import Any
 
 from herdsman.router import latency
 from herdsman.router.exchange import Exchange
@@ -163,7 +164,8 @@ def rotation_of(backends: list[Backend], ejections: bool) -> list[Backend]:
 
 
 class Router:
-    def __init__(self) -> None:
+    def __init__(self, *, reuse_port: bool = False) -> None:
+        self.reuse_port = reuse_port  # a worker: its listeners share their addresses (router/workers.py)
         self.routes: dict[str, Route] = {}
         self.servers: dict[str, asyncio.Server] = {}
         self.retired: dict[str, Backend] = {}  # draining backends no longer in any pool
@@ -172,7 +174,36 @@ class Router:
         self.watchdog: asyncio.Task[None] | None = None
 
     # configuration ------------------------------------------------------------------------------
-    async def set_routes(self, routes: list[dict[str, object]], prefix: str = "") -> None:
+    async def load(self, state: dict[str, Any]) -> None:
+        """Routes and pools (the state file's shape) set before any listener opens: a router that
+        starts (or a worker that starts again) never answers 503 for want of its pool."""
+        await self.set_routes(list(state.get("routes", [])), bind=False)
+        for name, backends in dict(state.get("pools", {})).items():
+            if name in self.routes:
+                self.set_pool(name, list(backends))
+        await self.listen()
+
+    def snapshot(self) -> dict[str, Any]:
+        """Routes and pools, as the state file keeps them."""
+        routes = [
+            {
+                "name": r.name,
+                "listen": r.listen,
+                "host": r.host,
+                "drain_timeout": r.drain_timeout,
+                "first_byte_timeout": r.first_byte_timeout,
+            }
+            for r in self.routes.values()
+        ]
+        pools = {
+            r.name: [{"id": b.instance, "address": b.address, "weight": b.weight} for b in r.backends]
+            for r in self.routes.values()
+        }
+        return {"routes": routes, "pools": pools}
+
+    async def set_routes(
+        self, routes: list[dict[str, object]], prefix: str = "", *, bind: bool = True
+    ) -> None:
         """Make the routes whose names start with ``prefix`` (one environment's) exactly ``routes``."""
         wanted = {str(r["name"]): r for r in routes}
         for name, spec in wanted.items():  # refused before anything changes
@@ -193,6 +224,11 @@ class Router:
         self._index_listeners()
         if self.watchdog is None:
             self.watchdog = asyncio.get_running_loop().create_task(self.watch())
+        if bind:
+            await self.listen()
+
+    async def listen(self) -> None:
+        """Open the listeners the routes need, close those no route uses."""
         needed = {r.listen for r in self.routes.values()}
         for address in list(self.servers):
             if address not in needed:
@@ -201,7 +237,11 @@ class Router:
             host, _, port = address.rpartition(":")
             loop = asyncio.get_running_loop()
             self.servers[address] = await loop.create_server(
-                functools.partial(ClientConnection, self, address), host.strip("[]"), int(port), backlog=1024
+                functools.partial(ClientConnection, self, address),
+                host.strip("[]"),
+                int(port),
+                backlog=1024,
+                reuse_port=self.reuse_port or None,
             )
 
     def set_pool(self, route_name: str, backends: list[dict[str, object]]) -> None:

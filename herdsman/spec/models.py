@@ -15,12 +15,21 @@ point, read by name only so that the spec never imports a driver.
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import re
 import shlex
 from functools import cache
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    model_validator,
+)
 
 from herdsman.spec.checks import Invalid, host_name, http_path, one_line, quoted
 from herdsman.spec.durations import format_duration, parse_duration
@@ -309,10 +318,40 @@ def _engine(name: str) -> str:
     return name
 
 
+MAX_ROUTER_WORKERS = 64
+
+
+def _workers(value: object) -> int | str:
+    """`workers`: a count of processes (1..64) or "auto" (one per core this machine gives us)."""
+    if value == "auto" or (type(value) is int and 1 <= value <= MAX_ROUTER_WORKERS):
+        return value
+    raise Invalid(
+        f'workers must be a whole number from 1 to {MAX_ROUTER_WORKERS} or "auto", not {quoted(str(value))}',
+        'workers = 2 (two router processes sharing the listeners), or workers = "auto" (one per core)',
+    )
+
+
 class RouterSettings(Model):
-    """Which data plane serves the routes: herdsman's embedded router, or a HAProxy it runs and drives."""
+    """Which data plane serves the routes: herdsman's embedded router, or a HAProxy it runs and drives;
+    and for the embedded one, how many processes share its listeners (SO_REUSEPORT workers)."""
 
     engine: Annotated[str, AfterValidator(_engine)] = "embedded"
+    workers: Annotated[int | str, BeforeValidator(_workers)] = 1
+
+    @model_validator(mode="after")
+    def _workers_are_embedded(self) -> RouterSettings:
+        if self.engine != "embedded" and self.workers != 1:
+            raise Invalid(
+                f"workers is the embedded router's setting, and engine is {quoted(self.engine)}",
+                'remove workers (HAProxy runs its own threads), or use engine = "embedded"',
+            )
+        return self
+
+    def worker_count(self) -> int:
+        """How many router processes to run: "auto" is the cores this process may run on."""
+        if self.workers == "auto":
+            return max(1, min(MAX_ROUTER_WORKERS, len(os.sched_getaffinity(0))))
+        return int(self.workers)
 
 
 class StackInfo(Model):

@@ -16,6 +16,7 @@ name = "{name}"                      # lower-case letters, digits and '-'
 # [router]
 # engine = "embedded"                # the routing layer: "embedded" (nothing to install) or "haproxy"
                                      # (HAProxy >= 2.6 on PATH, run and driven by herdsman)
+# workers = 1                        # embedded router processes on the listeners; "auto": one per core
 
 [service.web]
 command = ["python3", "app.py"]      # or a string, split like a shell would: "python3 app.py"

@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from herdsman.router.client import RouterClient, router_paths
 from herdsman.state import StateStore
 from herdsman.state.store import asker
 from tests.conftest import need_command
@@ -114,3 +115,27 @@ def test_rollback_restores_the_image_and_the_config(project: tuple[Path, int]) -
     history = herd(root, "releases").stdout
     assert "rollback to 1" in history
     assert re.search(rf"^3 .*rollback to 1\s+{re.escape(asker())}\s*$", history, re.M), history  # who asked
+
+
+@pytest.mark.parametrize("driver_name", ["process"])
+def test_a_rolling_deploy_through_two_router_workers_fails_nothing(hello_on_driver: tuple[Path, int]) -> None:
+    """`[router] workers = 2`: each pool change reaches both workers before the deployer goes on,
+    so old instances are stopped only once neither worker sends them anything."""
+    root, port = hello_on_driver
+    toml = root / "herd.toml"
+    toml.write_text(toml.read_text() + "\n[router]\nworkers = 2\n")
+    edit(root, "replicas = 2", "replicas = 3")
+    herd(root, "deploy")
+    socket_path = router_paths(root / ".herd")[0]
+    workers = RouterClient(socket_path).call_now({"op": "ping"})["workers"]
+    assert len(workers) == 2 and all(workers), workers
+    (root / "app" / "app.py").write_text((root / "app" / "app.py").read_text() + "\n# release 2\n")
+    with Load(f"http://127.0.0.1:{port}/healthz", workers=6) as load:
+        time.sleep(0.5)
+        herd(root, "deploy")
+        time.sleep(0.5)
+    assert load.failures == [], load.failures[:5]
+    assert len(load.served) > 50 and load.served[-1] == "2"
+    stats = RouterClient(socket_path).call_now({"op": "stats"})["stats"]["production/web"]["backends"]
+    assert {b["instance"].split("-")[1] for b in stats} == {"2"}, "only release 2 is pooled, in every worker"
+    assert sum(b["requests"] for b in stats) > 0

@@ -4,6 +4,9 @@ pools switch, drain, retries, 503, Host routing. (Deploys through it: test_deplo
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import signal
 import socket
 import threading
 import time
@@ -14,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from herdsman.errors import DeployError
 from herdsman.router.client import RouterClient, ensure_router, router_paths, stop_router
 
 
@@ -63,10 +67,11 @@ class Backend:
         self.server.server_close()
 
 
-@pytest.fixture
-def router(tmp_path: Path) -> Iterator[tuple[RouterClient, str]]:
+@pytest.fixture(params=[1, 2], ids=["1worker", "2workers"])
+def router(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[RouterClient, str]]:
+    """A router of its own: one process, or two workers on the same listener (`[router] workers`)."""
     home = tmp_path / ".herd"
-    client = ensure_router(home)
+    client = ensure_router(home, int(request.param))
     port = free_port()
     client.call_now({"op": "set_routes", "routes": [{"name": "p/web", "listen": f"127.0.0.1:{port}"}]})
     yield client, f"http://127.0.0.1:{port}"
@@ -148,6 +153,25 @@ def test_pool_switch_under_load_fails_nothing(router: tuple[RouterClient, str]) 
     assert results[-1].startswith("new")
     for backend in new:
         backend.stop()
+
+
+def test_once_set_pool_returns_no_connection_reaches_a_removed_backend(
+    router: tuple[RouterClient, str],
+) -> None:
+    """Kept-alive client connections spread over the workers; the first request each sends after
+    `set_pool` returned goes to the new pool, whichever worker holds it."""
+    client, url = router
+    a, b = Backend("a"), Backend("b")
+    pool(client, a)
+    clients = [httpx.Client(timeout=10) for _ in range(12)]
+    try:
+        assert {c.get(url).text for c in clients} == {"a"}
+        pool(client, b)
+        assert [c.get(url).text for c in clients] == ["b"] * len(clients)
+    finally:
+        for c in clients:
+            c.close()
+        a.stop(), b.stop()
 
 
 def test_killed_backend_is_retried_for_gets(router: tuple[RouterClient, str]) -> None:
@@ -268,3 +292,87 @@ def test_reused_connection_without_response_is_retried_for_get_only(router: tupl
     assert response.status_code == 502 and "is not retried" in response.text
     assert backend.requests == 4, "the POST was sent once"
     backend.stop()
+
+
+def test_a_dead_worker_is_started_again_and_the_others_keep_serving(tmp_path: Path) -> None:
+    """`workers = 2`: SIGKILL one worker; new connections reach the other at once, the parent
+    starts it again with the current pool, and the summed counters never go backwards."""
+    home = tmp_path / ".herd"
+    client = ensure_router(home, 2)
+    port = free_port()
+    client.call_now({"op": "set_routes", "routes": [{"name": "p/web", "listen": f"127.0.0.1:{port}"}]})
+    a, b = Backend("a"), Backend("b")
+    pool(client, a, b)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        assert {httpx.get(url).text for _ in range(20)} == {"a", "b"}
+
+        def requests_of_b() -> int:
+            backends = client.call_now({"op": "stats"})["stats"]["p/web"]["backends"]
+            return sum(s["requests"] for s in backends if s["address"] == b.address)
+
+        before = requests_of_b()
+        first = client.call_now({"op": "ping"})["workers"]
+        assert len(first) == 2 and all(first)
+        os.kill(first[0], signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while first[0] in client.call_now({"op": "ping"})["workers"] and time.monotonic() < deadline:
+            time.sleep(0.01)  # the parent saw it die (its listening socket is closed)
+        served = [httpx.get(url, headers={"Connection": "close"}).text for _ in range(30)]
+        assert sorted(set(served)) == ["a", "b"], "the other worker kept the listener and the pool"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            ping = client.call_now({"op": "ping"})
+            if all(ping["workers"]) and first[0] not in ping["workers"]:
+                break
+            time.sleep(0.05)
+        assert all(ping["workers"]) and ping["restarts"] == 1 and first[1] in ping["workers"]
+        pool(client, b)  # the restarted worker is told too: b only, whichever worker answers
+        assert {httpx.get(url, headers={"Connection": "close"}).text for _ in range(30)} == {"b"}
+        assert requests_of_b() >= before + 30, (
+            "the dead worker's counters were kept; b's requests since are added"
+        )
+    finally:
+        stop_router(home)
+        a.stop(), b.stop()
+
+
+def test_a_worker_that_cannot_be_told_is_replaced_before_set_pool_returns(tmp_path: Path) -> None:
+    """`workers = 2`, one worker stopped (SIGSTOP): `set_pool` kills it rather than answer while it
+    still holds the old pool; the worker started in its place serves the new one."""
+    home = tmp_path / ".herd"
+    client = ensure_router(home, 2)
+    port = free_port()
+    client.call_now({"op": "set_routes", "routes": [{"name": "p/web", "listen": f"127.0.0.1:{port}"}]})
+    a, b = Backend("a"), Backend("b")
+    url = f"http://127.0.0.1:{port}"
+    stuck = client.call_now({"op": "ping"})["workers"][0]
+    try:
+        pool(client, a)
+        os.kill(stuck, signal.SIGSTOP)
+        pool(client, b)  # answers once the stopped worker is gone (after TELL_TIMEOUT)
+        assert stuck not in client.call_now({"op": "ping"})["workers"]
+        deadline = time.monotonic() + 30
+        while not all(client.call_now({"op": "ping"})["workers"]) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert all(client.call_now({"op": "ping"})["workers"]), "the replacement came up"
+        assert {httpx.get(url, headers={"Connection": "close"}).text for _ in range(30)} == {"b"}
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(stuck, signal.SIGKILL)  # ours (its parent kills it too)
+        stop_router(home)
+        a.stop(), b.stop()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_an_address_taken_by_another_router_is_refused(tmp_path: Path, workers: int) -> None:
+    """SO_REUSEPORT must not let two projects' routers share a port: the second is refused."""
+    first, second = ensure_router(tmp_path / "one", 2), ensure_router(tmp_path / "two", workers)
+    port = free_port()
+    route = {"name": "p/web", "listen": f"127.0.0.1:{port}"}
+    try:
+        first.call_now({"op": "set_routes", "routes": [route]})
+        with pytest.raises(DeployError, match="in use"):
+            second.call_now({"op": "set_routes", "routes": [route]})
+    finally:
+        stop_router(tmp_path / "one"), stop_router(tmp_path / "two")

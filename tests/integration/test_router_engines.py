@@ -34,8 +34,8 @@ class Engine:
         self.pools: Any
         if name == "haproxy":
             self.pools = HaproxyPools(home, need_command("haproxy"))
-        else:
-            self.pools = RouterPools(ensure_router(home))
+        else:  # "embedded", or "embedded-2": two workers on the same listener
+            self.pools = RouterPools(ensure_router(home, 2 if name == "embedded-2" else 1))
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         route = {
@@ -62,7 +62,7 @@ class Engine:
             stop_router(self.home)
 
 
-@pytest.fixture(params=["embedded", "haproxy"])
+@pytest.fixture(params=["embedded", "embedded-2", "haproxy"])
 def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
     made = Engine(str(request.param), tmp_path / ".herd")
     yield made

@@ -99,10 +99,11 @@ def instances() -> Iterator[Callable[[str], Instance]]:
         instance.end()
 
 
-@pytest.fixture
-def router(tmp_path: Path) -> Iterator[tuple[RouterClient, str]]:
+@pytest.fixture(params=[1, 2], ids=["1worker", "2workers"])
+def router(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[RouterClient, str]]:
+    """A router of its own: one process, or two workers on the same listener."""
     home = tmp_path / ".herd"
-    client = ensure_router(home)
+    client = ensure_router(home, int(request.param))
     port = free_port()
     route = {"name": "p/web", "listen": f"127.0.0.1:{port}", "first_byte_timeout": FIRST_BYTE}
     client.call_now({"op": "set_routes", "routes": [route]})

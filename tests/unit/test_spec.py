@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 import re
 from typing import Any
 
@@ -618,3 +619,24 @@ def test_an_image_base_of_its_own_may_bring_the_command() -> None:
     document = mutate("service.worker.command", DELETE)
     document["service"]["worker"].setdefault("image", {})["base"] = "debian:bookworm"
     assert any("nothing would run" in p.message for p in error(document).problems)
+
+
+@pytest.mark.parametrize(("workers", "count"), [(1, 1), (3, 3), ("auto", None)])
+def test_router_workers_are_a_count_or_auto(workers: Any, count: int | None) -> None:
+    document = copy.deepcopy(FULL) | {"router": {"workers": workers}}
+    router = parse(document).router
+    assert router.workers == workers
+    assert router.worker_count() == (count or len(os.sched_getaffinity(0)))
+
+
+@pytest.mark.parametrize("bad", [0, 65, -1, "2", "many", True, 2.5])
+def test_bad_router_workers_name_the_key_and_hint(bad: Any) -> None:
+    err = error(copy.deepcopy(FULL) | {"router": {"workers": bad}})
+    assert any(p.key == "router.workers" and "1 to 64" in p.message and p.hint for p in err.problems), (
+        err.lines()
+    )
+
+
+def test_router_workers_are_the_embedded_engines() -> None:
+    err = error(copy.deepcopy(FULL) | {"router": {"workers": 2, "engine": "haproxy"}})
+    assert any(p.key == "router" and "embedded" in p.hint for p in err.problems), err.lines()
