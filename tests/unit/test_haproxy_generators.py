@@ -52,8 +52,9 @@ def test_an_unknown_router_engine_is_refused_with_its_key_and_a_hint() -> None:
     assert problem.key == "router.engine" and "no router engine 'nginx'" in problem.message
     assert "haproxy" in problem.hint and "embedded" in problem.hint
     with pytest.raises(SpecError) as info:
-        parse_stack(STACK + "[router]\nworkers = 2\n", file="herd.toml")
-    assert info.value.problems[0].key == "router.workers"
+        parse_stack(STACK + '[router]\nengine = "haproxy"\nworkers = 2\n', file="herd.toml")
+    refused = info.value.problems[0]
+    assert refused.key.startswith("router") and "workers is the embedded router's" in refused.message
 
 
 def test_config_has_a_frontend_per_listen_address_and_host_rules_when_shared() -> None:
