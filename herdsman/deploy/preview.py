@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from herdsman.deploy.environments import declared_driver, make_driver
 from herdsman.deploy.instances import log_root, volume_key
 from herdsman.deploy.preview_spec import (
     expired,
@@ -34,7 +35,7 @@ from herdsman.deploy.preview_spec import (
     preview_env,
 )
 from herdsman.deploy.release import release_content
-from herdsman.deploy.run import Deployment, declared_driver, make_driver
+from herdsman.deploy.run import Deployment
 from herdsman.deploy.volumes import copy_tree, empty
 from herdsman.errors import DeployError
 from herdsman.image.assemble import git_revision
