@@ -87,7 +87,7 @@ class Agent(Keeper):
             loop.set_default_executor(ThreadPoolExecutor(BLOCKING_THREADS, thread_name_prefix="herd"))
             for sig in (signal.SIGINT, signal.SIGTERM):
                 with contextlib.suppress(NotImplementedError, RuntimeError):
-                    loop.add_signal_handler(sig, self._stop)
+                    loop.add_signal_handler(sig, self.stop)
             with contextlib.suppress(NotImplementedError, RuntimeError):  # `herd scale`: look again now
                 loop.add_signal_handler(signal.SIGUSR1, self.poke)
             try:
@@ -114,6 +114,7 @@ class Agent(Keeper):
                     checker.cancel()
                     pruner.cancel()
                     expiry.cancel()
+                    await self.expiry.close()  # previews' keepers stop; their instances keep serving
                     server.should_exit = True
                     with contextlib.suppress(Exception):
                         await asyncio.wait_for(serving, 5)
@@ -191,6 +192,13 @@ class Agent(Keeper):
             raise HerdError(f"no service {service!r} in the current release of {self.env}")
         self.deployment.set_replicas(service, replicas)
         self.poke()
+
+    def quarantine_instance(self, instance_id: str, reason: str) -> str:
+        """`herd quarantine add`: a preview's instance by its preview's keeper, else production's."""
+        keeper = self.expiry.keeper_of(instance_id)
+        if keeper is not None:
+            return keeper.quarantine_instance(instance_id, reason)
+        return super().quarantine_instance(instance_id, reason)
 
     def images(self) -> ImageStore:
         """The project's image store (the dashboard compares releases' layers)."""

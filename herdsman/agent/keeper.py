@@ -74,12 +74,22 @@ class Keeper:
     def state(self) -> StateStore:  # for the healer and the API
         return self.deployment.state
 
+    async def keep(self) -> None:
+        """List what runs, then keep it running until `stop` (a preview's keeper: the agent's own
+        loop is `Agent.run`, which also serves the API and starts the other periodic work)."""
+        try:
+            await self.sync()
+            await self._loop()
+        finally:
+            self.watcher.close()
+            self._close_events()
+
     def poke(self) -> None:
         """Something outside changed (e.g. a replica count): list and plan again now."""
         self._poked = True
         self.wake.set()
 
-    def _stop(self) -> None:
+    def stop(self) -> None:
         self.stopping.set()
         self.wake.set()
 
