@@ -7,6 +7,8 @@ cache), with its own routes and replica count (deploy/preview_spec.py). Its inst
 volumes (`preview-NAME.VOLUME`: empty, or a copy of production's taken now) and logs
 (`.herd/logs/@preview-NAME`) are its own; production's are read (a volume copied), never written.
 
+`keep` marks a preview kept (for a time, or until removed): expiry passes it by, `remove` still
+takes it; once the keep ends it goes at the next expiry round if its time to live is up.
 `remove` takes everything of it away, in an order a kill at any moment can resume: marked
 "removing", instances stopped, routes dropped, volumes, logs and snapshots deleted, and only then
 the record. `expire` removes every preview past its expiry: the agent calls it on each round of
@@ -30,6 +32,8 @@ from herdsman.deploy.instances import log_root, volume_key
 from herdsman.deploy.preview_spec import (
     expired,
     host_routes,
+    kept,
+    no_such,
     port_routes,
     preview_content,
     preview_env,
@@ -55,6 +59,13 @@ class Preview:
     routes: Mapping[str, Mapping[str, Any]]  # service -> its own route: listen, host (None: any)
     state: str  # creating, ready, removing
     release: int | None  # its current release (in its own environment)
+    kept: bool = False  # kept past its expiry now (`herd preview keep`)
+    kept_until: float | None = None  # when the keep ends (None: while kept, never)
+
+
+def stamp(when: float) -> str:
+    """A moment, as a person reads it in a message (local time)."""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(when))
 
 
 def free_address() -> str:
@@ -88,6 +99,7 @@ class Previews:
 
     def all(self) -> list[Preview]:
         out = []
+        now = time.time()
         for row in self.state.previews():
             current = self.state.current_release(row["env"])
             out.append(
@@ -100,6 +112,8 @@ class Previews:
                     row["routes"],
                     row["state"],
                     current.number if current else None,
+                    kept(row, now),
+                    row["kept_until"],
                 )
             )
         return out
@@ -129,7 +143,10 @@ class Previews:
         replicas: int = 1,
         copy_volumes: bool = False,
         host: bool = False,
+        keep: bool = False,
     ) -> Preview:
+        """Start preview ``name``; ``keep``: kept past its expiry until `herd preview rm` (or
+        `herd preview keep NAME --off`)."""
         env = preview_env(name)
         await self.expire()
         limits = self.project.stack.preview
@@ -144,7 +161,7 @@ class Previews:
         addresses = host_routes(content, name) if host else port_routes(content, free_address)
         content = preview_content(content, env, addresses, dict.fromkeys(content["services"], replicas))
         expires = time.time() + (ttl or limits.ttl)
-        if not self.state.add_preview(name, env, source, expires, addresses):
+        if not self.state.add_preview(name, env, source, expires, addresses, kept=keep):
             raise DeployError(f"preview {name!r} exists", hint=f"`herd preview rm {name}` first")
         self.state.event(self.production, "preview", f"preview {name} created from {source}")
         try:
@@ -219,6 +236,19 @@ class Previews:
                 f"volume {volume}: copied from {self.production} into {volume_key(deployment.env, volume)}"
             )
 
+    async def keep(self, name: str, until: float | None, *, off: bool = False) -> Preview:
+        """Keep preview ``name`` past its expiry until ``until`` (None: until it is removed), or
+        (``off``) no longer: then it goes at the next expiry round once its time to live is up."""
+        row = self.state.preview(name)
+        if row is None or row["state"] == "removing":
+            raise no_such(name, [p["name"] for p in self.state.previews() if p["state"] != "removing"])
+        self.state.keep_preview(name, not off, until)
+        when = "no longer kept" if off else "kept " + (f"until {stamp(until)}" if until else "until removed")
+        self.state.event(self.production, "preview", f"preview {name} {when}")
+        self.state.event(row["env"], "preview", f"preview {name} {when}")
+        self.say(f"preview {name}: {when}")
+        return next(p for p in self.all() if p.name == name)
+
     # taking one away --------------------------------------------------------------------------------
     async def remove(self, name: str, why: str = "herd preview rm") -> list[str]:
         """Remove preview ``name`` and everything of it; returns what was removed, in words."""
@@ -226,7 +256,7 @@ class Previews:
 
         env = preview_env(name)
         if self.state.preview(name) is None:
-            raise DeployError(f"there is no preview {name!r}", hint="`herd preview ls` lists them")
+            raise no_such(name, [p["name"] for p in self.state.previews()])
         self.state.set_preview_state(name, "removing")
         deployment = self.deployment(env)
         removed: list[str] = []

@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from herdsman.state import StateStore
-from tests.helpers import app_pid, herd, wait_for
+from tests.helpers import app_pid, hello_copy, herd, stop_project, wait_for
 from tests.integration.test_preview import preview_row, production_bytes
 
 
@@ -96,3 +96,58 @@ def test_a_preview_is_healed_and_quarantined_like_production(hello_on_driver: tu
         if preview_row(root, "heal") is not None:
             herd(root, "preview", "rm", "heal", check=False)
 
+
+def test_a_kept_preview_outlives_its_ttl_and_goes_when_its_keep_ends(tmp_path: Path) -> None:
+    """On the process driver, with an agent: a plain preview goes at its TTL; one made with --keep
+    stays until `herd preview rm`; one kept `--for` a while stays past its TTL and goes at the
+    first expiry round after its keep ends. Bad names and durations are clear errors."""
+    root = tmp_path / "hello"
+    hello_copy(root)
+    try:
+        herd(root, "deploy")
+        herd(root, "up", "-d", "--no-deploy")
+        made = herd(root, "preview", "create", "always", "--ttl", "5s", "--keep").stdout
+        assert "until it is removed (kept)" in made, made
+        url = re.search(r"web: (http://127\.0\.0\.1:\d+/)", made).group(1)  # type: ignore[union-attr]
+        herd(root, "preview", "create", "timed", "--ttl", "20s")
+        kept = herd(root, "preview", "keep", "timed", "--for", "25s").stdout
+        assert "timed: kept until" in kept, kept
+        timed = preview_row(root, "timed")
+        assert timed is not None and timed["kept"] == 1
+        assert float(timed["kept_until"]) > float(timed["expires"])  # type: ignore[arg-type]
+
+        missing = herd(root, "preview", "keep", "nope", "--forever", check=False)
+        assert missing.returncode != 0 and "there is no preview 'nope'" in missing.stderr
+        assert "always, timed" in missing.stderr  # the ones there are
+        bad = herd(root, "preview", "keep", "timed", "--for", "2x", check=False)
+        assert bad.returncode != 0 and "--for 2x" in bad.stderr and "--for 2h" in bad.stderr, bad.stderr
+        neither = herd(root, "preview", "keep", "timed", check=False)
+        assert neither.returncode != 0 and "--for DURATION or --forever" in neither.stderr
+        herd(root, "preview", "create", "plain", "--ttl", "5s")
+
+        wait_for(lambda: preview_row(root, "plain") is None, 90, every=0.25)  # the agent's expiry
+        wait_for(lambda: time.time() > float(timed["expires"]) + 3, 60, every=0.2)  # type: ignore[arg-type]
+        assert preview_row(root, "timed") is not None  # past its TTL, kept
+        listed = herd(root, "preview", "ls").stdout  # expires the expired too: not the kept ones
+        always = next(line for line in listed.splitlines() if line.startswith("always"))
+        assert always.rstrip().endswith("kept"), listed
+        assert "kept until" in next(line for line in listed.splitlines() if line.startswith("timed"))
+        assert "plain" not in listed
+        assert "preview-always-web-" in httpx.get(url, timeout=10).text  # long past its 5 s
+
+        wait_for(lambda: preview_row(root, "timed") is None, 90, every=0.25)  # its keep ended
+        assert time.time() >= float(timed["kept_until"])  # type: ignore[arg-type]
+        messages = events_of(root, "production")
+        assert any(m.startswith("preview timed removed (expired)") for m in messages), messages[-10:]
+        assert any(m.startswith("preview plain removed (expired)") for m in messages)
+        assert preview_row(root, "always") is not None
+        herd(root, "preview", "rm", "always")  # kept, and still removed by hand
+        assert preview_row(root, "always") is None
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(url, timeout=5)
+        assert "no preview" in herd(root, "preview", "ls").stdout
+    finally:
+        for name in ("always", "timed", "plain"):
+            if preview_row(root, name) is not None:
+                herd(root, "preview", "rm", name, check=False)
+        stop_project(root)
