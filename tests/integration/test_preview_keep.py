@@ -73,7 +73,7 @@ def test_a_preview_is_healed_and_quarantined_like_production(hello_on_driver: tu
         assert any(victim in m and "replacing it now" in m for m in events_of(root, env))
         assert production_bytes(root) == before  # production's instances, volume and routes untouched
 
-        asked = herd(root, "quarantine", "add", second, "--reason", "look at it").stdout
+        asked = herd(root, "quarantine", "add", second, "--env", env, "--reason", "look at it").stdout
         assert second in asked
         third = wait_for(
             lambda: (ids := preview_ids(root, env)) and second not in ids and len(ids) == 1 and ids,
