@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from herdsman.agent.keeper import Keeper
 from herdsman.agent.periodic import every
@@ -56,8 +56,11 @@ class PreviewExpiry:
         rows = self.state.previews()
         due = [p for p in rows if expired(p, now) or p["state"] == "removing"]
         live = {p["env"] for p in rows if p["state"] == "ready" and not expired(p, now)}
-        for env in [e for e in self.keepers if e not in live]:
-            await self.release(env)
+        for env, (_keeper, task) in list(self.keepers.items()):
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                self.state.event(env, "agent", f"keeping {env} failed: {task.exception()}; starting again")
+            if env not in live or task.done():  # going, or a keeper that ended: the next is fresh
+                await self.release(env)
         gone: list[str] = []
         if due:  # the usual round: one read of the agent's own store, and nothing to remove
             previews = Previews(self.project())
@@ -68,7 +71,10 @@ class PreviewExpiry:
             rows = self.state.previews()
             live = {p["env"] for p in rows if p["state"] == "ready" and not expired(p, now)}
         for env in sorted(live - set(self.keepers)):
-            await self._keep(env)
+            try:
+                await self._keep(env)
+            except Exception as exc:  # reported; the next round tries again, the others go on
+                self.state.event(env, "agent", f"keeping {env} failed to start: {exc}")
         return gone
 
     async def _keep(self, env: str) -> None:
@@ -85,7 +91,7 @@ class PreviewExpiry:
             return
         keeper, task = found
         keeper.stop()
-        with contextlib.suppress(Exception, asyncio.CancelledError):
+        with contextlib.suppress(Exception):  # it failed, or would not stop in 30 s (then cancelled)
             await asyncio.wait_for(task, 30)
         keeper.deployment.state.close()
 
@@ -94,8 +100,14 @@ class PreviewExpiry:
             await self.release(env)
 
     def keeper_of(self, instance_id: str) -> Keeper | None:
-        """The keeper of the preview ``instance_id`` runs in (None: not a kept preview's). Instance
-        ids start with their environment and "-": the longest such environment is its own
-        (preview-pr-1-web-1-… is preview-pr-1's, not preview-pr's)."""
-        envs = [env for env in self.keepers if instance_id.startswith(f"{env}-")]
-        return self.keepers[max(envs, key=len)][0] if envs else None
+        """The keeper of the preview ``instance_id`` runs in (None: not a kept preview's)."""
+        env = env_of(instance_id, self.keepers)
+        return self.keepers[env][0] if env is not None else None
+
+
+def env_of(instance_id: str, envs: Iterable[str]) -> str | None:
+    """Which of the preview environments ``envs`` instance ``instance_id`` belongs to. Instance ids
+    start with their environment and "-": the longest such environment is its own
+    (preview-pr-1-web-1-… is preview-pr-1's, not preview-pr's)."""
+    matches = [env for env in envs if instance_id.startswith(f"{env}-")]
+    return max(matches, key=len) if matches else None

@@ -136,3 +136,14 @@ def test_no_such_preview_lists_the_ones_there_are() -> None:
     error = no_such("pr-9", ["pr-1", "pr-2"])
     assert "'pr-9'" in error.message and "pr-1, pr-2" in error.message
     assert "there is no preview at all" in no_such("pr-9", []).message
+
+
+def test_a_preview_instance_is_handed_to_its_own_preview_keeper() -> None:
+    """`herd quarantine add ID`: the agent finds the preview an instance belongs to by its id."""
+    from herdsman.agent.previews import env_of
+
+    envs = ["preview-pr", "preview-pr-1"]
+    assert env_of("preview-pr-1-web-1-a3f01", envs) == "preview-pr-1"
+    assert env_of("preview-pr-web-1-a3f01", envs) == "preview-pr"
+    assert env_of("web-3-a3f01", envs) is None  # production's
+    assert env_of("preview-other-web-1-a3f01", envs) is None
