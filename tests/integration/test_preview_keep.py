@@ -9,6 +9,7 @@ says so, `rm` still removes it, and once the keep ends it goes at the next round
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -19,7 +20,8 @@ import httpx
 import pytest
 
 from herdsman.state import StateStore
-from tests.helpers import app_pid, hello_copy, herd, stop_project, wait_for
+from tests.helpers import app_pid, hello_copy, herd, stop_project, wait_for, write_tmp
+from tests.integration.test_agent import SICK
 from tests.integration.test_preview import preview_row, production_bytes
 
 
@@ -48,7 +50,11 @@ def events_of(root: Path, env: str) -> list[str]:
 
 @pytest.mark.parametrize("driver_name", ["process", pytest.param("docker", marks=pytest.mark.docker)])
 def test_a_preview_is_healed_and_quarantined_like_production(hello_on_driver: tuple[Path, int]) -> None:
+    """Killed: replaced. Named (`herd quarantine add`): replaced, then kept. Failing its liveness
+    checks: quarantined with its evidence. Production byte-identical throughout."""
     root, _port = hello_on_driver
+    app = root / "app" / "app.py"
+    app.write_text(app.read_text().replace('        if self.path == "/healthz":\n', SICK))
     herd(root, "deploy")
     herd(root, "up", "-d", "--no-deploy")
     before = production_bytes(root)
@@ -83,6 +89,24 @@ def test_a_preview_is_healed_and_quarantined_like_production(hello_on_driver: tu
         wait_for(lambda: (root / ".herd" / "quarantine" / second).is_dir(), 60, every=0.2)
         wait_for(lambda: serving_instance(url) == third, 60, every=0.2)
         assert second in herd(root, "quarantine").stdout
+        assert production_bytes(root) == before
+
+        write_tmp(root, third, "sick", "made sick by the test")  # its liveness checks fail
+        kept = root / ".herd" / "quarantine" / third
+        fourth = wait_for(
+            lambda: (
+                (kept / "instance.json").exists()
+                and (ids := preview_ids(root, env))
+                and third not in ids
+                and len(ids) == 1
+                and ids
+            ),
+            120,
+            every=0.3,
+        ).pop()
+        evidence = json.loads((kept / "instance.json").read_text())
+        assert "liveness checks" in evidence["reason"] and evidence["service"] == "web"
+        wait_for(lambda: serving_instance(url) == fourth, 60, every=0.2)
         assert production_bytes(root) == before
 
         herd(root, "preview", "rm", "heal")
