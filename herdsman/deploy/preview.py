@@ -161,7 +161,7 @@ class Previews:
         addresses = host_routes(content, name) if host else port_routes(content, free_address)
         content = preview_content(content, env, addresses, dict.fromkeys(content["services"], replicas))
         expires = time.time() + (ttl or limits.ttl)
-        if not self.state.add_preview(name, env, source, expires, addresses, kept=keep):
+        if not self.state.add_preview(name, env, source, expires, addresses):
             raise DeployError(f"preview {name!r} exists", hint=f"`herd preview rm {name}` first")
         self.state.event(self.production, "preview", f"preview {name} created from {source}")
         try:
@@ -172,6 +172,8 @@ class Previews:
                     await self.remove(name, f"its creation failed: {exc}")
             raise
         self.state.set_preview_state(name, "ready")
+        if keep:  # once it serves: a create killed midway still expires
+            self.state.keep_preview(name, True, None)
         return next(p for p in self.all() if p.name == name)
 
     async def _content(self, release: int | None, from_files: bool) -> tuple[dict[str, Any], str, str]:

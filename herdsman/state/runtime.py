@@ -156,19 +156,16 @@ class RuntimeState:
         source: str,
         expires: float,
         routes: Mapping[str, Any],
-        *,
-        kept: bool = False,
-        kept_until: float | None = None,
     ) -> bool:
-        """Record preview ``name`` (state "creating") before anything of it starts, so an
-        interrupted create still expires (unless kept); False if one of that name exists."""
+        """Record preview ``name`` (state "creating", not kept) before anything of it starts, so
+        an interrupted create still expires; False if one of that name exists."""
         with self._tx() as db:
             if db.execute("SELECT 1 FROM previews WHERE name = ?", (name,)).fetchone():
                 return False
             db.execute(
-                "INSERT INTO previews (name, env, source, created, expires, routes, state, kept, kept_until)"
-                " VALUES (?, ?, ?, ?, ?, ?, 'creating', ?, ?)",
-                (name, env, source, time.time(), expires, canonical(dict(routes)), int(kept), kept_until),
+                "INSERT INTO previews (name, env, source, created, expires, routes, state)"
+                " VALUES (?, ?, ?, ?, ?, ?, 'creating')",
+                (name, env, source, time.time(), expires, canonical(dict(routes))),
             )
             return True
 

@@ -152,7 +152,7 @@ def test_a_preview_is_kept_and_an_older_store_gains_the_columns(tmp_path: Path) 
     assert state.keep_preview("pr-1", False)
     assert (state.preview("pr-1") or {})["kept"] == 0
     assert not state.keep_preview("pr-2", True)
-    assert state.add_preview("pr-3", "preview-pr-3", "release 1", 10.0, {}, kept=True)  # create --keep
+    assert state.add_preview("pr-3", "preview-pr-3", "release 1", 10.0, {})  # made after migration 8
     row = state.preview("pr-3")
-    assert row is not None and row["kept"] == 1 and row["state"] == "creating"
+    assert row is not None and row["kept"] == 0 and row["state"] == "creating"
     state.close()
