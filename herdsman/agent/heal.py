@@ -24,6 +24,7 @@ from typing import Any
 
 from herdsman.agent.fleet import Seen, Want, heal_plan
 from herdsman.agent.observed import Observed
+from herdsman.deploy.instances import id_base
 from herdsman.deploy.plan import Step, retire_removed
 from herdsman.deploy.run import Deployment
 from herdsman.deploy.target import id_maker, listed, route_name
@@ -69,7 +70,10 @@ class Healer:
             if wait > 0:
                 self.observed.later(service, wait)
                 continue
-            steps = heal_plan(service, seen, want, id_maker(service, release.number, token.token_hex(2)))
+            new_id = id_maker(
+                id_base(self.env, service), release.number, token.token_hex(2)
+            )  # a preview's: its own
+            steps = heal_plan(service, seen, want, new_id)
             if steps:
                 jobs.append(self._apply(service, steps, release))
         await asyncio.gather(*jobs)

@@ -183,9 +183,10 @@ def quarantine_add(ctx: Context, instance: str, reason: str, env: str | None) ->
     is admitted), then takes it out of the pool, stops it and keeps its record, log and /tmp."""
     from herdsman.client import AgentClient
     from herdsman.errors import HerdError
-    from herdsman.facade import agent_running
+    from herdsman.facade import agent_running, keeper_of
 
     project = ctx.project()
+    env = keeper_of(project, env)  # a preview's instances: the agent that keeps the preview
     if agent_running(project, env) is None:
         raise HerdError(
             "quarantining an instance needs a running agent (it replaces the instance first)",

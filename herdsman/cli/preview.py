@@ -42,8 +42,9 @@ def preview() -> None:
 
     \b
     herd preview create NAME [--release N | --from-files] [--ttl 2h] [--replicas 1] [--copy-volumes] [--host]
-    herd preview ls              name, age, time left, address, release
-    herd preview rm NAME         its instances, route, volumes and logs go
+    herd preview ls              name, age, time left, address, release, kept
+    herd preview keep NAME --for 2h | --forever | --off     kept past its time to live (or no longer)
+    herd preview rm NAME         its instances, route, volumes and logs go (kept or not)
     herd preview logs NAME       its own logs, merged by time
     """
 
@@ -63,6 +64,7 @@ def preview() -> None:
     is_flag=True,
     help="Route by Host NAME.preview.localhost on production's listener (default: a free port).",
 )
+@click.option("--keep", is_flag=True, help="Keep it past its time to live, until `herd preview rm`.")
 @pass_context
 def create(
     ctx: Context,
@@ -73,6 +75,7 @@ def create(
     replicas: int,
     copy_volumes: bool,
     on_host: bool,
+    keep: bool,
 ) -> None:
     """Start preview NAME (environment preview-NAME)."""
     from herdsman.facade.preview import create as make
@@ -89,11 +92,12 @@ def create(
         replicas=replicas,
         copy_volumes=copy_volumes,
         host=on_host,
+        keep=keep,
         say=lambda line: console.print(line, highlight=False),
     )
+    until = "it is removed (kept)" if made.kept else time.strftime("%H:%M:%S", time.localtime(made.expires))
     console.print(
-        f"preview {made.name} serves release {made.release} ({made.source}) until "
-        f"{time.strftime('%H:%M:%S', time.localtime(made.expires))}",
+        f"preview {made.name} serves release {made.release} ({made.source}) until {until}",
         highlight=False,
     )
     for service, route in sorted(made.routes.items()):
@@ -111,7 +115,7 @@ def ls(ctx: Context) -> None:
         console.print("no preview (`herd preview create NAME` makes one)")
         return
     now = time.time()
-    table = [["name", "age", "ttl", "address", "release", "state"]]
+    table = [["name", "age", "ttl", "address", "release", "state", "kept"]]
     for row in rows:
         table.append(
             [
@@ -121,9 +125,37 @@ def ls(ctx: Context) -> None:
                 " ".join(f"{s}={url_of(r)}" for s, r in sorted(row.routes.items())) or "-",
                 f"{row.release if row.release is not None else '-'} ({row.source})",
                 row.state,
+                _kept(row.kept, row.kept_until, now),
             ]
         )
     click.echo(columns(table))
+
+
+def _kept(kept: bool, until: float | None, now: float) -> str:
+    if not kept:
+        return "-"
+    if until is None:
+        return "kept"
+    return f"kept until {time.strftime('%H:%M:%S', time.localtime(until))} ({_span(until - now)})"
+
+
+@preview.command(name="keep")
+@click.argument("name")
+@click.option("--for", "duration", help="How long to keep it from now, e.g. 2h (or 30m, 1d).")
+@click.option("--forever", is_flag=True, help="Keep it until `herd preview rm`.")
+@click.option("--off", is_flag=True, help="No longer kept: it goes once its time to live is up.")
+@pass_context
+def keep(ctx: Context, name: str, duration: str | None, forever: bool, off: bool) -> None:
+    """Keep preview NAME past its time to live: the agent's expiry leaves it; `herd preview rm`
+    still removes it. When the keep ends, it goes at the next expiry round (if its TTL is up)."""
+    from herdsman.facade.preview import keep as keeping
+
+    kept = keeping(ctx.project(), name, duration=duration, forever=forever, off=off)
+    if kept.kept:
+        console.print(f"{kept.name}: {_kept(kept.kept, kept.kept_until, time.time())}", highlight=False)
+    else:
+        left = _span(kept.expires - time.time())
+        console.print(f"{kept.name}: no longer kept; it goes when its time to live is up ({left})")
 
 
 @preview.command(name="rm")

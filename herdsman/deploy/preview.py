@@ -7,6 +7,8 @@ cache), with its own routes and replica count (deploy/preview_spec.py). Its inst
 volumes (`preview-NAME.VOLUME`: empty, or a copy of production's taken now) and logs
 (`.herd/logs/@preview-NAME`) are its own; production's are read (a volume copied), never written.
 
+`keep` marks a preview kept (for a time, or until removed): expiry passes it by, `remove` still
+takes it; once the keep ends it goes at the next expiry round if its time to live is up.
 `remove` takes everything of it away, in an order a kill at any moment can resume: marked
 "removing", instances stopped, routes dropped, volumes, logs and snapshots deleted, and only then
 the record. `expire` removes every preview past its expiry: the agent calls it on each round of
@@ -25,16 +27,19 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from herdsman.deploy.environments import declared_driver, make_driver
 from herdsman.deploy.instances import log_root, volume_key
 from herdsman.deploy.preview_spec import (
     expired,
     host_routes,
+    kept,
+    no_such,
     port_routes,
     preview_content,
     preview_env,
 )
 from herdsman.deploy.release import release_content
-from herdsman.deploy.run import Deployment, declared_driver, make_driver
+from herdsman.deploy.run import Deployment
 from herdsman.deploy.volumes import copy_tree, empty
 from herdsman.errors import DeployError
 from herdsman.image.assemble import git_revision
@@ -54,6 +59,13 @@ class Preview:
     routes: Mapping[str, Mapping[str, Any]]  # service -> its own route: listen, host (None: any)
     state: str  # creating, ready, removing
     release: int | None  # its current release (in its own environment)
+    kept: bool = False  # kept past its expiry now (`herd preview keep`)
+    kept_until: float | None = None  # when the keep ends (None: while kept, never)
+
+
+def stamp(when: float) -> str:
+    """A moment, as a person reads it in a message (local time)."""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(when))
 
 
 def free_address() -> str:
@@ -87,6 +99,7 @@ class Previews:
 
     def all(self) -> list[Preview]:
         out = []
+        now = time.time()
         for row in self.state.previews():
             current = self.state.current_release(row["env"])
             out.append(
@@ -99,6 +112,8 @@ class Previews:
                     row["routes"],
                     row["state"],
                     current.number if current else None,
+                    kept(row, now),
+                    row["kept_until"],
                 )
             )
         return out
@@ -128,7 +143,10 @@ class Previews:
         replicas: int = 1,
         copy_volumes: bool = False,
         host: bool = False,
+        keep: bool = False,
     ) -> Preview:
+        """Start preview ``name``; ``keep``: kept past its expiry until `herd preview rm` (or
+        `herd preview keep NAME --off`)."""
         env = preview_env(name)
         await self.expire()
         limits = self.project.stack.preview
@@ -154,6 +172,8 @@ class Previews:
                     await self.remove(name, f"its creation failed: {exc}")
             raise
         self.state.set_preview_state(name, "ready")
+        if keep:  # once it serves: a create killed midway still expires
+            self.state.keep_preview(name, True, None)
         return next(p for p in self.all() if p.name == name)
 
     async def _content(self, release: int | None, from_files: bool) -> tuple[dict[str, Any], str, str]:
@@ -218,6 +238,19 @@ class Previews:
                 f"volume {volume}: copied from {self.production} into {volume_key(deployment.env, volume)}"
             )
 
+    async def keep(self, name: str, until: float | None, *, off: bool = False) -> Preview:
+        """Keep preview ``name`` past its expiry until ``until`` (None: until it is removed), or
+        (``off``) no longer: then it goes at the next expiry round once its time to live is up."""
+        row = self.state.preview(name)
+        if row is None or row["state"] == "removing":
+            raise no_such(name, [p["name"] for p in self.state.previews() if p["state"] != "removing"])
+        self.state.keep_preview(name, not off, until)
+        when = "no longer kept" if off else "kept " + (f"until {stamp(until)}" if until else "until removed")
+        self.state.event(self.production, "preview", f"preview {name} {when}")
+        self.state.event(row["env"], "preview", f"preview {name} {when}")
+        self.say(f"preview {name}: {when}")
+        return next(p for p in self.all() if p.name == name)
+
     # taking one away --------------------------------------------------------------------------------
     async def remove(self, name: str, why: str = "herd preview rm") -> list[str]:
         """Remove preview ``name`` and everything of it; returns what was removed, in words."""
@@ -225,7 +258,7 @@ class Previews:
 
         env = preview_env(name)
         if self.state.preview(name) is None:
-            raise DeployError(f"there is no preview {name!r}", hint="`herd preview ls` lists them")
+            raise no_such(name, [p["name"] for p in self.state.previews()])
         self.state.set_preview_state(name, "removing")
         deployment = self.deployment(env)
         removed: list[str] = []

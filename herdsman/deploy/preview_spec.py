@@ -17,7 +17,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from herdsman.deploy.instances import PREVIEW_PREFIX, is_preview
-from herdsman.errors import DeployError
+from herdsman.errors import DeployError, HerdError
+from herdsman.spec.durations import parse_duration
 
 NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 
@@ -95,8 +96,42 @@ def preview_content(
     return out
 
 
+def kept(row: Mapping[str, Any], now: float) -> bool:
+    """Whether the preview is kept now (`herd preview keep`): for good, or until its keep ends."""
+    if not row.get("kept"):
+        return False
+    until = row.get("kept_until")
+    return until is None or float(until) > now
+
+
 def expired(row: Mapping[str, Any], now: float) -> bool:
-    return float(row["expires"]) <= now
+    """Past its time to live and not kept: the next expiry round removes it."""
+    return float(row["expires"]) <= now and not kept(row, now)
+
+
+def keep_until(duration: str | None, forever: bool, now: float) -> float | None:
+    """When a keep asked for ``duration`` (e.g. "2h") or ``forever`` ends (None: never)."""
+    example = "e.g. `herd preview keep NAME --for 2h`, or `--forever`"
+    if forever == (duration is not None):
+        raise DeployError("say how long to keep the preview: --for DURATION or --forever", hint=example)
+    if duration is None:
+        return None
+    try:
+        seconds = parse_duration(duration)
+    except (ValueError, HerdError) as exc:
+        raise DeployError(f"--for {duration}: {exc}", hint=example) from None
+    if seconds <= 0:
+        raise DeployError(f"--for {duration}: a keep needs a time, such as 30m or 2h", hint=example)
+    return now + seconds
+
+
+def no_such(name: str, names: list[str]) -> DeployError:
+    """There is no preview ``name``: say which there are."""
+    there = f"the previews are {', '.join(names)}" if names else "there is no preview at all"
+    return DeployError(
+        f"there is no preview {name!r}: {there}",
+        hint=f"`herd preview ls` lists them; `herd preview create {name}` makes it",
+    )
 
 
 def refusal(env: str, row: Mapping[str, Any] | None, now: float) -> DeployError | None:

@@ -27,9 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from herdsman.deploy.environments import deploy_lock
 from herdsman.deploy.instances import is_preview
 from herdsman.deploy.preview_spec import preview_name
-from herdsman.deploy.run import Deployment, deploy_lock
+from herdsman.deploy.run import Deployment
 from herdsman.deploy.volumes import prune_snapshots
 from herdsman.image.assemble import ANNOTATION_SERVICE, ANNOTATION_STACK
 from herdsman.image.bake import image_store

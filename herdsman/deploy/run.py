@@ -11,15 +11,13 @@ import asyncio
 import contextlib
 import json
 import os
-import time
 from collections.abc import Iterator, Mapping
-from pathlib import Path
 from typing import Any
 
+from herdsman.deploy.environments import choose_driver, declared_driver, deploy_lock, make_driver, settings_of
 from herdsman.deploy.execute import Executor, Pools
 from herdsman.deploy.instances import is_preview
-from herdsman.deploy.pidlock import pid_lock
-from herdsman.deploy.preview_spec import preview_content, preview_name, refusal
+from herdsman.deploy.preview_target import as_preview, own_routes, refuse_expired
 from herdsman.deploy.release import release_content
 from herdsman.deploy.target import Target
 from herdsman.drivers.base import Driver, InstanceState, private_dir, secret_digest, stack_key
@@ -29,49 +27,6 @@ from herdsman.image.bake import bake, image_store
 from herdsman.image.progress import NullReporter, Reporter
 from herdsman.spec import Project, herd_home
 from herdsman.state import Release, StateStore, asker, services_of
-
-
-def deploy_lock(
-    home: Path, env: str, wait: float = 0.0, task: str = "deploy"
-) -> contextlib.AbstractContextManager[None]:
-    """Keeps two changes of one environment (deploys, rollbacks, prunes) from interleaving."""
-
-    def busy(holder: str) -> DeployError:
-        pid, _, what = holder.partition(" ")
-        return DeployError(
-            f"another {what or 'deploy'} of environment {env!r} is running (pid {pid})",
-            hint="wait for it to finish, or pass --wait SECONDS",
-            delay=0.2,  # a rollout step is short: look again soon
-        )
-
-    return pid_lock(home / "run" / f"deploy-{env}.lock", busy, wait, task)
-
-
-def make_driver(name: str, home: Path, project: Project, env: str | None = None) -> Driver:
-    """The driver ``name`` for an environment of ``project`` (see `drivers.registry`)."""
-    from herdsman.drivers.registry import make_driver as registered
-
-    environment = project.stack.environment.get(settings_of(project, env))
-    return registered(name, home, image_store(project), environment)
-
-
-def settings_of(project: Project, env: str | None) -> str:
-    """Whose `[environment.NAME]` settings ``env`` runs with: its own, a preview its stack's
-    (production's: the same driver, engine and registry as the release it was made from)."""
-    name = env or project.stack.stack.environment
-    return project.stack.stack.environment if is_preview(name) else name
-
-
-def declared_driver(project: Project, env: str) -> str:
-    """The driver herd.toml gives ``env`` (`[environment.ENV] driver`, default process)."""
-    environment = project.stack.environment.get(settings_of(project, env))
-    return environment.driver if environment else "process"
-
-
-def choose_driver(project: Project, env: str, chosen: str | None = None, recorded: str | None = None) -> str:
-    """The driver of ``env``: ``chosen`` (`herd --driver`), else the one its instances were
-    started with (recorded by the last deploy, until `herd down`), else herd.toml's."""
-    return chosen or recorded or declared_driver(project, env)
 
 
 def starting_point(state: StateStore, env: str) -> tuple[Release | None, str]:
@@ -146,36 +101,10 @@ class Deployment:
         from herdsman.router.engines import ensure_router_pools
 
         deployment = cls(project, env, driver_name=driver_name, reporter=reporter, secrets=secrets)
-        deployment.executor.pools = ensure_router_pools(project, deployment.env, deployment.own_routes())
+        deployment.executor.pools = ensure_router_pools(
+            project, deployment.env, own_routes(deployment.state, deployment.env)
+        )
         return deployment
-
-    def own_routes(self) -> list[dict[str, Any]] | None:
-        """A preview's routes are its current release's (its own port or Host), never herd.toml's
-        (production's listener); None for every other environment (herd.toml's)."""
-        if not is_preview(self.env):
-            return None
-        from herdsman.router.client import routes_of
-
-        current = self.state.current_release(self.env)
-        if current is None:
-            return []
-        return routes_of(self.env, {n: e.config for n, e in current.services().items()})
-
-    def refuse_expired(self) -> None:
-        """Nothing is rolled out to a preview that expired (or never was): the agent removes it."""
-        if is_preview(self.env):
-            refused = refusal(self.env, self.state.preview(preview_name(self.env)), time.time())
-            if refused is not None:
-                raise refused
-
-    def as_preview(self, content: dict[str, Any]) -> dict[str, Any]:
-        """`herd deploy` to a preview: the files with the preview's own routes and replica counts."""
-        self.refuse_expired()
-        row = self.state.preview(preview_name(self.env))
-        assert row is not None
-        current = self.state.current_release(self.env)
-        replicas = {n: e.config.replicas for n, e in current.services().items()} if current else {}
-        return preview_content(content, self.env, row["routes"], replicas)
 
     @contextlib.contextmanager
     def locked(self, wait: float = 0.0, *, bump: bool = True) -> Iterator[None]:
@@ -275,12 +204,12 @@ class Deployment:
         equal the current release's, nothing is recorded or replaced and the current release is
         returned — unless ``force``."""
         with self.locked(wait):
-            self.refuse_expired()  # before a bake: an expired preview takes nothing
+            refuse_expired(self.state, self.env)  # before a bake: an expired preview takes nothing
             results = await asyncio.to_thread(bake, self.project, None, reporter=self.reporter)
             images = {r.service: r.image.digest for r in results}
             content = release_content(self.project, settings_of(self.project, self.env), images)
             if is_preview(self.env):
-                content = self.as_preview(content)
+                content = as_preview(self.state, self.env, content)
             values = self.executor.target.secrets if secrets is None else secrets
             self.check(content, values)
             content = self._with_secret_digests(content, values)
@@ -332,7 +261,7 @@ class Deployment:
         """What `herd up` does before it keeps things running (see `starting_point`): nothing when a
         release is current, the last stopped release again after `herd down`, and a deploy of the
         files only when there is no release at all."""
-        self.refuse_expired()
+        refuse_expired(self.state, self.env)
         release, why = starting_point(self.state, self.env)
         self.state.event(self.env, "agent", why)
         self.executor.say(why)
@@ -358,7 +287,7 @@ class Deployment:
 
     async def rollback_locked(self, to: int | None, *, secrets: Mapping[str, str] | None = None) -> Release:
         """`rollback` for a caller that holds the deploy lock."""
-        self.refuse_expired()
+        refuse_expired(self.state, self.env)
         values = self.executor.target.secrets if secrets is None else secrets
         self.check(self.rollback_source(to).content, values)
         await self.claim_driver()
@@ -436,7 +365,7 @@ class Deployment:
         """Bring what runs to the current release and the runtime replica counts, now (what the agent
         does continuously; for `herd scale` when no agent runs). Returns the number of steps."""
         with self.locked(wait):
-            self.refuse_expired()
+            refuse_expired(self.state, self.env)
             current = self.state.current_release(self.env)
             if current is None:
                 raise DeployError("nothing is deployed yet", hint="herd deploy")

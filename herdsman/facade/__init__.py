@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from herdsman.facade.stack import declared_secrets as declared_secrets
     from herdsman.facade.stack import deployed_image as deployed_image
     from herdsman.facade.stack import environment_of as environment_of
+    from herdsman.facade.stack import keeper_of as keeper_of
     from herdsman.facade.stack import open_stack as open_stack
     from herdsman.facade.stack import run_agent as run_agent
     from herdsman.facade.stack import stack_warnings as stack_warnings
@@ -49,6 +50,7 @@ _LAZY = {
         "bake_here",
         "declared_secrets",
         "environment_of",
+        "keeper_of",
         "open_stack",
         "run_agent",
         "start_agent",

@@ -1,8 +1,9 @@
 """`herd preview`: short-lived environments from production's bytes (deploy/preview.py).
 
-Previews run in this process whether or not an agent runs: they never touch what the agent owns
-(production's instances, volumes and routes). Every command here first removes the previews
-that expired, so cleanup happens even where no agent runs; a running agent does it on its own.
+Previews are made and removed in this process whether or not an agent runs: they never touch
+what the agent owns (production's instances, volumes and routes); a running agent keeps each
+live preview running (heals, quarantine) and removes it once expired and not kept. Every command
+here first removes the previews that expired, so cleanup happens even where no agent runs.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ def create(
     replicas: int = 1,
     copy_volumes: bool = False,
     host: bool = False,
+    keep: bool = False,
     say: Callable[[str], None] | None = None,
 ) -> Preview:
     """Start preview ``name`` (see `Previews.create`); returns it once it serves."""
@@ -60,9 +62,35 @@ def create(
             replicas=replicas,
             copy_volumes=copy_volumes,
             host=host,
+            keep=keep,
         ),
         say,
     )
+
+
+def keep(
+    project: Project,
+    name: str,
+    *,
+    duration: str | None = None,
+    forever: bool = False,
+    off: bool = False,
+    say: Callable[[str], None] | None = None,
+) -> Preview:
+    """Keep preview ``name`` past its expiry for ``duration`` (e.g. "2h") or ``forever``, or
+    (``off``) no longer. The duration is checked before anything is read or removed."""
+    import time
+
+    from herdsman.deploy.preview_spec import keep_until, preview_env
+    from herdsman.errors import DeployError
+
+    preview_env(name)  # the name is checked first
+    if off and (duration is not None or forever):
+        raise DeployError(
+            "--off ends a keep: it takes no --for or --forever", hint="herd preview keep NAME --off"
+        )
+    until = None if off else keep_until(duration, forever, time.time())
+    return _run(project, lambda p: p.keep(name, until, off=off), say)
 
 
 def url_of(route: Mapping[str, Any]) -> str:

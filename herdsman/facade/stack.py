@@ -40,6 +40,15 @@ def agent_running(project: Project, env: str | None = None) -> int | None:
     return agent_pid(herd_home(project), environment_of(project, env))
 
 
+def keeper_of(project: Project, env: str | None = None) -> str:
+    """The environment whose agent keeps ``env`` running: a preview's is its stack's environment's
+    (that agent heals and quarantines every live preview), any other environment its own."""
+    from herdsman.deploy.instances import is_preview
+
+    name = environment_of(project, env)
+    return project.stack.stack.environment if is_preview(name) else name
+
+
 def open_stack(
     project: Project,
     env: str | None = None,

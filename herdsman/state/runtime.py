@@ -165,15 +165,21 @@ class RuntimeState:
 
     # previews: short-lived environments and when they expire --------------------------------------
     def add_preview(
-        self, name: str, env: str, source: str, expires: float, routes: Mapping[str, Any]
+        self,
+        name: str,
+        env: str,
+        source: str,
+        expires: float,
+        routes: Mapping[str, Any],
     ) -> bool:
-        """Record preview ``name`` (state "creating") before anything of it starts, so an
-        interrupted create still expires; False if one of that name exists."""
+        """Record preview ``name`` (state "creating", not kept) before anything of it starts, so
+        an interrupted create still expires; False if one of that name exists."""
         with self._tx() as db:
             if db.execute("SELECT 1 FROM previews WHERE name = ?", (name,)).fetchone():
                 return False
             db.execute(
-                "INSERT INTO previews VALUES (?, ?, ?, ?, ?, ?, 'creating')",
+                "INSERT INTO previews (name, env, source, created, expires, routes, state)"
+                " VALUES (?, ?, ?, ?, ?, ?, 'creating')",
                 (name, env, source, time.time(), expires, canonical(dict(routes))),
             )
             return True
@@ -183,13 +189,24 @@ class RuntimeState:
         with self._tx() as db:
             db.execute("UPDATE previews SET state = ? WHERE name = ?", (state, name))
 
+    def keep_preview(self, name: str, kept: bool, until: float | None = None) -> bool:
+        """Keep preview ``name`` past its expiry, until ``until`` (None: as long as it is kept), or
+        (``kept`` False) no longer; False if there is no such preview."""
+        with self._tx() as db:
+            changed = db.execute(
+                "UPDATE previews SET kept = ?, kept_until = ? WHERE name = ?",
+                (int(kept), until if kept else None, name),
+            )
+            return changed.rowcount > 0
+
     def drop_preview(self, name: str) -> None:
         """The last step of a removal: nothing of the preview is left."""
         with self._tx() as db:
             db.execute("DELETE FROM previews WHERE name = ?", (name,))
 
     def previews(self) -> list[dict[str, Any]]:
-        """Every preview, oldest first: name, env, source, created, expires, routes, state."""
+        """Every preview, oldest first: name, env, source, created, expires, routes, state, kept
+        (0 or 1) and kept_until (None: for as long as it is kept)."""
         with self._lock:
             rows = self._db.execute("SELECT * FROM previews ORDER BY created, name").fetchall()
         return [{**dict(row), "routes": json.loads(row["routes"])} for row in rows]

@@ -12,7 +12,8 @@ lock (a rollout, a restore, a `herd down`): the agent compares it with the value
 so it never heals from a picture of the fleet that a deploy has made stale.
 `previews` holds each short-lived environment `herd preview create` made, with its expiry: the
 agent's reconcile loop (and every `herd preview` command) removes the expired ones, so cleanup
-never depends on someone remembering it.
+never depends on someone remembering it; one that is `kept` (`herd preview keep`) stays past its
+expiry until `kept_until` (NULL: as long as it is kept).
 """
 
 from __future__ import annotations
@@ -140,5 +141,9 @@ MIGRATIONS: list[str] = [
     """,
     """
     ALTER TABLE canaries ADD COLUMN baseline TEXT NOT NULL DEFAULT '';
+    """,
+    """
+    ALTER TABLE previews ADD COLUMN kept INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE previews ADD COLUMN kept_until REAL;
     """,
 ]

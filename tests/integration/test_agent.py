@@ -238,7 +238,7 @@ def test_a_crash_looping_replacement_backs_off_and_says_why(project: tuple[Path,
 def test_the_agent_reaps_instances_of_no_release(project: tuple[Path, int]) -> None:
     """An instance with the environment's labels but of a release that does not exist (started by
     hand, or left by an old herdsman) is stopped by the agent."""
-    from herdsman.deploy.run import make_driver
+    from herdsman.deploy.environments import make_driver
     from herdsman.drivers.base import InstanceSpec
     from herdsman.spec import load_project
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from herdsman.deploy.run import make_driver
+from herdsman.deploy.environments import make_driver
 from herdsman.spec import load_project
 from tests.helpers import container_of, hello_copy, herd, instances, stack_id, stack_name, stop_project
 

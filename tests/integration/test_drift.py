@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from herdsman.deploy.run import make_driver
+from herdsman.deploy.environments import make_driver
 from herdsman.image.filelist import list_path
 from herdsman.spec import load_project
 from herdsman.state import StateStore

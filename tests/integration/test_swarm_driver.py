@@ -102,7 +102,7 @@ def test_each_instance_is_a_hardened_service_of_one_replica_pulled_by_digest(
         assert f"API_KEY={SECRET_VALUE}".encode() in environ, "the app still gets its secret as a variable"
 
     # a fresh driver, knowing nothing, rebuilds the instances from the services' labels
-    from herdsman.deploy.run import make_driver
+    from herdsman.deploy.environments import make_driver
     from herdsman.spec import load_project
 
     driver = make_driver("swarm", root / ".herd", load_project(root / "herd.toml"))
@@ -125,7 +125,7 @@ def test_a_killed_task_is_seen_as_exited_and_never_restarted_by_swarm(
     root, _port = hello
     herd(root, "deploy", env={"API_KEY": SECRET_VALUE}, timeout=300)
     victim = sorted(i["id"] for i in instances(root))[0]
-    from herdsman.deploy.run import make_driver
+    from herdsman.deploy.environments import make_driver
     from herdsman.spec import load_project
 
     driver = make_driver("swarm", root / ".herd", load_project(root / "herd.toml"))

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from herdsman.deploy.environments import deploy_lock
 from herdsman.deploy.pidlock import lock_holder
-from herdsman.deploy.run import deploy_lock
 from herdsman.errors import DeployError
 
 

@@ -9,7 +9,11 @@ import pytest
 
 from herdsman.deploy.instances import id_base, is_preview, log_root, volume_key
 from herdsman.deploy.preview_spec import (
+    expired,
     host_routes,
+    keep_until,
+    kept,
+    no_such,
     port_routes,
     preview_content,
     preview_env,
@@ -94,3 +98,52 @@ def test_a_deploy_to_an_expired_or_unknown_preview_is_refused() -> None:
     assert expired is not None and "expired 30s ago" in expired.message
     unknown = refusal("preview-b", None, 0.0)
     assert unknown is not None and "herd preview create b" in (unknown.hint or "")
+
+
+def test_a_kept_preview_outlives_its_ttl_until_its_keep_ends() -> None:
+    """Expiry skips a kept preview: for good (no end), or until its keep ends, after which it is
+    due at once if its time to live is up; a deploy to it is not refused while it is kept."""
+    plain = {"expires": 100.0, "kept": 0, "kept_until": None}
+    assert not expired(plain, 99.0) and expired(plain, 100.0) and not kept(plain, 500.0)
+    forever = {**plain, "kept": 1}
+    assert kept(forever, 1e12) and not expired(forever, 1e12)
+    assert refusal("preview-a", forever, 1e12) is None
+    until = {**plain, "kept": 1, "kept_until": 200.0}
+    assert kept(until, 150.0) and not expired(until, 150.0)
+    assert not kept(until, 200.0) and expired(until, 200.0)  # the keep ended: the next round takes it
+    longer = {"expires": 300.0, "kept": 1, "kept_until": 200.0}
+    assert not expired(longer, 250.0) and expired(longer, 300.0)  # a keep never shortens a TTL
+    off = {**until, "kept": 0}  # `--off`: the keep no longer counts, whatever its old end
+    assert not kept(off, 150.0) and expired(off, 150.0)
+
+
+def test_how_long_a_keep_lasts_and_bad_durations() -> None:
+    assert keep_until("2h", False, 1000.0) == 1000.0 + 7200
+    assert keep_until(None, True, 1000.0) is None
+    for duration, forever, said in [
+        ("2x", False, "--for 2x"),
+        ("0s", False, "a keep needs a time"),
+        (None, False, "--for DURATION or --forever"),
+        ("2h", True, "--for DURATION or --forever"),
+    ]:
+        with pytest.raises(DeployError) as refused:
+            keep_until(duration, forever, 0.0)
+        assert said in refused.value.message
+        assert "--for 2h" in (refused.value.hint or "")  # an example
+
+
+def test_no_such_preview_lists_the_ones_there_are() -> None:
+    error = no_such("pr-9", ["pr-1", "pr-2"])
+    assert "'pr-9'" in error.message and "pr-1, pr-2" in error.message
+    assert "there is no preview at all" in no_such("pr-9", []).message
+
+
+def test_a_preview_instance_is_handed_to_its_own_preview_keeper() -> None:
+    """`herd quarantine add ID`: the agent finds the preview an instance belongs to by its id."""
+    from herdsman.agent.previews import env_of
+
+    envs = ["preview-pr", "preview-pr-1"]
+    assert env_of("preview-pr-1-web-1-a3f01", envs) == "preview-pr-1"
+    assert env_of("preview-pr-web-1-a3f01", envs) == "preview-pr"
+    assert env_of("web-3-a3f01", envs) is None  # production's
+    assert env_of("preview-other-web-1-a3f01", envs) is None

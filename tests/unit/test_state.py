@@ -128,3 +128,31 @@ def test_previews_are_recorded_with_their_expiry_and_survive_reopening(tmp_path:
     state.drop_preview("pr-1")
     assert state.preview("pr-1") is None and state.previews() == []
     state.close()
+
+
+def test_a_preview_is_kept_and_an_older_store_gains_the_columns(tmp_path: Path) -> None:
+    """Migration 9: a preview made before `kept` existed reads as not kept; a keep is recorded
+    with its end (None: until removed) and taken back; keeping an unknown preview says so."""
+    path = tmp_path / "state.db"
+    old = sqlite3.connect(path)
+    for script in MIGRATIONS[:7]:
+        old.executescript(script)
+    old.execute("INSERT INTO previews VALUES ('pr-1', 'preview-pr-1', 'release 1', 0, 50, '{}', 'ready')")
+    old.execute("PRAGMA user_version = 7")
+    old.commit()
+    old.close()
+    state = StateStore(path)
+    row = state.preview("pr-1")
+    assert row is not None and row["kept"] == 0 and row["kept_until"] is None
+    assert state.keep_preview("pr-1", True, 500.0)
+    assert (state.preview("pr-1") or {})["kept_until"] == 500.0
+    assert state.keep_preview("pr-1", True, None)  # for good
+    row = state.preview("pr-1")
+    assert row is not None and row["kept"] == 1 and row["kept_until"] is None
+    assert state.keep_preview("pr-1", False)
+    assert (state.preview("pr-1") or {})["kept"] == 0
+    assert not state.keep_preview("pr-2", True)
+    assert state.add_preview("pr-3", "preview-pr-3", "release 1", 10.0, {})  # made after migration 9
+    row = state.preview("pr-3")
+    assert row is not None and row["kept"] == 0 and row["state"] == "creating"
+    state.close()
