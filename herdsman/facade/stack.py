@@ -19,16 +19,19 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeAlias
 
 from herdsman.agent.pidfile import agent_pid
 from herdsman.client import AgentClient
 from herdsman.errors import HerdError
 from herdsman.image.progress import Reporter
-from herdsman.local import LocalStack
 from herdsman.spec import Project, herd_home
 from herdsman.state import StateStore
 
-Stack = AgentClient | LocalStack
+if TYPE_CHECKING:  # the deploy machinery is imported only where an operation runs here
+    from herdsman.local import LocalStack
+
+Stack: TypeAlias = "AgentClient | LocalStack"
 
 
 def environment_of(project: Project, env: str | None) -> str:
@@ -61,6 +64,8 @@ def open_stack(
     name = environment_of(project, env)
     if agent_running(project, name) is not None:
         return AgentClient.for_home(herd_home(project), name)
+    from herdsman.local import LocalStack
+
     return LocalStack(project, name, driver_name=driver_name, reporter=reporter, wait=wait)
 
 

@@ -8,6 +8,7 @@ a `RollbackPreview`, so the CLI can ask before anything changes.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import time
 from collections.abc import Iterator
@@ -97,82 +98,113 @@ class Instances:
 
 
 def instances(project: Project, env: str | None = None, *, driver_name: str | None = None) -> Instances:
-    """Every instance of the environment with its health: as the agent last probed it when an
-    agent runs (a thousand instances are not probed again for one `herd ps`), else probed now,
-    each once with its release's check."""
-    from herdsman.deploy.run import Deployment
+    """Every instance of the environment with its health. When an agent runs, its own listing and
+    its last liveness check of each instance (one call: a thousand instances are neither listed
+    twice nor probed again for one `herd ps`); else listed here and each probed now with its
+    release's check. Only what the agent has not checked (no check, not admitted yet) is probed."""
+    name = environment_of(project, env)
+    rows = _agent_rows(project, name)  # without importing the deploy machinery: a look stays quick
+    by_agent = rows is not None
+    deployment: Deployment | None = None
+    if rows is None or any(not r.health for r in rows):
+        from herdsman.deploy.run import Deployment
 
-    deployment = Deployment(project, env, driver_name=driver_name)
+        deployment = Deployment(project, env, driver_name=driver_name)
+    state = deployment.state if deployment is not None else _state(project)
     try:
-        found = asyncio.run(deployment.driver.list(deployment.executor.target.selector))
-        known = _agent_health(project, deployment.env)
-        health = asyncio.run(_probe_all(deployment, [i for i in found if not known.get(i.id)]))
-        rows = [
-            InstanceRow(
-                i.id,
-                i.service,
-                i.release,
-                i.labels.get("herd.image", ""),
-                i.state,
-                i.detail,
-                known.get(i.id) or health[i.id],
-                i.started,
-                i.address,
-                i.node,
-                i.evicted,
-            )
-            for i in found
-        ]
-        state = deployment.state
+        if rows is None:
+            assert deployment is not None
+            found = asyncio.run(deployment.driver.list(deployment.executor.target.selector))
+            rows = [_row(i) for i in found]
+        unchecked = [r for r in rows if not r.health]
+        if unchecked:
+            assert deployment is not None
+            health = asyncio.run(_probe_all(deployment, unchecked))
+            rows = [dataclasses.replace(r, health=health[r.id]) if not r.health else r for r in rows]
         return Instances(
-            deployment.env,
+            name,
             rows,
-            state.scales(deployment.env),
-            state.notes(deployment.env),
-            health_by_agent=any(known.values()),
+            state.scales(name),
+            state.notes(name),
+            health_by_agent=by_agent and len(unchecked) < len(rows),
         )
     finally:
-        deployment.state.close()
+        state.close()
 
 
-def _agent_health(project: Project, env: str) -> dict[str, str]:
-    """Instance -> its last liveness result, from the agent's watcher; empty if no agent answers."""
+def _row(i: InstanceState) -> InstanceRow:
+    health = "" if i.state == "running" else "-"
+    return InstanceRow(
+        i.id,
+        i.service,
+        i.release,
+        i.labels.get("herd.image", ""),
+        i.state,
+        i.detail,
+        health,
+        i.started,
+        i.address,
+        i.node,
+        i.evicted,
+    )
+
+
+def _agent_rows(project: Project, env: str) -> list[InstanceRow] | None:
+    """The agent's listing with its last liveness results; None when no agent answers."""
     if agent_running(project, env) is None:
-        return {}
+        return None
     from herdsman.client import AgentClient
 
     try:
         with AgentClient.for_home(herd_home(project), env) as agent:
-            return {item["id"]: str(item.get("health") or "") for item in agent.instances()}
-    except HerdError:  # not answering (starting, stopping): probe here instead
-        return {}
+            listed = agent.instances()
+    except HerdError:  # not answering (starting, stopping): list and probe here instead
+        return None
+    return [
+        InstanceRow(
+            str(i["id"]),
+            str(i["service"]),
+            int(i["release"]),
+            str(i.get("image", "")),
+            str(i["state"]),
+            str(i.get("detail", "")),
+            str(i.get("health") or "") if i["state"] == "running" else "-",
+            float(i.get("started") or 0.0),
+            str(i.get("address", "")),
+            str(i.get("node", "")),
+            str(i.get("evicted", "")),
+        )
+        for i in listed
+    ]
 
 
 PROBES_AT_ONCE = 64  # `herd ps` probes; a thousand sockets at once would near the open-files limit
 
 
-async def _probe_all(deployment: Deployment, found: list[InstanceState]) -> dict[str, str]:
+async def _probe_all(deployment: Deployment, rows: list[InstanceRow]) -> dict[str, str]:
     """One health probe per running instance, a bounded number at a time, with its release's check."""
     from herdsman.health import probe
 
     slots = asyncio.Semaphore(PROBES_AT_ONCE)
 
-    async def one(item: InstanceState) -> tuple[str, str]:
-        if item.state != "running":
-            return item.id, "-"
+    async def one(row: InstanceRow) -> tuple[str, str]:
+        if row.state != "running":
+            return row.id, "-"
         try:
-            entry = deployment.state.release(deployment.env, item.release).services()[item.service]
+            entry = deployment.state.release(deployment.env, row.release).services()[row.service]
         except (HerdError, KeyError):
-            return item.id, "?"
+            return row.id, "?"
         check = entry.config.health
         if check is None:
-            return item.id, "no check"
-        inside = functools.partial(deployment.driver.exec, item.id)  # a command check runs in it
+            return row.id, "no check"
+        host, _, port = row.address.rpartition(":")
+        host = host.strip("[]")  # an IPv6 address is written [::1]:PORT
+        inside = functools.partial(deployment.driver.exec, row.id)  # a command check runs in it
         async with slots:
-            result = await probe(check, item.host, item.port, inside)
-        return item.id, "healthy" if result.ok else f"failing ({result.detail})"
+            result = await probe(check, host or "127.0.0.1", int(port) if port.isdigit() else None, inside)
+        return row.id, "healthy" if result.ok else f"failing ({result.detail})"
 
-    return dict(await asyncio.gather(*(one(i) for i in found)))
+    return dict(await asyncio.gather(*(one(r) for r in rows)))
 
 
 @dataclass(frozen=True)
