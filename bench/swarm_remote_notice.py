@@ -12,7 +12,8 @@ dockerd of their own, torn down at the end):
   worker, running a static busybox `sleep` (an image `docker import`ed on the worker alone);
 - `SwarmEvents` (the agent's watcher) with a callback that records the moment it is told;
 - the task's container killed through the worker's engine (SIGKILL); time-to-notice is from just
-  before the kill to the callback. Rounds alternate poll / events (the label added and removed);
+  before the kill to the callback, at a random phase of the poll. Rounds alternate poll / events
+  (the label added and removed);
 - beside it, the manager API calls the watcher made in 10 idle seconds with one remote task.
 
     .venv/bin/python bench/swarm_remote_notice.py [--rounds N]
@@ -24,6 +25,7 @@ import argparse
 import io
 import os
 import platform
+import random
 import statistics
 import sys
 import tarfile
@@ -100,7 +102,9 @@ def one_round(driver: SwarmDriver, worker: Any, node: str, n: int) -> float:
             time.sleep(0.1)
         events = driver.watch_events(STACK, on_exit, lambda: None)
         try:
-            time.sleep(1.5)  # subscribed (or not), and the poll in its own rhythm
+            # subscribed (or not); a random phase against the poll's 0.5 s (a fixed one would
+            # always kill just before, or just after, a look)
+            time.sleep(1.5 + random.uniform(0, 0.5))
             start = time.monotonic()
             found[0].kill()
             if not told.wait(60):
