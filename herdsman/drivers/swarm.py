@@ -11,9 +11,10 @@ labels alone. Images come from the environment's registry by digest (`deploy` pu
 never by a tag. Hardening is the docker driver's. Secrets are Swarm secrets, exported into the
 app's environment by a small sh wrapper (`swarm_spec.SECRET_WRAPPER`), never in a label or the
 service's or container's environment. Output is collected as the docker driver does (`docker logs
--f` beside the task's container), so logs outlive the service. Exec, drift, quarantine and logs
-reach the task's container through the same engine: a single-node swarm, or the manager the task
-runs on.
+-f` beside the task's container), so logs outlive the service. Exec reaches the task's container
+through the same engine (a single-node swarm, or the manager the task runs on); drift, quarantine
+evidence and logs of a task on another node come through the manager (swarm_evidence.py); the
+engine's connection and its node's volumes are swarm_engine.py.
 """
 
 from __future__ import annotations

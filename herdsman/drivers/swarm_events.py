@@ -127,11 +127,17 @@ class SwarmEvents:
 
     # the engines of other nodes -----------------------------------------------------------------
     def _watch_engines(self) -> None:
-        """A thread for each node (not this engine's) whose `herd.engine` label is new or changed."""
+        """A thread for each node (not this engine's) whose `herd.engine` label is new or changed;
+        the stream of a node whose label went (or changed) is closed, which ends its thread."""
         for node in self.driver.client.api.nodes():
             node_id = str(node.get("ID", ""))
             address = str(((node.get("Spec") or {}).get("Labels") or {}).get(ENGINE_LABEL, ""))
-            if node_id == self.driver.local_node or not address or self._engines.get(node_id) == address:
+            if node_id == self.driver.local_node or self._engines.get(node_id, "") == address:
+                continue
+            if self._engines.pop(node_id, None) is not None:
+                with contextlib.suppress(Exception):
+                    self._streams.pop(node_id).close()
+            if not address:
                 continue
             self._engines[node_id] = address
             thread = threading.Thread(
