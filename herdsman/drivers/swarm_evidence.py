@@ -6,7 +6,7 @@ A task on another node has no container on this engine, and Swarm's API offers n
 container inspect through the manager. What the manager does hold is checked instead: the service's
 spec and the task's own copy of it (the spec that task was started from), against what the release
 says, with the same messages as a local check: image by digest, command, environment (secrets by
-their Swarm secret's HMAC), labels, hardening (read-only root, init, capabilities, user, working
+their Swarm secret's HMAC), which Swarm secrets it gets, labels, hardening (read-only root, init, capabilities, user, working
 directory), limits and mounts. What could not be checked there (the container's file system) is
 said, as a `Drift` with ``checked=False``, never passed over in silence.
 
@@ -101,6 +101,11 @@ def spec_drifts(
     want = {"cpu_limit": 0, "mem_limit": 0, **build.limits(spec)}
     if have != want:
         drifts.append(Drift("limits", f"runs {have}, its release says {want}"))
+    stack_id = spec.labels.get("herd.stack-id", spec.labels.get("herd.stack", "herd"))
+    held = sorted(str(s.get("SecretName")) for s in container.get("Secrets") or [])
+    secrets = sorted(build.secret_name(stack_id, spec.id, key) for key in spec.secrets)
+    if held != secrets:  # a secret added or taken away (its value is judged by its HMAC above)
+        drifts.append(Drift("secrets", f"gets {held}, its release says {secrets}"))
     targets = sorted(str(m.get("Target")) for m in container.get("Mounts") or [])
     expected = sorted([v.target for v in spec.volumes] + ["/tmp"])
     if targets != expected:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from docker.types import ContainerSpec, Mount, Resources
+from docker.types import ContainerSpec, Mount, Resources, SecretReference
 
 from herdsman.drivers import swarm_evidence as evidence
 from herdsman.drivers import swarm_spec as build
@@ -45,7 +45,15 @@ def as_created(spec: InstanceSpec, port: int = 41000) -> tuple[dict[str, Any], d
         labels[build.WRAPPED_LABEL] = "1"
     mounts = [Mount(v.target, "herd-hello-01-" + v.name, type="volume") for v in spec.volumes]
     mounts.append(Mount("/tmp", None, type="tmpfs", tmpfs_size=256 * 1024**2, tmpfs_mode=0o1777))
+    stack_id = spec.labels["herd.stack-id"]
+    secrets = [
+        SecretReference(
+            "id-" + key, build.secret_name(stack_id, spec.id, key), filename=build.SECRET_FILE + key
+        )
+        for key in spec.secrets
+    ]
     container = ContainerSpec(
+        secrets=secrets,
         image=build.image_reference("127.0.0.1:5000/herdtest", "web", spec.image),
         command=build.command(spec),
         env=[f"{k}={v}" for k, v in env.items()],
@@ -85,6 +93,11 @@ def whats(drifts: list[Any]) -> dict[str, str]:
         (lambda c, r: c.update(User="root"), "hardening", "user: '' -> 'root'"),
         (lambda c, r: r.update(Limits={"MemoryBytes": 1024**3}), "limits", "'mem_limit': 1073741824"),
         (lambda c, r: c["Mounts"].pop(0), "mounts", "its release says ['/data', '/tmp']"),
+        (
+            lambda c, r: c["Secrets"].clear(),
+            "secrets",
+            "gets [], its release says ['herd-hello-01-web-1-a-API_KEY']",
+        ),
     ],
 )
 def test_each_change_behind_herdsmans_back_is_found(change: Any, what: str, said: str) -> None:
