@@ -6,9 +6,9 @@ A task on another node has no container on this engine, and Swarm's API offers n
 container inspect through the manager. What the manager does hold is checked instead: the service's
 spec and the task's own copy of it (the spec that task was started from), against what the release
 says, with the same messages as a local check: image by digest, command, environment (secrets by
-their Swarm secret's HMAC), which Swarm secrets it gets, labels, hardening (read-only root, init, capabilities, user, working
-directory), limits and mounts. What could not be checked there (the container's file system) is
-said, as a `Drift` with ``checked=False``, never passed over in silence.
+their Swarm secret's HMAC), which Swarm secrets it gets, labels, hardening (read-only root, init,
+capabilities, user, working directory), limits and mounts. What could not be checked there (the
+container's file system) is said, as a `Drift` with ``checked=False``, never passed over in silence.
 
 A quarantined remote task is kept as it is (its service and its one replica, relabelled
 `herd.quarantined` so that no listing counts it again): its /tmp cannot be copied from here, so
