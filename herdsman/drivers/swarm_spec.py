@@ -133,8 +133,15 @@ def started_at(value: str) -> float:
 
 
 def latest_task(tasks: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
-    """The newest task of a service (with restart `none` there is one, but Swarm keeps history)."""
-    return max(tasks, key=lambda t: (t.get("Version") or {}).get("Index", 0), default=None)
+    """The newest task of a service (with restart `none` there is one, but Swarm keeps history):
+    the last created. Not the last changed: after a `service update` behind herdsman's back, the
+    replaced task's final status can arrive after its successor runs, and would make a running
+    instance look exited."""
+    return max(
+        tasks,
+        key=lambda t: (started_at(str(t.get("CreatedAt") or "")), (t.get("Version") or {}).get("Index", 0)),
+        default=None,
+    )
 
 
 def node_of(node: Mapping[str, Any]) -> Node:

@@ -250,6 +250,8 @@ def test_tasks_on_the_worker_drift_are_noticed_and_are_quarantined_with_their_ev
     from herdsman.image.oci import ImageStore
 
     root, port = spread
+    # the worker back into service (the test before this one leaves it drained by Swarm)
+    cluster.docker("manager", "node", "update", "--availability", "active", cluster.worker_id)
     herd(root, "deploy", timeout=600)
     where = wait_for(lambda: placed_when(cluster, root, lambda p: len(p) == 4), 300, every=0.5)
     drifting, killed = sorted(i for i, n in where.items() if n == cluster.worker_id)
@@ -289,7 +291,10 @@ def test_tasks_on_the_worker_drift_are_noticed_and_are_quarantined_with_their_ev
     # quarantined by hand once an agent runs (which also heals the killed one)
     herd(root, "up", "-d", "--no-deploy", timeout=600)
     wait_for(lambda: len(placed(cluster, root)) == 4, 300, every=0.5)  # the killed one replaced
-    assert served_by(port, 40)[drifting] > 0, "it served before"
+    try:  # it serves before (once the agent that adopted it has its pool)
+        wait_for(lambda: served_by(port, 20)[drifting] > 0, 120, every=0.5)
+    except AssertionError:
+        raise AssertionError(f"{drifting} never served\n{diagnosis(cluster, root)}") from None
     herd(root, "quarantine", "add", drifting)
     record_file = root / ".herd" / "quarantine" / drifting / "instance.json"
     wait_for(record_file.is_file, 300, every=0.5)
