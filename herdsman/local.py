@@ -117,6 +117,7 @@ class LocalStack:
                 "release": f.release,
                 "action": "reported",
                 "drift": [{"what": d.what, "detail": d.detail} for d in f.drifts],
+                "unchecked": [{"what": d.what, "detail": d.detail} for d in f.unchecked],
             }
             for f in asyncio.run(verify_instances(deployment))
         ]

@@ -59,10 +59,11 @@ def parse(line: str, instance: str, fallback: float) -> LogLine:
 
 
 def log_files(root: Path, services: Iterable[str] = (), release: int | None = None) -> list[Path]:
+    """The log files of ``services`` (names of services or of instances; all when empty)."""
     wanted = set(services)
     files = []
     for file in sorted(root.glob("*/*.log")):
-        if wanted and file.parent.name not in wanted:
+        if wanted and file.parent.name not in wanted and file.stem not in wanted:
             continue
         if release is not None:
             try:

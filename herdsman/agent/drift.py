@@ -46,6 +46,9 @@ class DriftChecker:
         discard: set[str] = set()  # unpacked images whose files changed, moved aside once evidence is kept
         release = self.deployment.state.current_release(self.deployment.env)
         for finding in await verify_instances(self.deployment):
+            if not finding.drifts:  # only what could not be checked: said, not acted on
+                out.append((finding, "reported"))
+                continue
             entry = release.services().get(finding.service) if release else None
             policy = entry.config.drift if entry else "report"
             if policy == "ignore":

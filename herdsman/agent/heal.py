@@ -189,6 +189,7 @@ class Healer:
             "labels": dict(state.labels),
             "command": list(config.command) if config else [],
             "address": state.address,
+            "node": state.node,  # a multi-node driver's node ("" on one machine)
             "pid": state.pid,
             "started": state.started,
             "reason": reason,

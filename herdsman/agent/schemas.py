@@ -94,6 +94,7 @@ class Finding(BaseModel):
     release: int
     action: Literal["reported", "replaced", "being replaced"]
     drift: list[DriftFound]
+    unchecked: list[DriftFound] = Field(default_factory=list)  # what could not be checked
 
 
 class Quarantining(BaseModel):

@@ -72,6 +72,7 @@ def findings_of(checked: list[tuple[verify.Finding, str]]) -> list[Finding]:
             release=f.release,
             action=action,
             drift=[DriftFound(what=d.what, detail=d.detail) for d in f.drifts],
+            unchecked=[DriftFound(what=d.what, detail=d.detail) for d in f.unchecked],
         )
         for f, action in checked
     ]

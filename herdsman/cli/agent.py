@@ -130,11 +130,16 @@ def verify(ctx: Context, env: str | None) -> None:
     rows = [
         (f["instance"], f["action"], "; ".join(f"{d['what']}: {d['detail']}" for d in f["drift"]))
         for f in findings
+        if f["drift"]
     ]
+    for f in findings:  # what could not be checked (a Swarm task on another node): said, not hidden
+        for d in f.get("unchecked") or []:
+            console.print(f"[yellow]{f['instance']}[/] {d['what']}: {d['detail']}", highlight=False)
     if rows and not isinstance(stack, AgentClient):
         console.print("[dim]no agent runs: nothing is replaced (`herd up -d` replaces drifted instances)[/]")
     if not rows:
-        console.print("every running instance matches its image and release")
+        partly = " (except what is said above)" if findings else ""
+        console.print(f"every running instance matches its image and release{partly}")
         return
     for instance, action, summary in rows:
         console.print(f"[red]{instance}[/] drifted ({action}): {summary}", highlight=False)
@@ -230,6 +235,11 @@ def inspect(ctx: Context, instance: str, lines: int, as_json: bool) -> None:
     out(f"image      {short(str(record.get('image', '')))}  ({record.get('image', '')})", highlight=False)
     out(f"command    {' '.join(record.get('command') or []) or '(the image default)'}", highlight=False)
     out(f"pulled     {_when(kept.when)}: {record.get('reason', '')}", highlight=False)
+    if record.get("node"):  # a multi-node driver's: where it ran (and, on Swarm elsewhere, still runs)
+        out(f"node       {record['node']}", highlight=False)
+    not_kept = kept.path / "tmp" / ".not-kept"
+    if not_kept.is_file():
+        out(f"not kept   {not_kept.read_text().strip()}", highlight=False, markup=False)
     health = record.get("health") or []
     if health:
         marks = " ".join("ok" if r["ok"] else f"FAIL({r['detail']})" for r in health[-8:])

@@ -212,6 +212,8 @@ def logs(
 ) -> None:
     """Print the logs of SERVICES (default: all), merged by time, including replaced instances.
 
+    A name may also be an instance (`herd ps`, `herd quarantine`): only its lines.
+
     With -f, follow from now, as `tail -f` and `docker logs -f` do: no history unless --since or
     -n asks for some."""
     from herdsman.facade.views import follow_logs, log_lines

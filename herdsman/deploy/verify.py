@@ -4,7 +4,9 @@ For each running instance, the spec its release gives (the same `instance_spec` 
 from) goes to the driver, which compares the instance with it and with its image: the process
 driver re-hashes the unpacked image against the per-file list recorded at unpack and reads the
 app's command and environment from /proc; the docker driver compares the container's image,
-command and environment and reads `docker diff`. What to do about a finding (report, replace) is
+command and environment and reads `docker diff`; the swarm driver checks a task on another node
+through its service's and task's specs, and says what it could not check there (`Drift.checked`
+False: reported as `unchecked`, never acted on). What to do about a finding (report, replace) is
 the caller's business; nothing here changes anything.
 """
 
@@ -24,6 +26,7 @@ class Finding:
     release: int
     image: str
     drifts: tuple[Drift, ...]
+    unchecked: tuple[Drift, ...] = ()  # what the driver could not check (not a difference)
 
     @property
     def summary(self) -> str:
@@ -31,7 +34,8 @@ class Finding:
 
 
 async def verify_instances(deployment: Deployment) -> list[Finding]:
-    """Every running instance of the environment that differs from its image or release."""
+    """Every running instance of the environment that differs from its image or release, or that
+    could not be checked fully (`unchecked`, with no `drifts` when nothing else was found)."""
     target = deployment.executor.target
     findings = []
     for state in await deployment.driver.list(target.selector):
@@ -47,7 +51,9 @@ async def verify_instances(deployment: Deployment) -> list[Finding]:
         values = target.secrets_of(release.number)
         secrets = {name: values.get(name, UNKNOWN) for name in entry.config.secrets}
         spec = target.spec(state.id, state.service, release.number, entry, secrets)
-        drifts = await deployment.driver.verify(state.id, spec)
-        if drifts:
-            findings.append(Finding(state.id, state.service, release.number, entry.image, tuple(drifts)))
+        found = await deployment.driver.verify(state.id, spec)
+        drifts = tuple(d for d in found if d.checked)
+        unchecked = tuple(d for d in found if not d.checked)
+        if found:
+            findings.append(Finding(state.id, state.service, release.number, entry.image, drifts, unchecked))
     return findings

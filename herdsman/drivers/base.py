@@ -77,6 +77,9 @@ class Drift:
     detail: str
     differences: tuple[Difference, ...] = ()  # for "file system": the paths, for the evidence
     root: Path | None = None  # where the drifted files can be copied from
+    # False: not a difference but what could not be checked (e.g. a Swarm task on another node's
+    # file system); reported by `herd verify`, never acted on
+    checked: bool = True
 
 
 Drifts = list[Drift]

@@ -11,9 +11,10 @@ labels alone. Images come from the environment's registry by digest (`deploy` pu
 never by a tag. Hardening is the docker driver's. Secrets are Swarm secrets, exported into the
 app's environment by a small sh wrapper (`swarm_spec.SECRET_WRAPPER`), never in a label or the
 service's or container's environment. Output is collected as the docker driver does (`docker logs
--f` beside the task's container), so logs outlive the service. Exec, drift, quarantine and logs
-reach the task's container through the same engine: a single-node swarm, or the manager the task
-runs on.
+-f` beside the task's container), so logs outlive the service. Exec reaches the task's container
+through the same engine (a single-node swarm, or the manager the task runs on); drift, quarantine
+evidence and logs of a task on another node come through the manager (swarm_evidence.py); the
+engine's connection and its node's volumes are swarm_engine.py.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ import asyncio
 import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -30,10 +30,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from herdsman.drivers import swarm_engine as engine
+from herdsman.drivers import swarm_evidence as evidence
 from herdsman.drivers import swarm_spec as build
 from herdsman.drivers.base import (
     HOST_IMAGE_REFUSED,
-    UNKNOWN,
     BlockingDriver,
     Drifts,
     ExecResult,
@@ -44,7 +45,7 @@ from herdsman.drivers.base import (
     secret_digest,
     stack_key,
 )
-from herdsman.drivers.container_evidence import container_drifts, keep_container
+from herdsman.drivers.container_evidence import keep_container
 from herdsman.drivers.docker_exec import exec_in
 from herdsman.drivers.placement import Node, place
 from herdsman.drivers.swarm_events import SwarmEvents
@@ -54,31 +55,6 @@ from herdsman.logs import write_labels
 from herdsman.spec.models import Environment
 
 START_TIMEOUT = 120.0  # seconds for a task to pull its image and run
-
-
-def _engine(docker_host: str | None) -> Any:
-    import docker
-
-    try:
-        if docker_host:
-            client = docker.DockerClient(base_url=docker_host, version="auto", timeout=60)
-        else:
-            client = docker.from_env(version="auto", timeout=60)
-        swarm = (client.info().get("Swarm") or {}) if client.ping() else {}
-    except Exception as exc:
-        raise DriverError(
-            f"the Docker engine {docker_host or os.environ.get('DOCKER_HOST', '(default)')} is not "
-            f"answering: {exc}",
-            hint="set `docker_host` in [environment.NAME] (scripts/system-deps starts one on "
-            "unix:///run/herd-swarm/docker.sock)",
-        ) from None
-    if swarm.get("LocalNodeState") != "active" or not swarm.get("ControlAvailable"):
-        raise DriverError(
-            f"the Docker engine {docker_host or '(default)'} is not a Swarm manager",
-            hint="`docker swarm init --advertise-addr 127.0.0.1` on that engine (herdsman never "
-            "switches an engine into swarm mode by itself)",
-        )
-    return client
 
 
 class SwarmDriver(BlockingDriver):
@@ -98,7 +74,7 @@ class SwarmDriver(BlockingDriver):
         self.registry = registry
         self.docker_host = docker_host
         self.logs = home / "logs"
-        self.client = client or _engine(docker_host)
+        self.client = client or engine.connect(docker_host)
         self.docker_cli = shutil.which("docker")
         self._followers: dict[str, subprocess.Popen[bytes]] = {}
         self._placing = threading.Lock()  # one placement at a time: each sees the ones before
@@ -126,20 +102,14 @@ class SwarmDriver(BlockingDriver):
         return found[0] if found else None
 
     def volume_dir(self, stack: str, name: str) -> Path:
-        """The local volume's data on this machine (the engine's node; snapshots copy it)."""
-        volume = self.client.volumes.get(self._volume(stack, name))
-        if volume.attrs.get("Driver") != "local" or volume.attrs.get("Options"):
-            raise DriverError(
-                f"volume {name} ({volume.name}) is not a plain local volume",
-                hint="snapshots, backups and restores work on volumes herdsman created",
-            )
-        path = Path(str(volume.attrs.get("Mountpoint", "")))
-        if not path.is_dir():
-            raise DriverError(
-                f"volume {name}'s data ({path}) is not on this machine",
-                hint="snapshots and backups of swarm volumes need the node's engine to be local",
-            )
-        return path
+        return engine.volume_dir(self.client, name, self._volume(stack, name))
+
+    def remove_volume(self, stack: str, name: str) -> None:
+        engine.remove_volume(self.client, name, build.volume_name(stack, name))
+
+    def _volume(self, stack: str, name: str) -> str:
+        """The local volume ``name`` of the stack whose id is ``stack`` (created if need be)."""
+        return engine.ensure_volume(self.client, stack, name, build.volume_name(stack, name))
 
     def refuse_image(self, image: str) -> str | None:
         """A `host` image (only an app, to run on this machine's OS) cannot run in a container."""
@@ -171,7 +141,7 @@ class SwarmDriver(BlockingDriver):
             raise DriverError(f"instance {spec.id} already exists")
         image = self.image_reference(spec)
         stack_id = spec.labels.get("herd.stack-id", spec.labels.get("herd.stack", "herd"))
-        port = _free_port() if spec.wants_port else None
+        port = engine.free_port() if spec.wants_port else None
         env, secret_values = build.split_env(spec, port)
         service = spec.labels.get("herd.service", "instance")
         log = spec.log_file or self.logs / service / f"{spec.id}.log"
@@ -275,27 +245,6 @@ class SwarmDriver(BlockingDriver):
                 return build.instance_state(service, task, self.nodes_now(), self.local_node)
             time.sleep(0.1)
 
-    def remove_volume(self, stack: str, name: str) -> None:
-        import docker.errors
-
-        try:
-            self.client.volumes.get(build.volume_name(stack, name)).remove(force=True)
-        except docker.errors.NotFound:
-            pass
-        except docker.errors.APIError as exc:
-            raise DriverError(f"cannot remove volume {name}: {exc}") from exc
-
-    def _volume(self, stack: str, name: str) -> str:
-        """The local volume ``name`` of the stack whose id is ``stack`` (created if need be)."""
-        import docker.errors
-
-        volume = build.volume_name(stack, name)
-        try:
-            self.client.volumes.get(volume)
-        except docker.errors.NotFound:
-            self.client.volumes.create(volume, labels={"herd.stack-id": stack, "herd.volume": name})
-        return volume
-
     def settle_logs(self, instance_id: str, timeout: float = 2.0) -> None:
         follower = self._followers.get(instance_id)
         if follower is not None:
@@ -303,23 +252,7 @@ class SwarmDriver(BlockingDriver):
                 follower.wait(timeout)
 
     def _follow_logs(self, argv: list[str], log: Path) -> subprocess.Popen[bytes]:
-        """`docker logs -f --timestamps` of the task's container into the log file, in its own
-        session: it outlives the agent and ends with the container (a task on another node:
-        `docker service logs -f`, which ends with the service)."""
-        if self.docker_cli is None:
-            raise DriverError("the docker command is missing", hint="apt-get install docker.io")
-        host = ["-H", self.docker_host] if self.docker_host else []
-        fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            return subprocess.Popen(
-                [self.docker_cli, *host, *argv],
-                stdin=subprocess.DEVNULL,
-                stdout=fd,
-                stderr=fd,
-                start_new_session=True,
-            )
-        finally:
-            os.close(fd)
+        return evidence.follow_logs(self, argv, log)
 
     # state ------------------------------------------------------------------------------------
     def _service(self, instance_id: str) -> Mapping[str, Any] | None:
@@ -335,8 +268,8 @@ class SwarmDriver(BlockingDriver):
 
     def _inspect(self, instance_id: str) -> InstanceState | None:
         service = self._service(instance_id)
-        if service is None:
-            return None
+        if service is None or evidence.is_quarantined(service):
+            return None  # a kept remote task is nobody's instance any more
         import docker.errors
 
         try:
@@ -351,7 +284,7 @@ class SwarmDriver(BlockingDriver):
 
         wanted = [f"{k}={v}" for k, v in (labels or {}).items()] + ["herd.instance"]
         for attempt in range(5):
-            services = self.client.api.services(filters={"label": wanted})
+            services = self._unquarantined(self.client.api.services(filters={"label": wanted}))
             if not services:
                 return []
             try:
@@ -371,6 +304,19 @@ class SwarmDriver(BlockingDriver):
         ]
         return sorted(states, key=lambda s: (s.started, s.id))
 
+    def _unquarantined(self, services: list[Any]) -> list[Any]:
+        """All but the kept remote tasks of quarantined instances; those whose record is gone
+        (`herd quarantine purge`, or pruned) are removed now."""
+        out = []
+        for service in services:
+            if not evidence.is_quarantined(service):
+                out.append(service)
+                continue
+            instance = str(((service.get("Spec") or {}).get("Labels") or {}).get("herd.instance", ""))
+            if instance and not (self.home / "quarantine" / instance / "instance.json").is_file():
+                self._remove(instance)
+        return out
+
     # exec -------------------------------------------------------------------------------------
     async def exec(self, instance_id: str, argv: Sequence[str], timeout: float) -> ExecResult:
         """`docker exec` into the task's running container."""
@@ -381,52 +327,13 @@ class SwarmDriver(BlockingDriver):
 
     # drift ------------------------------------------------------------------------------------
     async def verify(self, instance_id: str, spec: InstanceSpec) -> Drifts:
+        """drivers/swarm_evidence.py: the service's and task's specs; the container where it is here."""
         import docker.errors
 
         try:
-            return await asyncio.to_thread(self._verify, instance_id, spec)
+            return await asyncio.to_thread(evidence.verify, self, instance_id, spec)
         except docker.errors.NotFound:
             return []  # removed meanwhile
-
-    def _verify(self, instance_id: str, spec: InstanceSpec) -> Drifts:
-        """As the docker driver: image, command, environment, `docker diff`. A secret is what its
-        Swarm secret's HMAC says (the value is in no environment that could be read)."""
-        container = self._container(instance_id)
-        if container is None or container.status != "running":
-            return []
-        port = container.labels.get(build.PORT_LABEL) or ""
-        wrapped = container.labels.get(build.WRAPPED_LABEL) == "1"
-        return container_drifts(
-            container,
-            str(self.store.manifest(spec.image)["config"]["digest"]),
-            spec.argv,
-            {**spec.env, **({"PORT": port} if port else {})},
-            spec.secrets,
-            [v.target for v in spec.volumes] + (["/run/secrets"] if wrapped else []),  # Swarm mounts it
-            argv_skip=len(build.SECRET_WRAPPER) if wrapped else 0,
-            env_known=self._secret_values(instance_id, spec),
-        )
-
-    def _secret_values(self, instance_id: str, spec: InstanceSpec) -> dict[str, str]:
-        """For each secret of ``spec`` its expected value where the instance's Swarm secret holds
-        that value (by HMAC), else a stand-in that differs from it."""
-        digests = {}
-        for secret in self.client.secrets.list(filters={"label": f"herd.instance={instance_id}"}):
-            labels = secret.attrs.get("Spec", {}).get("Labels") or {}
-            digests[str(secret.name)] = labels.get(build.DIGEST_LABEL, "")
-        key = stack_key(self.home)
-        stack_id = spec.labels.get("herd.stack-id", spec.labels.get("herd.stack", "herd"))
-        known = {}
-        for name in spec.secrets:
-            expected = spec.env.get(name, "")
-            held = digests.get(build.secret_name(stack_id, instance_id, name))
-            if expected == UNKNOWN:
-                continue
-            if held == secret_digest(key, expected):
-                known[name] = expected
-            elif held is not None:
-                known[name] = "\0another value"
-        return known
 
     # stopping ---------------------------------------------------------------------------------
     def _stop(self, instance_id: str, grace: float, keep: Path | None) -> None:
@@ -436,6 +343,12 @@ class SwarmDriver(BlockingDriver):
         instance's container outlives this but what ``keep`` and the log store hold."""
         import docker.errors
 
+        service = self._service(instance_id)
+        node = str(((service or {}).get("Spec") or {}).get("Labels", {}).get(build.NODE_LABEL, ""))
+        if keep is not None and service is not None and node not in ("", self.local_node):
+            evidence.keep_remote(self, service, node, keep)  # its task stays: the evidence
+            self._followers.pop(instance_id, None)  # `service logs -f` goes on into the log store
+            return
         container = self._container(instance_id)
         try:
             if container is not None:
@@ -475,9 +388,3 @@ class SwarmDriver(BlockingDriver):
         for secret in self.client.secrets.list(filters={"label": f"herd.instance={instance_id}"}):
             with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
                 secret.remove()
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])

@@ -8,8 +8,14 @@ another node), so the driver subscribes to the engine's events instead, in a thr
 - `node update` / `node remove`: a node was drained, paused, lost or relabelled (the agent lists
   again, so instances on it are replaced elsewhere);
 - Swarm's API (1.41) has no task events, and a worker's container events reach only the worker's
-  engine: for tasks on other nodes a second thread asks the manager for their tasks every
-  `REMOTE_EVERY` seconds (one call, only while there are such tasks).
+  engine. Where a node says how herdsman reaches its engine (the node label `herd.engine`,
+  swarm_engine.py), a thread per such node subscribes to that engine's `container die` events as
+  well: a task killed there is noticed as on the manager's node (BENCHMARKS.md: "Noticing a task
+  killed on another Swarm node");
+- as the fallback, for tasks on other nodes a thread asks the manager for their tasks every
+  `REMOTE_EVERY` seconds (two calls, only while there are such tasks); tasks on a node whose
+  engine stream is up are asked about only every `SUBSCRIBED_EVERY` seconds (in case an event
+  was lost while the stream reconnected).
 
 Each end is reported once per instance; the stream is asked from the subscription's start (and,
 after a reconnection, from the last event seen), so an end between the two is not missed. The
@@ -25,11 +31,13 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from herdsman.drivers import swarm_spec as build
+from herdsman.drivers.swarm_engine import ENGINE_LABEL, node_engine
 
 if TYPE_CHECKING:
     from herdsman.drivers.swarm import SwarmDriver
 
 REMOTE_EVERY = 0.5  # seconds between looks at tasks on other nodes
+SUBSCRIBED_EVERY = 5.0  # the same, for tasks on a node whose own engine's events herdsman reads
 RECONNECT_AFTER = 1.0  # seconds before subscribing again when the stream broke
 
 
@@ -54,6 +62,10 @@ class SwarmEvents:
         self._stream: Any = None
         self._reported: set[str] = set()
         self._threads: list[threading.Thread] = []
+        self._engines: dict[str, str] = {}  # node id -> the address its events thread reads
+        self._live: set[str] = set()  # nodes whose engine stream is open now
+        self._streams: dict[str, Any] = {}
+        self._full_look = 0.0  # when every remote task was last asked about
         # events from the subscription's start (to the nanosecond: a whole second would replay the
         # end of a task that ended just before, such as a deploy's migration), and after a
         # reconnection from the last event seen
@@ -64,14 +76,16 @@ class SwarmEvents:
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
+        with contextlib.suppress(Exception):  # the manager not answering: its stream says so too
+            self._watch_engines()
         return self
 
     def close(self) -> None:
         self.closed.set()
-        stream = self._stream
-        if stream is not None:
-            with contextlib.suppress(Exception):
-                stream.close()
+        for stream in [self._stream, *self._streams.values()]:
+            if stream is not None:
+                with contextlib.suppress(Exception):
+                    stream.close()
         for thread in self._threads:
             thread.join(5)
 
@@ -107,7 +121,56 @@ class SwarmEvents:
         ):
             self._exited(str(attributes.get("herd.instance", "")))
         elif kind == "node":
+            with contextlib.suppress(Exception):
+                self._watch_engines()
             self.on_nodes()
+
+    # the engines of other nodes -----------------------------------------------------------------
+    def _watch_engines(self) -> None:
+        """A thread for each node (not this engine's) whose `herd.engine` label is new or changed;
+        the stream of a node whose label went (or changed) is closed, which ends its thread."""
+        for node in self.driver.client.api.nodes():
+            node_id = str(node.get("ID", ""))
+            address = str(((node.get("Spec") or {}).get("Labels") or {}).get(ENGINE_LABEL, ""))
+            if node_id == self.driver.local_node or self._engines.get(node_id, "") == address:
+                continue
+            if self._engines.pop(node_id, None) is not None:
+                with contextlib.suppress(Exception):
+                    self._streams.pop(node_id).close()
+            if not address:
+                continue
+            self._engines[node_id] = address
+            thread = threading.Thread(
+                target=self._listen_node, args=(node_id, address), name=f"herd-swarm-node-{node_id[:8]}"
+            )
+            thread.daemon = True
+            thread.start()
+            self._threads.append(thread)
+
+    def _listen_node(self, node_id: str, address: str) -> None:
+        """That node's own engine's `container die` events of this stack, until its label changes."""
+        since = _timestamp(time.time_ns())
+        filters = {"type": ["container"], "event": ["die"], "label": [f"herd.stack-id={self.stack_id}"]}
+        while not self.closed.is_set() and self._engines.get(node_id) == address:
+            client = None
+            try:
+                client = node_engine(address)
+                self._streams[node_id] = stream = client.events(decode=True, filters=filters, since=since)
+                self._live.add(node_id)
+                for event in stream:
+                    if self.closed.is_set():
+                        return
+                    if event.get("timeNano"):
+                        since = _timestamp(int(event["timeNano"]))
+                    self._handle(event)
+            except Exception:  # unreachable or restarted: the poll covers it meanwhile
+                pass
+            finally:
+                self._live.discard(node_id)
+                if client is not None:
+                    with contextlib.suppress(Exception):
+                        client.close()
+            self.closed.wait(RECONNECT_AFTER)
 
     # tasks on other nodes -----------------------------------------------------------------------
     def _remote(self) -> None:
@@ -119,10 +182,15 @@ class SwarmEvents:
         local = self.driver.local_node
         api = self.driver.client.api
         services = api.services(filters={"label": [f"herd.stack-id={self.stack_id}", "herd.instance"]})
+        full = time.monotonic() - self._full_look >= SUBSCRIBED_EVERY
+        if full:
+            self._full_look = time.monotonic()
         elsewhere = {
-            s["ID"]: ((s.get("Spec") or {}).get("Labels") or {}).get("herd.instance", "")
+            s["ID"]: labels.get("herd.instance", "")
             for s in services
-            if ((s.get("Spec") or {}).get("Labels") or {}).get(build.NODE_LABEL, local) != local
+            for labels in [(s.get("Spec") or {}).get("Labels") or {}]
+            if labels.get(build.NODE_LABEL, local) not in (local, *([] if full else self._live))
+            and build.QUARANTINED_LABEL not in labels  # kept: nobody's instance any more
         }
         if not elsewhere:
             return

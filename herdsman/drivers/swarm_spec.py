@@ -22,6 +22,7 @@ PORT_LABEL = "herd.port"
 LOG_LABEL = "herd.log"
 WRAPPED_LABEL = "herd.secrets-wrapper"  # "1": the command starts with SECRET_WRAPPER
 NODE_LABEL = "herd.node"  # the node herdsman placed the instance on (its service is pinned there)
+QUARANTINED_LABEL = "herd.quarantined"  # on a kept remote service (swarm_evidence.keep_remote)
 DIGEST_LABEL = "herd.digest"  # on a Swarm secret: the HMAC of its value under the stack's key
 SECRET_FILE = "herd-env-"  # /run/secrets/herd-env-NAME holds the value of env entry NAME
 
@@ -132,8 +133,15 @@ def started_at(value: str) -> float:
 
 
 def latest_task(tasks: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
-    """The newest task of a service (with restart `none` there is one, but Swarm keeps history)."""
-    return max(tasks, key=lambda t: (t.get("Version") or {}).get("Index", 0), default=None)
+    """The newest task of a service (with restart `none` there is one, but Swarm keeps history):
+    the last created. Not the last changed: after a `service update` behind herdsman's back, the
+    replaced task's final status can arrive after its successor runs, and would make a running
+    instance look exited."""
+    return max(
+        tasks,
+        key=lambda t: (started_at(str(t.get("CreatedAt") or "")), (t.get("Version") or {}).get("Index", 0)),
+        default=None,
+    )
 
 
 def node_of(node: Mapping[str, Any]) -> Node:
@@ -175,7 +183,7 @@ def instance_state(
     pid is only a pid on this machine for a task of ``local`` (the engine's own node)."""
     spec = service.get("Spec") or {}
     all_labels = dict(spec.get("Labels") or {})
-    labels = {k: v for k, v in all_labels.items() if k.startswith("herd.") and k not in _OWN_LABELS}
+    labels = {k: v for k, v in all_labels.items() if k.startswith("herd.") and k not in OWN_LABELS}
     status = (task or {}).get("Status") or {}
     state = str(status.get("State") or "new")
     container = status.get("ContainerStatus") or {}
@@ -210,4 +218,4 @@ def instance_state(
     )
 
 
-_OWN_LABELS = (LOG_LABEL, PORT_LABEL, WRAPPED_LABEL, NODE_LABEL)
+OWN_LABELS = (LOG_LABEL, PORT_LABEL, WRAPPED_LABEL, NODE_LABEL, QUARANTINED_LABEL)

@@ -268,13 +268,18 @@ def follow_events(
 
 
 def _log_root(project: Project, services: tuple[str, ...]) -> Path:
-    unknown = sorted(set(services) - set(project.stack.service))
+    """The log store; each name must be a service or an instance it holds a log of."""
+    root = herd_home(project) / "logs"
+    unknown = sorted(
+        n for n in set(services) - set(project.stack.service) if not any(root.glob(f"*/{n}.log"))
+    )
     if unknown:
         raise HerdError(
-            f"no service {', '.join(unknown)} in {project.file.name}",
-            hint=f"services: {', '.join(sorted(project.stack.service)) or 'none'}",
+            f"no service or instance {', '.join(unknown)} in {project.file.name}",
+            hint=f"services: {', '.join(sorted(project.stack.service)) or 'none'}; "
+            "instances: `herd ps` (and `herd quarantine` for the kept ones)",
         )
-    return herd_home(project) / "logs"
+    return root
 
 
 def log_lines(

@@ -7,6 +7,7 @@ manager with zero failed requests. Everything the cluster started is gone afterw
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -221,3 +222,100 @@ def test_spread_over_two_nodes_then_the_worker_drained_under_load(
         )
         time.sleep(1)
     assert load.failures == [], load.failures[:5]
+
+
+def served_by(port: int, requests: int) -> Counter[str]:
+    """Which instances answered ``requests`` GETs through the route."""
+    seen: Counter[str] = Counter()
+    with httpx.Client(timeout=30) as client:
+        for _ in range(requests):
+            body = client.get(f"http://127.0.0.1:{port}/").text
+            seen[body.split("<code>")[1].split("</code>")[0]] += 1
+    return seen
+
+
+def test_tasks_on_the_worker_drift_are_noticed_and_are_quarantined_with_their_evidence(
+    spread: tuple[Path, int], cluster: TwoNodeSwarm, registry: str
+) -> None:
+    """What the manager alone can say about a task on another node: `herd verify` checks its
+    service's and task's specs (and says the file system was not checked), a `service update`
+    behind herdsman's back is drift; the worker's own engine (labelled `herd.engine`) tells of a
+    task killed there with the poll switched off; a quarantined worker task leaves the pool but
+    is kept, its logs readable, its record naming the node, until it is purged."""
+    import docker
+
+    from herdsman.drivers import swarm_events
+    from herdsman.drivers.swarm import SwarmDriver
+    from herdsman.drivers.swarm_engine import ENGINE_LABEL
+    from herdsman.image.oci import ImageStore
+
+    root, port = spread
+    # the worker back into service (the test before this one leaves it drained by Swarm)
+    cluster.docker("manager", "node", "update", "--availability", "active", cluster.worker_id)
+    herd(root, "deploy", timeout=600)
+    where = wait_for(lambda: placed_when(cluster, root, lambda p: len(p) == 4), 300, every=0.5)
+    drifting, killed = sorted(i for i, n in where.items() if n == cluster.worker_id)
+    clean = herd(root, "verify")
+    assert "every running instance matches its image and release (except what is said above)" in clean.stdout
+    assert f"{drifting} file system: not checked: the task runs on node {cluster.worker_id}" in clean.stdout
+
+    # the worker's own engine tells of a task killed there, with the poll of the manager switched off
+    cluster.label(cluster.worker_id, **{ENGINE_LABEL: cluster.host("worker")})
+    driver = SwarmDriver(
+        root / ".herd", ImageStore(root / ".herd" / "images"), registry=f"{registry}/herdtest",
+        docker_host=cluster.host("manager"),
+    )  # fmt: skip
+    ended: list[str] = []
+    polls = (swarm_events.REMOTE_EVERY, swarm_events.SUBSCRIBED_EVERY)
+    swarm_events.REMOTE_EVERY = swarm_events.SUBSCRIBED_EVERY = 3600.0
+    events = driver.watch_events(stack_id(root), ended.append, lambda: None)
+    try:
+        wait_for(lambda: cluster.worker_id in events._live, 60, every=0.1)
+        container = cluster.docker("worker", "ps", "-q", "--filter", f"label=herd.instance={killed}")
+        cluster.docker("worker", "kill", container)
+        wait_for(lambda: killed in ended, 60, every=0.1)
+    finally:
+        events.close()
+        swarm_events.REMOTE_EVERY, swarm_events.SUBSCRIBED_EVERY = polls
+        driver.client.close()
+    assert ended == [killed]
+
+    # a service changed behind herdsman's back, on the manager: drift, with a container check's words
+    name = cluster.docker("manager", "service", "ls", "-q", "--filter", f"label=herd.instance={drifting}")
+    cluster.docker("manager", "service", "update", "--detach", "--env-add", "DEBUG=1", name)
+    wait_for(lambda: placed_when(cluster, root, lambda p: drifting in p), 120, every=0.5)
+    found = herd(root, "verify", check=False)
+    assert found.returncode == 1, found.stdout
+    assert f"{drifting} drifted (reported): environment: DEBUG: added '1'" in found.stdout, found.stdout
+
+    # quarantined by hand once an agent runs (which also heals the killed one)
+    herd(root, "up", "-d", "--no-deploy", timeout=600)
+    wait_for(lambda: len(placed(cluster, root)) == 4, 300, every=0.5)  # the killed one replaced
+    try:  # it serves before (once the agent that adopted it has its pool)
+        wait_for(lambda: served_by(port, 20)[drifting] > 0, 120, every=0.5)
+    except AssertionError:
+        raise AssertionError(f"{drifting} never served\n{diagnosis(cluster, root)}") from None
+    herd(root, "quarantine", "add", drifting)
+    record_file = root / ".herd" / "quarantine" / drifting / "instance.json"
+    wait_for(record_file.is_file, 300, every=0.5)
+    wait_for(lambda: drifting not in {i["id"] for i in instances(root)}, 120, every=0.5)
+    record = json.loads(record_file.read_text())
+    assert record["node"] == cluster.worker_id
+    assert '"GET / HTTP/1.1" 200' in (record_file.parent / "log").read_text()
+    inspected = herd(root, "inspect", drifting).stdout
+    assert f"node       {cluster.worker_id}" in inspected and "--- last" in inspected, inspected
+    assert "/tmp was not copied: the task runs on node" in inspected
+    logs = herd(root, "logs", drifting).stdout
+    assert logs and all(f" {drifting} " in line for line in logs.splitlines()), logs[-2000:]
+    assert '"GET / HTTP/1.1" 200' in logs
+    assert served_by(port, 40)[drifting] == 0, "out of the pool"
+    client = docker.DockerClient(base_url=cluster.host("manager"), version="auto")
+    try:  # kept: its service, and its task still running on the worker
+        (kept,) = client.services.list(filters={"label": f"herd.instance={drifting}"})
+        assert "herd.quarantined" in kept.attrs["Spec"]["Labels"]
+        assert [t["NodeID"] for t in kept.tasks() if t["Status"]["State"] == "running"] == [cluster.worker_id]
+        herd(root, "quarantine", "purge", drifting)
+        herd(root, "ps")  # a listing removes what no record keeps any more
+        wait_for(lambda: not client.services.list(filters={"label": f"herd.instance={drifting}"}), 60)
+    finally:
+        client.close()

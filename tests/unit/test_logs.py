@@ -72,3 +72,14 @@ def test_docker_timestamps_parse_like_ours() -> None:
     docker = parse("2026-11-24T04:05:29.360997123Z hello", "i", 0.0)
     assert ours.at == docker.at and ours.text == docker.text == "hello"
     assert parse("no stamp here", "i", 7.0).at == 7.0
+
+
+def test_a_name_may_be_a_service_or_one_instance(tmp_path: Path) -> None:
+    """`herd logs web` reads every web instance's file; `herd logs web-2-b1` only that one's."""
+    for service, instance in (("web", "web-1-a1"), ("web", "web-2-b1"), ("worker", "worker-1-c1")):
+        (tmp_path / service).mkdir(exist_ok=True)
+        _stamp(tmp_path / service / f"{instance}.log", [f"from {instance}"])
+    assert [f.stem for f in logs.log_files(tmp_path, ["web"])] == ["web-1-a1", "web-2-b1"]
+    assert [line.text for line in logs.history(tmp_path, ["web-2-b1"])] == ["from web-2-b1"]
+    both = {line.instance for line in logs.history(tmp_path, ["worker", "web-1-a1"])}
+    assert both == {"worker-1-c1", "web-1-a1"}

@@ -76,6 +76,10 @@ def test_a_task_on_its_way_counts_as_running_and_an_ended_one_as_exited() -> Non
 def test_the_newest_task_tells() -> None:
     tasks = [task("failed", 5), task("running", 9), task("shutdown", 7)]
     assert build.latest_task(tasks) == tasks[1]
+    # a task replaced by a `service update`, its end reported after its successor started
+    replaced = {**task("shutdown", 9), "CreatedAt": "2026-12-03T10:55:10.5Z"}
+    successor = {**task("running", 7), "CreatedAt": "2026-12-03T10:55:11.25Z"}
+    assert build.latest_task([replaced, successor]) == successor
     assert build.latest_task([]) is None
 
 
