@@ -122,7 +122,7 @@ def test_logs_of_a_service_that_does_not_exist_is_an_error(tmp_path: Path) -> No
     assert herd("init", str(tmp_path)).returncode == 0
     result = herd("-f", str(tmp_path / "herd.toml"), "logs", "wbe")
     assert result.returncode == 1
-    assert "no service wbe" in result.stderr and "services: web" in result.stderr
+    assert "no service or instance wbe" in result.stderr and "services: web" in result.stderr
 
 
 def test_help_loads_no_http_client_nor_web_framework() -> None:
