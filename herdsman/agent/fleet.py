@@ -18,6 +18,7 @@ replacement (placed on another node by the driver) is admitted before it leaves 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -110,10 +111,15 @@ def heal_plan(service: str, seen: list[Seen], want: Want, new_id: Callable[[], s
         for s in seen
         if s.id not in sick
     ]
+    policy = want.policy
+    if policy.strategy == "canary" and all(r.release in (want.release, -1) for r in rest):
+        # replacing instances of the release itself (drifted, on a node that leaves): nothing new
+        # to judge, so no canary (it would weigh a release "-1" and start a baseline of it)
+        policy = dataclasses.replace(policy, strategy="rolling")
     steps: list[Step] = []
     if sick and want.policy.routed:
         steps.append({"op": "pool", "service": service, "instances": [r.id for r in rest if r.serving]})
-    for step in plan_service(service, rest, want.release, want.policy, new_id):
+    for step in plan_service(service, rest, want.release, policy, new_id):
         if step["op"] != "retire" or not drifted.keys() & set(step["instances"]):
             steps.append(step)
             continue

@@ -23,10 +23,9 @@ from herdsman.agent.fleet import Seen, Want
 from herdsman.agent.heal import Healer
 from herdsman.agent.observed import Observed
 from herdsman.agent.watch import Watcher
-from herdsman.deploy.canary import BASELINE_LABEL
 from herdsman.deploy.plan import effective_policy
 from herdsman.deploy.run import Deployment
-from herdsman.drivers.base import InstanceState
+from herdsman.drivers.base import BASELINE_LABEL, InstanceState
 from herdsman.errors import HerdError
 from herdsman.image.progress import Reporter
 from herdsman.quarantine import Quarantine

@@ -26,7 +26,7 @@ from typing import Any, Protocol
 from herdsman.deploy.plan import Step, share_weights
 from herdsman.deploy.target import Target, route_name
 from herdsman.deploy.verdict import Rules, Verdict, Window, combine, judge
-from herdsman.drivers.base import Driver, InstanceState
+from herdsman.drivers.base import BASELINE_LABEL, Driver, InstanceState
 from herdsman.errors import DeployError, HerdError
 from herdsman.health import Ran, probe
 from herdsman.spec.models import HealthCheck, Service
@@ -42,7 +42,6 @@ class CanaryFailed(DeployError):
 
 
 WATCH_EVERY = 0.25  # seconds between looks at the canary's instances during a pause
-BASELINE_LABEL = "herd.baseline"  # "fresh" on a canary's fresh baseline (a new agent knows them)
 
 
 def against(step: Mapping[str, Any]) -> str:

@@ -20,11 +20,11 @@ from typing import Any, Protocol
 
 from herdsman.deploy.admission import AdmissionSteps
 from herdsman.deploy.burst import BurstSteps
-from herdsman.deploy.canary import BASELINE_LABEL, CanarySteps
+from herdsman.deploy.canary import CanarySteps
 from herdsman.deploy.instances import id_base
 from herdsman.deploy.plan import Running, Step, effective_policy, plan_release
 from herdsman.deploy.target import Target, id_maker, listed, route_name
-from herdsman.drivers.base import Driver, InstanceState
+from herdsman.drivers.base import BASELINE_LABEL, Driver, InstanceState
 from herdsman.errors import DeployError, HerdError
 from herdsman.state import Release, ServiceRelease, StateStore
 

@@ -187,8 +187,11 @@ def _canary(
         steps += _retire(service, extra, base + old, policy.routed)
     for look, weight in enumerate((w for w in policy.canary_weights if w < 100), start=1):
         step: Step = {"service": service, "instances": canary, "weight": weight}
-        reason = why or (
-            f"at {weight}% a fresh baseline would need {2 * weight}% too" if 2 * weight > 100 else ""
+        reason = why or (  # at 50% the serving instances would get nothing: the pool would shrink
+            f"at {weight}% a fresh baseline would need {weight}% too, leaving the serving instances "
+            f"{max(0, 100 - 2 * weight)}%"
+            if 2 * weight >= 100
+            else ""
         )
         if reason:
             step |= {"baseline": base + old, "serving": [], "against": "serving", "why": reason}
@@ -207,8 +210,8 @@ def fresh_refusal(service: str, policy: Policy, serving: Sequence[Running], size
     if len(releases) != 1:
         listed = ", ".join(str(r) for r in releases)
         return f"the serving instances are of {len(releases)} releases ({listed}), not one"
-    if not any(2 * w <= 100 for w in policy.canary_weights if w < 100):
-        return "every canary weight short of 100 is above 50%, so a fresh baseline cannot match it"
+    if not any(2 * w < 100 for w in policy.canary_weights if w < 100):
+        return "every canary weight short of 100 is 50% or more, so a fresh baseline cannot match it"
     total = len(serving) + 2 * size
     if policy.max_instances is not None and total > policy.max_instances:
         return (

@@ -31,6 +31,8 @@ LABELS = (
     "herd.instance",
     "herd.image",
 )
+# "fresh" on a canary's fresh baseline: set at its start, not part of its release (drift ignores it)
+BASELINE_LABEL = "herd.baseline"
 
 
 @dataclass(frozen=True)

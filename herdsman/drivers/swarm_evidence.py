@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from herdsman.drivers import swarm_spec as build
 from herdsman.drivers.base import (
+    BASELINE_LABEL,
     UNKNOWN,
     Drift,
     Drifts,
@@ -48,8 +49,12 @@ QUARANTINED_LABEL = build.QUARANTINED_LABEL
 
 
 # pure: a service's or a task's ContainerSpec against the release ---------------------------------
+# set by herdsman on the instance, not by its release: never compared
+UNCOMPARED_LABELS = (*build.OWN_LABELS, BASELINE_LABEL)
+
+
 def expected_labels(spec: InstanceSpec) -> dict[str, str]:
-    return {k: v for k, v in spec.labels.items() if k not in build.OWN_LABELS}
+    return {k: v for k, v in spec.labels.items() if k not in UNCOMPARED_LABELS}
 
 
 def spec_drifts(
@@ -80,7 +85,7 @@ def spec_drifts(
             spec.secrets,
         )
     changed = env_differences(
-        expected_labels(spec), {k: v for k, v in labels.items() if k not in build.OWN_LABELS}, ()
+        expected_labels(spec), {k: v for k, v in labels.items() if k not in UNCOMPARED_LABELS}, ()
     )
     if changed:
         drifts.append(Drift("labels", changed))

@@ -103,7 +103,7 @@ def test_where_no_fresh_baseline_fits_the_verdict_says_which_baseline_and_why(tm
         toml.write_text(toml.read_text().replace("canary_weights = [20, 100]", "canary_weights = [60, 100]"))
         with Load(f"http://127.0.0.1:{port}/", workers=4) as more:
             out = herd(root, "deploy", timeout=180).stdout
-        assert "(baseline: serving (every canary weight short of 100 is above 50%" in out, out
+        assert "(baseline: serving (every canary weight short of 100 is 50% or more" in out, out
         assert load.failures == [] and more.failures == []
         assert fresh_started(root) == [] and not re.search(
             r"web-2-[0-9a-f]{4}b\d+", herd(root, "events", "-n", "200").stdout

@@ -37,17 +37,17 @@ def test_a_fresh_baseline_matches_the_canary_then_retires_with_the_old_instances
     started = [s for s in steps if s["op"] == "baseline"]
     judged = [s for s in steps if s["op"] == "judge"]
     assert [s["weight"] for s in judged] == [w for w in weights if w < 100]
-    if any(2 * w <= 100 for w in weights if w < 100):
+    if any(2 * w < 100 for w in weights if w < 100):
         assert len(started) == 1 and started[0]["release"] == 1
         fresh = started[0]["instances"]
         assert all(i.startswith("base1-") for i in fresh)
     else:
-        assert started == [] and all("above 50%" in s["why"] for s in judged)
+        assert started == [] and all("50% or more" in s["why"] for s in judged)
         fresh = []
     old = [f"old-{i}" for i in range(old_count)]
     for step in judged:
         assert len(fresh) in (0, len(step["instances"]))  # as many as the canary
-        if 2 * step["weight"] <= 100 and fresh:
+        if 2 * step["weight"] < 100 and fresh:  # at 50% the serving instances would get nothing
             assert step["against"] == "fresh" and step["baseline"] == fresh and step["serving"] == old
         else:
             assert step["against"] == "serving" and step["why"]
@@ -74,7 +74,9 @@ def test_after_a_crash_the_fresh_baseline_is_reused_and_extras_retire() -> None:
     }
     assert steps[1] == {"op": "retire", "service": "web", "instances": ["base-b"]}
     judged = [s for s in steps if s["op"] == "judge"]
-    assert [s["baseline"] for s in judged] == [["base-a"], ["base-a"]]
+    olds = [f"old-{i}" for i in range(4)]
+    assert [s["baseline"] for s in judged] == [["base-a"], ["base-a", *olds]], "at 50%: the serving"
+    assert [s["against"] for s in judged] == ["fresh", "serving"]
     assert simulate(current, steps)[-1][0] == 4
 
 
@@ -96,7 +98,7 @@ def test_why_a_fresh_baseline_is_refused() -> None:
     assert fresh_refusal("web", serving_only, serving, 1) == 'service.web.canary.baseline = "serving"'
     mixed = [Running("a", 1), Running("b", 3)]
     assert "2 releases" in fresh_refusal("web", Policy(2, "canary"), mixed, 1)
-    assert "above 50%" in fresh_refusal("web", Policy(2, "canary", canary_weights=(60, 100)), serving, 1)
+    assert "50% or more" in fresh_refusal("web", Policy(2, "canary", canary_weights=(60, 100)), serving, 1)
     limited = Policy(2, "canary", canary_weights=(10, 100), max_instances=3)
     assert "service.web.scale.max = 3" in fresh_refusal("web", limited, serving, 1)
 
@@ -108,7 +110,7 @@ def test_why_a_fresh_baseline_is_refused() -> None:
     weight=st.integers(1, 99),
 )
 def test_shares_are_exact_per_request(canary: int, base: int, serving: int, weight: int) -> None:
-    if 2 * weight <= 100 and serving:  # against a fresh baseline: w, w and the rest
+    if 2 * weight < 100 and serving:  # against a fresh baseline: w, w and the rest
         groups = [(canary, weight), (base, weight), (serving, 100 - 2 * weight)]
     else:  # against the serving instances: w and the rest
         groups = [(canary, weight), (base, 100 - weight), (serving, 0)]

@@ -159,3 +159,22 @@ def test_drifted_instances_are_replaced_with_surge_then_quarantined() -> None:
     quarantined = [s["instances"][0] for s in steps if s["op"] == "quarantine"]
     assert sorted(quarantined) == ["w0", "w1", "w2"] and not any(s["op"] == "retire" for s in steps)
     assert trace[-1][2] == {"n0", "n1", "n2"}
+
+
+def test_a_canary_service_heals_its_own_release_without_a_canary() -> None:
+    """A drifted or evicted instance of a canary service is replaced by its own release: nothing new
+    to judge, so no canary steps and no fresh baseline of a release "-1" (review: the heal planned
+    `baseline` of release -1 and failed forever)."""
+    canary = Policy(replicas=3, strategy="canary")
+    counter = itertools.count()
+    seen = [Seen("w0", "web", 1, True, drifted="drifted: labels")]
+    seen += [Seen("w1", "web", 1, True, evicted="node drained"), Seen("w2", "web", 1, True)]
+    steps = heal_plan("web", seen, Want(1, canary), lambda: f"n{next(counter)}")
+    ops = {s["op"] for s in steps}
+    assert not ops & {"baseline", "weigh", "judge"}, steps
+    assert all(s.get("release", 1) == 1 for s in steps if s["op"] == "start"), steps
+    assert [s["instances"] for s in steps if s["op"] == "quarantine"] == [["w0"]]
+    assert {i for s in steps if s["op"] == "start" for i in s["instances"]} == {"n0", "n1"}
+    # an instance of another release still goes through the canary
+    older = [Seen(f"o{i}", "web", 1, True) for i in range(3)]
+    assert "judge" in {s["op"] for s in heal_plan("web", older, Want(2, canary), lambda: "x")}

@@ -12,7 +12,7 @@ from docker.types import ContainerSpec, Mount, Resources, SecretReference
 
 from herdsman.drivers import swarm_evidence as evidence
 from herdsman.drivers import swarm_spec as build
-from herdsman.drivers.base import InstanceSpec, VolumeMount
+from herdsman.drivers.base import BASELINE_LABEL, InstanceSpec, VolumeMount
 
 DIGEST = "sha256:" + "a" * 64
 LABELS = {
@@ -71,6 +71,18 @@ def test_a_service_as_the_driver_creates_it_has_not_drifted() -> None:
     spec = instance()
     container, resources = as_created(spec)
     assert evidence.spec_drifts(container, resources, spec, KNOWN) == []
+
+
+def test_a_canarys_fresh_baseline_has_not_drifted_for_its_label() -> None:
+    """A fresh baseline starts with `herd.baseline=fresh`, which its release does not name: it is
+    the canary's mark, not a change behind herdsman's back (review: it was reported as drift)."""
+    started = instance(labels={**LABELS, BASELINE_LABEL: "fresh"})
+    container, resources = as_created(started)
+    assert evidence.spec_drifts(container, resources, instance(), KNOWN) == []
+    container["Labels"] = {**container["Labels"], "herd.tier": "gold"}
+    assert whats(evidence.spec_drifts(container, resources, instance(), KNOWN)) == {
+        "labels": "herd.tier: added 'gold'"
+    }, "other labels are still compared"
 
 
 def whats(drifts: list[Any]) -> dict[str, str]:
