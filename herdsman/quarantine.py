@@ -36,6 +36,11 @@ class Kept:
         return str(self.record.get("service", ""))
 
     @property
+    def env(self) -> str:
+        """The environment it ran in (production, preview-NAME), from its labels."""
+        return str((self.record.get("labels") or {}).get("herd.env", ""))
+
+    @property
     def when(self) -> float:
         return float(self.record.get("quarantined", 0.0))
 
@@ -110,9 +115,10 @@ class Quarantine:
             _remove(kept.path)
         return [k.id for k in targets]
 
-    def prune(self, service: str, keep: int) -> list[str]:
-        """Keep the newest ``keep`` of ``service``; delete the older ones."""
-        mine = [k for k in self.all() if k.service == service]
+    def prune(self, service: str, keep: int, env: str | None = None) -> list[str]:
+        """Keep the newest ``keep`` of ``service`` (of environment ``env`` when given: a preview's
+        quarantines never push out production's); delete the older ones."""
+        mine = [k for k in self.all() if k.service == service and (env is None or k.env == env)]
         old = mine[: max(0, len(mine) - keep)]
         for kept in old:
             _remove(kept.path)

@@ -206,7 +206,8 @@ class Healer:
         await driver.stop(instance_id, config.stop_grace if config else 10.0, keep=place / "tmp")
         self._forget(service, instance_id)
         self.observed.counts.quarantines[service] += 1
-        pruned = self.quarantine.prune(service, config.quarantine_keep if config else 3)
+        kept_env = state.labels.get("herd.env", self.env)
+        pruned = self.quarantine.prune(service, config.quarantine_keep if config else 3, kept_env)
         self.deployment.state.event(
             self.env,
             "quarantine",

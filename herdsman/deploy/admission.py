@@ -28,7 +28,7 @@ class AdmissionSteps:
 
     async def _admit(self, instance_id: str, service: str, entry: ServiceRelease) -> None:
         """Wait until the instance passes its health check. Until its first success it is probed
-        quickly (from 20 ms, doubling up to the check's interval), so a replacement that is ready
+        quickly (from 10 ms, doubling up to the check's interval), so a replacement that is ready
         in 100 ms takes traffic in about 100 ms, not after a whole interval."""
         config = entry.config
         check = config.health

@@ -304,8 +304,19 @@ class CanarySteps:
         self.say(f"{service}: starting a fresh baseline of release {number}: {', '.join(ids)}")
         try:
             labels = {BASELINE_LABEL: "fresh"}
-            await asyncio.gather(*(self._start(i, service, release, entry, labels) for i in ids))
-            await asyncio.gather(*(self._admit(i, service, entry) for i in ids))
+
+            def start(i: str) -> Awaitable[None]:
+                return self._start(i, service, release, entry, labels)
+
+            def admit(i: str) -> Awaitable[None]:
+                return self._admit(i, service, entry)
+
+            # every start (then every admission) ends before the outcome counts: none starts later
+            for phase in (start, admit):
+                outcomes = await asyncio.gather(*(phase(i) for i in ids), return_exceptions=True)
+                failed = [o for o in outcomes if isinstance(o, BaseException)]
+                if failed:
+                    raise failed[0]
         except HerdError as exc:
             why = f"the fresh baseline could not start: {exc.message.splitlines()[0]}"
             self.no_fresh[service] = why

@@ -21,8 +21,14 @@ T = TypeVar("T")
 
 
 def _run(
-    project: Project, work: Callable[[Previews], Coroutine[Any, Any, T]], say: Callable[[str], None] | None
+    project: Project,
+    work: Callable[[Previews], Coroutine[Any, Any, T]],
+    say: Callable[[str], None] | None,
+    *,
+    expire_first: bool = True,
 ) -> T:
+    """Run ``work``; expired previews go first (no agent may run to remove them), or after it
+    (``expire_first`` False: `keep` must reach an expired preview before its removal)."""
     from herdsman.deploy.preview import Previews
     from herdsman.facade.stack import declared_secrets
 
@@ -30,8 +36,12 @@ def _run(
     try:
 
         async def both() -> T:
-            await previews.expire()
-            return await work(previews)
+            if expire_first:
+                await previews.expire()
+            done = await work(previews)
+            if not expire_first:
+                await previews.expire()
+            return done
 
         return asyncio.run(both())
     finally:
@@ -90,7 +100,7 @@ def keep(
             "--off ends a keep: it takes no --for or --forever", hint="herd preview keep NAME --off"
         )
     until = None if off else keep_until(duration, forever, time.time())
-    return _run(project, lambda p: p.keep(name, until, off=off), say)
+    return _run(project, lambda p: p.keep(name, until, off=off), say, expire_first=False)
 
 
 def url_of(route: Mapping[str, Any]) -> str:

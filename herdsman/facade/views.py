@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import glob
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -271,7 +272,7 @@ def _log_root(project: Project, services: tuple[str, ...]) -> Path:
     """The log store; each name must be a service or an instance it holds a log of."""
     root = herd_home(project) / "logs"
     unknown = sorted(
-        n for n in set(services) - set(project.stack.service) if not any(root.glob(f"*/{n}.log"))
+        n for n in set(services) - set(project.stack.service) if not any(root.glob(f"*/{glob.escape(n)}.log"))
     )
     if unknown:
         raise HerdError(

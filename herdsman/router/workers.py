@@ -197,15 +197,18 @@ class WorkerSet:
         ready = [w for w in self.workers if w.ready]
         replies = await asyncio.gather(*(w.call(request, timeout) for w in ready), return_exceptions=True)
         answered: list[dict[str, Any]] = []
-        for worker, reply in zip(ready, replies, strict=True):
+        failure: BaseException | None = None
+        for worker, reply in zip(ready, replies, strict=True):  # every gone worker killed first
             if isinstance(reply, WorkerGone):
                 await self._kill(worker)
             elif isinstance(reply, BaseException):
-                raise reply
+                failure = failure or reply
             elif not reply.get("ok"):
-                raise ValueError(str(reply.get("error", "refused")))
+                failure = failure or ValueError(str(reply.get("error", "refused")))
             else:
                 answered.append(reply)
+        if failure is not None:
+            raise failure
         return answered
 
     def has_route(self, name: str) -> bool:

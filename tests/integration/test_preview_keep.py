@@ -175,3 +175,23 @@ def test_a_kept_preview_outlives_its_ttl_and_goes_when_its_keep_ends(tmp_path: P
             if preview_row(root, name) is not None:
                 herd(root, "preview", "rm", name, check=False)
         stop_project(root)
+
+
+def test_an_expired_preview_can_still_be_kept_when_no_agent_removed_it(tmp_path: Path) -> None:
+    """Without an agent nothing removes a preview at its TTL; `herd preview keep` then reaches it
+    before the expiry that any `herd preview` command runs (review: it removed it first, then said
+    there was no such preview)."""
+    root = tmp_path / "hello"
+    hello_copy(root)
+    try:
+        herd(root, "deploy")
+        herd(root, "preview", "create", "late", "--ttl", "2s")
+        wait_for(lambda: time.time() > float((preview_row(root, "late") or {})["expires"]) + 1, 30)
+        kept = herd(root, "preview", "keep", "late", "--forever").stdout
+        assert "late: kept" in kept, kept
+        listed = herd(root, "preview", "ls").stdout
+        assert next(line for line in listed.splitlines() if line.startswith("late")).rstrip().endswith("kept")
+    finally:
+        if preview_row(root, "late") is not None:
+            herd(root, "preview", "rm", "late", check=False)
+        stop_project(root)

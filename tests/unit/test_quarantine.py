@@ -29,6 +29,19 @@ def test_retention_keeps_the_newest_per_service(tmp_path: Path) -> None:
     assert q.prune("web", 2) == []
 
 
+def test_a_previews_quarantines_never_push_out_productions(tmp_path: Path) -> None:
+    """One quarantine directory holds every environment's kept instances: retention counts per
+    environment (review: a failing preview purged production's evidence of the same service)."""
+    q = Quarantine(tmp_path)
+    for n, env in enumerate(["production", "production", "preview-a", "preview-a", "preview-a"]):
+        q.record(
+            f"{env}-web-{n}", {"service": "web", "quarantined": 100.0 + n, "labels": {"herd.env": env}}, None
+        )
+    assert q.prune("web", 2, "preview-a") == ["preview-a-web-2"]
+    assert q.prune("web", 2, "production") == []
+    assert sorted(k.id for k in q.all() if k.env == "production") == ["production-web-0", "production-web-1"]
+
+
 def test_purge_and_inspect(tmp_path: Path) -> None:
     log = tmp_path / "web-1-0.log"
     log.write_text("".join(f"line {n}\n" for n in range(100)))

@@ -138,3 +138,27 @@ def test_a_dead_workers_counters_go_to_the_same_instance_only_and_leave_with_it(
     assert merge_stats([later], departed)["p/web"]["backends"][0]["requests"] == 1
     assert prune(departed, {"p/web": [{"id": "web-1-a", "address": "127.0.0.1:1"}]}) == departed
     assert prune(departed, {"p/web": [{"id": "web-2-b", "address": "127.0.0.1:1"}]}) == {}
+
+
+def test_a_refusal_is_raised_only_after_every_gone_worker_is_killed(tmp_path: Any) -> None:
+    """The promise of a change: once it is answered, no worker still runs with the old pool. A
+    refusal by one worker must not leave another, that could not be told, running (review: the
+    first refusal was raised before the later workers' replies were looked at)."""
+    import asyncio
+
+    from herdsman.router.workers import WorkerGone, WorkerSet
+
+    workers = WorkerSet(3, tmp_path / "router.sock")
+    answers: list[Any] = [{"ok": False, "error": "no such route"}, WorkerGone("w1"), {"ok": True}]
+    for worker, answer in zip(workers.workers, answers, strict=True):
+        worker.ready = True
+
+        async def call(request: dict[str, Any], timeout: float = 0, answer: Any = answer) -> dict[str, Any]:
+            if isinstance(answer, BaseException):
+                raise answer
+            return dict(answer)
+
+        worker.call = call  # type: ignore[method-assign]
+    with pytest.raises(ValueError, match="no such route"):
+        asyncio.run(workers._fan({"op": "set_pool"}))
+    assert [w.ready for w in workers.workers] == [True, False, True], "the gone one killed"
