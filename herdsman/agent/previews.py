@@ -26,6 +26,7 @@ from herdsman.spec import Project
 from herdsman.state import StateStore
 
 EXPIRE_EVERY = 2.0  # seconds between looks at the previews' expiry
+RETRY_FIRST, RETRY_MAX = 4.0, 120.0  # a keeper that failed starts again after these, doubling
 
 
 class PreviewExpiry:
@@ -43,6 +44,7 @@ class PreviewExpiry:
         self.stopping = stopping
         self.every = every
         self.keepers: dict[str, tuple[Keeper, asyncio.Task[None]]] = {}  # preview env -> its keeper
+        self.retry: dict[str, tuple[float, float]] = {}  # env -> (not before, delay): failed keepers
 
     async def loop(self) -> None:
         def failed(exc: Exception) -> None:
@@ -58,9 +60,14 @@ class PreviewExpiry:
         live = {p["env"] for p in rows if p["state"] == "ready" and not expired(p, now)}
         for env, (_keeper, task) in list(self.keepers.items()):
             if task.done() and not task.cancelled() and task.exception() is not None:
-                self.state.event(env, "agent", f"keeping {env} failed: {task.exception()}; starting again")
+                delay = self._failed(env, now)
+                self.state.event(
+                    env, "agent", f"keeping {env} failed: {task.exception()}; starting again in {delay:g}s"
+                )
             if env not in live or task.done():  # going, or a keeper that ended: the next is fresh
                 await self.release(env)
+            elif env in self.retry and now > self.retry[env][0] + RETRY_MAX:
+                del self.retry[env]  # kept running a good while since it last failed
         gone: list[str] = []
         if due:  # the usual round: one read of the agent's own store, and nothing to remove
             previews = Previews(self.project())
@@ -70,12 +77,24 @@ class PreviewExpiry:
                 previews.close()
             rows = self.state.previews()
             live = {p["env"] for p in rows if p["state"] == "ready" and not expired(p, now)}
+        for env in list(self.retry):
+            if env not in live:
+                del self.retry[env]
         for env in sorted(live - set(self.keepers)):
+            if self.retry.get(env, (0.0, 0.0))[0] > now:
+                continue  # failed a moment ago: not again every round (nor an event each time)
             try:
                 await self._keep(env)
-            except Exception as exc:  # reported; the next round tries again, the others go on
-                self.state.event(env, "agent", f"keeping {env} failed to start: {exc}")
+            except Exception as exc:  # reported; tried again later, the others go on
+                delay = self._failed(env, now)
+                self.state.event(env, "agent", f"keeping {env} failed to start: {exc}; again in {delay:g}s")
         return gone
+
+    def _failed(self, env: str, now: float) -> float:
+        """The wait before a failed keeper of ``env`` starts again: doubling, from RETRY_FIRST."""
+        delay = min(RETRY_MAX, self.retry[env][1] * 2) if env in self.retry else RETRY_FIRST
+        self.retry[env] = (now + delay, delay)
+        return delay
 
     async def _keep(self, env: str) -> None:
         # in a thread: wiring the router (Deployment.open) blocks, and runs a loop of its own
@@ -101,13 +120,17 @@ class PreviewExpiry:
 
     def keeper_of(self, instance_id: str) -> Keeper | None:
         """The keeper of the preview ``instance_id`` runs in (None: not a kept preview's)."""
+        for keeper, _task in self.keepers.values():  # the one that has seen it, if one has
+            if keeper.fleet.get(instance_id) is not None:
+                return keeper
         env = env_of(instance_id, self.keepers)
         return self.keepers[env][0] if env is not None else None
 
 
 def env_of(instance_id: str, envs: Iterable[str]) -> str | None:
-    """Which of the preview environments ``envs`` instance ``instance_id`` belongs to. Instance ids
-    start with their environment and "-": the longest such environment is its own
-    (preview-pr-1-web-1-… is preview-pr-1's, not preview-pr's)."""
+    """Which of the preview environments ``envs`` instance ``instance_id`` belongs to, by its name
+    alone (a keeper that has listed it knows better: previews a and a-web both match
+    preview-a-web-1-…). Instance ids start with their environment and "-": the longest such
+    environment is taken (preview-pr-1-web-1-… is preview-pr-1's, not preview-pr's)."""
     matches = [env for env in envs if instance_id.startswith(f"{env}-")]
     return max(matches, key=len) if matches else None
