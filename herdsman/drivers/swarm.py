@@ -314,7 +314,10 @@ class SwarmDriver(BlockingDriver):
                 continue
             instance = str(((service.get("Spec") or {}).get("Labels") or {}).get("herd.instance", ""))
             if instance and not (self.home / "quarantine" / instance / "instance.json").is_file():
-                self._remove(instance)
+                import docker.errors
+
+                with contextlib.suppress(docker.errors.APIError):  # a look never fails for a sweep
+                    self._remove(instance)
         return out
 
     # exec -------------------------------------------------------------------------------------

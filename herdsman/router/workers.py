@@ -162,7 +162,14 @@ class WorkerSet:
             await asyncio.sleep(worker.backoff)
             async with self.lock:
                 if not self.closing:
-                    await self._start(worker)
+                    try:
+                        await self._start(worker)
+                    except Exception as exc:  # said, and tried again (its old process has ended)
+                        print(
+                            f"router worker {worker.index} could not start: {exc!r}",
+                            file=sys.stderr,
+                            flush=True,
+                        )
 
     async def _kill(self, worker: Worker) -> None:
         """A worker that cannot be told is ended before anyone is told a change is done."""
