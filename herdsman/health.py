@@ -31,6 +31,11 @@ class ProbeResult:
     detail: str  # "200", "connection refused", "exit 1: ...", "timed out after 1s"
     seconds: float
 
+    @property
+    def shown(self) -> str:
+        """As `herd ps` and the dashboard show it: "healthy" or "failing (why)"."""
+        return "healthy" if self.ok else f"failing ({self.detail})"
+
 
 class Ran(Protocol):
     """What a driver's `exec` returns (drivers.base.ExecResult; health does not import drivers)."""

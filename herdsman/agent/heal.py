@@ -27,7 +27,7 @@ from herdsman.agent.observed import Observed
 from herdsman.deploy.instances import id_base
 from herdsman.deploy.plan import Step, retire_removed
 from herdsman.deploy.run import Deployment
-from herdsman.deploy.target import id_maker, listed, route_name
+from herdsman.deploy.target import id_maker, listed, quarantine_record, route_name
 from herdsman.errors import DeployError
 from herdsman.quarantine import Quarantine
 from herdsman.state import Release
@@ -182,22 +182,15 @@ class Healer:
         entry = release.services().get(service)
         config = entry.config if entry is not None else None
         await (early if early is not None else self._drain(step, release))
-        info = {
-            "service": service,
-            "release": state.release,
-            "image": state.labels.get("herd.image", ""),
-            "labels": dict(state.labels),
-            "command": list(config.command) if config else [],
-            "address": state.address,
-            "node": state.node,  # a multi-node driver's node ("" on one machine)
-            "pid": state.pid,
-            "started": state.started,
-            "reason": reason,
-            "health": [
+        info = quarantine_record(
+            state,
+            reason,
+            command=config.command if config else (),
+            health=[
                 {"ok": r.ok, "detail": r.detail, "seconds": round(r.seconds, 4)}
                 for r in self.observed.watcher.results.get(instance_id, [])
             ],
-        }
+        )
         place = self.quarantine.record(instance_id, info, driver.log_file(instance_id))
         staged = self.home / "run" / "drift" / instance_id
         if staged.is_dir():  # what drifted, copied when it was found

@@ -98,8 +98,7 @@ class Watcher:
         results = self.results.get(instance_id)
         if not results:
             return ""
-        last = results[-1]
-        return "healthy" if last.ok else f"failing ({last.detail})"
+        return results[-1].shown
 
     # both -------------------------------------------------------------------------------------------
     def watching(self) -> set[str]:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from herdsman.deploy.plan import Step, share_weights
-from herdsman.deploy.target import Target, route_name
+from herdsman.deploy.target import Target, quarantine_record, route_name
 from herdsman.deploy.verdict import Rules, Verdict, Window, combine, judge
 from herdsman.drivers.base import BASELINE_LABEL, Driver, InstanceState
 from herdsman.errors import DeployError, HerdError
@@ -268,16 +268,7 @@ class CanarySteps:
             return None
         from herdsman.quarantine import Quarantine
 
-        info = {
-            "service": state.service,
-            "release": state.release,
-            "image": state.labels.get("herd.image", ""),
-            "labels": dict(state.labels),
-            "address": state.address,
-            "pid": state.pid,
-            "started": state.started,
-            "reason": reason,
-        }
+        info = quarantine_record(state, reason)
         place = Quarantine(self.target.home).record(state.id, info, self.driver.log_file(state.id))
         self.state.event(
             self.target.env,

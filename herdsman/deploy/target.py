@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from herdsman.deploy.instances import instance_spec
-from herdsman.drivers.base import InstanceSpec
+from herdsman.drivers.base import InstanceSpec, InstanceState
 from herdsman.image.oci import ImageStore
 from herdsman.state import ServiceRelease
 
@@ -82,6 +82,30 @@ def log_tail(path: Path | None, lines: int = 15) -> str:
         handle.seek(max(0, handle.tell() - 16384))
         text = handle.read().decode(errors="replace")
     return "\n".join(text.splitlines()[-lines:])
+
+
+def quarantine_record(
+    state: InstanceState,
+    reason: str,
+    *,
+    command: Sequence[str] = (),
+    health: Sequence[Mapping[str, Any]] = (),
+) -> dict[str, Any]:
+    """What a quarantined instance's record says of it (`herd quarantine inspect`): one shape,
+    whoever quarantines it (the agent's heal, a failed canary)."""
+    return {
+        "service": state.service,
+        "release": state.release,
+        "image": state.labels.get("herd.image", ""),
+        "labels": dict(state.labels),
+        "command": list(command),
+        "address": state.address,
+        "node": state.node,  # a multi-node driver's node ("" on one machine)
+        "pid": state.pid,
+        "started": state.started,
+        "reason": reason,
+        "health": [dict(h) for h in health],
+    }
 
 
 def listed(ids: Sequence[str], most: int = 5) -> str:

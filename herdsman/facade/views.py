@@ -203,7 +203,7 @@ async def _probe_all(deployment: Deployment, rows: list[InstanceRow]) -> dict[st
         inside = functools.partial(deployment.driver.exec, row.id)  # a command check runs in it
         async with slots:
             result = await probe(check, host or "127.0.0.1", int(port) if port.isdigit() else None, inside)
-        return row.id, "healthy" if result.ok else f"failing ({result.detail})"
+        return row.id, result.shown
 
     return dict(await asyncio.gather(*(one(r) for r in rows)))
 
