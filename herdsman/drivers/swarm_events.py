@@ -65,6 +65,7 @@ class SwarmEvents:
         self._engines: dict[str, str] = {}  # node id -> the address its events thread reads
         self._live: set[str] = set()  # nodes whose engine stream is open now
         self._streams: dict[str, Any] = {}
+        self._lock = threading.Lock()  # _engines, _streams, _reported: several threads use them
         self._full_look = 0.0  # when every remote task was last asked about
         # events from the subscription's start (to the nanosecond: a whole second would replay the
         # end of a task that ended just before, such as a deploy's migration), and after a
@@ -82,7 +83,9 @@ class SwarmEvents:
 
     def close(self) -> None:
         self.closed.set()
-        for stream in [self._stream, *self._streams.values()]:
+        with self._lock:
+            streams = [self._stream, *self._streams.values()]
+        for stream in streams:
             if stream is not None:
                 with contextlib.suppress(Exception):
                     stream.close()
@@ -90,8 +93,11 @@ class SwarmEvents:
             thread.join(5)
 
     def _exited(self, instance: str) -> None:
-        if instance and instance not in self._reported:
-            self._reported.add(instance)
+        with self._lock:
+            new = bool(instance) and instance not in self._reported
+            if new:
+                self._reported.add(instance)
+        if new:
             self.on_exit(instance)
 
     # the events stream --------------------------------------------------------------------------
@@ -132,14 +138,18 @@ class SwarmEvents:
         for node in self.driver.client.api.nodes():
             node_id = str(node.get("ID", ""))
             address = str(((node.get("Spec") or {}).get("Labels") or {}).get(ENGINE_LABEL, ""))
-            if node_id == self.driver.local_node or self._engines.get(node_id, "") == address:
-                continue
-            if self._engines.pop(node_id, None) is not None:
+            with self._lock:
+                if node_id == self.driver.local_node or self._engines.get(node_id, "") == address:
+                    continue
+                self._engines.pop(node_id, None)
+                old = self._streams.pop(node_id, None)  # a thread still connecting sees the change
+                if address:
+                    self._engines[node_id] = address
+            if old is not None:
                 with contextlib.suppress(Exception):
-                    self._streams.pop(node_id).close()
+                    old.close()
             if not address:
                 continue
-            self._engines[node_id] = address
             thread = threading.Thread(
                 target=self._listen_node, args=(node_id, address), name=f"herd-swarm-node-{node_id[:8]}"
             )
@@ -155,7 +165,14 @@ class SwarmEvents:
             client = None
             try:
                 client = node_engine(address)
-                self._streams[node_id] = stream = client.events(decode=True, filters=filters, since=since)
+                stream = client.events(decode=True, filters=filters, since=since)
+                with self._lock:
+                    current = self._engines.get(node_id) == address
+                    if current:
+                        self._streams[node_id] = stream
+                if not current:  # its label changed while this connected
+                    stream.close()
+                    return
                 self._live.add(node_id)
                 for event in stream:
                     if self.closed.is_set():
