@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import shutil
 import socket
 import subprocess
@@ -41,6 +40,7 @@ from herdsman.drivers.base import (
 )
 from herdsman.drivers.container_evidence import container_drifts, keep_container
 from herdsman.drivers.docker_exec import exec_in
+from herdsman.drivers.engine_files import follow_into, local_volume_path
 from herdsman.errors import DriverError
 from herdsman.image.export import export_image
 from herdsman.image.oci import ImageStore
@@ -108,19 +108,8 @@ class DockerDriver(BlockingDriver):
         Only a plain `local` volume (what herdsman creates) keeps its data there: one with mount
         options (nfs, tmpfs, a device) has it elsewhere whenever no container uses it."""
         volume = self.client.volumes.get(self._volume(stack, name))
-        if volume.attrs.get("Driver") != "local" or volume.attrs.get("Options"):
-            raise DriverError(
-                f"volume {name} ({volume.name}) is not a plain local volume: its data is not on this "
-                "machine's disk while no container uses it",
-                hint="snapshots, backups and restores work on volumes herdsman created",
-            )
-        path = Path(str(volume.attrs.get("Mountpoint", "")))
-        if not path.is_dir():
-            raise DriverError(
-                f"volume {name}'s data ({path}) is not on this machine",
-                hint="snapshots and backups of Docker volumes need a local engine, run as root",
-            )
-        return path
+        hint = "snapshots and backups of Docker volumes need a local engine, run as root"
+        return local_volume_path(volume, name, hint)
 
     # images -----------------------------------------------------------------------------------
     def refuse_image(self, image: str) -> str | None:
@@ -267,19 +256,7 @@ class DockerDriver(BlockingDriver):
     def _follow_logs(self, container_id: str, log: Path) -> subprocess.Popen[bytes]:
         """`docker logs -f --timestamps` appending to the log file, in its own session: it outlives
         the agent and ends with the container."""
-        if self.docker_cli is None:
-            raise DriverError("the docker command is missing", hint="apt-get install docker.io")
-        fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            return subprocess.Popen(
-                [self.docker_cli, "logs", "-f", "--timestamps", container_id],
-                stdin=subprocess.DEVNULL,
-                stdout=fd,
-                stderr=fd,
-                start_new_session=True,
-            )
-        finally:
-            os.close(fd)
+        return follow_into(self.docker_cli, ["logs", "-f", "--timestamps", container_id], log)
 
     # state ------------------------------------------------------------------------------------
     @staticmethod

@@ -15,6 +15,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
+from herdsman.drivers.engine_files import local_volume_path
 from herdsman.errors import DriverError
 
 ENGINE_LABEL = "herd.engine"  # a node label: where herdsman reaches that node's own engine
@@ -67,18 +68,9 @@ def ensure_volume(client: Any, stack: str, name: str, volume: str) -> str:
 def volume_dir(client: Any, name: str, volume_name: str) -> Path:
     """The local volume's data on this machine (the engine's node; snapshots copy it)."""
     volume = client.volumes.get(volume_name)
-    if volume.attrs.get("Driver") != "local" or volume.attrs.get("Options"):
-        raise DriverError(
-            f"volume {name} ({volume.name}) is not a plain local volume",
-            hint="snapshots, backups and restores work on volumes herdsman created",
-        )
-    path = Path(str(volume.attrs.get("Mountpoint", "")))
-    if not path.is_dir():
-        raise DriverError(
-            f"volume {name}'s data ({path}) is not on this machine",
-            hint="snapshots and backups of swarm volumes need the node's engine to be local",
-        )
-    return path
+    return local_volume_path(
+        volume, name, "snapshots and backups of swarm volumes need the node's engine to be local"
+    )
 
 
 def remove_volume(client: Any, name: str, volume_name: str) -> None:

@@ -20,7 +20,6 @@ purged or pruned (`SwarmDriver.list_now` sweeps those).
 from __future__ import annotations
 
 import contextlib
-import os
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
@@ -40,7 +39,7 @@ from herdsman.drivers.base import (
     stack_key,
 )
 from herdsman.drivers.container_evidence import container_drifts
-from herdsman.errors import DriverError
+from herdsman.drivers.engine_files import follow_into
 
 if TYPE_CHECKING:
     from herdsman.drivers.swarm import SwarmDriver
@@ -235,17 +234,5 @@ def follow_logs(driver: SwarmDriver, argv: list[str], log: Path) -> subprocess.P
     """`docker logs -f --timestamps` of the task's container into the log file, in its own
     session: it outlives the agent and ends with the container (a task on another node:
     `docker service logs -f`, which ends with the service)."""
-    if driver.docker_cli is None:
-        raise DriverError("the docker command is missing", hint="apt-get install docker.io")
     host = ["-H", driver.docker_host] if driver.docker_host else []
-    fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        return subprocess.Popen(
-            [driver.docker_cli, *host, *argv],
-            stdin=subprocess.DEVNULL,
-            stdout=fd,
-            stderr=fd,
-            start_new_session=True,
-        )
-    finally:
-        os.close(fd)
+    return follow_into(driver.docker_cli, [*host, *argv], log)
