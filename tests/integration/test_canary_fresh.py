@@ -68,6 +68,7 @@ def test_a_bad_release_is_aborted_against_a_fresh_baseline_that_is_gone_after(tm
 
 
 def test_a_good_release_promotes_and_leaves_exactly_its_replicas(tmp_path: Path) -> None:
+    """With zero failed requests; its verdicts in the events (the one good-release canary test)."""
     root = tmp_path / "app"
     port = project(root)
     try:
@@ -82,6 +83,10 @@ def test_a_good_release_promotes_and_leaves_exactly_its_replicas(tmp_path: Path)
         assert len(fresh) == 1 and not set(fresh) & running_ids(root)
         retired = herd(root, "events", "--kind", "instance", "-n", "200").stdout
         assert f"retired {fresh[0]}" in retired
+        lines = [e["line"] for e in canary_events(root)]
+        assert any("canary at 20%: pass" in line for line in lines), lines
+        event = herd(root, "events", "--kind", "canary", "-n", "1").stdout
+        assert "error rate 0.00%" in event
     finally:
         stop_project(root)
 
