@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import shutil
 import signal
@@ -47,6 +46,7 @@ from herdsman.drivers.base import (
 from herdsman.drivers.bounded import run_bounded
 from herdsman.drivers.children import Children
 from herdsman.drivers.process_exec import entry_from_proc, exec_env
+from herdsman.drivers.records import RecordFiles
 from herdsman.drivers.sandbox import Launch, bwrap_launch, host_layout, plain_launch
 from herdsman.errors import DriverError
 from herdsman.image import filelist
@@ -68,6 +68,7 @@ class ProcessDriver(BlockingDriver):
         self.home = home
         self.store = store
         self.records = home / "run" / "instances"
+        self.record_files = RecordFiles(self.records)
         self.rootfs = home / "rootfs"
         self.logs = home / "logs"
         self.scratch = home / "run" / "scratch"
@@ -175,7 +176,7 @@ class ProcessDriver(BlockingDriver):
                 "cwd": launch.cwd,
             },
         }
-        _write_json(self.records / f"{spec.id}.json", record)
+        self.record_files.write(record)
         return self._state(record)
 
     def _launch(
@@ -235,18 +236,10 @@ class ProcessDriver(BlockingDriver):
         return sorted(states, key=lambda s: (s.started, s.id))
 
     def _records(self) -> Records:
-        out = []
-        for file in sorted(self.records.glob("*.json")):
-            with contextlib.suppress(OSError, ValueError):
-                out.append(json.loads(file.read_text()))
-        return out
+        return self.record_files.all()
 
     def _load(self, instance_id: str) -> dict[str, Any] | None:
-        try:
-            value = json.loads((self.records / f"{instance_id}.json").read_text())
-        except (OSError, ValueError):
-            return None
-        return value if isinstance(value, dict) else None
+        return self.record_files.load(instance_id)
 
     def _state(self, record: dict[str, Any]) -> InstanceState:
         pid = int(record["pid"])
@@ -375,18 +368,9 @@ class ProcessDriver(BlockingDriver):
             keep.parent.mkdir(parents=True, exist_ok=True)
             shutil.move(scratch, keep)
         shutil.rmtree(scratch, ignore_errors=True)
-        (self.records / f"{instance_id}.json").unlink(missing_ok=True)
+        self.record_files.remove(instance_id)
 
 
 def _hidden(env: Mapping[str, str], secrets: tuple[str, ...], key: bytes) -> dict[str, str]:
     """The environment as recorded: secret values only as their keyed digest (the record is a file)."""
     return {k: secret_digest(key, v) if k in secrets else v for k, v in env.items()}
-
-
-def _write_json(path: Path, value: Any) -> None:
-    """Written whole or not at all, readable by herdsman's user only (0600)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(json.dumps(value, sort_keys=True))
-    os.replace(tmp, path)
