@@ -126,6 +126,19 @@ def clean_up(root: Path) -> None:
     shutil.rmtree(root.parent, ignore_errors=True)
 
 
+def machine_jiffies() -> tuple[int, int]:
+    """(busy, all) CPU time of the whole machine so far, in clock ticks (/proc/stat)."""
+    fields = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle and iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def machine_busy(since: tuple[int, int]) -> float:
+    """The share of the machine's CPU time that was busy since ``since``."""
+    busy, total = machine_jiffies()
+    return (busy - since[0]) / max(1, total - since[1])
+
+
 def available_mb() -> int:
     for line in Path("/proc/meminfo").read_text().splitlines():
         if line.startswith("MemAvailable:"):
@@ -187,8 +200,10 @@ def process_burst(count: int) -> dict[str, object]:
             time.sleep(1.0)
             watch.expect(marks)
             wall = time.time()
+            jiffies = machine_jiffies()
             herd(root, "scale", f"web={count}")
             total = watch.until(count, 900)
+            busy = machine_busy(jiffies)
             reached = dict(watch.reached)
             writes = events_between(root, wall, time.time())
             summary = burst_summary(root)
@@ -215,6 +230,7 @@ def process_burst(count: int) -> dict[str, object]:
             "ps": ps,
             "failures": load.failures[:5],
             "low_memory": watch.low_memory,
+            "busy": busy,
             "summary": summary,
         }
     finally:
@@ -323,6 +339,7 @@ def main() -> None:
     )
     print(f"  scale in to 1: {result['scale_in']:.1f} s")
     print(f"  peak RSS (MB): {result['peak_mb']}; CPU seconds: {result['cpu_s']}")
+    print(f"  the machine's CPU busy during the burst: {result['busy']:.0%}")
     print(f"  state store: {result['writes']} events, {result['writes_per_s']:.1f} writes/s over the burst")
     print(f"  herd ps at {args.count}: {result['ps']:.2f} s (median of 3)")
     print(f"  least memory available: {result['low_memory']} MB")

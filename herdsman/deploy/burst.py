@@ -140,8 +140,8 @@ class BurstSteps:
         widest = max(pace.history or [pace.slots])
         summary = (
             f"{service}: burst of {len(ids)}: {len(grower.admitted)} of {len(ids)} healthy and in the "
-            f"pool in {seconds:.1f}s (at most {widest} starting at a time, {pace.cuts} slow-down(s), "
-            f"{grower.changes} pool change(s))"
+            f"pool in {seconds:.1f}s (at most {widest} starting at a time, {pace.cuts} "
+            f"slow-down(s){_causes(pace)}, {grower.changes} pool change(s))"
         )
         self.say(summary)
         self.state.event(
@@ -173,3 +173,10 @@ class BurstSteps:
             raise first
         more = f" ({len(failures)} of {len(ids)} failed)" if len(failures) > 1 else ""
         raise DeployError(first.message + more, hint=first.hint)
+
+
+def _causes(pace: Pace) -> str:
+    """Why the pace slowed down, as " (slow admissions: N, busy CPU: M)"."""
+    names = {"slow": "slow admissions", "busy": "run queue", "failed": "failures"}
+    parts = [f"{names[k]}: {n}" for k, n in sorted(pace.reasons.items())]
+    return f" ({', '.join(parts)})" if parts else ""

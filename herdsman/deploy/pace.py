@@ -41,6 +41,7 @@ class Pace:
     launched: int = 0  # tickets handed out
     cut_at: int = 0  # tickets below this were launched before the last cut
     cuts: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)  # cuts by cause: slow, busy, failed
     history: list[int] = field(default_factory=list)  # the slot count after each change, for reports
 
     def __post_init__(self) -> None:
@@ -66,21 +67,28 @@ class Pace:
         ``runnable_per_core``. Returns whether this was taken as congestion."""
         self._sample(runnable_per_core)
         self.best = seconds if self.best is None else min(self.best, seconds)
-        if self.congested(seconds):
-            return self._cut(ticket)
+        cause = self.congestion(seconds)
+        if cause:
+            return self._cut(ticket, cause)
         self.limit = min(float(self.ceiling), self.limit + (1.0 if self.growing else 1.0 / self.limit))
         self._note()
         return False
 
     def failed(self, ticket: int) -> bool:
         """An instance failed to start or to become healthy: back off as for congestion."""
-        return self._cut(ticket)
+        return self._cut(ticket, "failed")
 
     def congested(self, seconds: float) -> bool:
-        slow = self.best is not None and seconds > self.slower * max(self.best, QUICK)
+        return bool(self.congestion(seconds))
+
+    def congestion(self, seconds: float) -> str:
+        """Which sign of congestion an admission after ``seconds`` shows: "slow", "busy" or ""."""
+        if self.best is not None and seconds > self.slower * max(self.best, QUICK):
+            return "slow"
         base = self.baseline if self.baseline is not None else 0.0
-        busy = self.runnable is not None and self.runnable > base + self.busy_margin
-        return slow or busy
+        if self.runnable is not None and self.runnable > base + self.busy_margin:
+            return "busy"
+        return ""
 
     def _sample(self, runnable_per_core: float) -> None:
         if self.runnable is None:
@@ -90,9 +98,10 @@ class Pace:
         if self.baseline is None:
             self.baseline = runnable_per_core
 
-    def _cut(self, ticket: int) -> bool:
+    def _cut(self, ticket: int, cause: str) -> bool:
         if ticket < self.cut_at:  # launched before the last cut: that round is already answered
             return False
+        self.reasons[cause] = self.reasons.get(cause, 0) + 1
         self.growing = False
         self.limit = max(float(self.floor), self.limit / 2)
         self.cut_at = self.launched

@@ -96,3 +96,14 @@ def test_the_window_stays_within_its_bounds(
             pace.admitted(ticket, seconds * (20 if kind == "slow" else 1), 9.0 if kind == "busy" else 1.0)
         assert floor <= pace.slots <= ceiling
     assert all(floor <= s <= ceiling for s in pace.history)
+
+
+def test_each_cut_says_its_cause() -> None:
+    pace = Pace(limit=4)
+    pace.begin(0.0)
+    admit(pace, 0.1)
+    assert pace.congestion(0.1) == "" and pace.congestion(5.0) == "slow"
+    pace.admitted(pace.launch(), 5.0, 0.0)
+    pace.admitted(pace.launch(), 0.1, 50.0)  # the run queue climbs far past the start's
+    pace.failed(pace.launch())
+    assert pace.reasons == {"slow": 1, "busy": 1, "failed": 1} and pace.cuts == 3
