@@ -2,11 +2,14 @@
 HAProxy, both in front of the same nginx, to see what herdsman's orchestration costs per request
 (issue 12 asks for >= 0.95 of the throughput and p99 within 10%).
 
-Both HAProxy processes use HAProxy's defaults for threads (one per core); herdsman's config adds
-what its guarantees need (`retry-on`, `disable-l7-retry` for non-idempotent methods, per-route
-timeouts) and its pool is set through the runtime API (`add server`). wrk (1 thread, keep-alive)
-runs interleaved rounds against each; medians are printed with the ratio. Every process started
-here is stopped here, by pid. Traffic stays on 127.0.0.1.
+Pinned as bench/router.py is (where the kernel puts the processes on two cores decided the figure):
+both HAProxy processes alone on one core (``--proxy-cpu``; HAProxy then starts one thread, its
+default being one per core it may use), wrk and nginx on the other (``--load-cpu``); ``--proxy-cpu
+''`` runs nothing pinned. herdsman's config adds what its guarantees need (`retry-on`,
+`disable-l7-retry` for non-idempotent methods, per-route timeouts) and its pool is set through the
+runtime API (`add server`). wrk (1 thread, keep-alive) runs interleaved rounds against each, the
+order alternating between rounds; medians are printed with the ratio. Every process started here
+is stopped here, by pid. Traffic stays on 127.0.0.1.
 
     .venv/bin/python bench/haproxy_engine.py [--seconds 10] [--connections 50] [--rounds 3]
 """
@@ -77,9 +80,14 @@ def wait_port(port: int) -> None:
     sys.exit(f"nothing listens on 127.0.0.1:{port}")
 
 
-def wrk(port: int, seconds: int, connections: int) -> dict[str, float]:
+def pinned(cpu: str | None, argv: list[str]) -> list[str]:
+    return argv if cpu is None else ["taskset", "-c", cpu, *argv]
+
+
+def wrk(port: int, seconds: int, connections: int, cpu: str | None = None) -> dict[str, float]:
+    argv = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", f"http://127.0.0.1:{port}/"]
     out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", f"http://127.0.0.1:{port}/"],
+        pinned(cpu, argv),
         capture_output=True,
         text=True,
         check=True,
@@ -106,8 +114,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported")
+    parser.add_argument("--proxy-cpu", default="0", help="the core of both HAProxys ('': no pinning)")
+    parser.add_argument("--load-cpu", default="1", help="the core of wrk and nginx")
     args = parser.parse_args()
-    for tool in ("wrk", "haproxy", "nginx"):
+    proxy_cpu = args.proxy_cpu or None
+    load_cpu = args.load_cpu if proxy_cpu else None
+    for tool in ("wrk", "haproxy", "nginx", *(["taskset"] if proxy_cpu else [])):
         if shutil.which(tool) is None:
             sys.exit(f"{tool} is needed (make test installs it when run as root)")
     tmp = Path(tempfile.mkdtemp(prefix="herd-bench-haproxy-"))
@@ -117,23 +129,41 @@ def main() -> None:
         nginx_port, hand_port, managed_port = free_port(), free_port(), free_port()
         (tmp / "nginx.conf").write_text(NGINX_CONF.format(tmp=tmp, port=nginx_port))
         processes.append(
-            subprocess.Popen(["nginx", "-c", str(tmp / "nginx.conf")], stderr=subprocess.DEVNULL)
+            subprocess.Popen(
+                pinned(load_cpu, ["nginx", "-c", str(tmp / "nginx.conf")]), stderr=subprocess.DEVNULL
+            )
         )
         (tmp / "hand.cfg").write_text(HAND_CONF.format(port=hand_port, backend=nginx_port))
         processes.append(
-            subprocess.Popen(["haproxy", "-f", str(tmp / "hand.cfg")], stderr=subprocess.DEVNULL)
+            subprocess.Popen(
+                pinned(proxy_cpu, ["haproxy", "-f", str(tmp / "hand.cfg")]), stderr=subprocess.DEVNULL
+            )
         )
         route = {"name": "b/web", "listen": f"127.0.0.1:{managed_port}", "first_byte_timeout": 30.0}
-        asyncio.run(managed.set_routes("b", [route]))
+        everywhere = os.sched_getaffinity(0)
+        if proxy_cpu is not None:  # herdsman starts its HAProxy as our child: it inherits the core
+            os.sched_setaffinity(0, {int(proxy_cpu)})
+        try:
+            asyncio.run(managed.set_routes("b", [route]))
+        finally:
+            os.sched_setaffinity(0, everywhere)
         asyncio.run(managed.set_pool("b/web", [("nginx", f"127.0.0.1:{nginx_port}", 1)]))
         paths = {"HAProxy, hand-configured": hand_port, "HAProxy run by herdsman": managed_port}
         for port in (nginx_port, *paths.values()):
             wait_port(port)
-            wrk(port, 1, args.connections)  # warm up
+            wrk(port, 1, args.connections, load_cpu)  # warm up
+        worker = asyncio.run(managed.runtime.worker_pid()) or 0
+        for name, pid in (("hand-configured", processes[1].pid), ("herdsman's", worker)):
+            threads = len(os.listdir(f"/proc/{pid}/task"))
+            print(
+                f"{name} HAProxy: {threads} thread(s), cores {sorted(os.sched_getaffinity(pid))}",
+                file=sys.stderr,
+            )
         rounds: dict[str, list[dict[str, float]]] = {name: [] for name in paths}
         for number in range(args.rounds):
-            for name, port in paths.items():
-                rounds[name].append(wrk(port, args.seconds, args.connections))
+            order = list(paths.items()) if number % 2 == 0 else list(reversed(paths.items()))
+            for name, port in order:
+                rounds[name].append(wrk(port, args.seconds, args.connections, load_cpu))
             hand, ours = (rounds[name][-1]["rps"] for name in paths)
             print(f"round {number + 1}: herdsman's / hand {ours / hand:.2f}", file=sys.stderr)
     finally:
@@ -148,7 +178,8 @@ def main() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
     print(
         f"\nmachine: {platform.machine()}, {os.cpu_count()} cores; wrk -t1 -c{args.connections} "
-        f"-d{args.seconds}s, median of {args.rounds} interleaved rounds"
+        f"-d{args.seconds}s, median of {args.rounds} interleaved rounds; "
+        + (f"HAProxys on core {proxy_cpu}, wrk and nginx on core {load_cpu}" if proxy_cpu else "unpinned")
     )
     print("| path | requests/s | p50 | p99 | errors |")
     print("| --- | ---: | ---: | ---: | ---: |")
