@@ -8,7 +8,9 @@ here at most `Pace.slots` are starting (launched, not yet admitted) at a time, t
 while admissions keep up and halving when they slow down or the host's run queue climbs (see
 `pace.py`), and the router's pool grows with every admission: the whole pool (the instances that
 served before plus the admitted ones) is set again, at most every `FLUSH_EVERY` seconds, so the
-router takes a handful of pool changes a second, not one per instance.
+router takes a handful of pool changes a second, not one per instance. A pool change costs both
+sides in proportion to the pool (the whole pool is sent, and the router rebuilds its rotation), so
+past `FLUSH_SIZE` backends the pause grows with the pool: at 1,000 a change every 0.25 s.
 
 A failure stops the burst from launching more: the starts in flight finish, whatever was admitted
 stays in the pool (it is healthy and serving), what failed is stopped (its log kept), and the
@@ -30,7 +32,13 @@ from herdsman.drivers.base import Driver
 from herdsman.errors import DeployError, HerdError
 from herdsman.state import Release, ServiceRelease, StateStore
 
-FLUSH_EVERY = 0.1  # seconds between two pool changes of one burst
+FLUSH_EVERY = 0.1  # seconds between two pool changes of one burst (small pools)
+FLUSH_SIZE = 400  # pools larger than this wait longer, in proportion
+
+
+def flush_pause(pool_size: int) -> float:
+    """Seconds between two pool changes of a burst whose pool has ``pool_size`` backends."""
+    return FLUSH_EVERY * max(1.0, pool_size / FLUSH_SIZE)
 
 
 def runnable_per_core() -> float:
@@ -71,7 +79,7 @@ class PoolGrower:
                 if not self.wanted.is_set():  # nothing was admitted while that change was on its way
                     return
                 continue
-            await asyncio.sleep(FLUSH_EVERY)
+            await asyncio.sleep(flush_pause(len(self.base) + len(self.admitted)))
 
     async def finish(self) -> None:
         """The last change (every admitted instance is in the pool when this returns)."""

@@ -63,3 +63,11 @@ def test_an_unrouted_service_sets_no_pool() -> None:
         return steps
 
     assert asyncio.run(run()).pools == []
+
+
+def test_large_pools_change_less_often() -> None:
+    from herdsman.deploy.burst import FLUSH_EVERY, flush_pause
+
+    assert flush_pause(1) == flush_pause(400) == FLUSH_EVERY
+    assert flush_pause(1000) == 2.5 * FLUSH_EVERY
+    assert all(flush_pause(n) <= flush_pause(n + 1) for n in range(0, 5000, 7))
