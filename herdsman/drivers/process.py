@@ -57,6 +57,7 @@ from herdsman.logs import write_labels
 from herdsman.spec.models import Environment
 
 PORTS_FRESH = 1.0  # seconds the ports read from the instance records are trusted
+LAYOUT_FRESH = 5.0  # seconds the host's directory layout (for the sandbox's binds) is trusted
 Records = list[dict[str, Any]]
 Differences = list[Difference]
 
@@ -84,6 +85,7 @@ class ProcessDriver(BlockingDriver):
         self._checked: dict[Path, tuple[float, Differences]] = {}
         self._ports_given: set[int] = set()
         self._ports_read: tuple[float, set[int]] | None = None  # (when, ports in the records)
+        self._layout: tuple[float, list[tuple[str, str]]] | None = None  # (when, host_layout())
 
     @classmethod
     def from_environment(
@@ -192,7 +194,10 @@ class ProcessDriver(BlockingDriver):
                 dict.fromkeys(p for p in (env.get("PATH", ""), os.environ.get("PATH", "")) if p)
             )
         if self.bwrap:
-            layout = host_layout()
+            now = time.monotonic()
+            if self._layout is None or now - self._layout[0] >= LAYOUT_FRESH:
+                self._layout = (now, host_layout())  # a few stats each: not at each of a burst's starts
+            layout = self._layout[1]
             return bwrap_launch(
                 self.bwrap, spec, rootfs, host_image=host_image, env=env, layout=layout, scratch=scratch
             )
