@@ -34,6 +34,11 @@ class RouterTotals:
     bounds_ms: tuple[float, ...] = ()
     _last: dict[str, _Backend] = field(default_factory=dict)  # per backend instance
 
+    @property
+    def backends(self) -> int:
+        """How many backends the last sample had."""
+        return len(self._last)
+
     def update(self, env: str, stats: Mapping[str, Any], release_of: Callable[[str], str]) -> None:
         seen: dict[str, _Backend] = {}
         for route, body in stats.items():

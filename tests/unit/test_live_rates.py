@@ -139,3 +139,16 @@ def test_a_release_without_requests_for_a_minute_loses_its_chart() -> None:
     assert len(series.points[("web", "1")]) == KEEP, "a minute that began with requests is kept"
     series.observe(float(3 + KEEP), {("web", "1"): Window(4, 0, (4, 0, 0, 0, 0), bounds)})
     assert series.charts() == [], "the retired release's chart is gone"
+
+
+def test_samples_of_a_large_router_are_further_apart() -> None:
+    from herdsman.agent.daemon import SAMPLE_EVERY, sample_pause
+
+    totals = RouterTotals()
+    many = {"production/web": {"backends": [{"instance": f"web-1-{n}", "requests": 1} for n in range(1000)]}}
+    totals.update("production", many, lambda instance: "1")
+    assert totals.backends == 1000
+    assert (
+        sample_pause(0) == sample_pause(500) == SAMPLE_EVERY
+        and sample_pause(totals.backends) == 2 * SAMPLE_EVERY
+    )
