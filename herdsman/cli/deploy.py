@@ -6,10 +6,10 @@ import time
 from datetime import datetime
 
 import click
-from rich.table import Table
 
 from herdsman.cli.app import Context, pass_context
-from herdsman.cli.ui import RichReporter, console, short
+from herdsman.cli.fmt import short
+from herdsman.cli.out import console, rich_table
 from herdsman.errors import HerdError
 
 ENV_OPTION = click.option(
@@ -37,6 +37,7 @@ def deploy_command(ctx: Context, env: str | None, wait: float, force: bool) -> N
     reverted: the previous release keeps serving and the command fails with the reason. When the
     images, config and routes equal the current release's, nothing is recorded or replaced.
     """
+    from herdsman.cli.ui import RichReporter
     from herdsman.client import AgentClient  # here: httpx costs `herd --help` 70 ms
     from herdsman.facade import (
         bake_here,
@@ -126,7 +127,7 @@ def releases(ctx: Context, env: str | None) -> None:
     """The release history: number, when, images, what changed, status, trigger and who asked."""
     from herdsman.facade.views import release_history
 
-    table = Table(box=None, pad_edge=False)
+    table = rich_table()
     for column in ("release", "when", "images", "changed", "status", "trigger", "by"):
         table.add_column(column)
     for row in release_history(ctx.project(), env):
