@@ -88,9 +88,10 @@ def main() -> None:
             "python -S -c pass": ([sys.executable, "-S", "-c", "pass"], None),
         }
         if curl:
+            socket = str(home / "run" / "agent-production.sock")
+            auth = f"Authorization: Bearer {token}"
             commands["curl GET /v1/instances"] = (
-                [curl, "-sf", "--unix-socket", str(home / "run" / "agent-production.sock")]
-                + ["-H", f"Authorization: Bearer {token}", "http://agent/v1/instances"],
+                [curl, "-sf", "--unix-socket", socket, "-H", auth, "http://agent/v1/instances"],
                 None,
             )
         if args.before:

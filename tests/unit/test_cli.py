@@ -136,7 +136,8 @@ def test_help_loads_no_http_client_nor_web_framework() -> None:
             f"sys.argv = ['herd', *{args!r}]\n"
             "try:\n    runpy.run_module('herdsman', run_name='__main__')\n"
             "except SystemExit:\n    pass\n"
-            "heavy = {'httpx', 'fastapi', 'uvicorn', 'jinja2', 'docker', 'pydantic', 'rich'} & set(sys.modules)\n"
+            "heavy = {'httpx', 'fastapi', 'uvicorn', 'jinja2', 'docker', 'pydantic', 'rich'}\n"
+            "heavy &= set(sys.modules)\n"
             "print('HEAVY', sorted(heavy))\n"
         )
         result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
