@@ -18,6 +18,7 @@ as a fresh process as a user runs it:
 Prints medians, spreads and the ratio herd ps / ps -e, and the load average before and after.
 
     .venv/bin/python bench/ps.py [--count 1000] [--rounds 5] [--before /tmp/herdsman-before]
+        [--project DIR]   (a burst copy already at COUNT, e.g. after bench/burst.py's own setup)
 """
 
 from __future__ import annotations
@@ -69,15 +70,24 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--before", type=Path, help="a checkout of an earlier herdsman to time beside")
+    parser.add_argument(
+        "--project",
+        type=Path,
+        help="time an examples/burst copy already scaled to COUNT under its agent (left running): "
+        "no second burst on a shared machine",
+    )
     args = parser.parse_args()
-    root = Path(tempfile.mkdtemp(prefix="bench-ps-")) / "burst"
-    copy_example(root)
+    given = args.project is not None
+    root = args.project.resolve() if given else Path(tempfile.mkdtemp(prefix="bench-ps-")) / "burst"
+    if not given:
+        copy_example(root)
     toml = str(root / "herd.toml")
     home = root / ".herd"
     curl = shutil.which("curl")
     try:
-        herd(root, "up", "-d", timeout=300)
-        herd(root, "scale", f"web={args.count}", timeout=900)
+        if not given:
+            herd(root, "up", "-d", timeout=300)
+            herd(root, "scale", f"web={args.count}", timeout=900)
         wait_ready(root, args.count, 900)
         time.sleep(5.0)  # the burst's own work settles
         token = (home / "agent-production.token").read_text().strip()
@@ -108,8 +118,9 @@ def main() -> None:
         shown = herd(root, "ps").stdout.splitlines()
         processes = len(subprocess.run(["ps", "-e"], capture_output=True, text=True).stdout.splitlines()) - 1
     finally:
-        stop_project(root)
-        clean_up(root)
+        if not given:
+            stop_project(root)
+            clean_up(root)
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
     print(f"load average before / after: {load_before[0]:.2f} / {load_after[0]:.2f}")
     listed = sum(1 for line in shown if line.startswith("web-"))

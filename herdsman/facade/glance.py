@@ -67,7 +67,8 @@ def instances(file: Path | None, env: str | None = None, *, driver_name: str | N
     from herdsman.facade.views import instances as listed_here
     from herdsman.spec import load_project
 
-    return listed_here(load_project(file), env, driver_name=driver_name, agent_listing=rows)
+    project = load_project(file)
+    return listed_here(project, env, driver_name=driver_name, agent_listing=rows, asked=name is not None)
 
 
 def declared_environment(stack_file: Path) -> str | None:

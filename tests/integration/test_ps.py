@@ -99,3 +99,25 @@ def test_ps_with_an_agent_loads_none_of_the_machinery_that_acts(tmp_path: Path) 
         assert {r.id: r.health for r in full.rows} == shown, (shown, full.rows)
     finally:
         stop_project(root)
+
+
+def test_ps_probes_here_what_the_agent_has_no_result_for(tmp_path: Path) -> None:
+    """A service with no health check: the agent has no liveness result, so `herd ps` takes the
+    full path (the file validated, health from the release's check: none)."""
+    root = tmp_path / "hello"
+    hello_copy(root)
+    toml = root / "herd.toml"
+    text = toml.read_text()
+    start = text.index("[service.web.health]")
+    end = text.index("[", start + len("[service.web.health]"))
+    toml.write_text(text[:start] + text[end:])  # no [service.web.health]
+    herd(root, "up", "-d")
+    try:
+        with AgentClient.for_project(toml) as agent:
+            wait_for(lambda: len([i for i in agent.instances() if i["state"] == "running"]) == 2, 60)
+            assert {i["health"] for i in agent.instances()} == {""}
+        shown = herd(root, "ps").stdout
+        assert {i["health"] for i in instances(root)} == {"no check"}, shown
+        assert "health: the agent" not in shown, shown
+    finally:
+        stop_project(root)
