@@ -8,6 +8,10 @@
 It talks over the agent's unix socket (`.herd/run/agent-ENV.sock`) with the token from
 `.herd/agent-ENV.token`, or over TCP when given a base URL (`herd up --api 127.0.0.1:PORT`).
 Errors from the API become `HerdError`s carrying the API's own message.
+
+httpx loads with the first `AgentClient` (its import alone costs about 100 ms): `get_json`, one
+GET through the standard library's http.client, serves the read-only commands that must start
+fast (`herd ps`).
 """
 
 from __future__ import annotations
@@ -16,15 +20,63 @@ import json
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from herdsman.errors import DeployError, HerdError
+
+if TYPE_CHECKING:
+    import httpx
+
+
+def _token(home: Path, env: str) -> str:
+    token_file = home / f"agent-{env}.token"
+    try:
+        return token_file.read_text().strip()
+    except FileNotFoundError:
+        raise HerdError(
+            f"no agent has run for environment {env!r} here (no {token_file})", hint="herd up -d"
+        ) from None
+
+
+def _refusal(status: int, body: bytes) -> HerdError:
+    """The API's error answer as a HerdError with its own message (`detail`)."""
+    text = body.decode("utf-8", "replace")
+    try:
+        detail = json.loads(text).get("detail", text)
+    except (ValueError, AttributeError):
+        detail = text
+    return HerdError(f"the agent said {status}: {detail}")
+
+
+def get_json(home: Path, env: str, path: str, *, timeout: float = 60.0) -> Any:
+    """One GET of the API of ``env``'s agent over its unix socket, decoded: what `AgentClient` would
+    answer, without loading httpx (http.client is in the standard library). Errors as `_call`'s."""
+    import http.client
+    import socket
+
+    token = _token(home, env)
+    connection = http.client.HTTPConnection("agent", timeout=timeout)
+    try:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        connection.sock = sock  # http.client sends on a socket already connected, as here
+        sock.settimeout(timeout)
+        sock.connect(str(home / "run" / f"agent-{env}.sock"))
+        connection.request("GET", path, headers={"Authorization": f"Bearer {token}"})
+        response = connection.getresponse()
+        status, body = response.status, response.read()
+    except (OSError, http.client.HTTPException) as exc:
+        raise HerdError(f"the agent is not answering: {exc}", hint="is it running? `herd up -d`") from None
+    finally:
+        connection.close()
+    if status >= 400:
+        raise _refusal(status, body)
+    return json.loads(body)
 
 
 class AgentClient:
     def __init__(self, token: str, *, socket: Path | None = None, base_url: str | None = None) -> None:
+        import httpx
+
         transport = httpx.HTTPTransport(uds=str(socket)) if socket is not None else None
         self.http = httpx.Client(
             base_url=base_url or "http://agent",
@@ -36,13 +88,7 @@ class AgentClient:
     @classmethod
     def for_home(cls, home: Path, env: str, base_url: str | None = None) -> AgentClient:
         """The client of the agent of ``env`` in a project's `.herd` directory."""
-        token_file = home / f"agent-{env}.token"
-        try:
-            token = token_file.read_text().strip()
-        except FileNotFoundError:
-            raise HerdError(
-                f"no agent has run for environment {env!r} here (no {token_file})", hint="herd up -d"
-            ) from None
+        token = _token(home, env)
         socket = None if base_url else home / "run" / f"agent-{env}.sock"
         return cls(token, socket=socket, base_url=base_url)
 
@@ -63,6 +109,8 @@ class AgentClient:
         self.http.close()
 
     def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        import httpx
+
         try:
             response = self.http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
@@ -75,11 +123,7 @@ class AgentClient:
 
     @staticmethod
     def _raise_for(response: httpx.Response) -> None:
-        try:
-            detail = response.json().get("detail", response.text)
-        except ValueError:
-            detail = response.text
-        raise HerdError(f"the agent said {response.status_code}: {detail}")
+        raise _refusal(response.status_code, response.content)
 
     # the API --------------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
@@ -138,6 +182,8 @@ class AgentClient:
         self, path: str, body: dict[str, Any], on_progress: Callable[[str], None] | None
     ) -> dict[str, Any]:
         """A long operation: its progress arrives as JSON lines, its outcome as the last line."""
+        import httpx
+
         try:
             with self.http.stream(
                 "POST", path, json=body, timeout=httpx.Timeout(10.0, read=None)

@@ -12,10 +12,10 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import click
-from rich.table import Table
 
 from herdsman.cli.app import Context, pass_context
-from herdsman.cli.ui import console, short
+from herdsman.cli.fmt import short
+from herdsman.cli.out import console, rich_table
 
 if TYPE_CHECKING:
     from herdsman.facade.views import Quarantine
@@ -167,7 +167,7 @@ def quarantine_list(ctx: Context) -> None:
     if not kept:
         console.print("no quarantined instance")
         return
-    table = Table(box=None, pad_edge=False)
+    table = rich_table()
     for column in ("instance", "service", "release", "when", "reason"):
         table.add_column(column)
     for item in kept:

@@ -95,7 +95,7 @@ COMMANDS = {
     "rollback": "herdsman.cli.deploy:rollback",
     "releases": "herdsman.cli.deploy:releases",
     "diff": "herdsman.cli.deploy:diff_command",
-    "ps": "herdsman.cli.deploy:ps",
+    "ps": "herdsman.cli.ps:ps",
     "down": "herdsman.cli.deploy:down",
     "logs": "herdsman.cli.deploy:logs",
     "up": "herdsman.cli.deploy:up",

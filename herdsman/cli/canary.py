@@ -5,10 +5,9 @@ from __future__ import annotations
 import time
 
 import click
-from rich.table import Table
 
 from herdsman.cli.app import Context, pass_context
-from herdsman.cli.ui import console
+from herdsman.cli.out import console, rich_table
 
 ENV_OPTION = click.option("-e", "--env", "env", help="The environment (default: [stack] environment).")
 
@@ -45,7 +44,7 @@ def status(ctx: Context, env: str | None) -> None:
     if not rows:
         console.print('no canary yet (one runs during `herd deploy` of a service with strategy = "canary")')
         return
-    table = Table(box=None, pad_edge=False)
+    table = rich_table()
     columns = ("service", "release", "weight", "state", "for", "canary", "baseline", "against", "verdict")
     for column in columns:
         table.add_column(column)

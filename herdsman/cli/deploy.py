@@ -1,4 +1,4 @@
-"""Commands that change or show what runs: deploy, rollback, releases, ps, down."""
+"""Commands that change or show what runs: deploy, rollback, releases, down (`herd ps`: cli/ps.py)."""
 
 from __future__ import annotations
 
@@ -6,11 +6,10 @@ import time
 from datetime import datetime
 
 import click
-from rich.table import Table
 
 from herdsman.cli.app import Context, pass_context
-from herdsman.cli.fmt import columns
-from herdsman.cli.ui import RichReporter, console, short
+from herdsman.cli.fmt import short
+from herdsman.cli.out import console, rich_table
 from herdsman.errors import HerdError
 
 ENV_OPTION = click.option(
@@ -38,6 +37,7 @@ def deploy_command(ctx: Context, env: str | None, wait: float, force: bool) -> N
     reverted: the previous release keeps serving and the command fails with the reason. When the
     images, config and routes equal the current release's, nothing is recorded or replaced.
     """
+    from herdsman.cli.ui import RichReporter
     from herdsman.client import AgentClient  # here: httpx costs `herd --help` 70 ms
     from herdsman.facade import (
         bake_here,
@@ -127,7 +127,7 @@ def releases(ctx: Context, env: str | None) -> None:
     """The release history: number, when, images, what changed, status, trigger and who asked."""
     from herdsman.facade.views import release_history
 
-    table = Table(box=None, pad_edge=False)
+    table = rich_table()
     for column in ("release", "when", "images", "changed", "status", "trigger", "by"):
         table.add_column(column)
     for row in release_history(ctx.project(), env):
@@ -137,41 +137,6 @@ def releases(ctx: Context, env: str | None) -> None:
         changed = ", ".join(row.changed) or "nothing"
         table.add_row(str(row.number), when, images, changed, status, row.trigger, row.by or "-")
     console.print(table)
-
-
-@click.command()
-@ENV_OPTION
-@pass_context
-def ps(ctx: Context, env: str | None) -> None:
-    """The instances of the environment: service, release, image, state, health, uptime, address
-    (and the node each runs on, on a multi-node driver).
-
-    Health is the agent's last liveness check of each instance when an agent runs, else a probe
-    made now with the check of the instance's release."""
-    from herdsman.facade.views import instances
-
-    found = instances(ctx.project(), env, driver_name=ctx.driver)
-    # plain columns, not a rich Table: rich measures every cell (1.4 s of CPU at 1,000 instances)
-    nodes = any(item.node for item in found.rows)  # a node column only where there are nodes
-    rows = [["instance", "service", "release", "image", "state", "health", "uptime", "address"]]
-    rows[0] += ["node"] if nodes else []
-    now = time.time()
-    for item in found.rows:
-        uptime = f"{now - item.started:.0f}s" if item.state == "running" else "-"
-        state = item.state if not item.detail else f"{item.state} ({item.detail})"
-        row = [item.id, item.service, str(item.release), short(item.image), state, item.health, uptime]
-        row.append(item.address)
-        if nodes:
-            row.append(item.node + (f" (evicted: {item.evicted})" if item.evicted else ""))
-        rows.append(row)
-    console.print(columns(rows), highlight=False, markup=False, soft_wrap=True)
-    for service, (count, mode) in sorted(found.scales.items()):
-        who = "herd scale" if mode == "fixed" else "the autoscaler"
-        console.print(f"{service}: {count} replica(s), set by {who}", highlight=False)
-    for service, note in sorted(found.notes.items()):
-        console.print(f"[yellow]{service}[/]: {note}", highlight=False)
-    if found.health_by_agent:
-        console.print("health: the agent's last liveness checks", style="dim", highlight=False)
 
 
 @click.command()

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from herdsman.cli.app import Context, pass_context
-from herdsman.cli.ui import console
+from herdsman.cli.out import console
 from herdsman.errors import Problem
 
 

@@ -6,10 +6,10 @@ import re
 from pathlib import Path
 
 import click
-from rich.table import Table
 
 from herdsman.cli.app import Context, pass_context
-from herdsman.cli.ui import console, human_size, short
+from herdsman.cli.fmt import human_size, short
+from herdsman.cli.out import console, rich_table
 from herdsman.errors import HerdError
 from herdsman.spec import STACK_FILE
 from herdsman.spec.starter import starter
@@ -74,7 +74,7 @@ def images(ctx: Context, show_all: bool) -> None:
     """List the baked images: service, digest, size and the revision they were baked from."""
     from herdsman.facade.images import images as stored
 
-    table = Table(box=None, pad_edge=False)
+    table = rich_table()
     for column in ("service", "digest", "size", "revision"):
         table.add_column(column)
     for row in stored(ctx.project()):

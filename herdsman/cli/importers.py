@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from herdsman.cli.ui import console
+from herdsman.cli.out import console
 
 
 @click.command(name="import")

@@ -6,7 +6,7 @@ import click
 
 from herdsman.cli.app import Context, pass_context
 from herdsman.cli.fmt import columns
-from herdsman.cli.ui import console
+from herdsman.cli.out import console
 
 ENV_OPTION = click.option("-e", "--env", "env", help="The environment (default: [stack] environment).")
 

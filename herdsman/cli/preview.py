@@ -8,7 +8,7 @@ import click
 
 from herdsman.cli.app import Context, pass_context
 from herdsman.cli.fmt import columns
-from herdsman.cli.ui import console
+from herdsman.cli.out import console
 
 
 def _duration(text: str | None) -> float | None:

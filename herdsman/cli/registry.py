@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from herdsman.cli.app import Context, pass_context
-from herdsman.cli.ui import console
+from herdsman.cli.out import console
 
 
 @click.command()

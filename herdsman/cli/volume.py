@@ -5,11 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from rich.table import Table
 
 from herdsman.cli.app import Context, pass_context
 from herdsman.cli.fmt import human_size
-from herdsman.cli.ui import console
+from herdsman.cli.out import console, rich_table
 
 ENV_OPTION = click.option("-e", "--env", "env", help="The environment (default: [stack] environment).")
 
@@ -33,7 +32,7 @@ def ls(ctx: Context, env: str | None) -> None:
     """List the declared volumes."""
     from herdsman.facade.data import volumes
 
-    table = Table(box=None, pad_edge=False)
+    table = rich_table()
     for column in ("volume", "data", "size", "snapshots", "description"):
         table.add_column(column)
     for row in volumes(ctx.project(), env, driver_name=ctx.driver):
@@ -53,7 +52,7 @@ def snapshots(ctx: Context, name: str | None) -> None:
     if not found:
         console.print("no snapshot (one is taken of each volume a migration can write, before it runs)")
         return
-    table = Table(box=None, pad_edge=False)
+    table = rich_table()
     for column in ("release", "volume", "size", "path"):
         table.add_column(column)
     for snapshot in found:

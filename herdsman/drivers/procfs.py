@@ -7,15 +7,28 @@ since boot), so a reused pid is never mistaken for a live instance. An instance 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 
 def stat_fields(pid: int) -> list[str] | None:
+    """Fields from 3 (state) on, or None when there is no such process. Read with os.open/os.read,
+    not pathlib: a listing reads this once per instance, and at 1,000 instances pathlib's file
+    object (~50 us against ~15 us) made most of the agent's answer to `herd ps` (py-spy)."""
     try:
-        text = Path(f"/proc/{pid}/stat").read_text()
+        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY)
     except OSError:
         return None
-    return text[text.rindex(")") + 2 :].split()  # fields from 3 (state) on
+    try:
+        data = os.read(fd, 4096)  # one line of ~300 bytes (the command name at most 15)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    text = data.decode("utf-8", "replace")
+    if ")" not in text:
+        return None
+    return text[text.rindex(")") + 2 :].split()
 
 
 def start_ticks(pid: int) -> int | None:

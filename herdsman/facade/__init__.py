@@ -8,6 +8,7 @@ CLI to this package, `herdsman.client`, and the vocabulary in `herdsman.spec` an
 - `stack`: where an operation runs (`open_stack`: the agent's API or `LocalStack`), the agent's
   start and stop, `herd down`.
 - `views`: what the commands show: releases, instances, events, quarantine, the API schema.
+- `glance`: `herd ps` while an agent runs, answered without loading what acts.
 - `data`: volumes, snapshots, backup and restore.
 - `images`: bake, check, baked and pulled images, export, push and pull.
 

@@ -7,17 +7,17 @@ a `RollbackPreview`, so the CLI can ask before anything changes.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import functools
 import glob
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from herdsman.errors import HerdError
+from herdsman.facade.glance import InstanceRow, Instances, agent_rows
 from herdsman.facade.stack import agent_running, environment_of
 from herdsman.spec import Project, herd_home
 
@@ -72,39 +72,24 @@ def release_history(project: Project, env: str | None = None) -> list[ReleaseRow
     return rows
 
 
-@dataclass(frozen=True)
-class InstanceRow:
-    id: str
-    service: str
-    release: int
-    image: str
-    state: str
-    detail: str
-    health: str  # healthy, failing (why), no check, "-" (not running), "?" (release unknown)
-    started: float
-    address: str
-    node: str = ""  # the node it runs on (a multi-node driver), else ""
-    evicted: str = ""  # why it must move to another node, else ""
-
-
-@dataclass(frozen=True)
-class Instances:
-    """`herd ps`: the instances, and the runtime state that explains their count."""
-
-    env: str
-    rows: list[InstanceRow]
-    scales: dict[str, tuple[int, str]] = field(default_factory=dict)  # service -> (count, fixed|auto)
-    notes: dict[str, str] = field(default_factory=dict)  # service -> e.g. a crash loop's back-off
-    health_by_agent: bool = False  # health as the agent last checked it, not probed now
-
-
-def instances(project: Project, env: str | None = None, *, driver_name: str | None = None) -> Instances:
+def instances(
+    project: Project,
+    env: str | None = None,
+    *,
+    driver_name: str | None = None,
+    agent_listing: list[InstanceRow] | None = None,
+    asked: bool = False,
+) -> Instances:
     """Every instance of the environment with its health. When an agent runs, its own listing and
     its last liveness check of each instance (one call: a thousand instances are neither listed
     twice nor probed again for one `herd ps`); else listed here and each probed now with its
-    release's check. Only what the agent has not checked (no check, not admitted yet) is probed."""
+    release's check. Only what the agent has not checked (no check, not admitted yet) is probed.
+    ``asked``: the caller already asked the agent (`glance.instances`), which gave ``agent_listing``
+    (None: no agent answered)."""
+    import asyncio
+
     name = environment_of(project, env)
-    rows = _agent_rows(project, name)  # without importing the deploy machinery: a look stays quick
+    rows = agent_listing if asked else agent_rows(herd_home(project), name)
     by_agent = rows is not None
     deployment: Deployment | None = None
     if rows is None or any(not r.health for r in rows):
@@ -150,40 +135,13 @@ def _row(i: InstanceState) -> InstanceRow:
     )
 
 
-def _agent_rows(project: Project, env: str) -> list[InstanceRow] | None:
-    """The agent's listing with its last liveness results; None when no agent answers."""
-    if agent_running(project, env) is None:
-        return None
-    from herdsman.client import AgentClient
-
-    try:
-        with AgentClient.for_home(herd_home(project), env) as agent:
-            listed = agent.instances()
-    except HerdError:  # not answering (starting, stopping): list and probe here instead
-        return None
-    return [
-        InstanceRow(
-            str(i["id"]),
-            str(i["service"]),
-            int(i["release"]),
-            str(i.get("image", "")),
-            str(i["state"]),
-            str(i.get("detail", "")),
-            str(i.get("health") or "") if i["state"] == "running" else "-",
-            float(i.get("started") or 0.0),
-            str(i.get("address", "")),
-            str(i.get("node", "")),
-            str(i.get("evicted", "")),
-        )
-        for i in listed
-    ]
-
-
 PROBES_AT_ONCE = 64  # `herd ps` probes; a thousand sockets at once would near the open-files limit
 
 
 async def _probe_all(deployment: Deployment, rows: list[InstanceRow]) -> dict[str, str]:
     """One health probe per running instance, a bounded number at a time, with its release's check."""
+    import asyncio
+
     from herdsman.health import probe
 
     slots = asyncio.Semaphore(PROBES_AT_ONCE)

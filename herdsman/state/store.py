@@ -20,13 +20,15 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from herdsman.errors import DeployError
-from herdsman.spec import Service
 from herdsman.state.runtime import RuntimeState
 from herdsman.state.runtime import canonical as _canonical
 from herdsman.state.schema import MIGRATIONS
+
+if TYPE_CHECKING:  # the models load when a release is read: `herd ps` reads only runtime state
+    from herdsman.spec import Service
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,8 @@ _PARSED_KEEP = 64
 
 def services_of(content: Mapping[str, Any]) -> dict[str, ServiceRelease]:
     """The services of a release's content (recorded or about to be), typed."""
+    from herdsman.spec.models import Service
+
     return {
         name: ServiceRelease(
             name,

@@ -127,14 +127,17 @@ def test_logs_of_a_service_that_does_not_exist_is_an_error(tmp_path: Path) -> No
 
 def test_help_loads_no_http_client_nor_web_framework() -> None:
     """`herd --help` and `herd ps --help` answer at once: the agent's client (httpx), its server
-    (FastAPI, uvicorn) and the dashboard (jinja2) load only for the commands that use them."""
+    (FastAPI, uvicorn), the dashboard (jinja2), the models (pydantic) and rich (help is click's
+    text; `cli.out` loads rich when a command prints with it) load only for the commands that use
+    them."""
     for args in (["--help"], ["ps", "--help"], ["deploy", "--help"]):
         code = (
             "import runpy, sys\n"
             f"sys.argv = ['herd', *{args!r}]\n"
             "try:\n    runpy.run_module('herdsman', run_name='__main__')\n"
             "except SystemExit:\n    pass\n"
-            "heavy = {'httpx', 'fastapi', 'uvicorn', 'jinja2', 'docker'} & set(sys.modules)\n"
+            "heavy = {'httpx', 'fastapi', 'uvicorn', 'jinja2', 'docker', 'pydantic', 'rich'}\n"
+            "heavy &= set(sys.modules)\n"
             "print('HEAVY', sorted(heavy))\n"
         )
         result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
