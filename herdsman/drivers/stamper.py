@@ -216,7 +216,10 @@ class Stamper:
         with open(self.pid_path + ".new", "w") as out:
             out.write(str(os.getpid()))
         os.replace(self.pid_path + ".new", self.pid_path)
+        wake_read, wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(wake_write)  # SIGTERM ends the wait at once, not at the next probe
         signal.signal(signal.SIGTERM, lambda *_: setattr(self, "stopping", True))
+        self.poll.register(wake_read, select.EPOLLIN)
         probed = time.monotonic()
         listener = self.listener.fileno()
         while not self.stopping:
@@ -231,6 +234,9 @@ class Stamper:
                     self.serve(self.conns[fd])
                 elif fd in self.streams:
                     self.drain(self.streams[fd])
+                elif fd == wake_read:
+                    with contextlib.suppress(OSError):
+                        os.read(wake_read, 64)
             if time.monotonic() - probed >= PROBE_EVERY:
                 probed = time.monotonic()
                 for stream in list(self.streams.values()):
