@@ -5,14 +5,15 @@ per start, a quarter of what a start costs in a burst. This one is started once,
 process driver (`stamping.py`, the driver's side) and run as `python -S -P THIS_FILE RUN_DIR`:
 standard library only, imported by path, so it needs neither site-packages nor herdsman.
 
-Each instance writes its stdout and stderr into a FIFO, `RUN_DIR/logpipes/ID`, beside a symlink
-`ID.log` naming its log file. The driver hands the FIFO's read end over the control socket
-(`RUN_DIR/stamper.sock`, SOCK_SEQPACKET, SCM_RIGHTS); one epoll loop reads every FIFO, stamps each
+Each instance writes its stdout and stderr into a FIFO, `RUN_DIR/logpipes/ID`. The driver hands
+the FIFO's read end and the log file's path over the control socket (`RUN_DIR/stamper.sock`,
+SOCK_SEQPACKET, SCM_RIGHTS); the stamper appends both names to `logpipes/.index` before it
+answers. One epoll loop reads every FIFO, stamps each
 line on arrival (`2026-12-03T14:06:21.123456Z text`, read by `logs.parse`) and appends it to the
 log file. A line waits for its newline, up to PARTIAL_CAP bytes. At EOF (the instance and
 everything holding its output are gone) the last unterminated line is written as a line, the log
-closed and the FIFO removed. Started again after a crash, the stamper reopens every FIFO under
-logpipes/: what the instances wrote meanwhile waited in the pipe.
+closed and the FIFO removed. Started again after a crash, the stamper reopens every FIFO of its
+index still under logpipes/: what the instances wrote meanwhile waited in the pipe.
 
 Control messages (one datagram each, answered `ok` or `error ...`): `ping`; `stop`;
 `hand\\0ID\\0LOGPATH` with the FIFO's read fd attached.
@@ -23,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import resource
 import select
 import signal
 import socket
@@ -46,7 +48,8 @@ class Stream:
     def __init__(self, instance: str, fd: int, log: str) -> None:
         self.instance = instance
         self.fd = fd
-        self.log = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        self.path = log
+        self.log = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
         self.partial = b""
 
     def feed(self, data: bytes, now: float) -> None:
@@ -93,6 +96,9 @@ class Stamper:
         self.pipes = os.path.join(run, "logpipes")
         self.sock_path = os.path.join(run, "stamper.sock")
         self.pid_path = os.path.join(run, "stamper.pid")
+        self.index_path = os.path.join(self.pipes, ".index")  # "ID\0LOG\0" per FIFO handed over
+        self.index_fd: int | None = None
+        self.dead = 0  # entries of the index whose instance is gone
         self.poll = select.epoll()
         self.streams: dict[int, Stream] = {}  # by read fd
         self.by_id: dict[str, Stream] = {}
@@ -104,22 +110,44 @@ class Stamper:
 
     # streams ----------------------------------------------------------------------------------
     def adopt_all(self) -> None:
-        """Every FIFO left under logpipes/ (a stamper before this one died): reopened and read."""
+        """Every FIFO left under logpipes/ by a stamper that died, reopened and read: those in the
+        index (handed over before); one not in it belongs to a start that hands it over itself."""
+        entries = self.read_index()
+        adopted = []
         for name in sorted(os.listdir(self.pipes)):
-            path = os.path.join(self.pipes, name)
-            if name.startswith(".") or name.endswith(".log"):
-                if name.endswith(".log") and not os.path.exists(path[: -len(".log")]):
-                    _unlink(path)  # a link whose FIFO is gone
+            log = entries.get(name)
+            if name.startswith(".") or log is None:
                 continue
+            path = os.path.join(self.pipes, name)
             try:
-                log = os.readlink(path + ".log")
-                fd = open_fifo(path)
+                adopted.append((name, open_fifo(path), log))
             except OSError:
                 _unlink(path)
-                continue
-            self.add(name, fd, log)
+        self.write_index({name: log for name, _fd, log in adopted})
+        for name, fd, log in adopted:
+            self.add(name, fd, log, remember=False)
 
-    def add(self, instance: str, fd: int, log: str) -> None:
+    def read_index(self) -> dict[str, str]:
+        try:
+            with open(self.index_path, "rb") as index:
+                parts = index.read().split(b"\0")
+        except FileNotFoundError:
+            return {}
+        return {parts[i].decode(): os.fsdecode(parts[i + 1]) for i in range(0, len(parts) - 1, 2)}
+
+    def write_index(self, entries: dict[str, str]) -> None:
+        """The index rewritten with ``entries`` only (at start, and once most entries are of gone
+        instances)."""
+        data = b"".join(name.encode() + b"\0" + os.fsencode(log) + b"\0" for name, log in entries.items())
+        with open(self.index_path + ".new", "wb") as out:
+            out.write(data)
+        os.replace(self.index_path + ".new", self.index_path)
+        if self.index_fd is not None:
+            os.close(self.index_fd)
+        self.index_fd = os.open(self.index_path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        self.dead = 0
+
+    def add(self, instance: str, fd: int, log: str, *, remember: bool = True) -> None:
         if instance in self.by_id:  # already adopted (a start raced with this stamper's own)
             os.close(fd)
             return
@@ -132,6 +160,8 @@ class Stamper:
         self.streams[fd] = stream
         self.by_id[instance] = stream
         self.poll.register(fd, select.EPOLLIN | select.EPOLLHUP)
+        if remember and self.index_fd is not None:  # before the ack: a handed-over FIFO is known
+            _write_all(self.index_fd, instance.encode() + b"\0" + os.fsencode(log) + b"\0")
         self.drain(stream)  # what waited in the pipe, or the EOF of an instance that is gone
 
     def drain(self, stream: Stream) -> None:
@@ -155,9 +185,10 @@ class Stamper:
         del self.streams[stream.fd]
         del self.by_id[stream.instance]
         stream.close(time.time())
-        path = os.path.join(self.pipes, stream.instance)
-        _unlink(path)
-        _unlink(path + ".log")
+        _unlink(os.path.join(self.pipes, stream.instance))
+        self.dead += 1
+        if self.dead > 1000 and self.dead > len(self.by_id):
+            self.write_index({s.instance: s.path for s in self.by_id.values()})
 
     # control ----------------------------------------------------------------------------------
     def accept(self) -> None:
@@ -252,8 +283,13 @@ class Stamper:
                 _unlink(self.sock_path)
         for stream in list(self.streams.values()):
             self.drain(stream)
-            if stream.fd in self.streams:
-                stream.close(time.time())
+        left = {s.instance: s.path for s in self.streams.values()}
+        for stream in self.streams.values():
+            stream.close(time.time())
+        if left:
+            self.write_index(left)  # the next stamper's
+        else:
+            _unlink(self.index_path)
 
 
 def _unlink(path: str) -> None:
@@ -268,6 +304,11 @@ def main(argv: list[str]) -> int:
     """`THIS_FILE RUN_DIR`: detach (the caller waits only for this first process), then serve."""
     if os.fork():  # the caller starts it in a session of its own; this child is never its zombie
         return 0
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # two files per instance
+    wanted = 1 << 16 if hard == resource.RLIM_INFINITY else min(hard, 1 << 16)
+    if wanted > soft:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
     Stamper(argv[1]).run()
     return 0
 
