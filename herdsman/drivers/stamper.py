@@ -15,7 +15,9 @@ everything holding its output are gone) the last unterminated line is written as
 closed and the FIFO removed. Started again after a crash, the stamper reopens every FIFO of its
 index still under logpipes/: what the instances wrote meanwhile waited in the pipe.
 
-Control messages (one datagram each, answered `ok` or `error ...`): `ping`; `stop`;
+With no FIFO to read and no caller for IDLE_EXIT seconds it exits: the next start starts it
+again, and a home whose instances all ended without `herd down` (a crash, a test) keeps no
+process. Control messages (one datagram each, answered `ok` or `error ...`): `ping`; `stop`;
 `hand\\0ID\\0LOGPATH` with the FIFO's read fd attached.
 """
 
@@ -34,6 +36,7 @@ import time
 PARTIAL_CAP = 64 * 1024  # a line longer than this is written in pieces
 READ_SIZE = 64 * 1024
 PROBE_EVERY = 5.0  # seconds: every FIFO is also read now and then (a safety net for a lost hang-up)
+IDLE_EXIT = 30.0  # seconds with no FIFO and no caller, after which it exits (started again on demand)
 
 
 def stamp(now: float) -> bytes:
@@ -91,7 +94,8 @@ def open_fifo(path: str) -> int:
 
 
 class Stamper:
-    def __init__(self, run: str) -> None:
+    def __init__(self, run: str, idle_exit: float = IDLE_EXIT) -> None:
+        self.idle_exit = idle_exit
         self.run_dir = run
         self.pipes = os.path.join(run, "logpipes")
         self.sock_path = os.path.join(run, "stamper.sock")
@@ -251,11 +255,11 @@ class Stamper:
         signal.set_wakeup_fd(wake_write)  # SIGTERM ends the wait at once, not at the next probe
         signal.signal(signal.SIGTERM, lambda *_: setattr(self, "stopping", True))
         self.poll.register(wake_read, select.EPOLLIN)
-        probed = time.monotonic()
+        probed = busy = time.monotonic()
         listener = self.listener.fileno()
         while not self.stopping:
             try:
-                events = self.poll.poll(PROBE_EVERY)
+                events = self.poll.poll(min(PROBE_EVERY, self.idle_exit))
             except InterruptedError:
                 continue
             for fd, _mask in events:
@@ -268,8 +272,13 @@ class Stamper:
                 elif fd == wake_read:
                     with contextlib.suppress(OSError):
                         os.read(wake_read, 64)
-            if time.monotonic() - probed >= PROBE_EVERY:
-                probed = time.monotonic()
+            now = time.monotonic()
+            if self.streams or self.conns or events:
+                busy = now
+            elif now - busy >= self.idle_exit:
+                break  # nothing to stamp: a home whose instances all ended keeps no process
+            if now - probed >= PROBE_EVERY:
+                probed = now
                 for stream in list(self.streams.values()):
                     self.drain(stream)
         self.shutdown()
@@ -301,7 +310,7 @@ def _unlink(path: str) -> None:
 
 
 def main(argv: list[str]) -> int:
-    """`THIS_FILE RUN_DIR`: detach (the caller waits only for this first process), then serve."""
+    """`THIS_FILE RUN_DIR [IDLE_EXIT]`: detach (the caller waits only for this first process), then serve."""
     if os.fork():  # the caller starts it in a session of its own; this child is never its zombie
         return 0
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # two files per instance
@@ -309,7 +318,7 @@ def main(argv: list[str]) -> int:
     if wanted > soft:
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
-    Stamper(argv[1]).run()
+    Stamper(argv[1], float(argv[2]) if len(argv) > 2 else IDLE_EXIT).run()
     return 0
 
 

@@ -46,6 +46,7 @@ class Stamping:
         self.log = home / "logs" / "stamper.log"
         self.records = run / "instances"
         self._start_lock = threading.Lock()
+        self.idle_exit = stamper.IDLE_EXIT  # what a stamper this starts waits idle before it exits
 
     # an instance's output ---------------------------------------------------------------------
     def open(self, instance_id: str, log: Path) -> tuple[int, int]:
@@ -120,7 +121,7 @@ class Stamping:
 
     def _start(self) -> None:
         self.log.parent.mkdir(parents=True, exist_ok=True)
-        argv = [sys.executable, "-S", "-P", stamper.__file__, str(self.run.absolute())]
+        argv = [sys.executable, "-S", "-P", stamper.__file__, str(self.run.absolute()), str(self.idle_exit)]
         with self.log.open("ab") as out:
             first = subprocess.Popen(
                 argv, stdout=out, stderr=out, stdin=subprocess.DEVNULL, start_new_session=True
@@ -164,7 +165,10 @@ class Stamping:
                 socket.send_fds(sock, [message], fds)
             else:
                 sock.send(message)
-            return sock.recv(4096)
+            reply = sock.recv(4096)
+            if not reply:  # it closed without an answer (it was exiting): as if it did not run
+                raise ConnectionResetError("the log stamper closed the connection")
+            return reply
 
 
 def release_stamper(home: Path) -> bool:

@@ -156,6 +156,19 @@ def test_instances_outlive_a_killed_stamper_and_their_lines_arrive_later(
     wait_for(lambda: not (driver.home / "run" / "logpipes" / "quitter").exists(), 30)
 
 
+def test_an_idle_stamper_exits_and_the_next_start_brings_it_back(driver: ProcessDriver) -> None:
+    """Instances that all ended without `herd down` (a crash, a test) leave no stamper behind."""
+    driver.stamping.idle_exit = 1.0
+    asyncio.run(driver.start(_spec(driver, "quick", "print('first')")))
+    wait_for(lambda: _exited(driver, "quick"), 60)
+    asyncio.run(driver.stop("quick", 1))
+    assert "first" in _log(driver, "quick")
+    wait_for(lambda: driver.stamping.pid() is None, 60)
+    assert not (driver.home / "run" / "stamper.sock").exists()
+    asyncio.run(driver.start(_spec(driver, "again", "print('second')")))
+    wait_for(lambda: "second" in _log(driver, "again"), 60)
+
+
 def test_herd_down_leaves_no_stamper_and_no_fifo(tmp_path: Path) -> None:
     root = tmp_path / "hello"
     hello_copy(root)
