@@ -70,11 +70,13 @@ class Stream:
             _write_all(self.log, b"".join(out))
 
     def close(self, now: float) -> None:
-        if self.partial:
-            _write_all(self.log, stamp(now) + self.partial + b"\n")
-            self.partial = b""
-        os.close(self.log)
-        os.close(self.fd)
+        try:
+            if self.partial:
+                _write_all(self.log, stamp(now) + self.partial + b"\n")
+                self.partial = b""
+        finally:
+            os.close(self.log)
+            os.close(self.fd)
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -180,7 +182,10 @@ class Stamper:
             if not data:
                 self.finish(stream)
                 return
-            stream.feed(data, time.time())
+            try:
+                stream.feed(data, time.time())
+            except OSError as exc:  # the log cannot be written (a full disk): the instance must not block
+                print(f"stamper: {stream.path}: {exc}", file=sys.stderr, flush=True)
             if len(data) < READ_SIZE:
                 return
 
@@ -188,7 +193,10 @@ class Stamper:
         self.poll.unregister(stream.fd)
         del self.streams[stream.fd]
         del self.by_id[stream.instance]
-        stream.close(time.time())
+        try:
+            stream.close(time.time())
+        except OSError as exc:
+            print(f"stamper: {stream.path}: {exc}", file=sys.stderr, flush=True)
         _unlink(os.path.join(self.pipes, stream.instance))
         self.dead += 1
         if self.dead > 1000 and self.dead > len(self.by_id):
@@ -232,7 +240,7 @@ class Stamper:
                 reply = b"ok"
             else:
                 reply = b"error unknown request"
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # a log that cannot be opened, a name that is not UTF-8
             reply = f"error {exc}".encode()
         for fd in fds:
             os.close(fd)
@@ -294,7 +302,8 @@ class Stamper:
             self.drain(stream)
         left = {s.instance: s.path for s in self.streams.values()}
         for stream in self.streams.values():
-            stream.close(time.time())
+            with contextlib.suppress(OSError):
+                stream.close(time.time())
         if left:
             self.write_index(left)  # the next stamper's
         else:
