@@ -5,6 +5,7 @@ they wrote meanwhile reaches the log once it is back), and `herd down` leaving n
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import shutil
 import signal
@@ -12,6 +13,7 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from herdsman import logs
@@ -129,6 +131,10 @@ def test_instances_outlive_a_killed_stamper_and_their_lines_arrive_later(
     gate = tmp_path / "gate"
     gate.mkdir()
     asyncio.run(driver.start(_spec(driver, "counter", COUNTER)))
+    web = _spec(driver, "web", "")
+    web = dataclasses.replace(web, argv=("python3", "app.py"), env={**web.env, "DATA_DIR": str(tmp_path)})
+    port = asyncio.run(driver.start(web)).port
+    wait_for(lambda: "hello listening" in _log(driver, "web"), 60)
     asyncio.run(driver.start(_spec(driver, "quitter", GATED, str(gate), "quitter")))
     wait_for(lambda: len(_log(driver, "counter").splitlines()) >= 5, 60)
     wait_for(lambda: "quitter one" in _log(driver, "quitter"), 60)
@@ -144,6 +150,9 @@ def test_instances_outlive_a_killed_stamper_and_their_lines_arrive_later(
     wait_for(lambda: (driver.home / "run" / "logpipes" / "counter").exists(), 5)
     state = asyncio.run(driver.inspect("counter"))
     assert state is not None and state.state == "running", "the instance did not notice"
+    answer = httpx.get(f"http://127.0.0.1:{port}/", timeout=30)
+    assert answer.status_code == 200, "it keeps serving (and logging) with no stamper"
+    assert '"GET / HTTP/1.1" 200' not in _log(driver, "web"), "its access line waits in the pipe"
     assert len(_log(driver, "counter").splitlines()) == written, "nothing stamps while it is down"
 
     # the next start brings the stamper back: it adopts the FIFOs left under logpipes/
@@ -154,6 +163,7 @@ def test_instances_outlive_a_killed_stamper_and_their_lines_arrive_later(
     numbers = [int(line.text) for line in logs.history(driver.logs, ["counter"])]
     assert numbers == list(range(len(numbers))), "no line lost, none twice"
     wait_for(lambda: not (driver.home / "run" / "logpipes" / "quitter").exists(), 30)
+    wait_for(lambda: '"GET / HTTP/1.1" 200' in _log(driver, "web"), 30)
 
 
 def test_an_idle_stamper_exits_and_the_next_start_brings_it_back(driver: ProcessDriver) -> None:
