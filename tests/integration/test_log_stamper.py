@@ -10,6 +10,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import httpx
 import pytest
 
 from herdsman import logs
+from herdsman.drivers import procfs
 from herdsman.drivers.base import InstanceSpec
 from herdsman.drivers.process import ProcessDriver
 from herdsman.image.bake import bake, image_store
@@ -177,6 +179,26 @@ def test_an_idle_stamper_exits_and_the_next_start_brings_it_back(driver: Process
     assert not (driver.home / "run" / "stamper.sock").exists()
     asyncio.run(driver.start(_spec(driver, "again", "print('second')")))
     wait_for(lambda: "second" in _log(driver, "again"), 60)
+
+
+def test_a_record_of_an_older_version_with_its_own_stamper_is_stopped_with_it(driver: ProcessDriver) -> None:
+    """Records written before the shared stamper name a stamper per instance: stopping the
+    instance still ends that process (here one that would wait on its input for ever)."""
+    asyncio.run(driver.start(_spec(driver, "old", COUNTER)))
+    holder = subprocess.Popen(
+        [sys.executable, "-S", "-c", "import sys; sys.stdin.buffer.read()"], stdin=subprocess.PIPE
+    )
+    try:
+        record = driver.record_files.load("old")
+        assert record is not None and "stamper" not in record
+        record = {**record, "stamper": holder.pid, "stamper_ticks": procfs.start_ticks(holder.pid)}
+        driver.record_files.write(record)
+        asyncio.run(driver.stop("old", 2))
+        assert holder.wait(timeout=30) == -signal.SIGKILL, "the recorded stamper was reaped"
+        assert driver.list_now() == []
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def test_herd_down_leaves_no_stamper_and_no_fifo(tmp_path: Path) -> None:
