@@ -1,8 +1,8 @@
 """The central log store: one file per instance under `.herd/logs/SERVICE/`, kept after it is gone.
 
 Instances write straight to their files, not through the agent, so logs keep flowing when the agent
-dies. Each line is stamped on arrival (UTC, microseconds) by a tiny stamper process beside the
-instance — see `STAMPER` — so that `herd logs` can merge the lines of many instances by time.
+dies. Each line is stamped on arrival (UTC, microseconds) by the home's one stamper process — see
+`drivers/stamper.py` — so that `herd logs` can merge the lines of many instances by time.
 A small JSON file beside each log records the instance's labels, so logs can be filtered by
 release after the instance has been replaced.
 """
@@ -17,17 +17,6 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-
-# Run as `python -S -c STAMPER LOGFILE` with the instance's output on stdin: it outlives nothing
-# and needs nothing but the standard library; it exits when the instance closes its output.
-STAMPER = r"""
-import sys, time
-out = open(sys.argv[1], "ab", buffering=0)
-for line in sys.stdin.buffer:
-    now = time.time()
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + ".%06dZ " % int(now % 1 * 1e6)
-    out.write(stamp.encode() + (line if line.endswith(b"\n") else line + b"\n"))
-"""
 
 
 @dataclass(frozen=True, order=True)

@@ -1,4 +1,4 @@
-"""The process driver's own children (instances, their log stampers): exit codes, waits, reaping.
+"""The process driver's own children (instances; older records' stampers): exit codes, reaping.
 
 An instance started by this process is a `Popen` child: its exit code is known only to us, and it
 must be waited for (else it stays a zombie, alive to /proc). An instance adopted from an older
@@ -13,12 +13,9 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 from herdsman.drivers import procfs
-from herdsman.logs import STAMPER
 
 
 class Children:
@@ -27,26 +24,6 @@ class Children:
 
     def add(self, child: subprocess.Popen[bytes]) -> None:
         self._by_pid[child.pid] = child
-
-    def start_stamper(self, log: Path) -> tuple[subprocess.Popen[bytes], int]:
-        """The process that stamps each output line with its time on the way to the log file.
-        Returns it and the write end of its pipe (for the instance's stdout and stderr)."""
-        read_end, write_end = os.pipe()
-        try:
-            stamper = subprocess.Popen(
-                [sys.executable, "-S", "-c", STAMPER, str(log)],
-                stdin=read_end,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        except OSError:
-            os.close(write_end)
-            raise
-        finally:
-            os.close(read_end)
-        self.add(stamper)
-        return stamper, write_end
 
     def exit_code(self, pid: int) -> int | None:
         """The exit code of a child of ours that has ended; None while it runs or if not ours."""

@@ -2,11 +2,11 @@
 
 Each instance runs from its image unpacked once, read-only, in `.herd/rootfs/DIGEST`, inside
 bubblewrap when it is installed (see `sandbox.py`). It is started in a session of its own with
-stdout and stderr going straight to its log file, so it outlives the agent and its output does not
-pass through the agent. Its labels, pid and port are kept in `.herd/run/instances/ID.json`: `list()`
-rebuilds the actual state from those records and /proc alone, which is how a new agent adopts what
-an old one started. A pid is trusted only together with its start time, so a reused pid is never
-mistaken for a live instance.
+stdout and stderr going into a FIFO read by the home's one log stamper (`stamping.py`), so it
+outlives the agent and its output does not pass through the agent. Its labels, pid and port are
+kept in `.herd/run/instances/ID.json`: `list()` rebuilds the actual state from those records and
+/proc alone, which is how a new agent adopts what an old one started. A pid is trusted only
+together with its start time, so a reused pid is never mistaken for a live instance.
 
 `verify` compares an instance with what its release says: the unpacked image against the file
 list recorded at unpack, and the command and environment it was *started with* (kept in its
@@ -48,6 +48,7 @@ from herdsman.drivers.children import Children
 from herdsman.drivers.process_exec import entry_from_proc, exec_env
 from herdsman.drivers.records import RecordFiles
 from herdsman.drivers.sandbox import Launch, bwrap_launch, host_layout, plain_launch
+from herdsman.drivers.stamping import Stamping
 from herdsman.errors import DriverError
 from herdsman.image import filelist
 from herdsman.image.filelist import Difference
@@ -82,6 +83,7 @@ class ProcessDriver(BlockingDriver):
         if sandbox == "bwrap" and self.bwrap is None:
             raise DriverError("bubblewrap is not installed", hint="apt-get install bubblewrap")
         self.children = Children()
+        self.stamping = Stamping(home)
         self._checked: dict[Path, tuple[float, Differences]] = {}
         self._ports_given: set[int] = set()
         self._ports_read: tuple[float, set[int]] | None = None  # (when, ports in the records)
@@ -102,6 +104,12 @@ class ProcessDriver(BlockingDriver):
     def log_file(self, instance_id: str) -> Path | None:
         record = self._load(instance_id)
         return Path(record["log"]) if record else None
+
+    def settle_logs(self, instance_id: str) -> None:
+        """An instance that is gone: wait (briefly) for the stamper to write its last lines."""
+        record = self._load(instance_id)
+        if record is None or not self.children.running(int(record["pid"]), record.get("ticks")):
+            self.stamping.settle(instance_id, 3)
 
     def volume_dir(self, stack: str, name: str) -> Path:
         """Where volume ``name`` keeps its data (instances bind it read-write)."""
@@ -138,7 +146,7 @@ class ProcessDriver(BlockingDriver):
         log = spec.log_file or self.logs / service / f"{spec.id}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         write_labels(log, dict(spec.labels))
-        stamper, output = self.children.start_stamper(log)
+        read_end, output = self.stamping.open(spec.id, log)
         try:
             child = subprocess.Popen(
                 launch.argv,
@@ -150,11 +158,23 @@ class ProcessDriver(BlockingDriver):
                 start_new_session=True,
             )
         except OSError as exc:
+            os.close(read_end)
+            self.stamping.discard(spec.id)
             raise DriverError(
                 f"cannot start {spec.argv[0]!r}: {exc.strerror}", hint="check `command`"
             ) from exc
         finally:
             os.close(output)
+        try:
+            self.stamping.hand(spec.id, read_end, log)
+        except DriverError:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+            self.stamping.discard(spec.id)
+            raise
+        finally:
+            os.close(read_end)
         self.children.add(child)
         record: dict[str, Any] = {
             "id": spec.id,
@@ -166,8 +186,6 @@ class ProcessDriver(BlockingDriver):
             "started": time.time(),
             "sandboxed": bool(self.bwrap),
             "log": str(log),
-            "stamper": stamper.pid,
-            "stamper_ticks": procfs.start_ticks(stamper.pid),
             "argv": list(spec.argv),
             "env": _hidden(launch.env, spec.secrets, self.key),  # what it was started with, for `herd verify`
             "secrets": list(spec.secrets),
@@ -366,8 +384,9 @@ class ProcessDriver(BlockingDriver):
         with contextlib.suppress(ProcessLookupError, PermissionError):  # anything left of its group
             os.killpg(pid, signal.SIGKILL)
         self.children.reap(pid, None, 5)
-        # the stamper ends by itself once the instance's output closes; end it if something holds it
+        # a record of an older version names the instance's own stamper: it ends with the output
         self.children.reap(int(record.get("stamper") or 0), record.get("stamper_ticks"), 2)
+        self.stamping.settle(instance_id, 2)  # its last lines in its log before `stop` returns
         scratch = self.scratch / instance_id
         if keep is not None and scratch.is_dir():
             keep.parent.mkdir(parents=True, exist_ok=True)

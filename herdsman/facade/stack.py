@@ -148,11 +148,13 @@ def start_agent(
 def stop_stack(project: Project, env: str | None = None, *, driver_name: str | None = None) -> Stopped:
     """`herd down`: the agent first (so it does not replace what is being stopped), then every
     instance of the environment (each with its release's stop_grace), then the router if no
-    environment routes through it any more. Volumes, logs and releases stay."""
+    environment routes through it any more, and the log stamper if no process instance is left.
+    Volumes, logs and releases stay."""
     import asyncio
     import signal
 
     from herdsman.deploy.run import Deployment
+    from herdsman.drivers.stamping import release_stamper
     from herdsman.router.engines import release_router
 
     name = environment_of(project, env)
@@ -167,6 +169,7 @@ def stop_stack(project: Project, env: str | None = None, *, driver_name: str | N
     deployment = Deployment(project, name, driver_name=driver_name)
     count = asyncio.run(deployment.down())
     stopped_router = release_router(project, name)
+    release_stamper(home)
     return Stopped(pid, count, stopped_router)
 
 

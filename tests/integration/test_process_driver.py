@@ -36,6 +36,7 @@ def hello(tmp_path: Path) -> Iterator[tuple[Path, str]]:
     driver = ProcessDriver(home, image_store(project))  # no orphan outlives a failing test
     for instance in driver.list_now():
         asyncio.run(driver.stop(instance.id, 1))
+    driver.stamping.stop()  # the home's log stamper, as `herd down` does
 
 
 def _spec(

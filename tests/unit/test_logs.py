@@ -2,25 +2,44 @@
 
 from __future__ import annotations
 
+import itertools
 import json
-import subprocess
-import sys
+import os
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import pytest
+
 from herdsman import logs
+from herdsman.drivers.stamping import Stamping
+
+Stamp = Callable[[Path, list[str]], None]
 
 
-def _stamp(file: Path, lines: list[str]) -> None:
-    subprocess.run(
-        [sys.executable, "-S", "-c", logs.STAMPER, str(file)],
-        input="".join(f"{line}\n" for line in lines).encode(),
-        check=True,
-    )
+@pytest.fixture
+def _stamp(tmp_path: Path) -> Iterator[Stamp]:
+    """Lines through the real log stamper, as an instance's output: written, closed, stamped (the
+    last line without its newline)."""
+    stamping = Stamping(tmp_path / "home")
+    count = itertools.count()
+
+    def stamp(file: Path, lines: list[str]) -> None:
+        name = f"writer-{next(count)}"
+        read_end, write_end = stamping.open(name, file)
+        os.write(write_end, "\n".join(lines).encode())
+        os.close(write_end)
+        stamping.hand(name, read_end, file)
+        os.close(read_end)
+        stamping.settle(name, 30)
+        assert not (stamping.pipes / name).exists()
+
+    yield stamp
+    stamping.stop()
 
 
-def test_stamper_and_merge_by_time(tmp_path: Path) -> None:
+def test_stamper_and_merge_by_time(tmp_path: Path, _stamp: Stamp) -> None:
     web = tmp_path / "web"
     web.mkdir()
     _stamp(web / "web-1-a1.log", ["one"])
@@ -47,7 +66,7 @@ def test_unstamped_lines_are_kept(tmp_path: Path) -> None:
     assert line.text == "plain line" and line.instance == "api-1"
 
 
-def test_follow_sees_new_files_and_lines(tmp_path: Path) -> None:
+def test_follow_sees_new_files_and_lines(tmp_path: Path, _stamp: Stamp) -> None:
     web = tmp_path / "web"
     web.mkdir()
     _stamp(web / "web-1.log", ["old"])
@@ -74,7 +93,7 @@ def test_docker_timestamps_parse_like_ours() -> None:
     assert parse("no stamp here", "i", 7.0).at == 7.0
 
 
-def test_a_name_may_be_a_service_or_one_instance(tmp_path: Path) -> None:
+def test_a_name_may_be_a_service_or_one_instance(tmp_path: Path, _stamp: Stamp) -> None:
     """`herd logs web` reads every web instance's file; `herd logs web-2-b1` only that one's."""
     for service, instance in (("web", "web-1-a1"), ("web", "web-2-b1"), ("worker", "worker-1-c1")):
         (tmp_path / service).mkdir(exist_ok=True)
