@@ -73,7 +73,8 @@ class PoolGrower:
             await self.wanted.wait()
             self.wanted.clear()
             if self.routed:
-                await self.steps._pool(self.service, self.base + self.admitted)
+                # every change but the last is interim: the router may save it with the next
+                await self.steps._pool(self.service, self.base + self.admitted, interim=not self.closing)
                 self.changes += 1
             if self.closing:
                 if not self.wanted.is_set():  # nothing was admitted while that change was on its way
@@ -101,7 +102,9 @@ class BurstSteps:
     def say(self, line: str) -> None:
         raise NotImplementedError
 
-    async def _pool(self, service: str, ids: list[str], weights: dict[str, int] | None = None) -> None:
+    async def _pool(
+        self, service: str, ids: list[str], weights: dict[str, int] | None = None, *, interim: bool = False
+    ) -> None:
         raise NotImplementedError
 
     async def _start(self, instance_id: str, service: str, release: Release, entry: ServiceRelease) -> None:

@@ -54,7 +54,9 @@ def against(step: Mapping[str, Any]) -> str:
 class Pools(Protocol):
     """What the canary needs of the router: exact weights and the counters."""
 
-    async def set_pool(self, route: str, backends: list[tuple[str, str, int]]) -> None: ...
+    async def set_pool(
+        self, route: str, backends: list[tuple[str, str, int]], *, interim: bool = False
+    ) -> None: ...
 
     async def stats(self) -> dict[str, Any]: ...
 

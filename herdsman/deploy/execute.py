@@ -36,7 +36,9 @@ class Pools(Protocol):
         """Make the routes of ``env`` exactly ``routes`` (pools of routes that stay are kept)."""
         ...
 
-    async def set_pool(self, route: str, backends: list[tuple[str, str, int]]) -> None:
+    async def set_pool(
+        self, route: str, backends: list[tuple[str, str, int]], *, interim: bool = False
+    ) -> None:
         """Replace the route's pool atomically with (instance id, address, weight) backends."""
         ...
 
@@ -300,7 +302,11 @@ class Executor(AdmissionSteps, CanarySteps, BurstSteps):
             release=release.number,
         )
 
-    async def _pool(self, service: str, ids: list[str], weights: dict[str, int] | None = None) -> None:
+    async def _pool(
+        self, service: str, ids: list[str], weights: dict[str, int] | None = None, *, interim: bool = False
+    ) -> None:
+        """Set the pool of ``service`` to the running ones of ``ids``; ``interim``: a change another
+        will follow within a moment (a burst's), which the router may save with the next one."""
         if self.pools is None:
             return
         backends = []
@@ -308,7 +314,7 @@ class Executor(AdmissionSteps, CanarySteps, BurstSteps):
             state = await self._state(instance_id)
             if state is not None and state.state == "running" and state.port:
                 backends.append((instance_id, state.address, (weights or {}).get(instance_id, 1)))
-        await self.pools.set_pool(route_name(self.target.env, service), backends)
+        await self.pools.set_pool(route_name(self.target.env, service), backends, interim=interim)
 
     async def _retire(self, service: str, ids: list[str], entry: ServiceRelease | None) -> None:
         states = [s for s in [await self._state(i) for i in ids] if s is not None]

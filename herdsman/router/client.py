@@ -57,9 +57,14 @@ class RouterPools:
     async def set_routes(self, env: str, routes: list[dict[str, Any]]) -> None:
         await self.client.call({"op": "set_routes", "prefix": f"{env}/", "routes": routes})
 
-    async def set_pool(self, route: str, backends: list[tuple[str, str, int]]) -> None:
+    async def set_pool(
+        self, route: str, backends: list[tuple[str, str, int]], *, interim: bool = False
+    ) -> None:
         payload = [{"id": i, "address": a, "weight": w} for i, a, w in backends]
-        await self.client.call({"op": "set_pool", "route": route, "backends": payload})
+        request: dict[str, Any] = {"op": "set_pool", "route": route, "backends": payload}
+        if interim:
+            request["interim"] = True  # the router may write it to its state file with the next
+        await self.client.call(request)
 
     async def drain(self, route: str, addresses: list[str], timeout: float, *, hung: bool = False) -> None:
         request = {"op": "drain", "route": route, "addresses": addresses, "timeout": timeout, "hung": hung}

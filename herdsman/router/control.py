@@ -5,7 +5,7 @@ Control protocol: JSON lines over a unix socket (mode 0600), one request, one re
     {"op": "ping"}                                              -> {"ok": true, "pid": N}
     {"op": "set_routes", "prefix": "ENV/",
      "routes": [{"name", "listen", "host", "drain_timeout", "first_byte_timeout"}]}
-    {"op": "set_pool", "route": NAME, "backends": [{"id", "address", "weight"}]}
+    {"op": "set_pool", "route": NAME, "backends": [{"id", "address", "weight"}], "interim": BOOL}
     {"op": "drain", "route": NAME, "addresses": [...], "timeout": SECONDS, "hung": BOOL}   (replies when done)
     {"op": "stats"}                                             -> {"ok": true, "stats": {...}}
     {"op": "load", "state": {"routes": [...], "pools": {...}}}  (all of it, pools set before listening)
@@ -20,12 +20,12 @@ timeout, for a connection or a first byte), failures (in a row), ejected (out of
 ejections (times taken out), ejected_for_s (cool-off left).
 
 Errors reply {"ok": false, "error": "..."}. Routes and pools are written to the state file
-(atomically) and loaded at start. Route changes are written at once; pool changes at once too
-unless the file was written less than SAVE_EVERY ago, then SAVE_EVERY after that write with every
-change since (a burst sets a 1,000-backend pool ten times a second: writing each was a third of
-the router's CPU). A drain answers only once the file holds every change up to it: a drain comes
-before every stop of a routed instance, so a router restarted from its file never sends to an
-instance already stopped, only misses, for a moment, instances just added.
+(atomically) and loaded at start, every change written before it is answered, but for a pool
+change marked `"interim": true` (a burst's, which sets a 1,000-backend pool several times a
+second: writing each was a third of the router's CPU): that one is written at once only if the
+file is older than SAVE_EVERY, else SAVE_EVERY after the last write, with every change since. The
+burst's last change is not interim, so a router restarted from its file never lacks more than a
+burst's last moment, and the burst's next change (within SAVE_EVERY) sets the whole pool again.
 """
 
 from __future__ import annotations
@@ -150,7 +150,7 @@ class ControlServer:
             if not self.plane.has_route(str(request["route"])):
                 return {"ok": False, "error": f"no route {request['route']!r}"}
             await self.plane.set_pool(str(request["route"]), list(request["backends"]))
-            self.save_state(at_once=False)
+            self.save_state(at_once=not request.get("interim"))
             return {"ok": True}
         if op == "drain":
             result = await self.plane.drain(

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from herdsman.router.client import RouterClient, stop_router
-from tests.helpers import Load, free_port, herd, instances, stop_project, wait_for
+from tests.helpers import Load, free_port, hello_copy, herd, instances, stop_project, wait_for
 
 BURST = Path(__file__).resolve().parent.parent.parent / "examples" / "burst"
 BIG = 60
@@ -77,3 +77,46 @@ def test_a_burst_to_60_and_back_to_2_fails_no_request(burst: tuple[Path, int]) -
     events = herd(root, "events", "-n", "1000").stdout
     assert re.search(rf"{BIG - 1} of {BIG - 1} healthy and in the pool", events), events[-2000:]
     assert "scaled to 2" in events
+
+
+SLOW = """        if self.path == "/slow":
+            time.sleep(0.05)
+            self.reply(200, "text/plain", "slow\\n")
+            return
+"""
+
+AUTOSCALE = """
+[service.web.scale]
+min = 1
+max = 14
+target_inflight = 1
+scale_in_window = "3s"
+"""
+
+
+def test_the_autoscaler_reaching_its_max_starts_a_burst_and_fails_no_request(tmp_path: Path) -> None:
+    """examples/hello under a load of 16 slow requests at once with one wanted per instance: the
+    autoscaler goes from 2 to its max of 14 in one decision, and the 12 new instances start as a
+    burst (adaptive window, each in the pool once healthy); calm again, back to 1."""
+    root = tmp_path / "hello"
+    port = hello_copy(root)
+    app = root / "app" / "app.py"
+    text = app.read_text().replace(
+        '        if self.path == "/healthz":\n', SLOW + '        if self.path == "/healthz":\n', 1
+    )
+    app.write_text(text.replace("import html\n", "import html\nimport time\n", 1))
+    (root / "herd.toml").write_text((root / "herd.toml").read_text() + AUTOSCALE)
+    try:
+        herd(root, "up", "-d", timeout=300)
+        with Load(f"http://127.0.0.1:{port}/slow", workers=16) as load:
+            grown = until_pool_has(root, 14, 180)
+            assert running(root) == grown, "every running instance is in the router's pool"
+        wait_for(lambda: len(running(root)) == 1 and len(pool(root)) == 1, 120)
+        assert load.failures == [], load.failures[:5]
+        events = herd(root, "events", "-n", "1000").stdout
+        assert re.search(r"scaled out from 2 to 14", events), events[-2000:]
+        assert re.search(r"burst of 12: 12 of 12 healthy and in the pool", events), events[-2000:]
+        assert re.search(r"scaled in from \d+ to 1", events), events[-2000:]
+    finally:
+        stop_project(root)
+        stop_router(root / ".herd")

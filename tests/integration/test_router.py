@@ -379,37 +379,38 @@ def test_an_address_taken_by_another_router_is_refused(tmp_path: Path, workers: 
         stop_router(tmp_path / "one"), stop_router(tmp_path / "two")
 
 
-def test_pool_changes_close_together_reach_the_state_file_together_and_a_drain_writes_at_once(
+def test_interim_pool_changes_reach_the_state_file_and_a_drain_writes_at_once(
     tmp_path: Path, router: tuple[RouterClient, str]
 ) -> None:
-    """A burst changes a pool many times a second: the router writes its state file for the
-    first change at once and for the next ones together a moment later; a drain (which comes
-    before every stop) answers only once the file holds everything up to it, so a router
-    restarted from it then loads no stopped instance."""
+    """A burst's interim pool changes are written to the state file together a moment later (see
+    tests/unit/test_router_state_file.py for the rule); a plain change and a drain are written
+    before they are answered, so a router restarted from the file loads no stopped instance."""
     client, url = router
     _socket, state_file, _log = router_paths(tmp_path / ".herd")
 
     def pool() -> list[str]:
         return [b["address"] for b in json.loads(state_file.read_text())["pools"].get("p/web", [])]
 
+    def set_pool(backends: list[Backend], interim: bool = False) -> None:
+        request = {
+            "op": "set_pool",
+            "route": "p/web",
+            "backends": [{"id": x.name, "address": x.address} for x in backends],
+            "interim": interim,
+        }
+        client.call_now(request)
+
     a, b, c = Backend("a"), Backend("b"), Backend("c")
     try:
-        time.sleep(0.3)  # the route's own write is older than the coalescing window
-        client.call_now({"op": "set_pool", "route": "p/web", "backends": [{"id": "a", "address": a.address}]})
-        assert pool() == [a.address], "a first change is written at once"
-        for backends in ([a, b], [a, b, c]):
-            client.call_now(
-                {
-                    "op": "set_pool",
-                    "route": "p/web",
-                    "backends": [{"id": x.name, "address": x.address} for x in backends],
-                }
-            )
+        set_pool([a])
+        assert pool() == [a.address], "a plain change is written before it is answered"
+        set_pool([a, b], interim=True)
+        set_pool([a, b, c], interim=True)
         deadline = time.monotonic() + 10
         while pool() != [a.address, b.address, c.address]:
-            assert time.monotonic() < deadline, f"the last change never reached the file: {pool()}"
+            assert time.monotonic() < deadline, f"the interim changes never reached the file: {pool()}"
             time.sleep(0.05)
-        client.call_now({"op": "set_pool", "route": "p/web", "backends": [{"id": "b", "address": b.address}]})
+        set_pool([b], interim=True)
         client.call_now({"op": "drain", "route": "p/web", "addresses": [a.address, c.address], "timeout": 5})
         assert pool() == [b.address], "the drain answered with the file holding the change before it"
         assert httpx.get(url).text == "b"

@@ -17,7 +17,9 @@ class Recorder(BurstSteps):
         self.delay = delay
         self.pools: list[list[str]] = []
 
-    async def _pool(self, service: str, ids: list[str], weights: dict[str, int] | None = None) -> None:
+    async def _pool(
+        self, service: str, ids: list[str], weights: dict[str, int] | None = None, *, interim: bool = False
+    ) -> None:
         snapshot = list(ids)
         await asyncio.sleep(self.delay)
         self.pools.append(snapshot)

@@ -163,7 +163,9 @@ class HaproxyPools:
             else:
                 await self.ensure_running(state)
 
-    async def set_pool(self, route: str, backends: list[tuple[str, str, int]]) -> None:
+    async def set_pool(
+        self, route: str, backends: list[tuple[str, str, int]], *, interim: bool = False
+    ) -> None:
         with self.locked() as state:
             if route not in {str(r["name"]) for r in state["routes"]}:
                 raise DeployError(f"HAProxy has no route {route!r}", hint="set the routes first")
