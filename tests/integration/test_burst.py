@@ -80,7 +80,7 @@ def test_a_burst_to_60_and_back_to_2_fails_no_request(burst: tuple[Path, int]) -
 
 
 SLOW = """        if self.path == "/slow":
-            time.sleep(0.05)
+            time.sleep(0.3)
             self.reply(200, "text/plain", "slow\\n")
             return
 """
@@ -95,9 +95,12 @@ scale_in_window = "3s"
 
 
 def test_the_autoscaler_reaching_its_max_starts_a_burst_and_fails_no_request(tmp_path: Path) -> None:
-    """examples/hello under a load of 16 slow requests at once with one wanted per instance: the
+    """examples/hello under a load of 16 slow requests (0.3 s each, so that the client keeps all 16
+    in flight) at once with one wanted per instance: the
     autoscaler goes from 2 to its max of 14 in one decision, and the 12 new instances start as a
-    burst (adaptive window, each in the pool once healthy); calm again, back to 1."""
+    burst (adaptive window, each in the pool once healthy); calm again, back to 1. (The count is
+    held at 2 by `herd scale` while the load builds up, so that the autoscaler's first look, once
+    it is given the service back, sees the whole load at once and not a ramp.)"""
     root = tmp_path / "hello"
     port = hello_copy(root)
     app = root / "app" / "app.py"
@@ -108,15 +111,19 @@ def test_the_autoscaler_reaching_its_max_starts_a_burst_and_fails_no_request(tmp
     (root / "herd.toml").write_text((root / "herd.toml").read_text() + AUTOSCALE)
     try:
         herd(root, "up", "-d", timeout=300)
+        herd(root, "scale", "web=2")
         with Load(f"http://127.0.0.1:{port}/slow", workers=16) as load:
+            time.sleep(3.0)  # more than the autoscaler's smoothing (2 s): no sample of before
+            herd(root, "scale", "web=auto")
             grown = until_pool_has(root, 14, 180)
             assert running(root) == grown, "every running instance is in the router's pool"
         wait_for(lambda: len(running(root)) == 1 and len(pool(root)) == 1, 120)
         assert load.failures == [], load.failures[:5]
         events = herd(root, "events", "-n", "1000").stdout
-        assert re.search(r"scaled out from 2 to 14", events), events[-2000:]
-        assert re.search(r"burst of 12: 12 of 12 healthy and in the pool", events), events[-2000:]
-        assert re.search(r"scaled in from \d+ to 1", events), events[-2000:]
+        scaling = [line for line in events.splitlines() if "scaled" in line or "burst of" in line]
+        assert re.search(r"scaled out from 2 to 14", events), "\n".join(scaling)
+        assert re.search(r"burst of 12: 12 of 12 healthy and in the pool", events), scaling
+        assert re.search(r"scaled in from \d+ to 1", events), scaling
     finally:
         stop_project(root)
         stop_router(root / ".herd")
