@@ -207,14 +207,13 @@ def test_herd_down_leaves_no_stamper_and_no_fifo(tmp_path: Path) -> None:
     try:
         herd(root, "deploy")
         run = root / ".herd" / "run"
-        pid = int((run / "stamper.pid").read_text())
+        pid, ticks = map(int, (run / "stamper.pid").read_text().split())
         assert any((run / "logpipes").iterdir())
         assert "hello listening" in herd(root, "logs").stdout
         herd(root, "down", timeout=60)
         assert not (run / "stamper.pid").exists() and not (run / "stamper.sock").exists()
         assert not any((run / "logpipes").iterdir())
-        stat = Path(f"/proc/{pid}/stat")
-        assert not stat.exists() or stat.read_text().rpartition(")")[2].split()[0] in ("Z", "X")
+        assert not procfs.alive(pid, ticks), "stop returns once the stamper's process has ended"
         left = subprocess.run(["pgrep", "-f", str(run)], capture_output=True, text=True).stdout
         assert left.split() == [], "no process of the home is left"
     finally:
