@@ -206,9 +206,13 @@ class Stamper:
             os.close(fd)  # with this stamper's adoption); a reused id has a new FIFO, read too
             return
         stream = Stream(instance, fd, log)
+        try:
+            self.poll.register(fd, select.EPOLLIN | select.EPOLLHUP)
+        except OSError:
+            os.close(stream.log)  # nothing kept: the caller still owns ``fd``
+            raise
         self.streams[fd] = stream
         self.by_node[stream.node] = stream
-        self.poll.register(fd, select.EPOLLIN | select.EPOLLHUP)
         if remember and self.index_fd is not None:  # before the ack: a handed-over FIFO is known
             _write_all(self.index_fd, os.fsencode(instance) + b"\0" + os.fsencode(log) + b"\0")
         self.drain(stream)  # what waited in the pipe, or the EOF of an instance that is gone
