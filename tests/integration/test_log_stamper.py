@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import httpx
 import pytest
 
 from herdsman import logs
-from herdsman.drivers import procfs
+from herdsman.drivers import procfs, stamper
 from herdsman.drivers.base import InstanceSpec
 from herdsman.drivers.process import ProcessDriver
 from herdsman.image.bake import bake, image_store
@@ -275,3 +276,29 @@ def test_a_killed_stamper_is_started_again_by_the_drivers_listing(driver: Proces
     wait_for(lambda: len(_log(driver, "counter").splitlines()) > written + 20, 60)
     numbers = [int(line.text) for line in logs.history(driver.logs, ["counter"])]
     assert numbers[: written + 20] == list(range(written + 20)), "the lines written meanwhile arrived"
+
+
+def test_a_second_stamper_waits_for_the_first_to_end(driver: ProcessDriver) -> None:
+    """The run lock: a second stamper started while one runs (or shuts down) adopts nothing and
+    binds nothing until the first has exited; then it takes over the FIFOs."""
+    asyncio.run(driver.start(_spec(driver, "counter", COUNTER)))
+    wait_for(lambda: len(_log(driver, "counter").splitlines()) >= 5, 60)
+    first = driver.stamping.running()
+    assert first is not None
+    run = str(driver.home / "run")
+    launcher = subprocess.Popen([sys.executable, "-S", "-P", stamper.__file__, run, "30"])
+    assert launcher.wait(timeout=60) == 0
+    homes = lambda: subprocess.run(["pgrep", "-f", run], capture_output=True, text=True).stdout.split()  # noqa: E731
+    wait_for(lambda: len(homes()) == 2, 60)  # the second stamper runs
+    stamping = driver.stamping
+    for _ in range(20):  # it waits on the lock: the first keeps answering and keeps its pid file
+        assert stamping.running() == first and stamping.ping()
+        time.sleep(0.05)
+    assert len(homes()) == 2
+    stamping.stop()
+    assert not procfs.alive(*first)
+    wait_for(lambda: stamping.running() not in (None, first) and stamping.ping(), 60)
+    written = len(_log(driver, "counter").splitlines())
+    wait_for(lambda: len(_log(driver, "counter").splitlines()) > written + 20, 60)
+    numbers = [int(line.text) for line in logs.history(driver.logs, ["counter"])]
+    assert numbers == list(range(len(numbers))), "no line lost, none twice"
