@@ -187,7 +187,9 @@ class Stamping:
         """Stop the stamper (it writes what is in the pipes first) and wait for its process to end;
         SIGKILL after ``wait`` seconds. Says whether one ran."""
         found = self.running()
-        if found is None:
+        if found is None:  # none, or one of an older version (its pid file holds no ticks)
+            with contextlib.suppress(OSError):
+                return self._call(b"stop", timeout=2.0) == b"ok"
             return False
         pid, ticks = found
         try:
