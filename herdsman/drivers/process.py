@@ -251,6 +251,7 @@ class ProcessDriver(BlockingDriver):
 
     # state ------------------------------------------------------------------------------------
     def list_now(self, labels: Mapping[str, str] | None = None) -> States:
+        self.stamping.revive()  # a crashed stamper started again (cheap: a pid check)
         wanted = dict(labels or {})
         states = []
         for record in self._records():

@@ -17,7 +17,22 @@ index still under logpipes/: what the instances wrote meanwhile waited in the pi
 
 With no FIFO to read and no caller for IDLE_EXIT seconds it exits: the next start starts it
 again, and a home whose instances all ended without `herd down` (a crash, a test) keeps no
-process. Control messages (one datagram each, answered `ok` or `error ...`): `ping`; `stop`;
+process.
+
+Robustness: the stamper holds an exclusive flock on `RUN_DIR/stamper.run.lock` for its whole
+life, taken before it adopts anything, so two stampers never read the same FIFOs or write the same
+index (a second one waits there until the first has exited). Its pid file holds its pid AND its
+start ticks, and is removed last. An error while handling one event (an index entry whose log
+directory is gone, EMFILE on accept, a full disk) is written to stderr (`logs/stamper.log`) and
+never ends the loop; an entry whose log cannot be opened is stamped into
+`logs/orphaned/ID.log` (else read into nothing) so its instance never blocks.
+
+What is lost: a SIGKILL loses only the partial line (up to PARTIAL_CAP bytes) held in memory, as
+every read is written at once; the rest waits in the pipes for the next stamper. A shutdown (`stop`,
+SIGTERM, idle exit) writes the partial line of a still-running instance as a line of its own: the
+next stamper writes the rest of it as a second line.
+
+Control messages (one datagram each, answered `ok` or `error ...`): `ping`; `stop`;
 `hand\\0ID\\0LOGPATH` with the FIFO's read fd attached.
 """
 
@@ -25,6 +40,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import resource
 import select
@@ -54,6 +70,8 @@ class Stream:
         self.path = log
         self.log = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
         self.partial = b""
+        st = os.fstat(fd)
+        self.node = (st.st_dev, st.st_ino)  # the FIFO itself: an id can be reused, an open inode not
 
     def feed(self, data: bytes, now: float) -> None:
         data = self.partial + data
@@ -102,12 +120,14 @@ class Stamper:
         self.pipes = os.path.join(run, "logpipes")
         self.sock_path = os.path.join(run, "stamper.sock")
         self.pid_path = os.path.join(run, "stamper.pid")
+        self.run_lock_path = os.path.join(run, "stamper.run.lock")
+        self.orphaned = os.path.join(os.path.dirname(os.path.abspath(run)), "logs", "orphaned")
         self.index_path = os.path.join(self.pipes, ".index")  # "ID\0LOG\0" per FIFO handed over
         self.index_fd: int | None = None
         self.dead = 0  # entries of the index whose instance is gone
         self.poll = select.epoll()
         self.streams: dict[int, Stream] = {}  # by read fd
-        self.by_id: dict[str, Stream] = {}
+        self.by_node: dict[tuple[int, int], Stream] = {}
         self.conns: dict[int, socket.socket] = {}
         self.stopping = False
         os.makedirs(self.pipes, mode=0o700, exist_ok=True)
@@ -117,7 +137,9 @@ class Stamper:
     # streams ----------------------------------------------------------------------------------
     def adopt_all(self) -> None:
         """Every FIFO left under logpipes/ by a stamper that died, reopened and read: those in the
-        index (handed over before); one not in it belongs to a start that hands it over itself."""
+        index (handed over before); one not in it belongs to a start that hands it over itself.
+        Each entry on its own: one that fails (its log directory removed, the project moved) is
+        reported and read into a fallback log, never the end of the stamper."""
         entries = self.read_index()
         adopted = []
         for name in sorted(os.listdir(self.pipes)):
@@ -127,24 +149,46 @@ class Stamper:
             path = os.path.join(self.pipes, name)
             try:
                 adopted.append((name, open_fifo(path), log))
-            except OSError:
+            except OSError as exc:
+                _report(f"{path}: {exc}")
                 _unlink(path)
-        self.write_index({name: log for name, _fd, log in adopted})
+        try:
+            self.write_index({name: log for name, _fd, log in adopted})
+        except OSError as exc:
+            _report(f"{self.index_path}: {exc}")
         for name, fd, log in adopted:
-            self.add(name, fd, log, remember=False)
+            try:
+                self.add(name, fd, log, remember=False)
+            except OSError as exc:
+                _report(f"{name}: {log}: {exc}; its output goes to {self.orphaned}")
+                self.add_orphan(name, fd)
+
+    def add_orphan(self, name: str, fd: int) -> None:
+        """An adopted FIFO whose log cannot be opened: stamped into logs/orphaned/NAME.log, else
+        read into /dev/null (an unread pipe would block its instance)."""
+        for log in (os.path.join(self.orphaned, name + ".log"), os.devnull):
+            try:
+                os.makedirs(os.path.dirname(log), exist_ok=True)
+                self.add(name, fd, log, remember=False)
+                return
+            except OSError as exc:
+                _report(f"{log}: {exc}")
+        os.close(fd)
 
     def read_index(self) -> dict[str, str]:
         try:
             with open(self.index_path, "rb") as index:
                 parts = index.read().split(b"\0")
-        except FileNotFoundError:
+        except OSError as exc:
+            if exc.errno != errno.ENOENT:
+                _report(f"{self.index_path}: {exc}")
             return {}
-        return {parts[i].decode(): os.fsdecode(parts[i + 1]) for i in range(0, len(parts) - 1, 2)}
+        return {os.fsdecode(parts[i]): os.fsdecode(parts[i + 1]) for i in range(0, len(parts) - 1, 2)}
 
     def write_index(self, entries: dict[str, str]) -> None:
         """The index rewritten with ``entries`` only (at start, and once most entries are of gone
         instances)."""
-        data = b"".join(name.encode() + b"\0" + os.fsencode(log) + b"\0" for name, log in entries.items())
+        data = b"".join(os.fsencode(name) + b"\0" + os.fsencode(log) + b"\0" for name, log in entries.items())
         with open(self.index_path + ".new", "wb") as out:
             out.write(data)
         os.replace(self.index_path + ".new", self.index_path)
@@ -154,20 +198,23 @@ class Stamper:
         self.dead = 0
 
     def add(self, instance: str, fd: int, log: str, *, remember: bool = True) -> None:
-        if instance in self.by_id:  # already adopted (a start raced with this stamper's own)
-            os.close(fd)
-            return
+        """Read ``fd`` (the FIFO of ``instance``) into ``log``. Raises OSError with ``fd`` still
+        open when the log cannot be opened."""
         os.set_blocking(fd, False)
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) in self.by_node:  # this very FIFO is read already (a start raced
+            os.close(fd)  # with this stamper's adoption); a reused id has a new FIFO, read too
+            return
+        stream = Stream(instance, fd, log)
         try:
-            stream = Stream(instance, fd, log)
+            self.poll.register(fd, select.EPOLLIN | select.EPOLLHUP)
         except OSError:
-            os.close(fd)
+            os.close(stream.log)  # nothing kept: the caller still owns ``fd``
             raise
         self.streams[fd] = stream
-        self.by_id[instance] = stream
-        self.poll.register(fd, select.EPOLLIN | select.EPOLLHUP)
+        self.by_node[stream.node] = stream
         if remember and self.index_fd is not None:  # before the ack: a handed-over FIFO is known
-            _write_all(self.index_fd, instance.encode() + b"\0" + os.fsencode(log) + b"\0")
+            _write_all(self.index_fd, os.fsencode(instance) + b"\0" + os.fsencode(log) + b"\0")
         self.drain(stream)  # what waited in the pipe, or the EOF of an instance that is gone
 
     def drain(self, stream: Stream) -> None:
@@ -185,22 +232,32 @@ class Stamper:
             try:
                 stream.feed(data, time.time())
             except OSError as exc:  # the log cannot be written (a full disk): the instance must not block
-                print(f"stamper: {stream.path}: {exc}", file=sys.stderr, flush=True)
+                _report(f"{stream.path}: {exc}")
             if len(data) < READ_SIZE:
                 return
 
     def finish(self, stream: Stream) -> None:
-        self.poll.unregister(stream.fd)
+        with contextlib.suppress(OSError):
+            self.poll.unregister(stream.fd)
         del self.streams[stream.fd]
-        del self.by_id[stream.instance]
+        del self.by_node[stream.node]
         try:
             stream.close(time.time())
         except OSError as exc:
-            print(f"stamper: {stream.path}: {exc}", file=sys.stderr, flush=True)
-        _unlink(os.path.join(self.pipes, stream.instance))
+            _report(f"{stream.path}: {exc}")
+        path = os.path.join(self.pipes, stream.instance)
+        try:  # only the FIFO this stream read: a reused id may have a new one there already
+            st = os.stat(path)
+            if (st.st_dev, st.st_ino) == stream.node:
+                _unlink(path)
+        except OSError:
+            pass
         self.dead += 1
-        if self.dead > 1000 and self.dead > len(self.by_id):
-            self.write_index({s.instance: s.path for s in self.by_id.values()})
+        if self.dead > 1000 and self.dead > len(self.by_node):
+            try:
+                self.write_index({s.instance: s.path for s in self.by_node.values()})
+            except OSError as exc:
+                _report(f"{self.index_path}: {exc}")
 
     # control ----------------------------------------------------------------------------------
     def accept(self) -> None:
@@ -209,9 +266,20 @@ class Stamper:
                 conn, _ = self.listener.accept()
             except BlockingIOError:
                 return
-            conn.setblocking(False)
+            except OSError as exc:  # EMFILE, ECONNABORTED: this caller's reset -> ensure path runs
+                _report(f"accept: {exc}")
+                return
+            if self.stopping:  # closed without a reply: the caller starts the next stamper
+                conn.close()
+                continue
+            try:
+                conn.setblocking(False)
+                self.poll.register(conn.fileno(), select.EPOLLIN)
+            except OSError as exc:
+                _report(f"accept: {exc}")
+                conn.close()
+                continue
             self.conns[conn.fileno()] = conn
-            self.poll.register(conn.fileno(), select.EPOLLIN)
 
     def serve(self, conn: socket.socket) -> None:
         try:
@@ -221,7 +289,8 @@ class Stamper:
         except OSError:
             message, fds = b"", []
         if not message:
-            self.poll.unregister(conn.fileno())
+            with contextlib.suppress(OSError):
+                self.poll.unregister(conn.fileno())
             del self.conns[conn.fileno()]
             conn.close()
             for fd in fds:
@@ -235,8 +304,8 @@ class Stamper:
                 self.stopping = True
                 reply = b"ok"
             elif parts[0] == b"hand" and len(parts) == 3 and len(fds) == 1:
-                fd = fds.pop()
-                self.add(parts[1].decode(), fd, os.fsdecode(parts[2]))
+                self.add(os.fsdecode(parts[1]), fds[0], os.fsdecode(parts[2]))
+                fds.pop()  # read now (or closed as a duplicate): no longer ours to close
                 reply = b"ok"
             else:
                 reply = b"error unknown request"
@@ -249,6 +318,8 @@ class Stamper:
 
     # loop -------------------------------------------------------------------------------------
     def run(self) -> None:
+        run_lock = os.open(self.run_lock_path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fcntl.flock(run_lock, fcntl.LOCK_EX)  # held until the process ends: one stamper at a time
         self.adopt_all()
         _unlink(self.sock_path)
         old = os.umask(0o077)
@@ -257,29 +328,23 @@ class Stamper:
         self.listener.listen(64)
         self.poll.register(self.listener.fileno(), select.EPOLLIN)
         with open(self.pid_path + ".new", "w") as out:
-            out.write(str(os.getpid()))
+            out.write(f"{os.getpid()} {_start_ticks()}")
         os.replace(self.pid_path + ".new", self.pid_path)
         wake_read, wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(wake_write)  # SIGTERM ends the wait at once, not at the next probe
         signal.signal(signal.SIGTERM, lambda *_: setattr(self, "stopping", True))
         self.poll.register(wake_read, select.EPOLLIN)
         probed = busy = time.monotonic()
-        listener = self.listener.fileno()
         while not self.stopping:
             try:
                 events = self.poll.poll(min(PROBE_EVERY, self.idle_exit))
             except InterruptedError:
                 continue
             for fd, _mask in events:
-                if fd == listener:
-                    self.accept()
-                elif fd in self.conns:
-                    self.serve(self.conns[fd])
-                elif fd in self.streams:
-                    self.drain(self.streams[fd])
-                elif fd == wake_read:
-                    with contextlib.suppress(OSError):
-                        os.read(wake_read, 64)
+                try:
+                    self.handle(fd, wake_read)
+                except OSError as exc:  # one event's failure, never the end of the loop
+                    _report(f"fd {fd}: {exc}")
             now = time.monotonic()
             if self.streams or self.conns or events:
                 busy = now
@@ -288,26 +353,59 @@ class Stamper:
             if now - probed >= PROBE_EVERY:
                 probed = now
                 for stream in list(self.streams.values()):
-                    self.drain(stream)
+                    try:
+                        self.drain(stream)
+                    except OSError as exc:
+                        _report(f"{stream.path}: {exc}")
         self.shutdown()
 
+    def handle(self, fd: int, wake_read: int) -> None:
+        if fd == self.listener.fileno():
+            self.accept()
+        elif fd in self.conns:
+            self.serve(self.conns[fd])
+        elif fd in self.streams:
+            self.drain(self.streams[fd])
+        elif fd == wake_read:
+            with contextlib.suppress(OSError):
+                os.read(wake_read, 64)
+
     def shutdown(self) -> None:
-        """Stop: what is in the pipes is read, partial lines written; FIFOs whose instances still
-        run stay for the next stamper."""
-        with contextlib.suppress(OSError, ValueError), open(self.pid_path) as pid:
-            if int(pid.read()) == os.getpid():
-                _unlink(self.pid_path)
-                _unlink(self.sock_path)
+        """Stop: callers are refused (they start the next stamper, which waits for the run lock),
+        what is in the pipes is read, partial lines written; FIFOs whose instances still run stay
+        for the next stamper. The pid file goes last: while it names this process, it runs."""
+        self.stopping = True
+        with contextlib.suppress(OSError):
+            self.listener.close()  # connections not yet accepted are reset
+        for conn in self.conns.values():
+            conn.close()
+        self.conns.clear()
+        mine = _read_pid(self.pid_path) == os.getpid()
+        if mine:
+            _unlink(self.sock_path)
         for stream in list(self.streams.values()):
-            self.drain(stream)
+            try:
+                self.drain(stream)
+            except OSError as exc:
+                _report(f"{stream.path}: {exc}")
         left = {s.instance: s.path for s in self.streams.values()}
         for stream in self.streams.values():
             with contextlib.suppress(OSError):
                 stream.close(time.time())
-        if left:
-            self.write_index(left)  # the next stamper's
-        else:
-            _unlink(self.index_path)
+        try:
+            if left:
+                self.write_index(left)  # the next stamper's
+            else:
+                _unlink(self.index_path)
+        except OSError as exc:
+            _report(f"{self.index_path}: {exc}")
+        if mine:
+            _unlink(self.pid_path)
+
+
+def _report(message: str) -> None:
+    with contextlib.suppress(OSError, ValueError):
+        print(f"stamper: {message}", file=sys.stderr, flush=True)
 
 
 def _unlink(path: str) -> None:
@@ -315,7 +413,21 @@ def _unlink(path: str) -> None:
         os.unlink(path)
     except OSError as exc:
         if exc.errno != errno.ENOENT:
-            raise
+            _report(f"{path}: {exc}")
+
+
+def _start_ticks() -> int:
+    """This process's start time in clock ticks since boot (field 22 of /proc/self/stat)."""
+    with open("/proc/self/stat", "rb") as stat:
+        return int(stat.read().rpartition(b")")[2].split()[19])
+
+
+def _read_pid(path: str) -> int | None:
+    try:
+        with open(path) as pid:
+            return int(pid.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def main(argv: list[str]) -> int:

@@ -3,15 +3,19 @@
 An instance's stdout and stderr are a FIFO, `.herd/run/logpipes/ID` (mode 0600). The driver
 opens the FIFO for reading first (so nothing written is lost), then read-write for the instance:
 an instance that holds its output FIFO read-write is a reader itself, so its writes never meet
-EPIPE or SIGPIPE, even while no stamper runs. At worst they block once the pipe is full, which
-is why the pipe is raised to PIPE_SIZE (1 MiB, best effort: F_SETPIPE_SZ fails past the user's
-pipe-user-pages quota, and the pipe keeps 64 KiB). After the start the read end goes to the
+EPIPE or SIGPIPE, even while no stamper runs. At worst they block once the pipe is full (the
+kernel's default, 64 KiB: not enlarged, as 1 MiB pipes exhaust a non-root user's pipe quota,
+pipe-user-pages-soft, after ~63 instances, and the kernel then gives that user's new pipes 8 KiB).
+After the start the read end goes to the
 stamper over its socket (SCM_RIGHTS) with the log file's path, which the stamper adds to its index
 (`logpipes/.index`) before it answers. The FIFO is the one file a start creates here: creating a
 file costs ~1 ms of CPU on this machine's ext4, so no symlink beside it names the log file.
 
 The stamper is started on demand (like the router: ask, else start and wait for its socket) and
-stopped by `herd down` once no instance of the home is left (`release_stamper`).
+stopped by `herd down` once no instance of the home is left (`release_stamper`). Between starts
+the driver's listing (the agent's every pass) calls `revive`: FIFOs under logpipes/ and no live
+stamper (a pid check, no socket round trip) start one again, so a crashed stamper is not left
+down until the next start. Its pid file holds "PID TICKS": a reused pid is not it.
 """
 
 from __future__ import annotations
@@ -27,10 +31,10 @@ import threading
 import time
 from pathlib import Path
 
-from herdsman.drivers import stamper
+from herdsman.drivers import procfs, stamper
 from herdsman.errors import DriverError
 
-PIPE_SIZE = 1 << 20
+REVIVE_AGAIN = 60.0  # seconds before a listing tries again to start a stamper that would not start
 START_WAIT = 30.0  # seconds for a new stamper to answer on a loaded machine
 CALL_TIMEOUT = 10.0
 
@@ -46,6 +50,7 @@ class Stamping:
         self.log = home / "logs" / "stamper.log"
         self.records = run / "instances"
         self._start_lock = threading.Lock()
+        self._revive_failed = 0.0  # monotonic time of the last failed revive (retried after REVIVE_AGAIN)
         self.idle_exit = stamper.IDLE_EXIT  # what a stamper this starts waits idle before it exits
 
     # an instance's output ---------------------------------------------------------------------
@@ -58,8 +63,6 @@ class Stamping:
         os.mkfifo(fifo, 0o600)
         read_end = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
         write_end = os.open(fifo, os.O_RDWR)
-        with contextlib.suppress(OSError):
-            fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
         return read_end, write_end
 
     def discard(self, instance_id: str) -> None:
@@ -72,7 +75,7 @@ class Stamping:
         try:
             reply = self._call(message, [read_end])
         except OSError:
-            self.ensure()
+            self.ensure()  # raises DriverError, never OSError: the caller then ends the child
             try:
                 reply = self._call(message, [read_end])
             except OSError as exc:
@@ -89,15 +92,19 @@ class Stamping:
             time.sleep(0.01)
 
     # the stamper process ----------------------------------------------------------------------
-    def pid(self) -> int | None:
-        """The running stamper's pid, from its pid file and /proc (a reused pid is not it)."""
+    def running(self) -> tuple[int, int] | None:
+        """The running stamper's (pid, start ticks), from its pid file and /proc."""
         try:
-            pid = int(self.pid_file.read_text())
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-            state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
-        except (OSError, ValueError, IndexError):
+            pid_text, ticks_text = self.pid_file.read_text().split()
+            pid, ticks = int(pid_text), int(ticks_text)
+        except (OSError, ValueError):
             return None
-        return pid if b"stamper.py" in cmdline and state not in ("Z", "X") else None
+        return (pid, ticks) if procfs.alive(pid, ticks) else None
+
+    def pid(self) -> int | None:
+        """The running stamper's pid (a reused pid is not it)."""
+        found = self.running()
+        return found[0] if found else None
 
     def ping(self) -> bool:
         try:
@@ -105,19 +112,57 @@ class Stamping:
         except OSError:
             return False
 
+    def revive(self) -> None:
+        """Cheap, for every listing: start the stamper again when FIFOs wait under logpipes/ and
+        none runs (a pid check; no socket round trip while its process lives). A stamper that
+        would not start is tried again after REVIVE_AGAIN seconds, reported on stamper.log."""
+        if self.running() is not None or time.monotonic() - self._revive_failed < REVIVE_AGAIN:
+            return
+        try:
+            with os.scandir(self.pipes) as entries:
+                if not any(not entry.name.startswith(".") for entry in entries):
+                    return
+        except OSError:
+            return
+        try:
+            self.ensure()
+        except DriverError:
+            self._revive_failed = time.monotonic()
+
     def ensure(self) -> None:
-        """The stamper of this home, started (detached) if it does not answer."""
+        """The stamper of this home, started (detached) if it does not answer. Any OSError (the
+        lock, a directory, Popen) is a DriverError."""
+        try:
+            self._ensure()
+        except OSError as exc:
+            raise DriverError(
+                f"cannot start the log stamper: {exc}",
+                hint=f"check {self.run} (disk space, processes); see {self.log}",
+            ) from exc
+
+    def _ensure(self) -> None:
         with self._start_lock:
             self.run.mkdir(parents=True, exist_ok=True)
             with self.lock_file.open("a") as lock:
                 fcntl.flock(lock, fcntl.LOCK_EX)
                 if self.ping():
                     return
-                stale = self.pid()
-                if stale is not None:  # alive but not answering: one reader per FIFO, so it goes
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(stale, signal.SIGKILL)
+                stale = self.running()
+                if stale is not None:  # alive but not answering: shutting down, or hung
+                    self._wait_gone(*stale, 5.0)
                 self._start()
+
+    def _wait_gone(self, pid: int, ticks: int, wait: float) -> None:
+        """Wait up to ``wait`` seconds for the stamper to end, then SIGKILL it (one reader per FIFO)."""
+        deadline = time.monotonic() + wait
+        while procfs.alive(pid, ticks) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if procfs.alive(pid, ticks):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            deadline = time.monotonic() + wait
+            while procfs.alive(pid, ticks) and time.monotonic() < deadline:
+                time.sleep(0.02)
 
     def _start(self) -> None:
         self.log.parent.mkdir(parents=True, exist_ok=True)
@@ -139,22 +184,20 @@ class Stamping:
         raise DriverError(f"the log stamper did not come up within {START_WAIT:g}s", hint=f"see {self.log}")
 
     def stop(self, wait: float = 5.0) -> bool:
-        """Stop the stamper (it writes what is in the pipes first); SIGKILL after ``wait`` seconds.
-        Says whether one ran."""
-        pid = self.pid()
-        if pid is None:
+        """Stop the stamper (it writes what is in the pipes first) and wait for its process to end;
+        SIGKILL after ``wait`` seconds. Says whether one ran."""
+        found = self.running()
+        if found is None:  # none, or one of an older version (its pid file holds no ticks)
+            with contextlib.suppress(OSError):
+                return self._call(b"stop", timeout=2.0) == b"ok"
             return False
+        pid, ticks = found
         try:
             self._call(b"stop", timeout=2.0)
         except OSError:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + wait
-        while self.pid() == pid and time.monotonic() < deadline:
-            time.sleep(0.02)
-        if self.pid() == pid:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        self._wait_gone(pid, ticks, wait)
         return True
 
     def _call(self, message: bytes, fds: list[int] | None = None, timeout: float = CALL_TIMEOUT) -> bytes:

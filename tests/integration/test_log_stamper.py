@@ -11,6 +11,8 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +20,7 @@ import httpx
 import pytest
 
 from herdsman import logs
-from herdsman.drivers import procfs
+from herdsman.drivers import procfs, stamper
 from herdsman.drivers.base import InstanceSpec
 from herdsman.drivers.process import ProcessDriver
 from herdsman.image.bake import bake, image_store
@@ -207,15 +209,96 @@ def test_herd_down_leaves_no_stamper_and_no_fifo(tmp_path: Path) -> None:
     try:
         herd(root, "deploy")
         run = root / ".herd" / "run"
-        pid = int((run / "stamper.pid").read_text())
+        pid, ticks = map(int, (run / "stamper.pid").read_text().split())
         assert any((run / "logpipes").iterdir())
         assert "hello listening" in herd(root, "logs").stdout
         herd(root, "down", timeout=60)
         assert not (run / "stamper.pid").exists() and not (run / "stamper.sock").exists()
         assert not any((run / "logpipes").iterdir())
-        stat = Path(f"/proc/{pid}/stat")
-        assert not stat.exists() or stat.read_text().rpartition(")")[2].split()[0] in ("Z", "X")
+        assert not procfs.alive(pid, ticks), "stop returns once the stamper's process has ended"
         left = subprocess.run(["pgrep", "-f", str(run)], capture_output=True, text=True).stdout
         assert left.split() == [], "no process of the home is left"
     finally:
         stop_project(root)
+
+
+def test_an_index_entry_whose_log_dir_is_gone_does_not_stop_the_next_start(
+    driver: ProcessDriver, tmp_path: Path
+) -> None:
+    """Left by a stamper that died: FIFOs whose log directory was removed (`herd preview rm`, a
+    moved project), one with a name that is not UTF-8. The next start works, and their output is
+    read into logs/orphaned/ (their instances never block)."""
+    pipes = driver.home / "run" / "logpipes"
+    pipes.mkdir(parents=True)
+    gone = tmp_path / "gone"
+    writers = []
+    for name in (b"ghost", b"bad\xff"):
+        path = os.path.join(os.fsencode(pipes), name)
+        os.mkfifo(path, 0o600)
+        writer = os.open(path, os.O_RDWR)  # the instance's end
+        os.write(writer, name + b" line\n")
+        writers.append(writer)
+    index = b"".join(n + b"\0" + os.fsencode(gone / "x.log") + b"\0" for n in (b"ghost", b"bad\xff"))
+    (pipes / ".index").write_bytes(index)
+
+    asyncio.run(driver.start(_spec(driver, "next", "print('second')")))
+    wait_for(lambda: "second" in _log(driver, "next"), 60)
+    orphaned = driver.logs / "orphaned" / "ghost.log"
+    wait_for(lambda: orphaned.exists() and "ghost line" in orphaned.read_text(), 60)
+    bad = os.path.join(os.fsencode(driver.logs / "orphaned"), b"bad\xff.log")
+    wait_for(lambda: os.path.exists(bad) and b"bad\xff line" in Path(os.fsdecode(bad)).read_bytes(), 60)
+    reported = (driver.logs / "stamper.log").read_text()
+    assert f"ghost: {gone / 'x.log'}" in reported, "the failure is reported, naming the log"
+
+    blocked = threading.Thread(target=os.write, args=(writers[0], b"x" * 300_000), daemon=True)
+    blocked.start()  # more than a pipe holds: returns only because the stamper reads it
+    blocked.join(timeout=60)
+    assert not blocked.is_alive(), "the orphaned FIFO is drained"
+    for writer in writers:
+        os.close(writer)
+    wait_for(lambda: not (pipes / "ghost").exists(), 60)
+
+
+def test_a_killed_stamper_is_started_again_by_the_drivers_listing(driver: ProcessDriver) -> None:
+    """No start needed: the listing the agent does every pass brings a crashed stamper back, and
+    what the instance wrote meanwhile reaches its log."""
+    asyncio.run(driver.start(_spec(driver, "counter", COUNTER)))
+    wait_for(lambda: len(_log(driver, "counter").splitlines()) >= 5, 60)
+    pid = driver.stamping.pid()
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: driver.stamping.pid() is None, 30)
+    written = len(_log(driver, "counter").splitlines())
+
+    assert [s.id for s in driver.list_now()] == ["counter"]
+    revived = driver.stamping.pid()
+    assert revived is not None and revived != pid
+    wait_for(lambda: len(_log(driver, "counter").splitlines()) > written + 20, 60)
+    numbers = [int(line.text) for line in logs.history(driver.logs, ["counter"])]
+    assert numbers[: written + 20] == list(range(written + 20)), "the lines written meanwhile arrived"
+
+
+def test_a_second_stamper_waits_for_the_first_to_end(driver: ProcessDriver) -> None:
+    """The run lock: a second stamper started while one runs (or shuts down) adopts nothing and
+    binds nothing until the first has exited; then it takes over the FIFOs."""
+    asyncio.run(driver.start(_spec(driver, "counter", COUNTER)))
+    wait_for(lambda: len(_log(driver, "counter").splitlines()) >= 5, 60)
+    first = driver.stamping.running()
+    assert first is not None
+    run = str(driver.home / "run")
+    launcher = subprocess.Popen([sys.executable, "-S", "-P", stamper.__file__, run, "30"])
+    assert launcher.wait(timeout=60) == 0
+    homes = lambda: subprocess.run(["pgrep", "-f", run], capture_output=True, text=True).stdout.split()  # noqa: E731
+    wait_for(lambda: len(homes()) == 2, 60)  # the second stamper runs
+    stamping = driver.stamping
+    for _ in range(20):  # it waits on the lock: the first keeps answering and keeps its pid file
+        assert stamping.running() == first and stamping.ping()
+        time.sleep(0.05)
+    assert len(homes()) == 2
+    stamping.stop()
+    assert not procfs.alive(*first)
+    wait_for(lambda: stamping.running() not in (None, first) and stamping.ping(), 60)
+    written = len(_log(driver, "counter").splitlines())
+    wait_for(lambda: len(_log(driver, "counter").splitlines()) > written + 20, 60)
+    numbers = [int(line.text) for line in logs.history(driver.logs, ["counter"])]
+    assert numbers == list(range(len(numbers))), "no line lost, none twice"

@@ -25,3 +25,33 @@ def test_lines_wait_for_their_newline_and_a_long_one_is_cut(tmp_path: Path) -> N
     assert [line.text for line in lines] == ["one", "two", "x" * stamper.PARTIAL_CAP, "x" * 10 + "y"]
     assert [line.at for line in lines] == [1.5, 2.25, 3.0, 4.0]
     assert stamper.stamp(1.5) == b"1970-01-01T00:00:01.500000Z "
+
+
+def test_a_reused_id_gets_its_own_stream_and_the_old_eof_leaves_the_new_fifo(tmp_path: Path) -> None:
+    """Migrate ids are fixed: a new FIFO under the id of a stream still open is read too (keyed on
+    the FIFO's inode, not the id), and the old stream's EOF removes only its own FIFO."""
+    run = tmp_path / "run"
+    stamping = stamper.Stamper(str(run))
+    fifo = run / "logpipes" / "x"
+    ends = []
+    for n in (1, 2):
+        fifo.unlink(missing_ok=True)
+        os.mkfifo(fifo, 0o600)
+        writer = os.open(fifo, os.O_RDWR)
+        reader = stamper.open_fifo(str(fifo))
+        stamping.add("x", reader, str(tmp_path / f"{n}.log"), remember=False)
+        ends.append((reader, writer))
+    assert len(stamping.streams) == 2
+    stamping.add("x", os.dup(ends[1][0]), str(tmp_path / "3.log"), remember=False)
+    assert len(stamping.streams) == 2, "the very same FIFO handed again is not read twice"
+
+    os.write(ends[1][1], b"new\n")
+    stamping.drain(stamping.streams[ends[1][0]])
+    os.close(ends[0][1])  # the old instance is gone: EOF of the old stream
+    stamping.drain(stamping.streams[ends[0][0]])
+    assert list(stamping.streams) == [ends[1][0]]
+    assert fifo.is_fifo(), "the new FIFO stays"
+    assert (tmp_path / "2.log").read_text().endswith(" new\n")
+    os.close(ends[1][1])
+    stamping.drain(stamping.streams[ends[1][0]])
+    assert not fifo.exists() and stamping.streams == {}
