@@ -147,10 +147,14 @@ def judge(canary: Window, baseline: Window, rules: Rules, *, look: int = 1) -> V
                     f"< {level:.2g})",
                     numbers,
                 )
+    if not sum(canary.latency) and not sum(baseline.latency):
+        latency = "latency not judged: the router keeps no latency histograms (HAProxy)"
+    else:
+        mine, theirs = numbers.get("canary_p50_ms", 0), numbers.get("baseline_p50_ms", 0)
+        latency = f"p50 {mine:g} ms (baseline {theirs:g} ms)"
     return Verdict(
         "pass",
-        f"error rate {canary.error_rate:.2%} (baseline {baseline.error_rate:.2%}), "
-        f"p50 {numbers.get('canary_p50_ms', 0):g} ms (baseline {numbers.get('baseline_p50_ms', 0):g} ms)",
+        f"error rate {canary.error_rate:.2%} (baseline {baseline.error_rate:.2%}), {latency}",
         numbers,
     )
 

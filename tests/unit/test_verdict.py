@@ -181,3 +181,16 @@ def test_more_canary_errors_never_weaken_the_evidence(nc: int, nb: int, ec: int,
         Window(nc, ec + 1, flat, LATENCY_BOUNDS_MS), Window(nb, eb, flat, LATENCY_BOUNDS_MS), 0.01
     )
     assert more >= less
+
+
+def test_behind_a_router_without_histograms_the_verdict_says_latency_was_not_judged() -> None:
+    """HAProxy gives counts but no latency histograms: errors are judged, latency is said not to be."""
+    nothing = tuple(empty())
+    canary = Window(400, 1, nothing, LATENCY_BOUNDS_MS)
+    baseline = Window(400, 1, nothing, LATENCY_BOUNDS_MS)
+    verdict = judge(canary, baseline, RULES)
+    assert verdict.outcome == "pass" and "latency not judged" in verdict.reason
+    failing = judge(Window(400, 80, nothing, LATENCY_BOUNDS_MS), baseline, RULES)
+    assert failing.outcome == "fail" and "error rate" in failing.reason
+    timed = judge(simulate(random.Random(3), 400, median_s=0.01, error_rate=0), baseline, RULES)
+    assert "not judged" not in timed.reason
