@@ -70,7 +70,12 @@ def get_json(home: Path, env: str, path: str, *, timeout: float = 60.0) -> Any:
         connection.close()
     if status >= 400:
         raise _refusal(status, body)
-    return json.loads(body)
+    try:
+        return json.loads(body)
+    except ValueError:
+        raise HerdError(
+            f"the agent answered {path} with something that is not JSON", hint="see its log"
+        ) from None
 
 
 class AgentClient:

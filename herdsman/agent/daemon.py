@@ -41,6 +41,7 @@ from herdsman.agent.schemas import Finding, Instance, Status
 from herdsman.agent.server import ensure_token, serve, socket_path
 from herdsman.agent.views import findings_of, instances_of, status_of
 from herdsman.deploy import data
+from herdsman.deploy.pace import in_proportion
 from herdsman.deploy.pidlock import lock_holder
 from herdsman.deploy.plan import effective_policy
 from herdsman.errors import HerdError
@@ -58,7 +59,7 @@ BLOCKING_THREADS = 32  # threads for blocking work (asyncio.to_thread): starts, 
 def sample_pause(backends: int) -> float:
     """Seconds between two samples of the router's counters when it has ``backends`` backends:
     a sample costs the router and the agent in proportion to them (430 KB of JSON at 1,000)."""
-    return SAMPLE_EVERY * max(1.0, backends / SAMPLE_SIZE)
+    return in_proportion(SAMPLE_EVERY, backends, SAMPLE_SIZE)
 
 
 class Agent(Keeper):

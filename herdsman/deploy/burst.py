@@ -26,7 +26,7 @@ import os
 import time
 from typing import Any
 
-from herdsman.deploy.pace import Pace
+from herdsman.deploy.pace import Pace, in_proportion
 from herdsman.deploy.target import Target, listed
 from herdsman.drivers.base import Driver
 from herdsman.errors import DeployError, HerdError
@@ -38,7 +38,7 @@ FLUSH_SIZE = 400  # pools larger than this wait longer, in proportion
 
 def flush_pause(pool_size: int) -> float:
     """Seconds between two pool changes of a burst whose pool has ``pool_size`` backends."""
-    return FLUSH_EVERY * max(1.0, pool_size / FLUSH_SIZE)
+    return in_proportion(FLUSH_EVERY, pool_size, FLUSH_SIZE)
 
 
 def runnable_per_core() -> float:
@@ -187,7 +187,7 @@ class BurstSteps:
 
 
 def _causes(pace: Pace) -> str:
-    """Why the pace slowed down, as " (slow admissions: N, busy CPU: M)"."""
+    """Why the pace slowed down, as " (run queue: N, slow admissions: M)"."""
     names = {"slow": "slow admissions", "busy": "run queue", "failed": "failures"}
     parts = [f"{names[k]}: {n}" for k, n in sorted(pace.reasons.items())]
     return f" ({', '.join(parts)})" if parts else ""

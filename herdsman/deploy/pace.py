@@ -26,6 +26,12 @@ from dataclasses import dataclass, field
 QUICK = 0.05  # seconds: an admission faster than this is never "slow", however fast the best was
 
 
+def in_proportion(pause: float, count: int, size: int) -> float:
+    """``pause`` up to ``size`` things, longer in proportion past it: the pause between two acts
+    that each cost O(count) (a whole pool set, a router's counters read)."""
+    return pause * max(1.0, count / size)
+
+
 @dataclass
 class Pace:
     floor: int = 2
