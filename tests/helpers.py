@@ -353,3 +353,28 @@ def volume_dir(root: Path, volume: str) -> Path:
         )
         return Path(out.stdout.decode().strip())
     return root / ".herd" / "volumes" / volume
+
+
+def autoscaled_hello(root: Path, *, slow: float, max_count: int) -> None:
+    """examples/hello (copied at ``root``) with a `/slow` path answering after ``slow`` seconds and
+    an autoscaler wanting one instance per request in flight, from 1 to ``max_count``, back in
+    after a calm of 3 s."""
+    app = root / "app" / "app.py"
+    path = (
+        '        if self.path == "/slow":\n'
+        f"            time.sleep({slow})\n"
+        '            self.reply(200, "text/plain", "slow\\n")\n'
+        "            return\n"
+    )
+    text = app.read_text().replace(
+        '        if self.path == "/healthz":\n', path + '        if self.path == "/healthz":\n', 1
+    )
+    app.write_text(text.replace("import html\n", "import html\nimport time\n", 1))
+    scale = f"""
+[service.web.scale]
+min = 1
+max = {max_count}
+target_inflight = 1
+scale_in_window = "3s"
+"""
+    (root / "herd.toml").write_text((root / "herd.toml").read_text() + scale)

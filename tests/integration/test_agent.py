@@ -19,6 +19,7 @@ from herdsman.state import StateStore
 from tests.helpers import (
     Load,
     app_pid,
+    autoscaled_hello,
     driver_of,
     herd,
     instances,
@@ -171,29 +172,9 @@ def test_scale_with_and_without_an_agent(project: tuple[Path, int]) -> None:
     assert "scaled to 3" in scale_events and "back to the release's replica count" in scale_events
 
 
-SLOW = """        if self.path == "/slow":
-            time.sleep(0.05)
-            self.reply(200, "text/plain", "slow\\n")
-            return
-"""
-
-SCALE = """
-[service.web.scale]
-min = 1
-max = 4
-target_inflight = 1
-scale_in_window = "3s"
-"""
-
-
 def test_autoscaling_follows_the_load_with_no_failed_request(project: tuple[Path, int]) -> None:
     root, port = project
-    app = root / "app" / "app.py"
-    text = app.read_text().replace(
-        '        if self.path == "/healthz":\n', SLOW + '        if self.path == "/healthz":\n', 1
-    )
-    app.write_text(text.replace("import html\n", "import html\nimport time\n", 1))
-    (root / "herd.toml").write_text((root / "herd.toml").read_text() + SCALE)
+    autoscaled_hello(root, slow=0.05, max_count=4)
     herd(root, "up", "-d")
     with Load(f"http://127.0.0.1:{port}/slow", workers=6) as load:
         wait_for(lambda: len(running(root)) == 4, seconds=30)  # 6 in flight, 1 wanted per instance: max

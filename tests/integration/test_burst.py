@@ -14,7 +14,16 @@ from pathlib import Path
 import pytest
 
 from herdsman.router.client import RouterClient, stop_router
-from tests.helpers import Load, free_port, hello_copy, herd, instances, stop_project, wait_for
+from tests.helpers import (
+    Load,
+    autoscaled_hello,
+    free_port,
+    hello_copy,
+    herd,
+    instances,
+    stop_project,
+    wait_for,
+)
 
 BURST = Path(__file__).resolve().parent.parent.parent / "examples" / "burst"
 BIG = 60
@@ -79,21 +88,6 @@ def test_a_burst_to_60_and_back_to_2_fails_no_request(burst: tuple[Path, int]) -
     assert "scaled to 2" in events
 
 
-SLOW = """        if self.path == "/slow":
-            time.sleep(0.3)
-            self.reply(200, "text/plain", "slow\\n")
-            return
-"""
-
-AUTOSCALE = """
-[service.web.scale]
-min = 1
-max = 14
-target_inflight = 1
-scale_in_window = "3s"
-"""
-
-
 def test_the_autoscaler_reaching_its_max_starts_a_burst_and_fails_no_request(tmp_path: Path) -> None:
     """examples/hello under a load of 16 slow requests (0.3 s each, so that the client keeps all 16
     in flight) at once with one wanted per instance: the
@@ -103,12 +97,7 @@ def test_the_autoscaler_reaching_its_max_starts_a_burst_and_fails_no_request(tmp
     it is given the service back, sees the whole load at once and not a ramp.)"""
     root = tmp_path / "hello"
     port = hello_copy(root)
-    app = root / "app" / "app.py"
-    text = app.read_text().replace(
-        '        if self.path == "/healthz":\n', SLOW + '        if self.path == "/healthz":\n', 1
-    )
-    app.write_text(text.replace("import html\n", "import html\nimport time\n", 1))
-    (root / "herd.toml").write_text((root / "herd.toml").read_text() + AUTOSCALE)
+    autoscaled_hello(root, slow=0.3, max_count=14)
     try:
         herd(root, "up", "-d", timeout=300)
         herd(root, "scale", "web=2")
