@@ -52,7 +52,9 @@ def _stampers(home: Path) -> list[int]:
             cmdline = (entry / "cmdline").read_bytes()
         except OSError:
             continue
-        if os.fsencode(home) in cmdline and (b"sys.stdin.buffer" in cmdline or b"stamper.py" in cmdline):
+        if os.fsencode(home) in cmdline and (
+            b"sys.stdin.buffer" in cmdline or b"stamper.py" in cmdline or b"drivers.stamper" in cmdline
+        ):
             found.append(int(entry.name))
     return found
 

@@ -2,8 +2,9 @@
 
 Why one: a stamper per instance was a second Popen and a Python process (~10 ms of CPU, ~4 MB)
 per start, a quarter of what a start costs in a burst. This one is started once, detached, by the
-process driver (`stamping.py`, the driver's side) and run as `python -S -P THIS_FILE RUN_DIR`:
-standard library only, imported by path, so it needs neither site-packages nor herdsman.
+process driver (`stamping.py`, the driver's side) and run as `python -S -P -c LAUNCH HERDSMAN_ROOT
+RUN_DIR`: no site-packages, only the standard library and three small modules of herdsman
+(`stamper_stream.py`, `procfs.py`), found by the root the driver gives.
 
 Each instance writes its stdout and stderr into a FIFO, `RUN_DIR/logpipes/ID`. The driver hands
 the FIFO's read end and the log file's path over the control socket (`RUN_DIR/stamper.sock`,
@@ -46,71 +47,20 @@ import resource
 import select
 import signal
 import socket
-import sys
 import time
 
-PARTIAL_CAP = 64 * 1024  # a line longer than this is written in pieces
-READ_SIZE = 64 * 1024
+from herdsman.drivers import procfs
+from herdsman.drivers.stamper_stream import (
+    READ_SIZE,
+    Stream,
+    open_fifo,
+    report,
+    unlink,
+    write_all,
+)
+
 PROBE_EVERY = 5.0  # seconds: every FIFO is also read now and then (a safety net for a lost hang-up)
 IDLE_EXIT = 30.0  # seconds with no FIFO and no caller, after which it exits (started again on demand)
-
-
-def stamp(now: float) -> bytes:
-    """The stamp of a line that arrived at ``now``: UTC to the microsecond, then a space."""
-    micros = int(now % 1 * 1e6)
-    return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(now))}.{micros:06d}Z ".encode()
-
-
-class Stream:
-    """One instance's output on its way to its log file: complete lines stamped, a partial held."""
-
-    def __init__(self, instance: str, fd: int, log: str) -> None:
-        self.instance = instance
-        self.fd = fd
-        self.path = log
-        self.log = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
-        self.partial = b""
-        st = os.fstat(fd)
-        self.node = (st.st_dev, st.st_ino)  # the FIFO itself: an id can be reused, an open inode not
-
-    def feed(self, data: bytes, now: float) -> None:
-        data = self.partial + data
-        end = data.rfind(b"\n") + 1
-        self.partial = data[end:]
-        out = []
-        if end:
-            prefix = stamp(now)
-            out = [prefix + line + b"\n" for line in data[: end - 1].split(b"\n")]
-        while len(self.partial) >= PARTIAL_CAP:
-            out.append(stamp(now) + self.partial[:PARTIAL_CAP] + b"\n")
-            self.partial = self.partial[PARTIAL_CAP:]
-        if out:
-            _write_all(self.log, b"".join(out))
-
-    def close(self, now: float) -> None:
-        try:
-            if self.partial:
-                _write_all(self.log, stamp(now) + self.partial + b"\n")
-                self.partial = b""
-        finally:
-            os.close(self.log)
-            os.close(self.fd)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
-def open_fifo(path: str) -> int:
-    """A FIFO's read end, opened so that the kernel reports its hang-up: a reader opened while the
-    pipe already has writers is told of their end only after a writer opened *after* it (Linux
-    counts writer opens), so one is opened and closed at once."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    with contextlib.suppress(OSError):
-        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC))
-    return fd
 
 
 class Stamper:
@@ -150,17 +100,17 @@ class Stamper:
             try:
                 adopted.append((name, open_fifo(path), log))
             except OSError as exc:
-                _report(f"{path}: {exc}")
-                _unlink(path)
+                report(f"{path}: {exc}")
+                unlink(path)
         try:
             self.write_index({name: log for name, _fd, log in adopted})
         except OSError as exc:
-            _report(f"{self.index_path}: {exc}")
+            report(f"{self.index_path}: {exc}")
         for name, fd, log in adopted:
             try:
                 self.add(name, fd, log, remember=False)
             except OSError as exc:
-                _report(f"{name}: {log}: {exc}; its output goes to {self.orphaned}")
+                report(f"{name}: {log}: {exc}; its output goes to {self.orphaned}")
                 self.add_orphan(name, fd)
 
     def add_orphan(self, name: str, fd: int) -> None:
@@ -172,7 +122,7 @@ class Stamper:
                 self.add(name, fd, log, remember=False)
                 return
             except OSError as exc:
-                _report(f"{log}: {exc}")
+                report(f"{log}: {exc}")
         os.close(fd)
 
     def read_index(self) -> dict[str, str]:
@@ -181,7 +131,7 @@ class Stamper:
                 parts = index.read().split(b"\0")
         except OSError as exc:
             if exc.errno != errno.ENOENT:
-                _report(f"{self.index_path}: {exc}")
+                report(f"{self.index_path}: {exc}")
             return {}
         return {os.fsdecode(parts[i]): os.fsdecode(parts[i + 1]) for i in range(0, len(parts) - 1, 2)}
 
@@ -214,7 +164,7 @@ class Stamper:
         self.streams[fd] = stream
         self.by_node[stream.node] = stream
         if remember and self.index_fd is not None:  # before the ack: a handed-over FIFO is known
-            _write_all(self.index_fd, os.fsencode(instance) + b"\0" + os.fsencode(log) + b"\0")
+            write_all(self.index_fd, os.fsencode(instance) + b"\0" + os.fsencode(log) + b"\0")
         self.drain(stream)  # what waited in the pipe, or the EOF of an instance that is gone
 
     def drain(self, stream: Stream) -> None:
@@ -232,7 +182,7 @@ class Stamper:
             try:
                 stream.feed(data, time.time())
             except OSError as exc:  # the log cannot be written (a full disk): the instance must not block
-                _report(f"{stream.path}: {exc}")
+                report(f"{stream.path}: {exc}")
             if len(data) < READ_SIZE:
                 return
 
@@ -244,12 +194,12 @@ class Stamper:
         try:
             stream.close(time.time())
         except OSError as exc:
-            _report(f"{stream.path}: {exc}")
+            report(f"{stream.path}: {exc}")
         path = os.path.join(self.pipes, stream.instance)
         try:  # only the FIFO this stream read: a reused id may have a new one there already
             st = os.stat(path)
             if (st.st_dev, st.st_ino) == stream.node:
-                _unlink(path)
+                unlink(path)
         except OSError:
             pass
         self.dead += 1
@@ -257,7 +207,7 @@ class Stamper:
             try:
                 self.write_index({s.instance: s.path for s in self.by_node.values()})
             except OSError as exc:
-                _report(f"{self.index_path}: {exc}")
+                report(f"{self.index_path}: {exc}")
 
     # control ----------------------------------------------------------------------------------
     def accept(self) -> None:
@@ -267,7 +217,7 @@ class Stamper:
             except BlockingIOError:
                 return
             except OSError as exc:  # EMFILE, ECONNABORTED: this caller's reset -> ensure path runs
-                _report(f"accept: {exc}")
+                report(f"accept: {exc}")
                 return
             if self.stopping:  # closed without a reply: the caller starts the next stamper
                 conn.close()
@@ -276,7 +226,7 @@ class Stamper:
                 conn.setblocking(False)
                 self.poll.register(conn.fileno(), select.EPOLLIN)
             except OSError as exc:
-                _report(f"accept: {exc}")
+                report(f"accept: {exc}")
                 conn.close()
                 continue
             self.conns[conn.fileno()] = conn
@@ -321,14 +271,14 @@ class Stamper:
         run_lock = os.open(self.run_lock_path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
         fcntl.flock(run_lock, fcntl.LOCK_EX)  # held until the process ends: one stamper at a time
         self.adopt_all()
-        _unlink(self.sock_path)
+        unlink(self.sock_path)
         old = os.umask(0o077)
         self.listener.bind(self.sock_path)
         os.umask(old)
         self.listener.listen(64)
         self.poll.register(self.listener.fileno(), select.EPOLLIN)
         with open(self.pid_path + ".new", "w") as out:
-            out.write(f"{os.getpid()} {_start_ticks()}")
+            out.write(f"{os.getpid()} {procfs.start_ticks(os.getpid())}")
         os.replace(self.pid_path + ".new", self.pid_path)
         wake_read, wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(wake_write)  # SIGTERM ends the wait at once, not at the next probe
@@ -344,7 +294,7 @@ class Stamper:
                 try:
                     self.handle(fd, wake_read)
                 except OSError as exc:  # one event's failure, never the end of the loop
-                    _report(f"fd {fd}: {exc}")
+                    report(f"fd {fd}: {exc}")
             now = time.monotonic()
             if self.streams or self.conns or events:
                 busy = now
@@ -356,7 +306,7 @@ class Stamper:
                     try:
                         self.drain(stream)
                     except OSError as exc:
-                        _report(f"{stream.path}: {exc}")
+                        report(f"{stream.path}: {exc}")
         self.shutdown()
 
     def handle(self, fd: int, wake_read: int) -> None:
@@ -382,12 +332,12 @@ class Stamper:
         self.conns.clear()
         mine = _read_pid(self.pid_path) == os.getpid()
         if mine:
-            _unlink(self.sock_path)
+            unlink(self.sock_path)
         for stream in list(self.streams.values()):
             try:
                 self.drain(stream)
             except OSError as exc:
-                _report(f"{stream.path}: {exc}")
+                report(f"{stream.path}: {exc}")
         left = {s.instance: s.path for s in self.streams.values()}
         for stream in self.streams.values():
             with contextlib.suppress(OSError):
@@ -396,30 +346,11 @@ class Stamper:
             if left:
                 self.write_index(left)  # the next stamper's
             else:
-                _unlink(self.index_path)
+                unlink(self.index_path)
         except OSError as exc:
-            _report(f"{self.index_path}: {exc}")
+            report(f"{self.index_path}: {exc}")
         if mine:
-            _unlink(self.pid_path)
-
-
-def _report(message: str) -> None:
-    with contextlib.suppress(OSError, ValueError):
-        print(f"stamper: {message}", file=sys.stderr, flush=True)
-
-
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError as exc:
-        if exc.errno != errno.ENOENT:
-            _report(f"{path}: {exc}")
-
-
-def _start_ticks() -> int:
-    """This process's start time in clock ticks since boot (field 22 of /proc/self/stat)."""
-    with open("/proc/self/stat", "rb") as stat:
-        return int(stat.read().rpartition(b")")[2].split()[19])
+            unlink(self.pid_path)
 
 
 def _read_pid(path: str) -> int | None:
@@ -431,7 +362,8 @@ def _read_pid(path: str) -> int | None:
 
 
 def main(argv: list[str]) -> int:
-    """`THIS_FILE RUN_DIR [IDLE_EXIT]`: detach (the caller waits only for this first process), then serve."""
+    """``argv``: (unused, RUN_DIR, [IDLE_EXIT]). Detach (the caller waits only for this first
+    process), then serve."""
     if os.fork():  # the caller starts it in a session of its own; this child is never its zombie
         return 0
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # two files per instance
@@ -443,5 +375,8 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+# how the driver starts it: `python -S -P -c LAUNCH HERDSMAN_ROOT RUN_DIR IDLE_EXIT`
+LAUNCH = (
+    "import sys; sys.path.insert(0, sys.argv[1]); "
+    "from herdsman.drivers.stamper import main; sys.exit(main(sys.argv[1:]))"
+)

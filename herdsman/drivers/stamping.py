@@ -166,7 +166,7 @@ class Stamping:
 
     def _start(self) -> None:
         self.log.parent.mkdir(parents=True, exist_ok=True)
-        argv = [sys.executable, "-S", "-P", stamper.__file__, str(self.run.absolute()), str(self.idle_exit)]
+        argv = launch_argv(self.run, self.idle_exit)
         with self.log.open("ab") as out:
             first = subprocess.Popen(
                 argv, stdout=out, stderr=out, stdin=subprocess.DEVNULL, start_new_session=True
@@ -221,3 +221,9 @@ def release_stamper(home: Path) -> bool:
     if any(stamping.records.glob("*.json")):
         return False
     return stamping.stop()
+
+
+def launch_argv(run: Path, idle_exit: float) -> list[str]:
+    """How a stamper for ``run`` is started: no site-packages (-S), herdsman found by its root."""
+    root = str(Path(stamper.__file__).resolve().parent.parent.parent)
+    return [sys.executable, "-S", "-P", "-c", stamper.LAUNCH, root, str(run.absolute()), str(idle_exit)]

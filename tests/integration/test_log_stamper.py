@@ -20,9 +20,10 @@ import httpx
 import pytest
 
 from herdsman import logs
-from herdsman.drivers import procfs, stamper
+from herdsman.drivers import procfs
 from herdsman.drivers.base import InstanceSpec
 from herdsman.drivers.process import ProcessDriver
+from herdsman.drivers.stamping import launch_argv
 from herdsman.image.bake import bake, image_store
 from herdsman.spec import load_project
 from tests.helpers import HELLO, hello_copy, herd, stop_project, wait_for
@@ -286,7 +287,7 @@ def test_a_second_stamper_waits_for_the_first_to_end(driver: ProcessDriver) -> N
     first = driver.stamping.running()
     assert first is not None
     run = str(driver.home / "run")
-    launcher = subprocess.Popen([sys.executable, "-S", "-P", stamper.__file__, run, "30"])
+    launcher = subprocess.Popen(launch_argv(Path(run), 30))
     assert launcher.wait(timeout=60) == 0
     homes = lambda: subprocess.run(["pgrep", "-f", run], capture_output=True, text=True).stdout.split()  # noqa: E731
     wait_for(lambda: len(homes()) == 2, 60)  # the second stamper runs
