@@ -97,12 +97,17 @@ class Healer:
 
     async def _apply(self, service: str, steps: list[Step], release: Release) -> None:
         executor = self.deployment.executor
-        started: list[str] = []  # stopped if the pass fails (a burst stops its own failures)
+        started: list[str] = []
         grown: list[str] = []
+        unpooled: list[str] = []  # started, not yet in the pool: stopped if the pass fails
+        # (a burst stops its own failures; those in the pool serve, and are kept: stopped, they
+        # would fail the requests they hold; the next pass plans from what runs)
         try:
             for step in steps:
                 if step["op"] in ("start", "grow"):
                     (started if step["op"] == "start" else grown).extend(step["instances"])
+                    if step["op"] == "start":
+                        unpooled.extend(step["instances"])
                     self.deployment.state.event(
                         self.env,
                         "heal",
@@ -111,12 +116,14 @@ class Healer:
                     )
                 await executor.apply(step, release)
                 if step["op"] == "pool":
+                    serving = set(step["instances"])
+                    unpooled = [i for i in unpooled if i not in serving]
                     self._drain_hung_now(steps, release)
                 if step["op"] == "retire":
                     for instance in step["instances"]:
                         self._forget(service, instance)
         except DeployError as failure:
-            for instance in started:  # a replacement that did not make it: stop it, keep its log
+            for instance in unpooled:  # a replacement that did not make it: stop it, keep its log
                 await self.deployment.driver.stop(instance, 5)
                 self._forget(service, instance)
             backoff = self.observed.backoff
