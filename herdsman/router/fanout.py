@@ -46,8 +46,13 @@ class Book:
         self.routes.update(wanted)
 
     def set_pool(self, route: str, backends: list[dict[str, Any]]) -> None:
+        """The pool of ``route`` becomes ``backends`` (refused before any change, as a worker's
+        router refuses them: the book never holds a pool the workers do not)."""
         if route not in self.routes:
             raise KeyError(route)
+        for spec in backends:
+            int(str(spec["address"]).rpartition(":")[2])
+            int(spec.get("weight", 1))
         self.pools[route] = [dict(b) for b in backends]
 
     def drain(self, route: str, addresses: list[str]) -> None:

@@ -417,3 +417,25 @@ def test_interim_pool_changes_reach_the_state_file_and_a_drain_writes_at_once(
     finally:
         for x in (a, b, c):
             x.stop()
+
+
+def test_a_refused_pool_changes_nothing_on_one_worker_or_many(
+    tmp_path: Path, router: tuple[RouterClient, str]
+) -> None:
+    """A pool the router refuses (a port that is not a number) leaves the pool and the state file
+    as they were: with workers, the parent's book is checked before any worker is told."""
+    client, url = router
+    _socket, state_file, _log = router_paths(tmp_path / ".herd")
+    good = Backend("good")
+    try:
+        pool(client, good)
+        with pytest.raises(DeployError):
+            client.call_now(
+                {"op": "set_pool", "route": "p/web", "backends": [{"id": "x", "address": "127.0.0.1:http"}]}
+            )
+        assert httpx.get(url).text == "good"
+        pools = json.loads(state_file.read_text())["pools"]["p/web"]
+        assert [b["address"] for b in pools] == [good.address]
+        assert not client.call_now({"op": "ping"}).get("restarts"), "no worker was killed for it"
+    finally:
+        good.stop()

@@ -72,6 +72,14 @@ def test_the_book_refuses_what_the_router_refuses_before_any_change() -> None:
     assert list(book.routes) == ["p/web"]
     with pytest.raises(KeyError):
         book.set_pool("p/nothing", [])
+    book.set_pool("p/web", [{"id": "a", "address": "127.0.0.1:1"}])
+    for bad in (
+        {"id": "b", "address": "127.0.0.1:http"},
+        {"id": "b", "address": "127.0.0.1:2", "weight": "x"},
+    ):
+        with pytest.raises(ValueError):  # a worker's router refuses it: the book keeps the pool before
+            book.set_pool("p/web", [bad])
+        assert book.pools["p/web"] == [{"id": "a", "address": "127.0.0.1:1"}]
 
 
 def test_counters_are_summed_per_backend_and_the_mean_weighted() -> None:
