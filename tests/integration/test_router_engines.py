@@ -245,3 +245,40 @@ def test_no_first_byte_retries_a_get_elsewhere_and_never_repeats_a_post(
         "each POST the hung instance got was sent there once, not again"
     )
     silent.stop(), alive.stop()
+
+
+def test_each_backend_has_a_latency_histogram_that_tells_slow_from_fast(engine: Engine) -> None:
+    """What the canary's verdict and the dashboard's quantiles read: on HAProxy from its sampled
+    request log (one request in LATENCY_SAMPLE), on the embedded router from every request."""
+    from herdsman.router.latency import LATENCY_BOUNDS_MS
+
+    slow, fast = Backend("slow"), Backend("fast")
+    engine.pool(slow, fast)
+
+    async def scenario() -> dict[str, Any]:
+        await engine.pools.stats()  # HAProxy's log is read by this process from now on
+        async with httpx.AsyncClient(timeout=10) as http:
+            for _ in range(80):  # round robin: half to each
+                await http.get(f"{engine.url}/slow/0.03")
+                await http.get(engine.url)
+        await asyncio.sleep(0.5)  # the last datagrams
+        return dict((await engine.pools.stats())[ROUTE])
+
+    route = asyncio.run(scenario())
+    bounds = route["latency_bounds_ms"]
+    assert tuple(bounds) == LATENCY_BOUNDS_MS
+
+    def median_ms(name: str) -> float:
+        (backend,) = [b for b in route["backends"] if b["instance"] == name]
+        counts = sorted((int(i), n) for i, n in backend["latency_hist"].items())
+        total, seen = sum(n for _, n in counts), 0
+        assert total >= 10, (name, counts)  # HAProxy: about 80 / LATENCY_SAMPLE of each backend
+        for index, n in counts:
+            seen += n
+            if seen * 2 >= total:
+                return float(bounds[min(index, len(bounds) - 1)])
+        raise AssertionError(counts)
+
+    assert median_ms("slow") >= 25.0, "30 ms answers land around 30 ms"
+    assert median_ms("fast") < 25.0
+    slow.stop(), fast.stop()

@@ -194,3 +194,12 @@ def test_behind_a_router_without_histograms_the_verdict_says_latency_was_not_jud
     assert failing.outcome == "fail" and "error rate" in failing.reason
     timed = judge(simulate(random.Random(3), 400, median_s=0.01, error_rate=0), baseline, RULES)
     assert "not judged" not in timed.reason
+
+
+def test_a_reading_from_before_the_histograms_began_counts_as_empty_ones() -> None:
+    """HAProxy's histograms begin when a process starts to read its log: the canary's first reading
+    may have none, the next ones do."""
+    later = window([0.01, 0.02, 0.02])
+    earlier = Window(1, 0, (), ())
+    between = later.minus(earlier)
+    assert between.requests == 2 and between.latency == later.latency
