@@ -44,8 +44,11 @@ def production_bytes(root: Path) -> dict[str, str]:
         for container in sorted(ids):
             inspect = subprocess.run([*docker_cmd(root), "inspect", container], capture_output=True)
             info = json.loads(inspect.stdout)[0]
-            kept = [info["Id"], info["Created"], info["State"], info["Config"], info["Mounts"]]
-            out[f"container {info['Name']}"] = hashlib.sha256(json.dumps(kept).encode()).hexdigest()
+            for part in ("Id", "Created", "State", "Config", "Mounts"):  # a difference names its part
+                value = json.dumps(info[part], sort_keys=True)
+                out[f"container {info['Name']} {part}"] = (
+                    f"{hashlib.sha256(value.encode()).hexdigest()} {value[:300]}"
+                )
     else:
         for record in sorted((herd_dir / "run" / "instances").glob("*.json")):
             if json.loads(record.read_text())["labels"]["herd.env"] == "production":
