@@ -29,7 +29,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -118,20 +117,6 @@ def wrk(port: int, seconds: int, connections: int, cpu: str | None = None) -> di
     }
 
 
-def read_the_log(managed: HaproxyPools, reading: threading.Event, done: threading.Event) -> None:
-    """Read herdsman's HAProxy's sampled request log until ``done``, as the agent does."""
-
-    async def run() -> None:
-        await managed.stats()
-        reading.set()
-        while not done.is_set():
-            await asyncio.sleep(0.5)
-        sampled = sum(sum(h) for h in managed.latency.histograms.values())
-        print(f"request log: {sampled} requests binned", file=sys.stderr)
-
-    asyncio.run(run())
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -150,8 +135,6 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="herd-bench-haproxy-"))
     processes: list[subprocess.Popen[bytes]] = []
     managed = HaproxyPools(tmp / ".herd")
-    reading, done = threading.Event(), threading.Event()
-    reader: threading.Thread | None = None
     try:
         nginx_port, managed_port = free_port(), free_port()
         paths = {HAND: free_port(), HAND_SAME: free_port(), OURS: managed_port}
@@ -183,9 +166,6 @@ def main() -> None:
             wait_port(port)
             wrk(port, 1, args.connections, load_cpu)  # warm up
         worker = asyncio.run(managed.runtime.worker_pid()) or 0
-        reader = threading.Thread(target=read_the_log, args=(managed, reading, done), daemon=True)
-        reader.start()  # as the agent does: its request log (one request in four) read into histograms
-        reading.wait(10)
         for name, pid in (*hand_pids.items(), (OURS, worker)):
             threads = len(os.listdir(f"/proc/{pid}/task"))
             print(
@@ -204,9 +184,6 @@ def main() -> None:
                 file=sys.stderr,
             )
     finally:
-        done.set()
-        if reader is not None:
-            reader.join(5)
         managed.stop()
         for process in processes:
             with contextlib.suppress(ProcessLookupError):

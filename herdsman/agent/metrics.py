@@ -29,7 +29,7 @@ class RouterTotals:
     latency: dict[Key, float] = field(default_factory=lambda: defaultdict(float))
     answers_5xx: dict[Key, int] = field(default_factory=lambda: defaultdict(int))  # answered, with a 5xx
     # latency histograms (router/latency.py's buckets, as the router's stats give them), for the
-    # dashboard's p50/p99; from HAProxy only while this process reads its sampled request log
+    # dashboard's p50/p99; empty where the router keeps none (HAProxy)
     histograms: dict[Key, list[int]] = field(default_factory=dict)
     bounds_ms: tuple[float, ...] = ()
     _last: dict[str, _Backend] = field(default_factory=dict)  # per backend instance

@@ -41,7 +41,7 @@ class Window:
 
     def minus(self, earlier: Window) -> Window:
         """This cumulative reading less an earlier one: what happened in between. An earlier
-        reading with no histograms (HAProxy's log not read yet then) counts as empty ones."""
+        reading with no histograms (a router that began keeping them since) counts as empty ones."""
         before = earlier.latency
         if earlier.bounds_ms != self.bounds_ms or len(before) != len(self.latency):
             before = (0,) * len(self.latency)
@@ -152,7 +152,7 @@ def judge(canary: Window, baseline: Window, rules: Rules, *, look: int = 1) -> V
                     numbers,
                 )
     if not sum(canary.latency) and not sum(baseline.latency):
-        latency = "latency not judged: no latency histogram was read (HAProxy's log read elsewhere)"
+        latency = "latency not judged: the router keeps no latency histograms (HAProxy)"
     else:
         mine, theirs = numbers.get("canary_p50_ms", 0), numbers.get("baseline_p50_ms", 0)
         latency = f"p50 {mine:g} ms (baseline {theirs:g} ms)"

@@ -167,16 +167,12 @@ def test_a_release_failing_one_request_in_five_is_aborted_within_the_canary_shar
         stop_project(root)
 
 
-@pytest.mark.parametrize("engine", ["embedded", "haproxy"])
-def test_a_release_twenty_times_slower_is_aborted_on_latency(tmp_path: Path, engine: str) -> None:
-    """On either router engine (HAProxy's histograms come from its sampled request log)."""
-    if engine == "haproxy":
-        need_command("haproxy")
+def test_a_release_twenty_times_slower_is_aborted_on_latency(tmp_path: Path) -> None:
     root = tmp_path / "app"
-    port = project(root, delay_ms=2, engine=engine)
+    port = project(root, delay_ms=2)
     try:
         herd(root, "deploy")
-        project(root, delay_ms=40, engine=engine)
+        project(root, delay_ms=40)
         with Load(f"http://127.0.0.1:{port}/", workers=4) as load:
             result = herd(root, "deploy", check=False, timeout=180)
         said = result.stdout + result.stderr

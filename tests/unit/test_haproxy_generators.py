@@ -3,9 +3,6 @@ pools, the runtime commands of a pool change, a drain and a removal, and `show s
 
 from __future__ import annotations
 
-import dataclasses
-from pathlib import Path
-
 import pytest
 
 from herdsman.errors import SpecError
@@ -143,35 +140,3 @@ def test_show_stat_reads_as_the_embedded_routers_stats() -> None:
     servers = servers_by_backend(table)["r_p__web"]
     assert servers["web-0"].state == "drain" and servers["web-1"] == Server("web-1", "127.0.0.1:9001", 2)
     assert backend_name("p/web") == "r_p__web"
-
-
-def test_a_sampled_request_log_gives_each_server_a_latency_histogram() -> None:
-    """The sampled request log (`format raw`, `%b %s %Tr`) binned as the embedded router bins."""
-    from herdsman.router.haproxy.latency_log import LATENCY_SAMPLE, LatencyLog
-    from herdsman.router.latency import LATENCY_BOUNDS_MS, bucket
-
-    config = haproxy_config(
-        [route("p/web", "127.0.0.1:8080")], {}, dataclasses.replace(PATHS, log="/h/run/l.sock")
-    )
-    assert "    log /h/run/l.sock len 256 format raw local0 info" in config
-    assert f"    http-request set-log-level silent if {{ rand({LATENCY_SAMPLE}) gt 0 }}" in config
-    assert '    log-format "%b %s %Tr"' in config and "    option dontlognull" in config
-    assert "log " not in haproxy_config([route("p/web", "127.0.0.1:8080")], {}, PATHS), "no log path, no log"
-    log = LatencyLog(Path("/nonexistent"))
-    for line in (
-        b"r_p__web web-1 3",
-        b"r_p__web web-1 40\n",
-        b"r_p__web <NOSRV> 0",
-        b"r_p__web web-1 -1",
-        b"junk",
-    ):
-        log.feed(line)
-    histogram = log.histograms[("r_p__web", "web-1")]
-    assert sum(histogram) == 2 and histogram[bucket(0.003)] == 1 and histogram[bucket(0.040)] == 1
-    stats = router_stats(
-        rows(SHOW_STAT), [route("p/web", "127.0.0.1:8080")], {"web-1": "web-1"}, log.histograms
-    )
-    web = stats["p/web"]
-    assert isinstance(web, dict) and web["latency_bounds_ms"] == LATENCY_BOUNDS_MS
-    (only,) = web["backends"]
-    assert only["latency_hist"] == {str(bucket(0.003)): 1, str(bucket(0.040)): 1}

@@ -197,8 +197,8 @@ def test_behind_a_router_without_histograms_the_verdict_says_latency_was_not_jud
 
 
 def test_a_reading_from_before_the_histograms_began_counts_as_empty_ones() -> None:
-    """HAProxy's histograms begin when a process starts to read its log: the canary's first reading
-    may have none, the next ones do."""
+    """A reading with no histograms (bounds changed, or none yet) never crashes a window: it counts
+    as empty ones."""
     later = window([0.01, 0.02, 0.02])
     earlier = Window(1, 0, (), ())
     between = later.minus(earlier)

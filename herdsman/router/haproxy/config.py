@@ -16,8 +16,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from herdsman.router.haproxy.latency_log import LATENCY_SAMPLE
-
 IDEMPOTENT_METHODS = "GET HEAD OPTIONS PUT DELETE TRACE"
 RETRIES = 3
 CONNECT_TIMEOUT_MS = 5000  # at most: a route's first-byte timeout may be shorter
@@ -31,7 +29,6 @@ class Paths:
 
     socket: str
     pidfile: str
-    log: str | None = None  # the datagram socket of the sampled request log (`latency_log.py`)
 
 
 def backend_name(route: str) -> str:
@@ -74,10 +71,6 @@ def haproxy_config(
         f"    stats socket {paths.socket} mode 600 level admin expose-fd listeners",
         # an old worker left by a reload finishes its requests, then goes
         f"    hard-stop-after {_ms(longest_drain) + 5000}ms",
-    ]
-    if paths.log:  # one request in LATENCY_SAMPLE, for latency histograms (latency_log.py)
-        lines.append(f"    log {paths.log} len 256 format raw local0 info")
-    lines += [
         "",
         "defaults",
         "    mode http",
@@ -87,10 +80,8 @@ def haproxy_config(
         "    timeout queue 5s",
         "    timeout connect 5s",
         "    timeout server 30s",
+        "",
     ]
-    if paths.log:
-        lines += ["    log global", "    option dontlognull", '    log-format "%b %s %Tr"']
-    lines.append("")
     by_listen: dict[str, list[Mapping[str, Any]]] = {}
     for route in ordered:
         by_listen.setdefault(str(route["listen"]), []).append(route)
@@ -122,8 +113,6 @@ def haproxy_config(
             "    retry-on conn-failure empty-response response-timeout",
             f"    http-request disable-l7-retry unless {{ method {IDEMPOTENT_METHODS} }}",
         ]
-        if paths.log:  # a random sample: a periodic one (`log ... sample 1:N`) beats with round robin
-            lines.append(f"    http-request set-log-level silent if {{ rand({LATENCY_SAMPLE}) gt 0 }}")
         for server in pools.get(name, ()):
             address = bind_address(str(server["address"]))
             lines.append(

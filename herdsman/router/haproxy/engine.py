@@ -31,7 +31,6 @@ from herdsman.errors import DeployError
 from herdsman.router.client import stack_routes
 from herdsman.router.haproxy.commands import drain_commands, pool_commands, remove_commands, wanted_servers
 from herdsman.router.haproxy.config import Paths, backend_name, haproxy_config, server_name
-from herdsman.router.haproxy.latency_log import LatencyLog
 from herdsman.router.haproxy.runtime import Runtime
 from herdsman.router.haproxy.stats import router_stats, rows, servers_by_backend
 from herdsman.spec import Project, herd_home
@@ -49,12 +48,7 @@ class HaproxyPools:
         self.config_path = run / "haproxy.cfg"
         self.state_path = run / "haproxy.json"
         self.lock_path = run / "haproxy.lock"
-        self.paths = Paths(
-            socket=str(run / "haproxy.sock"),
-            pidfile=str(run / "haproxy.pid"),
-            log=str(run / "haproxy-log.sock"),
-        )
-        self.latency = LatencyLog(run / "haproxy-log.sock")
+        self.paths = Paths(socket=str(run / "haproxy.sock"), pidfile=str(run / "haproxy.pid"))
         self.log = home / "logs" / "haproxy.log"
         self.binary = binary or shutil.which("haproxy") or "/usr/sbin/haproxy"
         self.runtime = Runtime(Path(self.paths.socket))
@@ -233,13 +227,7 @@ class HaproxyPools:
             for pool in state["pools"].values()
             for b in pool
         }
-        self.latency.read()  # from now on, in this process: histograms from the sampled log
-        return router_stats(
-            rows(await self.runtime.show_stat()),
-            state["routes"],
-            instances,
-            self.latency.histograms if self.latency.reading else None,
-        )
+        return router_stats(rows(await self.runtime.show_stat()), state["routes"], instances)
 
 
 def ensure_pools(project: Project, env: str, routes: list[dict[str, Any]] | None = None) -> HaproxyPools:

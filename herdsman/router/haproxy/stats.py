@@ -5,8 +5,6 @@ Per server: inflight = `scur`, requests = `req_tot`, errors = `hrsp_5xx` + `econ
 connections that failed), mean_latency_ms = `ttime` (HAProxy's mean over the last 1024 requests).
 Servers draining or in maintenance have left the pool and are not listed, as in the embedded router.
 The outlier fields are the embedded router's own; HAProxy has none here (health is herdsman's).
-Latency histograms come from HAProxy's sampled request log (`latency_log.py`), when this process
-reads it.
 """
 
 from __future__ import annotations
@@ -18,7 +16,6 @@ from typing import Any
 
 from herdsman.router.haproxy.commands import Server
 from herdsman.router.haproxy.config import backend_name
-from herdsman.router.latency import LATENCY_BOUNDS_MS
 
 
 def rows(csv_text: str) -> list[dict[str, str]]:
@@ -61,11 +58,9 @@ def router_stats(
     table: list[dict[str, str]],
     routes: Sequence[Mapping[str, Any]],
     instances: Mapping[str, str],
-    histograms: Mapping[tuple[str, str], list[int]] | None = None,
 ) -> dict[str, object]:
     """Per route: listen, host and its backends with their counters. ``instances`` maps a server
-    name back to the instance id it was added for; ``histograms`` (by backend and server, from
-    the sampled request log) are given as the embedded router gives its own, sparse."""
+    name back to the instance id it was added for."""
     servers: dict[str, list[dict[str, str]]] = {}
     for row in table:
         if row["svname"] not in ("FRONTEND", "BACKEND"):
@@ -91,19 +86,7 @@ def router_stats(
                     "ejected": False,
                     "ejections": 0,
                     "ejected_for_s": 0.0,
-                    "latency_hist": {
-                        str(i): n
-                        for i, n in enumerate((histograms or {}).get((row["pxname"], row["svname"]), ()))
-                        if n
-                    },
                 }
             )
-        entry: dict[str, object] = {
-            "listen": route["listen"],
-            "host": route.get("host"),
-            "backends": backends,
-        }
-        if histograms is not None:  # the log is read here: histograms count (maybe none yet)
-            entry["latency_bounds_ms"] = LATENCY_BOUNDS_MS
-        out[name] = entry
+        out[name] = {"listen": route["listen"], "host": route.get("host"), "backends": backends}
     return out
